@@ -1,0 +1,3 @@
+from edgecompress.cli.main import main
+
+main()

@@ -1,0 +1,19 @@
+"""Options and output helpers shared by the commands."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import click
+
+from ..tables import to_json
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+force_option = click.option("--force", is_flag=True, help="Overwrite the output if it exists.")
+unsafe_option = click.option(
+    "--unsafe", is_flag=True, help="Allow Lambda layers when loading Keras models (runs code from the file)."
+)
+
+
+def emit(result: Any, as_json: bool, render: Callable[[Any], str]) -> None:
+    """Print RESULT as JSON (stdout, nothing else) or through RENDER as readable text."""
+    click.echo(to_json(result) if as_json else render(result))

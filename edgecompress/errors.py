@@ -1,0 +1,21 @@
+"""The one place for the errors edgecompress reports to users.
+
+UserError means the input is wrong and the user can fix it: the CLI prints its message on one line and
+exits with code 2. Anything else that escapes is an internal failure (exit 1, --debug for the traceback).
+"""
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input: a one-line message that names what is wrong and how to fix it."""
+
+    exit_code = 2
+
+
+class MissingExtraError(UserError):
+    """A command needs the conversion/training side, which is not installed."""
+
+    def __init__(self, what: str, module: str) -> None:
+        super().__init__(
+            f"{what} needs {module}, which is not installed: pip install 'edgecompress[full]'"
+        )

@@ -1,0 +1,60 @@
+"""The bundled example: a small CNN classifier trained on the bundled digits (real data, no download).
+
+It is the default model of the README's main job, the demo and the tests. Built with tf-keras, since
+TF-MOT works only on tf-keras models.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .datasets import NUM_CLASSES, Digits, load_digits
+from .models import import_tf_keras
+
+
+def build_digits_cnn(seed: int = 0, width: int = 16, dense: int = 128) -> Any:
+    """Conv(width) -> Conv(2*width) -> Dense(dense) -> softmax over 10 digits, for 8x8x1 inputs."""
+    keras = import_tf_keras("building the example model")
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1), name="image"),
+            layers.Conv2D(width, 3, padding="same", activation="relu", name="conv1"),
+            layers.Conv2D(2 * width, 3, padding="same", activation="relu", name="conv2"),
+            layers.MaxPooling2D(2, name="pool"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(dense, activation="relu", name="dense"),
+            layers.Dense(NUM_CLASSES, activation="softmax", name="probs"),
+        ],
+        name="digits_cnn",
+    )
+
+
+def compile_classifier(model: Any, learning_rate: float = 1e-3) -> Any:
+    keras = import_tf_keras()
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def train_digits_cnn(
+    epochs: int = 20, seed: int = 0, data: Digits | None = None, verbose: int = 0, **build: Any
+) -> Any:
+    """Build and train the example classifier; about 97-99% test accuracy in a few seconds on 2 cores."""
+    data = data or load_digits(seed)
+    model = compile_classifier(build_digits_cnn(seed, **build))
+    model.fit(
+        data.train.x, data.train.y, validation_data=(data.val.x, data.val.y),
+        epochs=epochs, batch_size=32, verbose=verbose, shuffle=True,
+    )
+    return model
+
+
+def accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
+    probs = model.predict(x, verbose=0)
+    return float(np.mean(np.argmax(probs, axis=-1) == y))

@@ -1,0 +1,24 @@
+"""Progress for long work (training, calibration, benchmarks, sweeps), on stderr so --json stays clean."""
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Iterable, Iterator, TypeVar
+
+import click
+
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def bar(items: Iterable[T], label: str, length: int | None = None) -> Iterator[Iterable[T]]:
+    """A click progress bar on stderr; on a non-terminal it prints the label once, then a line at the end."""
+    with click.progressbar(
+        items, length=length, label=label, file=sys.stderr, show_pos=True, show_eta=True
+    ) as it:
+        yield it
+
+
+def note(message: str) -> None:
+    """A one-line status message on stderr."""
+    click.echo(message, err=True)
