@@ -1,0 +1,109 @@
+"""Shared fixtures: the bundled digits, a trained example model, reference .tflite files, and a
+runtime-only virtual environment (numpy, click, ai-edge-litert; no TensorFlow).
+
+Expensive things are built once per session. The reference .tflite files are made with a plain
+TFLiteConverter so that tests of inspect and benchmark do not depend on edgecompress's own converter.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from edgecompress.datasets import load_digits
+
+    return load_digits()
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("shared")
+
+
+@pytest.fixture(scope="session")
+def digits_model(digits):
+    """The example CNN trained on the bundled digits (tf-keras), about 99% test accuracy."""
+    from edgecompress.examples import train_digits_cnn
+
+    return train_digits_cnn(epochs=15, seed=0, data=digits)
+
+
+@pytest.fixture(scope="session")
+def digits_model_path(digits_model, session_dir) -> Path:
+    path = session_dir / "digits.keras"
+    digits_model.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def test_npz(digits, session_dir) -> Path:
+    """The held-out split as an edgecompress data file (x, y)."""
+    return digits.test.save_npz(session_dir / "digits_test.npz")
+
+
+@pytest.fixture(scope="session")
+def calib_npz(digits, session_dir) -> Path:
+    """200 training images under `x` (and labels under `y`) for calibration."""
+    from edgecompress.datasets import Split
+
+    return Split(digits.train.x[:200], digits.train.y[:200]).save_npz(session_dir / "digits_calib.npz")
+
+
+def _plain_convert(model, int8_from: np.ndarray | None = None) -> bytes:
+    import tensorflow as tf
+
+    fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+        tf.TensorSpec([1, 8, 8, 1], tf.float32)
+    )
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([fn], model)
+    if int8_from is not None:
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: ([s[None]] for s in int8_from)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+    return conv.convert()
+
+
+@pytest.fixture(scope="session")
+def float_tflite(digits_model, session_dir) -> Path:
+    """The example model as a float32 .tflite, made by a plain TFLiteConverter."""
+    path = session_dir / "digits_float.tflite"
+    path.write_bytes(_plain_convert(digits_model))
+    return path
+
+
+@pytest.fixture(scope="session")
+def int8_tflite(digits_model, digits, session_dir) -> Path:
+    """The example model as a full-integer int8 .tflite (int8 I/O), made by a plain TFLiteConverter."""
+    path = session_dir / "digits_int8.tflite"
+    path.write_bytes(_plain_convert(digits_model, int8_from=digits.train.x[:100]))
+    return path
+
+
+@pytest.fixture(scope="session")
+def runtime_venv(tmp_path_factory) -> Path:
+    """A virtual environment with only the runtime side installed: returns its python executable.
+
+    This is what a Raspberry Pi user has (pip install edgecompress): numpy, click, ai-edge-litert.
+    """
+    root = tmp_path_factory.mktemp("runtime-venv")
+    subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
+    python = root / "bin" / "python"
+    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    subprocess.run(pip + [str(REPO)], check=True)
+    probe = subprocess.run([str(python), "-c", "import tensorflow"], capture_output=True)
+    assert probe.returncode != 0, "the runtime-only environment must not have TensorFlow"
+    return python
