@@ -1,1 +1,79 @@
-COMMANDS = []
+"""`edgecompress inspect`: what a .tflite file holds, from the flatbuffer alone (no TensorFlow)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .options import emit, json_option
+
+
+def _io_rows(specs: list) -> list[list]:
+    def quant(values: list) -> str:
+        if not values:
+            return "-"
+        return ", ".join(f"{v:.6g}" for v in values[:3]) + (f" (+{len(values) - 3})" if len(values) > 3 else "")
+
+    return [[s.name, str(s.shape), s.dtype, quant(s.scale), quant(s.zero_point)] for s in specs]
+
+
+def render(report) -> str:
+    from ..tables import key_values, table
+
+    io_headers = ["name", "shape", "dtype", "scale", "zero point"]
+    sections = [
+        key_values(
+            [
+                ("file", report.path),
+                ("size (bytes)", report.size_bytes),
+                ("gzip size (bytes)", report.gzip_bytes),
+                ("weights (bytes)", report.weight_bytes),
+                ("everything else (bytes)", report.other_bytes),
+                ("parameters", report.parameter_count),
+                ("estimated MACs", report.macs_total),
+                ("integer model", report.integer_model),
+                ("subgraphs", report.subgraphs),
+                ("signatures", ", ".join(report.signatures) or "-"),
+            ],
+            title="Model",
+        ),
+        table(io_headers, _io_rows(report.inputs), title="Inputs"),
+        table(io_headers, _io_rows(report.outputs), title="Outputs"),
+        table(
+            ["operator", "kind", "count", "versions", "MACs"],
+            [[o.name, o.kind, o.count, ",".join(map(str, o.versions)), o.macs] for o in report.operators],
+            title="Operators",
+        ),
+        table(
+            ["dtype", "tensors", "constants", "constant bytes", "activation bytes"],
+            [[d.dtype, d.tensors, d.constant_tensors, d.constant_bytes, d.activation_bytes] for d in report.dtypes],
+            title="Tensors by dtype",
+        ),
+        table(
+            ["weight tensor", "shape", "dtype", "quantized", "bytes", "sparsity", "distinct"],
+            [
+                [w.name, str(w.shape), w.dtype, w.quantized, w.stored_bytes, w.sparsity, w.distinct_values]
+                for w in report.weights
+            ],
+            title="Weight tensors",
+        ),
+    ]
+    if report.warnings:
+        sections.append("Warnings\n" + "\n".join(f"! {w}" for w in report.warnings))
+    return "\n\n".join(sections)
+
+
+@click.command("inspect")
+@click.argument("model", type=click.Path(path_type=Path))
+@json_option
+def inspect_command(model: Path, as_json: bool) -> None:
+    """Show a .tflite file's inputs, operators, dtypes, parameters, weight sparsity and estimated MACs.
+
+    Flex (SELECT_TF_OPS) and custom operators are flagged: stock runtimes cannot run them.
+    """
+    from ..inspect import inspect_model
+
+    emit(inspect_model(model), as_json, render)
+
+
+COMMANDS = [inspect_command]

@@ -1,0 +1,288 @@
+"""What is inside a .tflite file: IO, operators, dtypes, parameters, weight statistics and estimated MACs.
+
+Works from the flatbuffer alone (no TensorFlow, no interpreter), so it runs on a Raspberry Pi.
+
+Multiply-accumulate (MAC) estimates, per operator, from the shapes stored in the file (batch as stored):
+- CONV_2D: output elements * kh * kw * (in_c / groups), from the filter [out_c, kh, kw, in_c/groups].
+- DEPTHWISE_CONV_2D: output elements * kh * kw (filter [1, kh, kw, out_c]).
+- CONV_3D: output elements * kd * kh * kw * in_c (filter [kd, kh, kw, in_c, out_c]).
+- TRANSPOSE_CONV: input elements * kh * kw * out_c (filter [out_c, kh, kw, in_c]); CONV_3D_TRANSPOSE likewise.
+- FULLY_CONNECTED: output elements * in_features (weights [units, in_features]).
+- BATCH_MATMUL: output elements * K, the contracted dimension of the left operand (after adj_x).
+- LSTM / UNIDIRECTIONAL_SEQUENCE_LSTM: steps * batch * 4 gates * hidden * (in_features + hidden).
+- Data movement (RESHAPE, TRANSPOSE, CONCATENATION, PAD, GATHER, SLICE, QUANTIZE, ...): 0.
+- Every other op (ADD, MUL, activations, pooling, SOFTMAX, ...): one per output element, a rough floor.
+
+Weights are constant tensors holding learned values: floating or quantized (scale present) constants, and
+any constant a compute op takes as weight or bias. Other constants (int32 shapes, axes, indices) are not
+parameters. Sparsity is the share of weights equal to zero (stored value == zero point for quantized ones);
+distinct values are counted on the stored numbers, so pruning and clustering show up after quantization too.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .fileio import gzip_size
+from .runtime import check_tflite_file
+from .tflite_reader import (
+    COMPUTE_OPS,
+    Operator,
+    Subgraph,
+    Tensor,
+    TFLiteModel,
+    is_integer_model,
+    parse_model,
+    unsupported_ops,
+)
+
+_DATA_MOVEMENT = frozenset(
+    {
+        "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE", "CONCATENATION", "PACK", "UNPACK", "SPLIT", "SPLIT_V",
+        "SLICE", "STRIDED_SLICE", "GATHER", "GATHER_ND", "PAD", "PADV2", "MIRROR_PAD", "SHAPE", "TILE",
+        "BROADCAST_TO", "QUANTIZE", "DEQUANTIZE", "CAST", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "ZEROS_LIKE",
+        "FILL", "REVERSE_V2", "SCATTER_ND", "EMBEDDING_LOOKUP", "WHILE", "IF", "CALL_ONCE", "VAR_HANDLE",
+        "READ_VARIABLE", "ASSIGN_VARIABLE",
+    }
+)
+# The input position of the activation (everything else a compute op takes is a weight or bias).
+_ACTIVATION_INPUT = {"TRANSPOSE_CONV": 2, "CONV_3D_TRANSPOSE": 2}
+_NON_WEIGHT_INPUT = {"TRANSPOSE_CONV": (0,), "CONV_3D_TRANSPOSE": (0,)}  # the output_shape tensor
+
+
+@dataclass(frozen=True)
+class IOSpec:
+    name: str
+    shape: list[int]
+    shape_signature: list[int]  # -1 marks a dynamic dimension
+    dtype: str
+    scale: list[float]  # empty when not quantized; one per channel when per-channel
+    zero_point: list[int]
+
+
+@dataclass(frozen=True)
+class OpSummary:
+    name: str
+    kind: str  # builtin, flex, custom
+    count: int
+    versions: list[int]
+    macs: int
+
+
+@dataclass(frozen=True)
+class DtypeSummary:
+    dtype: str
+    tensors: int
+    constant_tensors: int
+    constant_bytes: int  # stored in the file
+    activation_bytes: int  # nominal size of the non-constant tensors (batch as stored)
+
+
+@dataclass(frozen=True)
+class WeightStats:
+    name: str
+    shape: list[int]
+    dtype: str
+    elements: int
+    stored_bytes: int
+    quantized: str  # "no", "per-tensor" or "per-channel"
+    sparsity: float | None  # share of zeros; None when the values cannot be read (strings, bfloat16, ...)
+    distinct_values: int | None
+
+
+@dataclass
+class InspectReport:
+    path: str
+    size_bytes: int
+    gzip_bytes: int
+    schema_version: int
+    subgraphs: int
+    signatures: list[str]
+    inputs: list[IOSpec]
+    outputs: list[IOSpec]
+    operators: list[OpSummary]
+    dtypes: list[DtypeSummary]
+    parameter_count: int
+    weight_bytes: int
+    other_bytes: int  # graph structure, non-weight constants, metadata, padding
+    macs_total: int
+    integer_model: bool
+    weights: list[WeightStats]
+    unsupported_ops: list[str]  # Flex and custom op names
+    warnings: list[str] = field(default_factory=list)
+
+
+def inspect_model(path: str | Path) -> InspectReport:
+    data = check_tflite_file(path)
+    model = parse_model(data, str(path))
+    weights = _weight_tensors(model)
+    stats = [_weight_stats(t) for t in weights]
+    weight_bytes = sum(t.stored_bytes for t in weights)
+    ops = _op_summaries(model)
+    return InspectReport(
+        path=str(path),
+        size_bytes=len(data),
+        gzip_bytes=gzip_size(data),
+        schema_version=model.schema_version,
+        subgraphs=len(model.subgraphs),
+        signatures=[s.key for s in model.signatures],
+        inputs=[_io_spec(t) for t in model.inputs],
+        outputs=[_io_spec(t) for t in model.outputs],
+        operators=ops,
+        dtypes=_dtype_summaries(model),
+        parameter_count=sum(t.elements for t in weights),
+        weight_bytes=weight_bytes,
+        other_bytes=len(data) - weight_bytes,
+        macs_total=sum(o.macs for o in ops),
+        integer_model=is_integer_model(model),
+        weights=stats,
+        unsupported_ops=unsupported_ops(model),
+        warnings=_warnings(model),
+    )
+
+
+def _io_spec(t: Tensor) -> IOSpec:
+    q = t.quantization
+    return IOSpec(t.name, list(t.shape), list(t.shape_signature), t.dtype, list(q.scale), list(q.zero_point))
+
+
+def op_macs(sg: Subgraph, op: Operator) -> int:
+    """Estimated multiply-accumulates of one operator (rules in the module docstring)."""
+    if op.name in _DATA_MOVEMENT or op.kind != "builtin":
+        return 0
+    ins = [sg.tensor(i) for i in op.inputs]
+    out = sg.tensor(op.outputs[0]) if op.outputs else None
+    if out is None:
+        return 0
+    n_out = out.elements
+
+    def dims(pos: int) -> tuple[int, ...]:
+        t = ins[pos] if pos < len(ins) else None
+        return t.shape if t is not None else ()
+
+    w = dims(1)
+    if op.name == "CONV_2D" and len(w) == 4:
+        return n_out * w[1] * w[2] * w[3]
+    if op.name == "DEPTHWISE_CONV_2D" and len(w) == 4:
+        return n_out * w[1] * w[2]
+    if op.name == "CONV_3D" and len(w) == 5:
+        return n_out * w[0] * w[1] * w[2] * w[3]
+    if op.name == "TRANSPOSE_CONV" and len(w) == 4 and ins[2] is not None:
+        return ins[2].elements * w[0] * w[1] * w[2]
+    if op.name == "CONV_3D_TRANSPOSE" and len(w) == 5 and ins[2] is not None:
+        return ins[2].elements * w[0] * w[1] * w[2] * w[3]
+    if op.name == "FULLY_CONNECTED" and w:
+        return n_out * w[-1]
+    if op.name == "BATCH_MATMUL" and len(dims(0)) >= 2:
+        lhs = dims(0)
+        return n_out * (lhs[-2] if op.options.get("adj_x") else lhs[-1])
+    if op.name in ("LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM") and dims(0) and out.shape:
+        hidden, features = out.shape[-1], dims(0)[-1]
+        return (n_out // max(hidden, 1)) * 4 * hidden * (features + hidden)
+    return n_out
+
+
+def _op_summaries(model: TFLiteModel) -> list[OpSummary]:
+    counts: dict[str, int] = defaultdict(int)
+    versions: dict[str, set[int]] = defaultdict(set)
+    macs: dict[str, int] = defaultdict(int)
+    kinds: dict[str, str] = {}
+    for sg in model.subgraphs:
+        for op in sg.operators:
+            counts[op.name] += 1
+            versions[op.name].add(op.version)
+            macs[op.name] += op_macs(sg, op)
+            kinds[op.name] = op.kind
+    # First-seen order follows the graph, which reads better than alphabetical for small models.
+    return [OpSummary(n, kinds[n], counts[n], sorted(versions[n]), macs[n]) for n in counts]
+
+
+def _weight_tensors(model: TFLiteModel) -> list[Tensor]:
+    """Constant tensors holding learned values, one per stored buffer (the converter may share buffers)."""
+    from_compute: set[tuple[int, int]] = set()
+    for sg in model.subgraphs:
+        for op in sg.operators:
+            if op.name in COMPUTE_OPS:
+                skip = {_ACTIVATION_INPUT.get(op.name, 0), *_NON_WEIGHT_INPUT.get(op.name, ())}
+                from_compute.update((sg.index, i) for pos, i in enumerate(op.inputs) if pos not in skip and i >= 0)
+    seen: set[int] = set()
+    weights = []
+    for sg in model.subgraphs:
+        for t in sg.tensors:
+            if not t.is_constant or t.buffer in seen:
+                continue
+            learned = t.dtype.startswith(("float", "bfloat")) or t.quantization.is_quantized
+            if learned or (sg.index, t.index) in from_compute:
+                seen.add(t.buffer)
+                weights.append(t)
+    return weights
+
+
+def _weight_stats(t: Tensor) -> WeightStats:
+    q = t.quantization
+    quantized = "per-channel" if q.per_channel else ("per-tensor" if q.is_quantized else "no")
+    sparsity = distinct = None
+    if t.data is not None and t.data.size:
+        values = t.data
+        zero = _zero_values(t)
+        sparsity = float(np.mean(values == zero))
+        distinct = int(np.unique(values).size)
+    return WeightStats(t.name, list(t.shape), t.dtype, t.elements, t.stored_bytes, quantized, sparsity, distinct)
+
+
+def _zero_values(t: Tensor) -> np.ndarray | int:
+    """What a real zero is stored as: 0, or the zero point (broadcast along the quantized axis if per channel)."""
+    zp = t.quantization.zero_point
+    if not zp or t.data is None:
+        return 0
+    if len(zp) == 1 or t.sparse or t.data.ndim <= t.quantization.axis or t.data.shape[t.quantization.axis] != len(zp):
+        return int(zp[0])
+    shape = [1] * t.data.ndim
+    shape[t.quantization.axis] = len(zp)
+    return np.asarray(zp, dtype=np.int64).reshape(shape)
+
+
+def _dtype_summaries(model: TFLiteModel) -> list[DtypeSummary]:
+    rows: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for sg in model.subgraphs:
+        for t in sg.tensors:
+            row = rows[t.dtype]
+            row[0] += 1
+            if t.is_constant:
+                row[1] += 1
+                row[2] += t.stored_bytes
+            else:
+                row[3] += _nominal_bytes(t)
+    return [DtypeSummary(d, *r) for d, r in sorted(rows.items(), key=lambda kv: -kv[1][0])]
+
+
+def _nominal_bytes(t: Tensor) -> int:
+    if t.dtype == "int4":
+        return (t.elements + 1) // 2
+    try:
+        itemsize = np.dtype(t.dtype).itemsize
+    except TypeError:  # strings, resources, variants: no fixed size
+        return 0
+    return t.elements * itemsize
+
+
+def _warnings(model: TFLiteModel) -> list[str]:
+    out = []
+    flex = sorted({op.name for op in model.operators if op.kind == "flex"})
+    custom = sorted({op.name for op in model.operators if op.kind == "custom"})
+    if flex:
+        out.append(
+            f"Flex (SELECT_TF_OPS) operators {', '.join(flex)}: stock ai-edge-litert and tflite-runtime cannot run "
+            "them; reconvert with TFLite builtin ops only, or ship the TF Select (Flex) delegate"
+        )
+    if custom:
+        out.append(
+            f"custom operators {', '.join(custom)}: a runtime can run them only with their kernels registered"
+        )
+    for t in model.inputs:
+        if t.is_dynamic:
+            out.append(f"input {t.name} has dynamic dimensions {list(t.shape_signature)}: devices run a fixed shape")
+    return out
