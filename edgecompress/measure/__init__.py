@@ -1,0 +1,8 @@
+"""Measuring .tflite files the way TFLite's benchmark_model does, each model in its own child process.
+
+Runtime side only: nothing here imports TensorFlow.
+"""
+from .harness import Measurement, MeasureOptions, measure
+from .stats import LatencyStats, latency_stats
+
+__all__ = ["Measurement", "MeasureOptions", "measure", "LatencyStats", "latency_stats"]
