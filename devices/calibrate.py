@@ -1,0 +1,158 @@
+"""Host timings of the reference architectures: the host half of every device factor.
+
+A device factor is (published device ms / host ms) over the references, so the host side must be measured
+on this machine, with the thread count of each published figure (capped at the host's cores). Timings are
+cached in $EDGECOMPRESS_CACHE/calibration/<host>.json, keyed by the host's CPU model, core count and
+runtime version: a different machine or runtime gets its own file.
+
+What gets measured: a profile's own references, plus the float/int8 pairs of the published profiles
+(MobileNet v1/v2, small and quick), which carry the int8 speed-up to devices without int8 figures.
+`calibrate(..., models={...})` limits the work to a subset of architectures (tests use MobileNet v3 Small):
+references without a host timing are left out of the fit, and the estimate names those it used.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from ..fileio import write_text_atomic
+from ..measure import MeasureOptions, measure
+from ..progress import bar, note
+from ..runtime import runtime_info
+from . import references
+from .profiles import DeviceProfile, ReferenceLatency, measured_profiles, precision_pairs
+
+# Fewer timed runs than benchmark_model's 50: a median over 10 runs of a 10-300 ms model is stable to a few
+# percent, and the big Inception models would otherwise take a minute each.
+CALIBRATION_RUNS = 10
+CALIBRATION_MIN_SECS = 0.5
+
+TimingKey = tuple[str, str, int]  # (model, precision, host threads)
+
+
+@dataclass(frozen=True)
+class Host:
+    cpu: str
+    cores: int
+    runtime: str
+    runtime_version: str
+
+    @property
+    def slug(self) -> str:
+        text = f"{self.cpu}-{self.cores}c-{self.runtime}-{self.runtime_version}"
+        return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()
+
+
+@dataclass(frozen=True)
+class HostTimings:
+    """Median host latency (ms) per (reference model, precision, host threads)."""
+
+    host: Host
+    ms: dict[TimingKey, float]
+
+    def host_threads(self, device_threads: int) -> int:
+        return min(device_threads, self.host.cores)
+
+    def for_reference(self, ref: ReferenceLatency) -> float | None:
+        return self.ms.get((ref.model, ref.precision, self.host_threads(ref.threads)))
+
+
+def host_cores() -> int:
+    """Cores this process may run on (what the benchmark caps threads at)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def current_host() -> Host:
+    info = runtime_info()
+    return Host(_cpu_model(), host_cores(), info.name, info.version)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cache_file(host: Host) -> Path:
+    return references.cache_root() / "calibration" / f"{host.slug}.json"
+
+
+def load_timings(host: Host | None = None) -> HostTimings:
+    """The cached timings for this host (empty when it was never calibrated)."""
+    host = host or current_host()
+    path = _cache_file(host)
+    if not path.exists():
+        return HostTimings(host, {})
+    rows = json.loads(path.read_text())["timings"]
+    return HostTimings(host, {(r["model"], r["precision"], int(r["threads"])): float(r["p50_ms"]) for r in rows})
+
+
+def _save(timings: HostTimings) -> None:
+    path = _cache_file(timings.host)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"model": m, "precision": p, "threads": t, "p50_ms": v} for (m, p, t), v in sorted(timings.ms.items())]
+    write_text_atomic(path, json.dumps({"host": timings.host.__dict__, "timings": rows}, indent=2))
+
+
+def needed_keys(profiles: Iterable[DeviceProfile], cores: int, models: set[str] | None = None) -> set[TimingKey]:
+    """The host timings that estimates for PROFILES rely on (optionally only for the architectures MODELS)."""
+    refs = [r for p in profiles for r in p.references]
+    refs += [r for pair in precision_pairs(measured_profiles()) for r in pair]
+    return {(r.model, r.precision, min(r.threads, cores)) for r in refs if models is None or r.model in models}
+
+
+@dataclass(frozen=True)
+class CalibrationRun:
+    timings: HostTimings
+    measured: list[TimingKey]
+    build_seconds: dict[str, float]
+    measure_seconds: float
+
+
+def calibrate(
+    profiles: Iterable[DeviceProfile], models: set[str] | None = None, force: bool = False
+) -> CalibrationRun:
+    """Measure (force: re-measure) the host timings PROFILES need, building missing references first."""
+    for model in models or ():
+        references.check_model_name(model, "calibrate")
+    cached = load_timings()
+    keys = needed_keys(list(profiles), cached.host.cores, models)
+    todo = sorted(keys if force else keys - cached.ms.keys())
+    if not todo:
+        return CalibrationRun(cached, [], {}, 0.0)
+    built = references.build({(m, p) for m, p, _ in todo})
+    ms = dict(cached.ms)
+    start = time.perf_counter()
+    with bar(todo, label="timing reference models on this host") as items:
+        for model, precision, threads in items:
+            ms[(model, precision, threads)] = _time_reference(model, precision, threads)
+    timings = HostTimings(cached.host, ms)
+    _save(timings)
+    return CalibrationRun(timings, todo, built, time.perf_counter() - start)
+
+
+def ensure_timings(profile: DeviceProfile) -> HostTimings:
+    """The host timings for PROFILE, calibrating on demand (once per host) when some are missing."""
+    cached = load_timings()
+    if needed_keys([profile], cached.host.cores) <= cached.ms.keys():
+        return cached
+    note(f"calibrating device estimates for {profile.name} on this host (once; cached in {references.cache_root()})")
+    return calibrate([profile]).timings
+
+
+def _time_reference(model: str, precision: str, threads: int) -> float:
+    path = references.reference_path(model, precision)
+    result = measure(path, MeasureOptions(threads=threads, runs=CALIBRATION_RUNS, min_secs=CALIBRATION_MIN_SECS, cpu_cores=threads))
+    if result.error:
+        raise references.CalibrationUnavailable(f"timing reference {path.name} failed: {result.error}")
+    return float(result.latency_ms.p50)

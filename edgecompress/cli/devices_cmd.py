@@ -1,0 +1,164 @@
+"""`edgecompress devices list|show|calibrate`: the device profiles and the host calibration of their estimates."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import click
+
+from .options import emit, json_option
+
+
+@click.group("devices")
+def devices() -> None:
+    """Device profiles (Raspberry Pi, Android) used by `benchmark --device`."""
+
+
+def _profile_dict(profile: Any) -> dict[str, Any]:
+    return {**dataclasses.asdict(profile), "memory_budget_mb": profile.memory_budget_mb}
+
+
+def _published(profile: Any) -> str:
+    if profile.derived_from:
+        return f"derived from {profile.derived_from.profile}"
+    return f"{len(profile.references)} published"
+
+
+@devices.command("list")
+@json_option
+def list_cmd(as_json: bool) -> None:
+    """List the shipped device profiles."""
+    from ..devices.profiles import list_profiles, load_profile
+    from ..tables import table
+
+    profiles = [load_profile(name) for name in list_profiles()]
+
+    def render(_: Any) -> str:
+        rows = [
+            [p.name, p.arch, f"{p.cores} ({p.big_cores} big)", p.clock_mhz, p.ram_mb, p.memory_budget_mb, p.threads,
+             f"{p.runtime.name} {p.runtime.version}", _published(p)]
+            for p in profiles
+        ]
+        headers = ["name", "arch", "cores", "clock MHz", "RAM MB", "budget MB", "threads", "runtime", "reference latencies"]
+        return table(headers, rows, title="Device profiles (edgecompress devices show NAME for details)")
+
+    emit([_profile_dict(p) for p in profiles], as_json, render)
+
+
+def _calibration_rows(profile: Any, timings: Any) -> list[list[Any]]:
+    from ..devices.estimate import fit_factor, leave_one_out, share_within
+    from ..devices.profiles import measured_profiles
+
+    pairs = measured_profiles()
+    loo = leave_one_out(profile, timings, pairs)
+    rows = []
+    for precision in ("float", "int8"):
+        factor = fit_factor(profile, precision, profile.threads, timings, pairs)
+        rows.append([
+            precision,
+            factor.value if factor else None,
+            factor.rule if factor else "not calibrated",
+            share_within([p for p in loo if f"/{precision}/" in p.reference], 0.2),
+        ])
+    return rows
+
+
+@devices.command("show")
+@click.argument("device")
+@json_option
+def show_cmd(device: str, as_json: bool) -> None:
+    """Show one profile: a shipped NAME or the PATH of your own .toml profile."""
+    from ..devices.calibrate import load_timings
+    from ..devices.profiles import load_profile
+    from ..tables import key_values, table
+
+    profile = load_profile(device)
+    timings = load_timings()
+
+    def render(_: Any) -> str:
+        head = key_values(
+            [
+                ("name", profile.name),
+                ("description", profile.description),
+                ("arch", profile.arch),
+                ("cores (big)", f"{profile.cores} ({profile.big_cores})"),
+                ("clock MHz", profile.clock_mhz),
+                ("RAM MB", profile.ram_mb),
+                ("OS reserve MB", f"{profile.os_reserve_mb}: {profile.os_reserve_note}"),
+                ("memory budget MB", profile.memory_budget_mb),
+                ("threads", profile.threads),
+                ("runtime", f"{profile.runtime.name} {profile.runtime.version}"),
+            ]
+            + ([("derived from", f"{profile.derived_from.profile} x {profile.derived_from.scale:g}: {profile.derived_from.reason}")]
+               if profile.derived_from else []),
+            title=f"Device {profile.name}" + (f" ({profile.path})" if profile.path else ""),
+        )
+        refs = table(
+            ["model", "precision", "threads", "latency ms", "kind", "source"],
+            [[r.model, r.precision, r.threads, r.latency_ms, "derived" if r.derived else "published", r.source]
+             for r in profile.references],
+            title="Reference latencies (calibrate the estimates)",
+        )
+        calib = table(
+            ["precision", "factor (device ms / host ms)", "rule", "leave-one-out within 20%"],
+            _calibration_rows(profile, timings),
+            title=f"Calibration on this host ({timings.host.cpu}, {timings.host.cores} cores; "
+            "`edgecompress devices calibrate` to measure)",
+        )
+        return "\n\n".join([head, refs, calib])
+
+    emit(_profile_dict(profile), as_json, render)
+
+
+@devices.command("calibrate")
+@click.option("--device", "device", default=None, help="One profile (NAME or PATH); default: all shipped profiles.")
+@click.option(
+    "--reference", "models", multiple=True,
+    help="Only these reference architectures (repeatable, e.g. mobilenet_v3_small); default: all the profiles cite.",
+)
+@json_option
+def calibrate_cmd(device: str | None, models: tuple[str, ...], as_json: bool) -> None:
+    """(Re)measure the reference models on this host: the host side of the device estimates."""
+    from ..devices.calibrate import calibrate
+    from ..devices.estimate import leave_one_out, share_within
+    from ..devices.profiles import list_profiles, load_profile, measured_profiles
+    from ..tables import table
+
+    profiles = [load_profile(device)] if device else [load_profile(n) for n in list_profiles()]
+    run = calibrate(profiles, set(models) or None, force=True)
+    pairs = measured_profiles()
+    summary = []
+    for profile in profiles:
+        loo = leave_one_out(profile, run.timings, pairs)
+        summary.append({
+            "name": profile.name,
+            "derived": profile.is_derived,
+            "leave_one_out_points": len(loo),
+            "leave_one_out_within_10pct": share_within(loo, 0.1),
+            "leave_one_out_within_20pct": share_within(loo, 0.2),
+        })
+    result = {
+        "host": dataclasses.asdict(run.timings.host),
+        "measured": [{"model": m, "precision": p, "threads": t, "p50_ms": run.timings.ms[(m, p, t)]} for m, p, t in run.measured],
+        "build_seconds": run.build_seconds,
+        "measure_seconds": run.measure_seconds,
+        "devices": summary,
+    }
+
+    def render(_: Any) -> str:
+        measured = table(["reference", "precision", "host threads", "host p50 ms"],
+                         [[m["model"], m["precision"], m["threads"], m["p50_ms"]] for m in result["measured"]],
+                         title=f"Host timings ({run.timings.host.cpu}, {run.timings.host.cores} cores, "
+                         f"{run.timings.host.runtime} {run.timings.host.runtime_version}); measuring took {run.measure_seconds:.0f} s")
+        devices_table = table(
+            ["device", "points", "within 10%", "within 20%"],
+            [[d["name"] + (" (derived)" if d["derived"] else ""), d["leave_one_out_points"],
+              d["leave_one_out_within_10pct"], d["leave_one_out_within_20pct"]] for d in summary],
+            title="Leave-one-out over the published reference latencies (share of points)",
+        )
+        return measured + "\n\n" + devices_table
+
+    emit(result, as_json, render)
+
+
+COMMANDS = [devices]
