@@ -1,0 +1,195 @@
+"""Device profiles, the devices CLI, and the latency estimates (fit on recorded timings, then for real)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from edgecompress.cli.main import main
+from edgecompress.devices.calibrate import Host, HostTimings, calibrate, load_timings
+from edgecompress.devices.estimate import device_summary, estimate_for, leave_one_out, share_within
+from edgecompress.devices.profiles import list_profiles, load_profile
+from edgecompress.errors import UserError
+
+SHIPPED = {"raspberry-pi-zero-2w", "raspberry-pi-3b-plus", "raspberry-pi-4", "raspberry-pi-5", "pixel-4", "pixel-3a", "pixel-3"}
+PI4_TEXT = (resources.files("edgecompress.devices") / "profiles" / "raspberry-pi-4.toml").read_text()
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def recorded(**ms: float) -> HostTimings:
+    """Host timings as if measured on a 2-core host: key 'model__precision__threads' -> ms."""
+    table = {}
+    for key, value in ms.items():
+        model, precision, threads = key.split("__")
+        table[(model, precision, int(threads))] = value
+    return HostTimings(Host("recorded", 2, "ai-edge-litert", "2.3.0"), table)
+
+
+# Host timings for the MobileNets at 2 threads (every 4-thread published point maps to 2 host threads here).
+MOBILENETS = dict(
+    mobilenet_v1__float__2=10.0, mobilenet_v2__float__2=5.0, mobilenet_v3_large__float__2=4.0,
+    mobilenet_v3_small__float__2=2.0, mobilenet_v1__int8__2=8.0, mobilenet_v2__int8__2=4.0,
+)
+
+
+def test_every_shipped_profile_loads_with_its_budget():
+    assert set(list_profiles()) >= SHIPPED
+    for name in list_profiles():
+        p = load_profile(name)
+        assert p.name == name and p.references
+        assert p.memory_budget_mb == p.ram_mb - p.os_reserve_mb > 0
+        assert 1 <= p.threads <= p.cores
+    assert load_profile("raspberry-pi-zero-2w").memory_budget_mb == 512 - 160
+
+
+def test_published_references_are_copied_from_anchors_and_derived_ones_labelled():
+    pi4 = {r.key: r for r in load_profile("raspberry-pi-4").references}
+    assert pi4["mobilenet_v2/int8/4t"].latency_ms == 17 and "XNNPACK" in pi4["mobilenet_v2/int8/4t"].source
+    assert load_profile("pixel-4").references[-1].latency_ms == 324.1
+    pi3 = load_profile("raspberry-pi-3b-plus").references
+    zero = load_profile("raspberry-pi-zero-2w").references
+    assert all(r.derived and r.source.startswith("derived: raspberry-pi-3b-plus") for r in zero)
+    assert [z.latency_ms for z in zero] == [round(r.latency_ms * 1.4, 2) for r in pi3]
+    pi5 = load_profile("raspberry-pi-5")
+    assert pi5.is_derived and pi5.derived_from.scale == 0.625 and all(r.derived for r in pi5.references)
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda t: t.replace("threads = 4\nruntime", "runtime"), "threads"),
+        (lambda t: t.replace("ram_mb = 4096", 'ram_mb = "lots"'), "ram_mb"),
+        (lambda t: t.replace('precision = "int8"', 'precision = "int4"', 1), "precision"),
+        (lambda t: t.replace('model = "mobilenet_v1"', 'model = "resnet_50"', 1), "model"),
+        (lambda t: t.replace("os_reserve_mb = 512", "os_reserve_mb = 9000"), "os_reserve_mb"),
+        (lambda t: t.replace("[[references]]", "[[refs]]"), "references"),
+    ],
+)
+def test_a_bad_user_profile_fails_on_one_line_naming_the_field_and_file(tmp_path, capsys, edit, field):
+    path = tmp_path / "my-board.toml"
+    path.write_text(edit(PI4_TEXT))
+    code, out, err = run_cli(["devices", "show", str(path)], capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and f"'{field}'" in err and str(path) in err
+
+
+def test_a_user_profile_file_loads_and_an_unknown_name_lists_the_known_ones(tmp_path, capsys):
+    path = tmp_path / "my-pi.toml"
+    path.write_text(PI4_TEXT.replace('name = "raspberry-pi-4"', 'name = "my-pi"'))
+    assert load_profile(path).name == "my-pi" and load_profile(path).path == str(path)
+    code, _, err = run_cli(["devices", "show", "raspberry-pi-6"], capsys)
+    assert code == 2 and "unknown device 'raspberry-pi-6'" in err and "raspberry-pi-zero-2w" in err
+    code, _, err = run_cli(["devices", "show", str(tmp_path / "missing.toml")], capsys)
+    assert code == 2 and "does not exist" in err
+
+
+def test_devices_list_and_show_as_text_and_json(capsys):
+    code, out, _ = run_cli(["devices", "list"], capsys)
+    assert code == 0 and "raspberry-pi-zero-2w" in out and "derived from raspberry-pi-3b-plus" in out
+    code, out, _ = run_cli(["devices", "list", "--json"], capsys)
+    listed = {d["name"]: d for d in json.loads(out)}
+    assert set(listed) >= SHIPPED and listed["raspberry-pi-3b-plus"]["memory_budget_mb"] == 1024 - 256
+    code, out, _ = run_cli(["devices", "show", "pixel-3a"], capsys)
+    assert code == 0 and "Snapdragon 670" in out and "published" in out and "Calibration on this host" in out
+    code, out, _ = run_cli(["devices", "show", "raspberry-pi-5", "--json"], capsys)
+    shown = json.loads(out)
+    assert shown["derived_from"]["profile"] == "raspberry-pi-4" and shown["memory_budget_mb"] == 4096 - 512
+
+
+def test_estimate_on_recorded_timings_uses_the_hand_computed_factor():
+    pi4 = load_profile("raspberry-pi-4")
+    timings = recorded(**MOBILENETS)
+    est = estimate_for(pi4, 2.0, 3.0, is_integer=False, timings=timings)
+    factor = (77 / 10 * 46 / 5 * 40 / 4 * 15 / 2) ** 0.25  # geometric mean of device ms / host ms
+    assert est.factor == pytest.approx(factor)
+    assert (est.p50_ms, est.p90_ms) == (pytest.approx(2 * factor), pytest.approx(3 * factor))
+    assert est.kind == "estimate" and not est.derived and len(est.references) == 4
+    est8 = estimate_for(pi4, 2.0, 3.0, is_integer=True, timings=timings)
+    assert est8.factor == pytest.approx(math.sqrt(24 / 8 * 17 / 4))
+    # The leave-one-out score comes with it: Pi 4's 6 points, each predicted without itself.
+    assert est.leave_one_out_points == 6 and 0 <= est.leave_one_out_within_20pct <= 1
+
+
+def test_a_device_without_int8_figures_borrows_the_int8_shift_from_float_int8_pairs():
+    pixel3a = load_profile("pixel-3a")
+    timings = recorded(**MOBILENETS, mobilenet_v2__float__1=8.0)
+    est = estimate_for(pixel3a, 1.0, 1.0, is_integer=True, timings=timings)
+    # Pairs (float ms, int8 ms) of Pi 4, Pi 3B+, Pixel 4, Pixel 3; host int8/float is 8/10 and 4/5 = 0.8 for both.
+    pairs = [(77, 24), (46, 17), (114, 46), (79, 30), (14, 5), (23.9, 13.4)]
+    shift = math.exp(sum(math.log(i / f / 0.8) for f, i in pairs) / len(pairs))
+    assert est.factor == pytest.approx(28 / 5 * shift)  # the 4-thread float point, times the shift
+    assert "shift" in est.rule
+
+
+def test_leave_one_out_predicts_each_point_without_it():
+    points = leave_one_out(load_profile("raspberry-pi-3b-plus"), recorded(**MOBILENETS))
+    by_key = {p.reference: p for p in points}
+    assert by_key["mobilenet_v1/float/4t"].predicted_ms == pytest.approx(10 * 79 / 5)
+    assert by_key["mobilenet_v2/int8/4t"].predicted_ms == pytest.approx(4 * 46 / 8)
+    assert share_within(points, 0.2) == sum(abs(p.error) <= 0.2 for p in points) / 4
+    # Derived profiles have nothing published: no score rather than a borrowed one.
+    zero = estimate_for(load_profile("raspberry-pi-zero-2w"), 1.0, 1.0, False, timings=recorded(**MOBILENETS))
+    assert zero.derived and zero.leave_one_out_within_20pct is None
+    assert zero.factor == pytest.approx(1.4 * math.sqrt(114 / 10 * 79 / 5))
+
+
+def test_device_summary_has_the_fields_of_the_benchmark_json():
+    pi4 = load_profile("raspberry-pi-4")
+    est = estimate_for(pi4, 2.0, 3.0, False, timings=recorded(**MOBILENETS))
+    summary = device_summary(pi4, est, threads_used=2, threads_capped=True)
+    assert summary["estimated_latency_ms"]["p50"] == est.p50_ms and summary["memory_budget_mb"] == 3584
+    assert set(summary["calibration"]) >= {"references", "leave_one_out_within_20pct"}
+    assert device_summary(pi4, None, 2, True)["estimated_latency_ms"] is None
+
+
+def test_no_calibrated_reference_is_a_user_error():
+    with pytest.raises(UserError, match="devices calibrate"):
+        estimate_for(load_profile("pixel-4"), 1.0, 1.0, False, timings=recorded())
+
+
+def test_real_calibration_on_one_small_reference_then_an_estimate(float_tflite, tmp_path, monkeypatch, capsys):
+    """Real build (TensorFlow child), real host timing, real measurement: SqueezeNet only, to stay quick."""
+    monkeypatch.setenv("EDGECOMPRESS_CACHE", str(tmp_path / "cache"))
+    code, out, _ = run_cli(["devices", "calibrate", "--device", "pixel-4", "--reference", "squeezenet", "--json"], capsys)
+    assert code == 0
+    result = json.loads(out)
+    assert [(m["model"], m["precision"]) for m in result["measured"]] == [("squeezenet", "float")]
+    assert (tmp_path / "cache" / "references" / "squeezenet-float.tflite").exists()
+    timings = load_timings()
+    host_ms = timings.ms[("squeezenet", "float", min(4, timings.host.cores))]
+
+    from edgecompress.measure import MeasureOptions, measure
+
+    m = measure(float_tflite, MeasureOptions(threads=min(4, timings.host.cores), runs=20, min_secs=0.2))
+    pixel4 = load_profile("pixel-4")
+    est = estimate_for(pixel4, m.latency_ms.p50, m.latency_ms.p90, is_integer=False)
+    assert est.references == ("squeezenet/float/4t",)
+    assert est.factor == pytest.approx(23.9 / host_ms)
+    assert est.p50_ms == pytest.approx(m.latency_ms.p50 * 23.9 / host_ms) and est.p90_ms >= est.p50_ms
+    # The cache answers the next time: nothing is re-measured.
+    assert calibrate([pixel4], models={"squeezenet"}).measured == []
+
+
+def test_without_tensorflow_calibration_says_it_needs_the_full_extra(runtime_venv, tmp_path):
+    env = {**os.environ, "EDGECOMPRESS_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [str(Path(runtime_venv).parent / "edgecompress"), "devices", "calibrate", "--reference", "squeezenet"],
+        capture_output=True, text=True, env=env,
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "edgecompress[full]" in proc.stderr and proc.stderr.count("\n") == 1
+    assert "benchmark itself runs without it" in proc.stderr
