@@ -107,3 +107,10 @@ def runtime_venv(tmp_path_factory) -> Path:
     probe = subprocess.run([str(python), "-c", "import tensorflow"], capture_output=True)
     assert probe.returncode != 0, "the runtime-only environment must not have TensorFlow"
     return python
+
+
+@pytest.fixture(scope="session")
+def plain_convert():
+    """The plain-TFLiteConverter path above, for tests that convert their own variants of the example model:
+    plain_convert(model, int8_from=None) -> .tflite bytes."""
+    return _plain_convert
