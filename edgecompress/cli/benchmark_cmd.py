@@ -1,0 +1,169 @@
+"""`edgecompress benchmark`: latency and memory of .tflite files as TFLite's benchmark_model measures them.
+
+Runtime side only (no TensorFlow): each model runs in its own child process; see edgecompress.measure.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .options import json_option
+
+# benchmark_model's defaults (edgecompress.measure.phases), repeated here so --help needs no import.
+DEFAULT_RUNS = 50
+DEFAULT_MIN_SECS = 1.0
+DEFAULT_WARMUP = 1
+
+
+def _ms(value: float | None) -> str:
+    from ..tables import fmt
+
+    return "-" if value is None else f"{fmt(value)} ms"
+
+
+def _mb(value: float | None) -> str:
+    from ..tables import fmt
+
+    return "-" if value is None else f"{fmt(value)} MB"
+
+
+def _inputs_line(inputs: list) -> str:
+    return "; ".join(f"{u.name} {list(u.shape)} {u.dtype}: {u.source}" for u in inputs) or "-"
+
+
+def _device_pairs(device: dict[str, Any]) -> list[tuple[str, Any]]:
+    threads = f"{device['threads_used']}" + (" (capped by this host's cores)" if device["threads_capped"] else "")
+    pairs: list[tuple[str, Any]] = [
+        ("device", device["name"]),
+        ("device threads", threads),
+        ("memory budget", f"{device['memory_budget_mb']} MB (hard limit)"),
+    ]
+    est, cal = device["estimated_latency_ms"], device["calibration"]
+    if est is None:
+        pairs.append(("estimated latency", "unavailable (no calibration on this host)"))
+        return pairs
+    pairs.append(("ESTIMATED p50 / p90", f"{est['p50']:.1f} / {est['p90']:.1f} ms (estimate, not a measurement)"))
+    pairs.append(("estimate calibrated by", ", ".join(cal["references"]) + (" (derived)" if cal["derived"] else "")))
+    loo = cal["leave_one_out_within_20pct"]
+    pairs.append(("leave-one-out within 20%", "-" if loo is None else f"{loo:.0%}"))
+    return pairs
+
+
+def render_one(result) -> str:
+    from ..tables import key_values, table
+
+    m = result.measurement
+    runtime = f"{m.runtime['name']} {m.runtime['version']}" if m.runtime else "-"
+    pairs: list[tuple[str, Any]] = [
+        ("runtime", runtime),
+        ("threads", m.threads if not m.cpus else f"{m.threads} (pinned to CPUs {','.join(map(str, m.cpus))})"),
+        ("XNNPACK", "on" if m.xnnpack else "off"),
+        ("init", _ms(m.init_ms)),
+        ("first inference", _ms(m.first_ms)),
+        ("warm-up avg", f"{_ms(m.warmup_avg_ms)} ({m.warmup_count} runs)"),
+        ("peak RSS", _mb(m.peak_rss_mb)),
+        ("load RSS (model)", _mb(m.model_load_rss_mb)),
+        ("size", f"{m.size_bytes:,} B"),
+        ("gzip size", f"{m.gzip_bytes:,} B"),
+        ("inputs", _inputs_line(m.inputs)),
+    ]
+    if result.device:
+        pairs += _device_pairs(result.device)
+    if m.error:
+        pairs.append(("ERROR", m.error))
+    parts = [key_values(pairs, title=f"== {m.model}")]
+    if m.latency_ms is not None:
+        s = m.latency_ms
+        parts.append(
+            table(
+                ["count", "avg", "std", "min", "max", "p5", "p50", "p90", "p95", "p99"],
+                [[s.count, s.avg, s.std, s.min, s.max, s.p5, s.p50, s.p90, s.p95, s.p99]],
+                title="timed runs (ms)",
+            )
+        )
+    return "\n".join(parts)
+
+
+def render(results: list) -> str:
+    from ..tables import table
+
+    out = [render_one(r) for r in results]
+    if len(results) > 1:
+        rows = []
+        for r in results:
+            m, s = r.measurement, r.measurement.latency_ms
+            est = (r.device or {}).get("estimated_latency_ms")
+            rows.append(
+                [
+                    Path(m.model).name,
+                    None if s is None else s.p50,
+                    None if s is None else s.avg,
+                    None if s is None else s.p90,
+                    None if est is None else est["p50"],
+                    r.speedup_vs_first,
+                    m.peak_rss_mb,
+                    m.size_bytes,
+                    m.gzip_bytes,
+                    m.error or "",
+                ]
+            )
+        headers = ["model", "p50 ms", "avg ms", "p90 ms", "est. device p50", "speed-up", "peak RSS MB", "size B", "gzip B", "error"]
+        out.append(table(headers, rows, title="Comparison (speed-up = first model's p50 / this model's p50)"))
+    return "\n\n".join(out)
+
+
+@click.command("benchmark")
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--device", help="A device profile name (see `edgecompress devices list`) or a PROFILE.toml file.")
+@click.option("--threads", type=int, default=None, help="Interpreter threads (default 1; a --device sets its own).")
+@click.option("--runs", type=int, default=DEFAULT_RUNS, show_default=True, help="Minimum timed runs.")
+@click.option("--warmup", type=int, default=DEFAULT_WARMUP, show_default=True, help="Minimum warm-up runs.")
+@click.option("--min-secs", type=float, default=DEFAULT_MIN_SECS, show_default=True, help="Minimum seconds of timed runs.")
+@click.option("--inputs", type=click.Path(path_type=Path), help="A .npz with one array per input (or x) instead of random data.")
+@click.option("--no-xnnpack", is_flag=True, help="Run without the XNNPACK delegate (the builtin kernels).")
+@json_option
+@click.pass_context
+def benchmark_command(
+    ctx: click.Context,
+    models: tuple[Path, ...],
+    device: str | None,
+    threads: int | None,
+    runs: int,
+    warmup: int,
+    min_secs: float,
+    inputs: Path | None,
+    no_xnnpack: bool,
+    as_json: bool,
+) -> None:
+    """Measure MODEL.tflite files like TFLite's benchmark_model: init, first inference, warm-up, timed runs.
+
+    Each phase runs while run < N or elapsed < min seconds. Each model runs in its own process, so a model
+    that crashes the runtime becomes an error row. Exit code 1 when any model failed to run.
+    """
+    from ..benchmark import benchmark
+    from ..errors import UserError
+    from ..measure import MeasureOptions
+    from ..progress import note
+    from ..tables import to_json
+
+    if threads is not None and device is not None:
+        raise UserError("--threads and --device conflict: the device profile sets the thread count; drop one")
+    options = MeasureOptions(
+        threads=1 if threads is None else threads,
+        runs=runs,
+        warmup=warmup,
+        min_secs=min_secs,
+        use_xnnpack=not no_xnnpack,
+        inputs=inputs,
+    )
+    results = benchmark(list(models), options, device)
+    click.echo(to_json([r.to_dict() for r in results]) if as_json else render(results))
+    failed = [r for r in results if r.measurement.error]
+    if failed:
+        note(f"{len(failed)} of {len(results)} model(s) failed to run: see the error {'field' if as_json else 'lines'}")
+        ctx.exit(1)
+
+
+COMMANDS = [benchmark_command]
