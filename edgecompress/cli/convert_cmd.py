@@ -1,1 +1,105 @@
-COMMANDS = []
+"""`edgecompress convert` and `edgecompress evaluate`: thin shells over converters.convert_model and evaluate."""
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ..calibration.sources import IMAGE_SCALES
+from ..converters.convert import DEFAULT_CALIBRATION_SAMPLES, VALIDATION_SAMPLES
+from ..converters.quantize import IO_TYPES, QUANTIZE_MODES
+from ..tables import fmt, key_values, table
+from .options import emit, force_option, json_option, unsafe_option
+
+QUANTIZE_HELP = (
+    "none: float32; dynamic: int8 weights, float activations; float16: half-size weights; "
+    "int8: full integer (needs --calibration); int16x8: int16 activations, int8 weights (needs --calibration)."
+)
+IMAGE_SCALE_HELP = "How image-folder pixels become inputs: " + "; ".join(f"{k} = {v}" for k, v in IMAGE_SCALES.items())
+
+
+@click.command("convert")
+@click.argument("model", type=click.Path(path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=str), help="The .tflite file to write.")
+@click.option("--quantize", type=click.Choice(QUANTIZE_MODES), default="none",
+              show_default=True, help=QUANTIZE_HELP)
+@click.option("--calibration", type=click.Path(path_type=str),
+              help="Representative samples: a .npy (single input), a .npz (one array per input name, or `x`; "
+                   "labels under `y`) or a folder of jpg/png images. Also used for validation.")
+@click.option("--num-samples", type=click.IntRange(min=1), default=DEFAULT_CALIBRATION_SAMPLES, show_default=True,
+              help="How many calibration samples to use, chosen with --seed (all when the data has fewer).")
+@click.option("--io-type", type=click.Choice(IO_TYPES), default="float32", show_default=True,
+              help="Input/output type; int8/uint8 make the model integer end to end (with --quantize int8).")
+@click.option("--image-scale", type=click.Choice(list(IMAGE_SCALES)), default="unit", show_default=True,
+              help=IMAGE_SCALE_HELP)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for choosing samples.")
+@click.option("--validation-samples", type=click.IntRange(min=1), default=VALIDATION_SAMPLES, show_default=True,
+              help="Samples the .tflite and the original both run to measure the error.")
+@click.option("--allow-flex", is_flag=True,
+              help="Allow TensorFlow (Flex / SELECT_TF_OPS) ops; stock runtimes cannot run the result.")
+@force_option
+@unsafe_option
+@json_option
+def convert_command(model: str, output: str, quantize: str, calibration: str | None, num_samples: int,
+                    io_type: str, image_scale: str, seed: int, validation_samples: int, allow_flex: bool,
+                    force: bool, unsafe: bool, as_json: bool) -> None:
+    """Convert a Keras MODEL (.keras, .h5 or SavedModel folder) to a .tflite with a fixed batch of 1,
+    then check it against the original on validation samples."""
+    from ..converters import convert_model
+
+    result = convert_model(
+        model, output, quantize=quantize, calibration=calibration, num_samples=num_samples, io_type=io_type,
+        force=force, unsafe=unsafe, allow_flex=allow_flex, image_scale=image_scale, seed=seed,
+        validation_samples=validation_samples,
+    )
+    emit(result, as_json, render_conversion)
+
+
+def render_conversion(result: Any) -> str:
+    parts = []
+    if result.calibration:
+        parts.append(table(
+            ["input", "count", "min", "max", "mean"],
+            [[s.name, s.count, s.min, s.max, s.mean] for s in result.calibration],
+            title="Calibration data",
+        ))
+    parts.append(table(
+        ["", "size (bytes)", "gzip (bytes)"],
+        [["original", result.source_size_bytes, result.source_gzip_bytes],
+         [f"tflite ({result.quantize}, {result.io_type} I/O)", result.size_bytes, result.gzip_bytes]],
+        title=f"Wrote {result.output}",
+    ))
+    v = result.validation
+    rows = [("size ratio", f"{fmt(result.ratio)}x smaller" if result.ratio else None)]
+    if v is not None:
+        rows += [("max abs error", v.max_abs_error), ("mean abs error", v.mean_abs_error),
+                 ("top-1 agreement", f"{v.top1_agreement:.1%}" if v.top1_agreement is not None else None),
+                 ("validated on", f"{v.samples} {v.data} samples with {v.runtime}")]
+    else:
+        rows += [("flex ops", ", ".join(result.flex_ops)),
+                 ("validated on", "not validated: stock runtimes cannot run Flex ops")]
+    parts.append(key_values(rows, title="Validation against the original"))
+    return "\n\n".join(parts)
+
+
+@click.command("evaluate")
+@click.argument("model", type=click.Path(path_type=str))
+@click.option("--data", required=True, type=click.Path(path_type=str),
+              help="Labelled samples: a .npz with the input(s) (by input name, or `x`) and labels under `y` "
+                   "(integer classes -> accuracy, floats -> mean absolute error).")
+@unsafe_option
+@json_option
+def evaluate_command(model: str, data: str, unsafe: bool, as_json: bool) -> None:
+    """Run a .tflite or Keras MODEL over labelled DATA: top-1 accuracy or mean absolute error."""
+    from ..evaluate import evaluate
+
+    result = evaluate(model, data, unsafe=unsafe)
+    emit(result.summary() if as_json else result, as_json, render_evaluation)
+
+
+def render_evaluation(result: Any) -> str:
+    metric = ("accuracy", f"{result.accuracy:.2%}") if result.accuracy is not None else ("mae", result.mae)
+    return key_values([("model", result.model), metric, ("samples", result.samples), ("ran with", result.runtime)])
+
+
+COMMANDS = [convert_command, evaluate_command]

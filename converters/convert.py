@@ -1,0 +1,201 @@
+"""Keras model -> .tflite with a fixed batch of 1, in any quantization mode, validated before it is kept.
+
+A fixed batch of 1 is what devices run, and it is what lets a tf-keras LSTM convert to full int8
+(with a dynamic batch the converter fails on tensor-list ops; shared FACTS).
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..fileio import atomic_path, check_output, gzip_size, path_size
+from ..models import LoadedModel, _quiet_stderr, import_tf, load_model
+from ..progress import note
+from ..specs import TensorSpec
+from ..calibration import InputStats, SampleSet, load_samples
+from .quantize import CALIBRATED_MODES, check_options, configure
+from .validate import Validation, generated_feeds, validate
+
+DEFAULT_CALIBRATION_SAMPLES = 300  # TFLite's guide suggests a few hundred representative samples
+VALIDATION_SAMPLES = 100
+FLEX_FLAG = "--allow-flex"
+
+# Flex ops are custom ops whose code is the TensorFlow op name prefixed with "Flex".
+_FLEX_CODE = re.compile(rb"Flex([A-Z][A-Za-z0-9]+)")
+
+
+@dataclass
+class ConversionResult:
+    output: str
+    quantize: str
+    io_type: str
+    size_bytes: int
+    gzip_bytes: int
+    source: str
+    source_size_bytes: int | None  # None for an in-memory model
+    source_gzip_bytes: int | None
+    ratio: float | None  # source size / .tflite size
+    validation: Validation | None  # None only for a Flex model, which no installed runtime can run
+    calibration: list[InputStats] = field(default_factory=list)
+    inputs: list[TensorSpec] = field(default_factory=list)
+    outputs: list[TensorSpec] = field(default_factory=list)
+    flex_ops: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def convert_model(
+    model: str | Path | LoadedModel,
+    output: str | Path,
+    quantize: str = "none",
+    calibration: str | Path | None = None,
+    num_samples: int | None = DEFAULT_CALIBRATION_SAMPLES,
+    io_type: str = "float32",
+    force: bool = False,
+    unsafe: bool = False,
+    allow_flex: bool = False,
+    image_scale: str = "unit",
+    seed: int = 0,
+    validation_samples: int = VALIDATION_SAMPLES,
+) -> ConversionResult:
+    """Convert MODEL (a path or a LoadedModel) to OUTPUT, validate it, and keep it only if all went well."""
+    start = time.perf_counter()
+    check_options(quantize, io_type, calibration is not None)
+    out = check_output(output, force)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, unsafe=unsafe)
+    samples = None
+    if calibration is not None:
+        samples = load_samples(calibration, loaded.inputs, num_samples, seed, image_scale)
+    note(f"converting {loaded.path.name} ({loaded.flavour}) with --quantize {quantize}"
+         + (f", calibrating on {len(samples)} samples" if samples and quantize in CALIBRATED_MODES else ""))
+    data = to_tflite(loaded, quantize, io_type, samples, allow_flex)
+    flex = flex_ops(data)
+    validation = None
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(data)
+        if flex:  # no pip runtime here links the Flex delegate (TensorFlow's own interpreter neither)
+            note(f"warning: the model uses Flex ops ({', '.join(flex)}): stock TFLite runtimes cannot run it, "
+                 "so it was not validated")
+        else:
+            validation = _validate(tmp, loaded, samples, validation_samples, seed)
+    source_size, source_gzip = _source_sizes(loaded.path)
+    return ConversionResult(
+        output=str(out),
+        quantize=quantize,
+        io_type=io_type,
+        size_bytes=len(data),
+        gzip_bytes=gzip_size(data),
+        source=str(loaded.path),
+        source_size_bytes=source_size,
+        source_gzip_bytes=source_gzip,
+        ratio=source_size / len(data) if source_size else None,
+        validation=validation,
+        calibration=samples.stats if samples else [],
+        inputs=list(loaded.inputs),
+        outputs=list(loaded.outputs),
+        flex_ops=flex,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _validate(
+    tflite: Path, loaded: LoadedModel, samples: SampleSet | None, count: int, seed: int
+) -> Validation:
+    if samples is not None:
+        feeds, origin = samples.batch(count), "calibration"
+    else:
+        feeds, origin = generated_feeds(loaded.inputs, count, seed), "generated"
+    note(f"validating against the original on {len(next(iter(feeds.values())))} {origin} samples")
+    return validate(tflite, loaded, feeds, origin)
+
+
+def to_tflite(
+    loaded: LoadedModel,
+    quantize: str = "none",
+    io_type: str = "float32",
+    samples: SampleSet | None = None,
+    allow_flex: bool = False,
+) -> bytes:
+    """The .tflite bytes of LOADED (fixed batch 1); SAMPLES feed calibration in int8/int16x8."""
+    check_options(quantize, io_type, samples is not None)
+    tf = import_tf("converting to TFLite")
+    function, owner = fixed_batch_function(tf, loaded)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], owner)
+    names = [s.name for s in loaded.inputs]
+    representative = (lambda: ([feed[n] for n in names] for feed in samples.samples())) if samples else None
+    configure(converter, tf, quantize, io_type, representative, allow_flex)
+    # The converter prints pages of MLIR diagnostics on fd 2; its exception carries the same text, so the
+    # captured output is dropped (the failure is caught inside the block, which keeps it from being replayed).
+    with _quiet_stderr():
+        try:
+            return converter.convert()
+        except Exception as exc:  # noqa: BLE001 - ConverterError and friends; re-raised when not understood
+            failure = exc
+    raise _explain(failure, quantize) from failure
+
+
+def fixed_batch_function(tf: Any, loaded: LoadedModel) -> tuple[Any, Any]:
+    """A concrete function taking one sample per input (batch 1), and the object that owns its variables."""
+    for spec in loaded.inputs:
+        if None in spec.sample_shape:
+            raise UserError(
+                f"input {spec.describe()} has a dimension of unknown size: devices need fixed shapes, "
+                "so re-save the model with a fixed input shape (keras.Input(shape=...))"
+            )
+    signature = [tf.TensorSpec([1, *s.sample_shape], tf.as_dtype(s.dtype), name=s.name) for s in loaded.inputs]
+    names = [s.name for s in loaded.inputs]
+    model = loaded.model
+    if loaded.flavour == "savedmodel":
+        out_names = [o.name for o in loaded.outputs]
+
+        def call(*args: Any) -> Any:
+            result = model(**dict(zip(names, args)))
+            return [result[n] for n in out_names]
+
+        owner = model._edgecompress_owner  # the loaded SavedModel keeps the variables alive
+    else:
+        def call(*args: Any) -> Any:
+            return model(list(args) if len(args) > 1 else args[0], training=False)
+
+        owner = model
+    return tf.function(call, input_signature=signature).get_concrete_function(), owner
+
+
+def flex_ops(data: bytes) -> list[str]:
+    """TensorFlow ops a .tflite runs through the Flex delegate (stock runtimes lack it)."""
+    return sorted({m.decode() for m in _FLEX_CODE.findall(data)})
+
+
+def _explain(exc: Exception, quantize: str) -> Exception:
+    """Turn the converter's page-long message into one line that says what to do, when we understand it."""
+    text = str(exc)
+    select = re.search(r"TF Select ops: ([^\n]+)", text)
+    if select:
+        return UserError(
+            f"the model needs TensorFlow ops that TFLite's built-in kernels lack ({select.group(1).strip()}): "
+            f"pass {FLEX_FLAG} to export them as Flex ops (SELECT_TF_OPS), which stock runtimes such as "
+            "ai-edge-litert cannot run"
+        )
+    custom = re.search(r"Custom ops: ([^\n]+)", text)
+    if custom:
+        return UserError(
+            f"the model needs ops with no TFLite kernel ({custom.group(1).strip()}): "
+            "replace those layers with built-in ones before converting"
+        )
+    unsupported = re.search(r"error: ('[^']+' op[^\n]*)", text)
+    if unsupported and quantize in CALIBRATED_MODES:
+        return UserError(
+            f"{quantize} conversion failed: {unsupported.group(1).strip()}: "
+            "try --quantize dynamic or float16, which keep float kernels"
+        )
+    return exc
+
+
+def _source_sizes(path: Path) -> tuple[int | None, int | None]:
+    if not path.exists():
+        return None, None
+    files = [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else [path]
+    return path_size(path), sum(gzip_size(f.read_bytes()) for f in files)

@@ -1,0 +1,57 @@
+"""TFLiteConverter settings per quantization mode, and which option combinations make sense."""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from ..errors import UserError
+
+QUANTIZE_MODES = ("none", "dynamic", "float16", "int8", "int16x8")
+IO_TYPES = ("float32", "int8", "uint8")
+# Modes that compute activations in integers: they need representative samples.
+CALIBRATED_MODES = ("int8", "int16x8")
+
+
+def check_options(quantize: str, io_type: str, has_calibration: bool) -> None:
+    """Contradictory or incomplete options are bad input, caught before any work is done."""
+    if quantize not in QUANTIZE_MODES:
+        raise UserError(f"unknown quantization {quantize!r}: use one of {', '.join(QUANTIZE_MODES)}")
+    if io_type not in IO_TYPES:
+        raise UserError(f"unknown I/O type {io_type!r}: use one of {', '.join(IO_TYPES)}")
+    if quantize in CALIBRATED_MODES and not has_calibration:
+        raise UserError(
+            f"--quantize {quantize} needs representative samples: pass --calibration DATA (.npz, .npy or an image folder)"
+        )
+    if io_type != "float32" and quantize != "int8":
+        allowed = "--quantize int8" if quantize != "int16x8" else "--io-type float32 (int16x8 keeps float I/O)"
+        raise UserError(f"--io-type {io_type} needs a full-integer model: use {allowed}")
+
+
+def configure(
+    converter: Any,
+    tf: Any,
+    quantize: str,
+    io_type: str,
+    representative: Callable[[], Iterable[list[Any]]] | None,
+    allow_flex: bool,
+) -> None:
+    """Set CONVERTER up for QUANTIZE with IO_TYPE inputs/outputs (see TFLite's post-training guide)."""
+    builtins = tf.lite.OpsSet.TFLITE_BUILTINS
+    ops = [builtins]
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize in CALIBRATED_MODES:
+        converter.representative_dataset = representative
+    if quantize == "int8":
+        # Full integer: refusing float fallback makes an op without an int8 kernel fail loudly here
+        # instead of silently staying float on the device.
+        ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if io_type != "float32":
+            converter.inference_input_type = getattr(tf, io_type)
+            converter.inference_output_type = getattr(tf, io_type)
+    if quantize == "int16x8":
+        ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    if allow_flex:
+        ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
+    converter.target_spec.supported_ops = ops

@@ -1,0 +1,113 @@
+"""Running a .tflite one sample at a time with float feeds and float results (no TensorFlow).
+
+Inputs are matched by name, not position: the converter may reorder them, and names it writes
+("serving_default_image:0") are mapped back to the model's own ("image") through the signature.
+int8/uint8 inputs and outputs are quantized and dequantized with each tensor's scale and zero point,
+so callers compare real values whatever the I/O type.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserError
+from ..runtime import load_interpreter
+from ..specs import TensorSpec
+
+_TENSOR_NAME = re.compile(r"^(?:serving_default_)?(?P<name>.+?)(?::\d+)?$")
+
+
+@dataclass(frozen=True)
+class Port:
+    """One input or output tensor of the interpreter."""
+
+    spec: TensorSpec
+    index: int
+    scale: float
+    zero_point: int
+
+    @property
+    def quantized(self) -> bool:
+        return self.spec.dtype in ("int8", "uint8", "int16") and self.scale > 0
+
+
+def _port(name: str, detail: dict[str, Any]) -> Port:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    spec = TensorSpec(name, tuple(int(d) for d in detail["shape"]), np.dtype(detail["dtype"]).name)
+    return Port(spec, int(detail["index"]), float(scale), int(zero_point))
+
+
+def _clean(tensor_name: str) -> str:
+    match = _TENSOR_NAME.match(tensor_name)
+    return match.group("name") if match else tensor_name
+
+
+class TFLiteRunner:
+    """A loaded .tflite: .inputs / .outputs as TensorSpecs with the model's names, .run(feeds)."""
+
+    def __init__(self, path: str | Path, num_threads: int | None = None, prefer: str | None = None) -> None:
+        self.path = Path(path)
+        self.interpreter, self.runtime = load_interpreter(path, num_threads=num_threads, prefer=prefer)
+        self.in_ports, self.out_ports = self._ports()
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return [p.spec for p in self.in_ports]
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return [p.spec for p in self.out_ports]
+
+    def _ports(self) -> tuple[list[Port], list[Port]]:
+        interp = self.interpreter
+        by_index_in = {d["index"]: d for d in interp.get_input_details()}
+        by_index_out = {d["index"]: d for d in interp.get_output_details()}
+        signatures = interp.get_signature_list() if hasattr(interp, "get_signature_list") else {}
+        if len(signatures) == 1:  # the converter's own names for inputs, and outputs in return order
+            runner = interp.get_signature_runner(next(iter(signatures)))
+            ins = runner.get_input_details()
+            outs = runner.get_output_details()
+            in_ports = [_port(name, by_index_in[d["index"]]) for name, d in ins.items()]
+            out_ports = [_port(name, by_index_out[outs[name]["index"]]) for name in _natural(outs)]
+            return in_ports, out_ports
+        return (
+            [_port(_clean(d["name"]), d) for d in by_index_in.values()],
+            [_port(_clean(d["name"]), d) for d in by_index_out.values()],
+        )
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """One invocation; FEEDS maps input names to real-valued arrays shaped like the inputs."""
+        interp = self.interpreter
+        for port in self.in_ports:
+            if port.spec.name not in feeds:
+                raise UserError(
+                    f"{self.path} needs input {port.spec.name!r}, not in the data (found: {', '.join(feeds)})"
+                )
+            value = np.asarray(feeds[port.spec.name]).reshape(port.spec.shape)
+            interp.set_tensor(port.index, _quantize(value, port))
+        interp.invoke()
+        return [_dequantize(interp.get_tensor(p.index), p) for p in self.out_ports]
+
+
+def _natural(names: dict[str, Any]) -> list[str]:
+    """output_0, output_1, ..., output_10 in numeric order."""
+    return sorted(names, key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])
+
+
+def _quantize(value: np.ndarray, port: Port) -> np.ndarray:
+    dtype = port.spec.np_dtype
+    if not port.quantized:
+        return value.astype(dtype, copy=False)
+    info = np.iinfo(dtype)
+    q = np.round(value.astype(np.float32) / port.scale + port.zero_point)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def _dequantize(value: np.ndarray, port: Port) -> np.ndarray:
+    if not port.quantized:
+        return value.astype(np.float32, copy=False) if np.issubdtype(value.dtype, np.floating) else value
+    return (value.astype(np.float32) - port.zero_point) * port.scale

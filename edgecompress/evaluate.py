@@ -1,0 +1,105 @@
+"""Accuracy of a .tflite or Keras model on labelled data: top-1 for integer labels, MAE for float ones.
+
+The .tflite path touches only numpy and edgecompress.runtime (through converters.runner), so it runs on a
+Raspberry Pi without TensorFlow; only a Keras model pulls TensorFlow in, through edgecompress.models.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from .calibration.checks import check_labels, check_source
+from .calibration.sources import Source, open_source
+from .errors import UserError
+from .runtime import TFLITE_IDENTIFIER
+from .specs import TensorSpec
+
+KERAS_BATCH = 256
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    model: str
+    samples: int
+    task: str  # "classification" or "regression"
+    accuracy: float | None
+    mae: float | None
+    runtime: str
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON contract: {accuracy or mae, samples}, plus what ran."""
+        metric = {"accuracy": self.accuracy} if self.task == "classification" else {"mae": self.mae}
+        return {**metric, "samples": self.samples, "model": self.model, "task": self.task, "runtime": self.runtime}
+
+
+def evaluate(model_path: str | Path, data_path: str | Path, unsafe: bool = False) -> EvalResult:
+    """Run MODEL_PATH (.tflite, or a Keras model) over DATA_PATH (.npz with inputs and labels under `y`)."""
+    path = Path(model_path)
+    if path.suffix.lower() == ".tflite" or (path.is_file() and _looks_like_tflite(path)):
+        inputs, batches, runtime = _tflite(path)
+    else:
+        inputs, batches, runtime = _keras(path, unsafe)
+    source = open_source(data_path, inputs)
+    check_source(source, inputs)
+    labels = check_labels(source)
+    predictions = np.concatenate(list(batches(source)))
+    return _score(str(path), predictions, labels, runtime)
+
+
+def _looks_like_tflite(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(8)[4:8] == TFLITE_IDENTIFIER
+
+
+def _tflite(path: Path) -> tuple[list[TensorSpec], Callable[[Source], Iterator[np.ndarray]], str]:
+    from .converters.runner import TFLiteRunner
+
+    runner = TFLiteRunner(path)
+    inputs = _float_inputs(runner.inputs)
+
+    def batches(source: Source) -> Iterator[np.ndarray]:
+        for i in range(source.count):
+            yield runner.run(source.sample(i, inputs))[0]
+
+    return inputs, batches, f"{runner.runtime.name} {runner.runtime.version}"
+
+
+def _float_inputs(inputs: list[TensorSpec]) -> list[TensorSpec]:
+    """Quantized .tflite inputs take real values from the data; the runner quantizes them."""
+    return [TensorSpec(s.name, s.shape, "float32") if s.dtype in ("int8", "uint8", "int16") else s for s in inputs]
+
+
+def _keras(path: Path, unsafe: bool) -> tuple[list[TensorSpec], Callable[[Source], Iterator[np.ndarray]], str]:
+    from .models import import_tf, load_model
+
+    loaded = load_model(path, unsafe=unsafe)
+    tf = import_tf()
+
+    def batches(source: Source) -> Iterator[np.ndarray]:
+        for start in range(0, source.count, KERAS_BATCH):
+            feeds = [source.sample(i, loaded.inputs) for i in range(start, min(start + KERAS_BATCH, source.count))]
+            yield loaded.predict({s.name: np.concatenate([f[s.name] for f in feeds]) for s in loaded.inputs})[0]
+
+    return loaded.inputs, batches, f"tensorflow {tf.__version__} ({loaded.flavour})"
+
+
+def _score(model: str, predictions: np.ndarray, labels: np.ndarray, runtime: str) -> EvalResult:
+    n = len(labels)
+    if np.issubdtype(labels.dtype, np.integer):
+        if predictions.ndim != 2 or predictions.shape[1] < 2:
+            raise UserError(
+                f"integer labels mean classification, but {model} outputs shape {predictions.shape[1:]}, "
+                "not class scores: give float targets under `y` for a regression model"
+            )
+        accuracy = float(np.mean(np.argmax(predictions, axis=1) == labels))
+        return EvalResult(model, n, "classification", accuracy, None, runtime)
+    if predictions.size != labels.size:
+        raise UserError(
+            f"float labels mean regression, but {model} gives {predictions.size // n} values per sample for "
+            f"{labels.size // n} targets: give targets shaped like the model's output"
+        )
+    mae = float(np.mean(np.abs(predictions.reshape(labels.shape).astype(np.float64) - labels)))
+    return EvalResult(model, n, "regression", None, mae, runtime)
