@@ -172,7 +172,8 @@ class _ImageColumn:
         height, width, channels = spec.sample_shape
         self.files, self.size, self.channels, self.scale = files, (int(width), int(height)), int(channels), scale
         self.shape = (len(files), int(height), int(width), int(channels))
-        self.dtype = np.dtype(np.float32) if scale != "raw" else np.dtype(np.uint8)
+        # raw pixels keep 8 bits for an integer input, else they are floats in 0..255
+        self.dtype = np.dtype(np.uint8) if scale == "raw" and spec.np_dtype.kind in "iu" else np.dtype(np.float32)
 
     def __getitem__(self, index: int) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
@@ -188,7 +189,7 @@ class _ImageColumn:
             return pixels.astype(np.float32) / 255.0
         if self.scale == "symmetric":
             return pixels.astype(np.float32) / 127.5 - 1.0
-        return pixels
+        return pixels.astype(self.dtype)
 
 
 def _image_source(folder: Path, inputs: Sequence[TensorSpec], scale: str) -> Source:
