@@ -4,6 +4,7 @@ Runtime side only (no TensorFlow): each model runs in its own child process; see
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -124,9 +125,7 @@ def render(results: list) -> str:
 @click.option("--inputs", type=click.Path(path_type=Path), help="A .npz with one array per input (or x) instead of random data.")
 @click.option("--no-xnnpack", is_flag=True, help="Run without the XNNPACK delegate (the builtin kernels).")
 @json_option
-@click.pass_context
 def benchmark_command(
-    ctx: click.Context,
     models: tuple[Path, ...],
     device: str | None,
     threads: int | None,
@@ -163,7 +162,8 @@ def benchmark_command(
     failed = [r for r in results if r.measurement.error]
     if failed:
         note(f"{len(failed)} of {len(results)} model(s) failed to run: see the error {'field' if as_json else 'lines'}")
-        ctx.exit(1)
+        # sys.exit, not ctx.exit: main() runs click with standalone_mode=False, which swallows ctx.exit codes.
+        sys.exit(1)
 
 
 COMMANDS = [benchmark_command]
