@@ -15,7 +15,10 @@ Multiply-accumulate (MAC) estimates, per operator, from the shapes stored in the
 
 Weights are constant tensors holding learned values: floating or quantized (scale present) constants, and
 any constant a compute op takes as weight or bias. Other constants (int32 shapes, axes, indices) are not
-parameters. Sparsity is the share of weights equal to zero (stored value == zero point for quantized ones);
+parameters. The parameter count counts every weight tensor; weight bytes count a buffer shared by several
+tensors once, as the file stores it. The converter merges identical constants (an untrained LSTM's all-zero
+gate biases become one tensor) and drops all-zero biases, so an untrained model can show fewer parameters
+than Keras counts; trained models match. Sparsity is the share of weights equal to zero (stored value == zero point for quantized ones);
 distinct values are counted on the stored numbers, so pruning and clustering show up after quantization too.
 """
 from __future__ import annotations
@@ -120,7 +123,8 @@ def inspect_model(path: str | Path) -> InspectReport:
     model = parse_model(data, str(path))
     weights = _weight_tensors(model)
     stats = [_weight_stats(t) for t in weights]
-    weight_bytes = sum(t.stored_bytes for t in weights)
+    # The converter may point several tensors at one buffer (identical constants): bytes count it once.
+    weight_bytes = sum({t.buffer: t.stored_bytes for t in weights}.values())
     ops = _op_summaries(model)
     return InspectReport(
         path=str(path),
@@ -201,22 +205,18 @@ def _op_summaries(model: TFLiteModel) -> list[OpSummary]:
 
 
 def _weight_tensors(model: TFLiteModel) -> list[Tensor]:
-    """Constant tensors holding learned values, one per stored buffer (the converter may share buffers)."""
+    """Constant tensors holding learned values (floating or quantized, or a compute op's weight or bias)."""
     from_compute: set[tuple[int, int]] = set()
     for sg in model.subgraphs:
         for op in sg.operators:
             if op.name in COMPUTE_OPS:
                 skip = {_ACTIVATION_INPUT.get(op.name, 0), *_NON_WEIGHT_INPUT.get(op.name, ())}
                 from_compute.update((sg.index, i) for pos, i in enumerate(op.inputs) if pos not in skip and i >= 0)
-    seen: set[int] = set()
     weights = []
     for sg in model.subgraphs:
         for t in sg.tensors:
-            if not t.is_constant or t.buffer in seen:
-                continue
             learned = t.dtype.startswith(("float", "bfloat")) or t.quantization.is_quantized
-            if learned or (sg.index, t.index) in from_compute:
-                seen.add(t.buffer)
+            if t.is_constant and (learned or (sg.index, t.index) in from_compute):
                 weights.append(t)
     return weights
 

@@ -148,14 +148,17 @@ def read_model(path: str | Path) -> TFLiteModel:
 
 
 def parse_model(data: bytes, source: str = "<bytes>") -> TFLiteModel:
-    from ai_edge_litert import schema_py_generated as schema
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError as exc:  # e.g. a device with only tflite-runtime, which ships no schema module
+        raise UserError(f"reading .tflite files needs the ai-edge-litert package ({exc}): pip install ai-edge-litert") from exc
 
     try:
         model = _parse(schema, data, source)
     except UserError:
         raise
     # A truncated or corrupted flatbuffer surfaces as whichever low-level read first runs off the end.
-    except (struct.error, IndexError, ValueError, TypeError, OverflowError, UnicodeDecodeError, MemoryError) as exc:
+    except (struct.error, IndexError, ValueError, TypeError, OverflowError, MemoryError) as exc:
         raise UserError(
             f"model {source} is damaged or truncated (its flatbuffer cannot be read): re-export or re-download it"
         ) from exc

@@ -14,7 +14,14 @@ def _io_rows(specs: list) -> list[list]:
             return "-"
         return ", ".join(f"{v:.6g}" for v in values[:3]) + (f" (+{len(values) - 3})" if len(values) > 3 else "")
 
-    return [[s.name, str(s.shape), s.dtype, quant(s.scale), quant(s.zero_point)] for s in specs]
+    return [[_short(s.name), str(s.shape), s.dtype, quant(s.scale), quant(s.zero_point)] for s in specs]
+
+
+def _short(name: str, width: int = 48) -> str:
+    """Converter names fuse several op paths with ';' and run long: show the last path, ending with the layer."""
+    parts = [p for p in name.split(";") if p]
+    last = parts[-1] if parts else name
+    return last if len(last) <= width else "..." + last[-(width - 3):]
 
 
 def render(report) -> str:
@@ -52,7 +59,7 @@ def render(report) -> str:
         table(
             ["weight tensor", "shape", "dtype", "quantized", "bytes", "sparsity", "distinct"],
             [
-                [w.name, str(w.shape), w.dtype, w.quantized, w.stored_bytes, w.sparsity, w.distinct_values]
+                [_short(w.name), str(w.shape), w.dtype, w.quantized, w.stored_bytes, w.sparsity, w.distinct_values]
                 for w in report.weights
             ],
             title="Weight tensors",
