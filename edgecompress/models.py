@@ -157,12 +157,22 @@ def lambda_layers(config: Any) -> list[str]:
     return found
 
 
+def _quantize_scope(config: Any) -> contextlib.AbstractContextManager:
+    """TF-MOT's quantize wrappers (in QAT models, e.g. from `optimize --qat`) load only inside its scope."""
+    if "QuantizeWrapper" not in json.dumps(config):
+        return contextlib.nullcontext()
+    import tensorflow_model_optimization as tfmot
+
+    return tfmot.quantization.keras.quantize_scope()
+
+
 def load_model(path: str | Path, unsafe: bool = False) -> LoadedModel:
     """Load a .keras / .h5 file (tf-keras or Keras 3) or a SavedModel folder, in safe mode unless UNSAFE."""
     p = require_file(path, "model")
     flavour = keras_flavour(p)
-    if flavour != "savedmodel" and not unsafe:
-        lambdas = lambda_layers(_model_config(p))
+    config = _model_config(p) if flavour != "savedmodel" else None
+    if config is not None and not unsafe:
+        lambdas = lambda_layers(config)
         if lambdas:
             raise UserError(
                 f"{p} has Lambda layers ({', '.join(lambdas)}) whose code would run on loading: "
@@ -179,7 +189,8 @@ def load_model(path: str | Path, unsafe: bool = False) -> LoadedModel:
         else:
             import tf_keras
 
-            model = tf_keras.models.load_model(p, compile=False, safe_mode=not unsafe)
+            with _quantize_scope(config):
+                model = tf_keras.models.load_model(p, compile=False, safe_mode=not unsafe)
     except (ValueError, TypeError, OSError, KeyError) as exc:
         raise UserError(f"cannot load {p} as a {flavour} model: {str(exc).splitlines()[0]}") from exc
     return keras_model(model, p, flavour)

@@ -1,0 +1,116 @@
+"""Make a Keras model smaller before conversion: low-rank, pruning, clustering, QAT, distillation.
+
+`optimize()` applies the chosen techniques in their sound order (low-rank -> prune -> cluster -> QAT),
+fine-tuning after each (with the teacher's soft targets when distilling), and saves the result stripped
+of training wrappers; with QAT the quantize wrappers stay, as the int8 converter needs them.
+The source model is never changed: every technique works on an independent copy.
+"""
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..fileio import atomic_path, check_output
+from ..models import LoadedModel, keras_model, load_model
+from ..progress import note
+from .base import REGISTRY, Context, Technique, from_spec, ordered
+from .cluster import Cluster
+from .data import Labeled, load_labeled
+from .layers import SkippedLayer, import_tfmot, independent_copy
+from .lowrank import LowRank
+from .prune import Prune, parse_pattern
+from .qat import QAT
+from .rebuild import as_tf_keras
+from .report import ModelStats, OptimizeResult, stats
+from .train import TrainSettings, classification, fine_tune
+
+__all__ = [
+    "optimize", "OptimizeResult", "ModelStats", "SkippedLayer", "TrainSettings", "Technique",
+    "Prune", "Cluster", "QAT", "LowRank", "REGISTRY", "from_spec", "parse_pattern", "save_model",
+]
+
+
+def save_model(model: Any, path: Path, quantized: bool) -> None:
+    """Save atomically; QAT models need TF-MOT's scope for their quantize wrappers."""
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*HDF5 file.*legacy")  # .h5 is chosen on purpose for QAT
+        with import_tfmot().quantization.keras.quantize_scope() if quantized else contextlib.nullcontext():
+            model.save(tmp)
+
+
+def _source(model: str | Path | Any, unsafe: bool) -> tuple[LoadedModel, Path | None]:
+    if isinstance(model, (str, Path)):
+        loaded = load_model(model, unsafe=unsafe)
+        if not loaded.is_keras:
+            raise UserError(f"{model} is a SavedModel: optimize needs the Keras model (.keras or .h5)")
+        return loaded, Path(model)
+    return keras_model(model), None
+
+
+def optimize(
+    model: str | Path | Any,
+    output: str | Path,
+    train: str | Path,
+    techniques: list[Technique],
+    val: str | Path | None = None,
+    settings: TrainSettings = TrainSettings(),
+    force: bool = False,
+    unsafe: bool = False,
+) -> OptimizeResult:
+    """Compress MODEL (a .keras/.h5 path or an in-memory tf-keras model) into OUTPUT.
+
+    TRAIN and VAL are .npz files with the model's inputs (`x` for a single input) and labels `y`.
+    """
+    if not techniques:
+        raise UserError("no technique chosen: pass at least one of --prune, --cluster, --qat, --low-rank")
+    names = [t.name for t in techniques]
+    if len(set(names)) != len(names):
+        raise UserError(f"a technique is given twice ({', '.join(names)}): give each once")
+    for technique in techniques:
+        technique.validate()
+    settings.validate()
+    out = check_output(output, force)
+    if out.suffix.lower() not in (".keras", ".h5"):
+        raise UserError(f"output {out} must end in .keras or .h5")
+    if "qat" in names and out.suffix.lower() != ".h5":
+        # TF-MOT 0.8.1's QuantizeLayer builds twice when a .keras file loads and then refuses its weights.
+        raise UserError(f"with QAT the output must be a .h5 file (TF-MOT's quantize wrappers do not load back from .keras): use {out.with_suffix('.h5')}")
+
+    loaded, source_path = _source(model, unsafe)
+    source = as_tf_keras(loaded.model) if loaded.flavour == "keras3" else loaded.model
+    train_data = load_labeled(train, loaded.inputs, loaded.outputs, "training")
+    val_data = load_labeled(val, loaded.inputs, loaded.outputs, "validation") if val is not None else None
+
+    before = _source_stats(source, source_path, val_data)
+    steps = ordered(techniques)
+    ctx = Context(frozenset(names), settings.steps_per_epoch(len(train_data)), settings.epochs)
+    note("optimizing: " + " -> ".join(t.describe() for t in steps))
+    objective = classification(source, train_data)
+
+    work = independent_copy(source)
+    skipped: list[SkippedLayer] = []
+    details: dict[str, Any] = {}
+    for technique in steps:
+        applied = technique.apply(work, ctx)
+        skipped.extend(applied.skipped)
+        if applied.details:
+            details[technique.name] = applied.details
+        fine_tune(applied.model, objective, train_data, val_data, settings, technique.callbacks(), technique.name)
+        work = technique.strip(applied.model)
+
+    save_model(work, out, quantized="qat" in names)
+    after = stats(work, out, val_data)
+    return OptimizeResult(out, [t.name for t in steps], [t.describe() for t in steps], skipped, before, after, details)
+
+
+def _source_stats(source: Any, path: Path | None, val: Labeled | None) -> ModelStats:
+    if path is not None and path.is_file():
+        return stats(source, path, val)
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = Path(tmp) / "source.keras"
+        source.save(saved)
+        return stats(source, saved, val)

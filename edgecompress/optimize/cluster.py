@@ -1,0 +1,50 @@
+"""Weight clustering (TF-MOT cluster_weights): N shared values per kernel, k-means++ initialised.
+
+After pruning, clustering keeps the zeros (TF-MOT's sparsity-preserving clustering), so the two combine.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import UserError
+from .base import Applied, Context, Technique, register
+from .layers import cluster_judge, import_tfmot, plan, wrap_layers
+
+
+@register
+@dataclass
+class Cluster(Technique):
+    clusters: int = 16
+
+    name = "cluster"
+    order = 30
+
+    def validate(self) -> None:
+        if not isinstance(self.clusters, int) or self.clusters < 2:
+            raise UserError(f"--cluster {self.clusters!r} is below 2: give at least 2 clusters, for example 16")
+
+    def describe(self) -> str:
+        return f"cluster each kernel into {self.clusters} shared values (k-means++)"
+
+    def apply(self, model: Any, ctx: Context) -> Applied:
+        tfmot = import_tfmot()
+        chosen, skipped = plan(model, cluster_judge(), self.name)
+        init = tfmot.clustering.keras.CentroidInitialization.KMEANS_PLUS_PLUS
+        if "prune" in ctx.techniques:
+            # TF-MOT's sparsity-preserving clustering keeps pruned zeros at zero (not in its public API).
+            from tensorflow_model_optimization.python.core.clustering.keras.experimental import cluster as experimental
+
+            cluster = experimental.cluster_weights
+            params = {"preserve_sparsity": True}
+        else:
+            cluster, params = tfmot.clustering.keras.cluster_weights, {}
+        wrapped = wrap_layers(
+            model,
+            chosen,
+            lambda layer: cluster(layer, number_of_clusters=self.clusters, cluster_centroids_init=init, **params),
+        )
+        return Applied(wrapped, skipped)
+
+    def strip(self, model: Any) -> Any:
+        return import_tfmot().clustering.keras.strip_clustering(model)

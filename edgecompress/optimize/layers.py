@@ -1,0 +1,151 @@
+"""Which layers each technique can compress, and wrapping only those.
+
+TF-MOT's whole-model helpers (prune_low_magnitude, quantize_model) refuse a model as soon as one layer is
+unsupported (shared FACTS). Here each layer is judged on its own through TF-MOT's registries, the supported
+ones are wrapped through clone_model's clone_function, and the others stay as they are and are reported.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..errors import MissingExtraError, UserError
+from ..models import import_tf_keras
+
+
+@dataclass(frozen=True)
+class SkippedLayer:
+    """A layer a technique left unchanged, and why."""
+
+    layer: str
+    technique: str
+    reason: str
+
+
+# Layer -> None when the technique can wrap it, else the reason it cannot.
+Judge = Callable[[Any], "str | None"]
+
+
+def import_tfmot() -> Any:
+    """TF-MOT, imported after TensorFlow is set up for tf-keras (it only works on tf-keras models)."""
+    import_tf_keras("model optimization")
+    try:
+        import tensorflow_model_optimization as tfmot
+    except ImportError as exc:
+        raise MissingExtraError("model optimization", "tensorflow-model-optimization") from exc
+    return tfmot
+
+
+def has_weights(layer: Any) -> bool:
+    return bool(layer.trainable_weights)
+
+
+def _class(layer: Any) -> str:
+    return type(layer).__name__
+
+
+def prune_judge(m_by_n: tuple[int, int] | None) -> Judge:
+    import_tfmot()
+    from tensorflow_model_optimization.python.core.sparsity.keras import prunable_layer
+    from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import PruneRegistry
+
+    keras = import_tf_keras()
+
+    def judge(layer: Any) -> str | None:
+        if isinstance(layer, prunable_layer.PrunableLayer) or hasattr(layer, "get_prunable_weights"):
+            return None
+        if not PruneRegistry.supports(layer):
+            return f"{_class(layer)} is not supported by TF-MOT pruning"
+        if not PruneRegistry._is_rnn_layer(layer) and not PruneRegistry._weight_names(layer):
+            return f"TF-MOT pruning leaves the weights of {_class(layer)} dense"
+        # M:N masks are laid out for TFLite's Dense and Conv2D kernels only (rank 2 or 4).
+        if m_by_n and type(layer) not in (keras.layers.Dense, keras.layers.Conv2D):
+            return f"{m_by_n[0]}:{m_by_n[1]} structured sparsity applies to Dense and Conv2D kernels only"
+        return None
+
+    return judge
+
+
+def cluster_judge() -> Judge:
+    import_tfmot()
+    from tensorflow_model_optimization.python.core.clustering.keras import clusterable_layer
+    from tensorflow_model_optimization.python.core.clustering.keras.clustering_registry import ClusteringRegistry
+
+    def judge(layer: Any) -> str | None:
+        if isinstance(layer, clusterable_layer.ClusterableLayer):
+            return None
+        if not ClusteringRegistry.supports(layer):
+            return f"{_class(layer)} is not supported by TF-MOT clustering"
+        if type(layer) in ClusteringRegistry._LAYERS_WEIGHTS_MAP and not ClusteringRegistry._LAYERS_WEIGHTS_MAP[
+            type(layer)
+        ]:
+            return f"TF-MOT clustering leaves the weights of {_class(layer)} unclustered"
+        return None
+
+    return judge
+
+
+def qat_judge() -> Judge:
+    import_tfmot()
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_registry import (  # noqa: E501
+        Default8BitQuantizeRegistry,
+    )
+
+    registry = Default8BitQuantizeRegistry()
+
+    def judge(layer: Any) -> str | None:
+        if registry.supports(layer):
+            return None
+        return f"{_class(layer)} is not supported by TF-MOT quantization-aware training; it stays float"
+
+    return judge
+
+
+def _all_layers(model: Any) -> list[Any]:
+    keras = import_tf_keras()
+    return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
+def plan(model: Any, judge: Judge, technique: str, weightless_matter: bool = False) -> tuple[set[str], list[SkippedLayer]]:
+    """Names of the layers to wrap, and the skipped ones.
+
+    Layers without weights have nothing to prune or cluster and are neither wrapped nor reported; for QAT
+    (WEIGHTLESS_MATTER) an unsupported weightless op still stays float, so it is reported.
+    """
+    keras = import_tf_keras()
+    chosen: set[str] = set()
+    skipped: list[SkippedLayer] = []
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.Model):
+            skipped.append(SkippedLayer(layer.name, technique, "nested models are left as they are"))
+            continue
+        if not has_weights(layer) and not weightless_matter:
+            continue
+        reason = judge(layer)
+        if reason is None:
+            if has_weights(layer) or weightless_matter:
+                chosen.add(layer.name)
+        else:
+            skipped.append(SkippedLayer(layer.name, technique, reason))
+    if not any(has_weights(layer) and layer.name in chosen for layer in _all_layers(model)):
+        raise UserError(
+            f"no layer of this model supports {technique} "
+            f"(skipped: {', '.join(s.layer for s in skipped) or 'none with weights'}): choose another technique"
+        )
+    return chosen, skipped
+
+
+def wrap_layers(model: Any, chosen: set[str], wrap: Callable[[Any], Any]) -> Any:
+    """A new model whose CHOSEN layers are wrapped; the others are the same layer objects, untouched."""
+    keras = import_tf_keras()
+    return keras.models.clone_model(
+        model, clone_function=lambda layer: wrap(layer) if layer.name in chosen else layer
+    )
+
+
+def independent_copy(model: Any) -> Any:
+    """A copy that shares no weights with MODEL: TF-MOT wrappers modify the layer objects they wrap."""
+    keras = import_tf_keras()
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy

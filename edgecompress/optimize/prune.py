@@ -1,0 +1,86 @@
+"""Magnitude pruning (TF-MOT prune_low_magnitude): unstructured with a polynomial-decay schedule, or M:N."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import UserError
+from .base import Applied, Context, Technique, register
+from .layers import import_tfmot, plan, prune_judge, wrap_layers
+
+# M:N patterns (M zeros in every N consecutive weights) TF-MOT's mask generator handles; 2:4 is the one
+# hardware and TFLite's sparse kernels target, 1:2 and 4:8 keep the same 50% density.
+SUPPORTED_PATTERNS = ((2, 4), (1, 2), (4, 8))
+
+# Share of the fine-tuning spent ramping sparsity up; the rest recovers accuracy at the final sparsity.
+RAMP_SHARE = 0.7
+
+
+def parse_pattern(text: str) -> tuple[int, int]:
+    try:
+        m, n = (int(part) for part in text.split(":"))
+    except ValueError:
+        m, n = -1, -1
+    if (m, n) not in SUPPORTED_PATTERNS:
+        choices = ", ".join(f"{a}:{b}" for a, b in SUPPORTED_PATTERNS)
+        raise UserError(f"--prune-pattern {text!r} is not supported: use one of {choices}")
+    return m, n
+
+
+@register
+@dataclass
+class Prune(Technique):
+    sparsity: float = 0.5
+    pattern: tuple[int, int] | None = None  # M:N structured sparsity instead of a sparsity level
+
+    name = "prune"
+    order = 20
+
+    def validate(self) -> None:
+        if self.pattern is not None:
+            self.pattern = tuple(self.pattern)  # type: ignore[assignment]  # from JSON/TOML lists
+            if self.pattern not in SUPPORTED_PATTERNS:
+                parse_pattern(":".join(str(v) for v in self.pattern))
+            self.sparsity = self.pattern[0] / self.pattern[1]
+        if not (isinstance(self.sparsity, (int, float)) and 0 <= self.sparsity < 1):
+            raise UserError(f"prune sparsity {self.sparsity!r} is outside [0, 1): give a share such as 0.8")
+
+    def describe(self) -> str:
+        if self.pattern:
+            return f"prune {self.pattern[0]}:{self.pattern[1]} structured (M zeros in every N weights)"
+        return f"prune to {self.sparsity:.0%} sparsity (magnitude, polynomial decay)"
+
+    def schedule(self, ctx: Context) -> Any:
+        tfmot = import_tfmot()
+
+        if self.pattern:  # the M:N mask is set at the first step and kept; the schedule is not used
+            return tfmot.sparsity.keras.ConstantSparsity(self.sparsity, begin_step=0)
+        # Masks update every `frequency` steps; end on a multiple of it so the final sparsity is reached.
+        frequency = max(1, ctx.steps_per_epoch // 4)
+        end = max(frequency, math.floor(ctx.total_steps * RAMP_SHARE / frequency) * frequency)
+        return tfmot.sparsity.keras.PolynomialDecay(0.0, self.sparsity, 0, end, frequency=frequency)
+
+    def apply(self, model: Any, ctx: Context) -> Applied:
+        tfmot = import_tfmot()
+
+        chosen, skipped = plan(model, prune_judge(self.pattern), self.name)
+        schedule = self.schedule(ctx)
+        wrapped = wrap_layers(
+            model,
+            chosen,
+            lambda layer: tfmot.sparsity.keras.prune_low_magnitude(
+                layer, pruning_schedule=schedule, sparsity_m_by_n=self.pattern
+            ),
+        )
+        return Applied(wrapped, skipped)
+
+    def callbacks(self) -> list[Any]:
+        tfmot = import_tfmot()
+
+        return [tfmot.sparsity.keras.UpdatePruningStep()]
+
+    def strip(self, model: Any) -> Any:
+        tfmot = import_tfmot()
+
+        return tfmot.sparsity.keras.strip_pruning(model)

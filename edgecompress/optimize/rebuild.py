@@ -1,0 +1,151 @@
+"""Keras 3 models rebuilt as tf-keras models, since TF-MOT works only on tf-keras (shared FACTS).
+
+Each built-in layer is re-created from its config as the tf-keras layer of the same class, called on the
+same graph, given the same weights; the rebuilt model must give the same outputs as the original on
+random inputs, or it is refused. Initializers are dropped from the configs: the weights are copied.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserError
+from ..models import import_tf_keras
+
+# Base-layer keyword arguments every tf-keras layer accepts besides its own.
+_BASE_KWARGS = {"name", "trainable", "dtype", "input_shape", "batch_input_shape", "batch_size", "input_dim"}
+
+
+def _plain(value: Any) -> Any:
+    """A Keras 3 serialized object as tf-keras reads it: {class_name, config} without module fields."""
+    if isinstance(value, dict) and "class_name" in value:
+        return {"class_name": value["class_name"], "config": _plain(value.get("config", {}))}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _tf_keras_config(layer: Any, cls: Any) -> dict[str, Any]:
+    config = dict(layer.get_config())
+    dtype = config.get("dtype")
+    if isinstance(dtype, dict):  # Keras 3 writes a DTypePolicy object
+        config["dtype"] = dtype.get("config", {}).get("name", "float32")
+    accepted = set(inspect.signature(cls.__init__).parameters) | _BASE_KWARGS
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if key.endswith("_initializer"):
+            continue
+        if key not in accepted:
+            if value in (None, False, 0, "", [], {}):
+                continue  # a Keras 3 option left at its off value
+            raise UserError(
+                f"Keras 3 layer {layer.name} ({type(layer).__name__}) sets {key}={value!r}, which tf-keras lacks: "
+                "rebuild it without that option or save the model with tf-keras"
+            )
+        out[key] = _plain(value)
+    return out
+
+
+def _convert_layer(layer: Any, keras2: Any) -> Any:
+    cls = getattr(keras2.layers, type(layer).__name__, None)
+    if cls is None or not type(layer).__module__.startswith("keras"):
+        raise UserError(
+            f"Keras 3 layer {layer.name} ({type(layer).__name__}) has no tf-keras equivalent: "
+            "TF-MOT needs tf-keras, so save the model with tf-keras (TF_USE_LEGACY_KERAS=1)"
+        )
+    try:
+        return cls.from_config(_tf_keras_config(layer, cls))
+    except (TypeError, ValueError) as exc:
+        raise UserError(
+            f"Keras 3 layer {layer.name} ({type(layer).__name__}) cannot be rebuilt in tf-keras: {str(exc).splitlines()[0]}"
+        ) from exc
+
+
+def _map(value: Any, tensors: dict[int, Any]) -> Any:
+    if isinstance(value, (list, tuple)):
+        return type(value)(_map(v, tensors) for v in value)
+    if isinstance(value, dict):
+        return {k: _map(v, tensors) for k, v in value.items()}
+    return tensors.get(id(value), value)
+
+
+def _rebuild_graph(model: Any, keras3: Any, keras2: Any) -> tuple[Any, list[tuple[Any, Any]]]:
+    tensors: dict[int, Any] = {}
+    inputs = []
+    for t in model.inputs:
+        new = keras2.Input(batch_shape=tuple(t.shape), dtype=t.dtype, name=t.name)
+        tensors[id(t)] = new
+        inputs.append(new)
+    pairs: list[tuple[Any, Any]] = []
+    if isinstance(model, keras3.Sequential):
+        x = inputs[0]
+        for layer in model.layers:
+            new = _convert_layer(layer, keras2)
+            x = new(x)
+            pairs.append((layer, new))
+        return keras2.Model(inputs, x, name=model.name), pairs
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            op = node.operation
+            if isinstance(op, keras3.layers.InputLayer):
+                continue
+            if not isinstance(op, keras3.layers.Layer):
+                raise UserError(
+                    f"Keras 3 operation {op.name} ({type(op).__name__}) is not a layer tf-keras can rebuild: "
+                    "use layers (e.g. Add) instead of keras.ops in the model"
+                )
+            new = _convert_layer(op, keras2)
+            result = new(*_map(node.arguments.args, tensors), **_map(node.arguments.kwargs, tensors))
+            outs = result if isinstance(result, (list, tuple)) else [result]
+            for old, fresh in zip(node.outputs, outs):
+                tensors[id(old)] = fresh
+            pairs.append((op, new))
+    outputs = _map(list(model.outputs), tensors)
+    return keras2.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name), pairs
+
+
+def _copy_weights(pairs: list[tuple[Any, Any]]) -> None:
+    for old, new in pairs:
+        weights = old.get_weights()
+        shapes = [w.shape for w in weights]
+        if shapes != [tuple(w.shape) for w in new.weights]:
+            raise UserError(
+                f"Keras 3 layer {old.name} ({type(old).__name__}) holds weights {shapes} that its tf-keras "
+                "rebuild does not: save the model with tf-keras"
+            )
+        new.set_weights(weights)
+
+
+def _sample(model: Any, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [
+        rng.random((2, *(4 if d is None else d for d in t.shape[1:]))).astype(np.dtype(t.dtype))
+        for t in model.inputs
+    ]
+
+
+def as_tf_keras(model: Any) -> Any:
+    """The tf-keras twin of a Keras 3 Sequential or Functional model, with identical outputs."""
+    import keras as keras3
+
+    keras2 = import_tf_keras("rebuilding a Keras 3 model")
+    if not isinstance(model, keras3.Sequential) and not hasattr(model, "_nodes_by_depth"):
+        raise UserError(
+            f"Keras 3 model {model.name} is subclassed: only Sequential and Functional models can be rebuilt in tf-keras"
+        )
+    rebuilt, pairs = _rebuild_graph(model, keras3, keras2)
+    _copy_weights(pairs)
+    sample = _sample(model)
+    feed = sample if len(sample) > 1 else sample[0]
+    want = model(feed, training=False)
+    got = rebuilt(feed, training=False)
+    want, got = (want if isinstance(want, (list, tuple)) else [want]), (got if isinstance(got, (list, tuple)) else [got])
+    for a, b in zip(want, got):
+        if not np.allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5):
+            raise UserError(
+                f"the tf-keras rebuild of Keras 3 model {model.name} gives different outputs "
+                f"(max difference {np.max(np.abs(np.asarray(a) - np.asarray(b))):.3g}): save the model with tf-keras"
+            )
+    return rebuilt
