@@ -161,7 +161,13 @@ def fixed_batch_function(tf: Any, loaded: LoadedModel) -> tuple[Any, Any]:
             return model(list(args) if len(args) > 1 else args[0], training=False)
 
         owner = model
-    return tf.function(call, input_signature=signature).get_concrete_function(), owner
+    function = tf.function(call, input_signature=signature).get_concrete_function()
+    if loaded.flavour == "keras3":
+        # With a Keras 3 model as the owner the converter freezes the wrong values (seen: NaN outputs);
+        # a plain module holding the backing tf.Variables gives the right ones.
+        owner = tf.Module()
+        owner.tf_variables = [v.value for v in model.variables]
+    return function, owner
 
 
 def flex_ops(data: bytes) -> list[str]:
