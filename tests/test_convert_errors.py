@@ -1,0 +1,172 @@
+"""Every bad input to `convert`: exit 2, one line naming the problem and the fix, no traceback,
+no output file left behind, and an existing output never touched."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgecompress.cli.main import main
+from edgecompress.models import import_tf_keras
+
+
+def run(args, capsys) -> tuple[int, str, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def bad(args, capsys, *words) -> str:
+    code, out, err = run(args, capsys)
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert code == 2, err
+    assert len(lines) == 1 and "Traceback" not in err and out == ""
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def no_leftovers(folder) -> None:
+    assert [p.name for p in folder.iterdir() if p.suffix == ".tflite"] == []
+
+
+@pytest.fixture()
+def out_dir(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    return folder
+
+
+def convert(model, out, *extra) -> list[str]:
+    return ["convert", str(model), "-o", str(out), *extra]
+
+
+def test_missing_model(tmp_path, out_dir, capsys):
+    bad(convert(tmp_path / "nope.keras", out_dir / "m.tflite"), capsys, "does not exist")
+    no_leftovers(out_dir)
+
+
+@pytest.mark.parametrize("name, content", [("notes.txt", b"hello"), ("broken.keras", b"PK\x03\x04 not a zip"),
+                                           ("weights.h5", b"")])
+def test_not_a_keras_model(tmp_path, out_dir, capsys, name, content):
+    (tmp_path / name).write_bytes(content)
+    bad(convert(tmp_path / name, out_dir / "m.tflite"), capsys, name)
+    no_leftovers(out_dir)
+
+
+def test_int8_without_calibration(digits_model_path, out_dir, capsys):
+    for mode in ("int8", "int16x8"):
+        bad(convert(digits_model_path, out_dir / "m.tflite", "--quantize", mode), capsys, "--calibration")
+    no_leftovers(out_dir)
+
+
+@pytest.mark.parametrize("extra", [["--io-type", "int8"], ["--quantize", "dynamic", "--io-type", "uint8"],
+                                   ["--quantize", "int16x8", "--io-type", "int8"]])
+def test_io_type_needs_full_integer(digits_model_path, calib_npz, out_dir, capsys, extra):
+    bad(convert(digits_model_path, out_dir / "m.tflite", "--calibration", str(calib_npz), *extra), capsys,
+        "--io-type")
+    no_leftovers(out_dir)
+
+
+def _calibration(tmp_path, name, x):
+    path = tmp_path / name
+    np.savez(path, x=x)
+    return path
+
+
+@pytest.mark.parametrize("case, words", [
+    ("shape", ["'image'", "(8, 8, 1)", "(64,)"]),
+    ("nan", ["'image'", "NaN"]),
+    ("empty", ["'image'", "no samples"]),
+    ("dtype", ["'image'", "float32", "int64"]),
+    ("key", ["'image'", "found keys: pixels"]),
+])
+def test_bad_calibration_data(digits_model_path, digits, tmp_path, out_dir, capsys, case, words):
+    x = digits.train.x[:50].copy()
+    if case == "shape":
+        path = _calibration(tmp_path, "c.npz", x.reshape(50, 64))
+    elif case == "nan":
+        x[5, 0, 0, 0] = np.nan
+        path = _calibration(tmp_path, "c.npz", x)
+    elif case == "empty":
+        path = _calibration(tmp_path, "c.npz", x[:0])
+    elif case == "dtype":
+        path = _calibration(tmp_path, "c.npz", (x * 16).astype(np.int64))
+    else:
+        path = tmp_path / "c.npz"
+        np.savez(path, pixels=x)
+    bad(convert(digits_model_path, out_dir / "m.tflite", "--quantize", "int8", "--calibration", str(path)), capsys,
+        *words)
+    no_leftovers(out_dir)
+
+
+def test_existing_output_is_kept_without_force_and_replaced_with_it(digits_model_path, out_dir, capsys):
+    target = out_dir / "m.tflite"
+    target.write_bytes(b"precious")
+    bad(convert(digits_model_path, target), capsys, "already exists", "--force")
+    assert target.read_bytes() == b"precious"
+    code, _, _ = run(convert(digits_model_path, target, "--force"), capsys)
+    assert code == 0 and target.read_bytes()[4:8] == b"TFL3"
+
+
+def test_failure_never_damages_an_existing_output(digits_model_path, digits, tmp_path, out_dir, capsys):
+    target = out_dir / "m.tflite"
+    target.write_bytes(b"precious")
+    x = digits.train.x[:20].copy()
+    x[3] = np.inf
+    path = _calibration(tmp_path, "inf.npz", x)
+    bad(convert(digits_model_path, target, "--quantize", "int8", "--calibration", str(path), "--force"), capsys,
+        "NaN or infinite")
+    assert target.read_bytes() == b"precious"
+    assert sorted(p.name for p in out_dir.iterdir()) == ["m.tflite"]  # no temporary file left either
+
+
+def test_missing_output_folder(digits_model_path, tmp_path, capsys):
+    bad(convert(digits_model_path, tmp_path / "no" / "m.tflite"), capsys, "does not exist", "create it")
+
+
+@pytest.fixture(scope="module")
+def lambda_model(tmp_path_factory):
+    keras = import_tf_keras()
+    inp = keras.Input((4,), name="x")
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Lambda(lambda t: t * 2.0, name="double")(inp)))
+    path = tmp_path_factory.mktemp("lambda") / "lambda.keras"
+    model.save(path)
+    return path
+
+
+def test_lambda_layer_refused_in_safe_mode(lambda_model, out_dir, capsys):
+    bad(convert(lambda_model, out_dir / "m.tflite"), capsys, "Lambda", "double", "--unsafe")
+    no_leftovers(out_dir)
+
+
+def test_lambda_layer_converts_with_unsafe(lambda_model, out_dir, capsys):
+    code, _, err = run(convert(lambda_model, out_dir / "m.tflite", "--unsafe"), capsys)
+    assert code == 0, err
+    assert (out_dir / "m.tflite").read_bytes()[4:8] == b"TFL3"
+
+
+def test_flex_op_is_reported_with_the_option(tmp_path, out_dir, capsys):
+    from edgecompress.models import import_tf
+
+    tf = import_tf()
+
+    class Inverse(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 2, 2], tf.float32, name="m")])
+        def __call__(self, m):
+            return {"inv": tf.linalg.inv(m + 2 * tf.eye(2))}
+
+    module = Inverse()
+    tf.saved_model.save(module, str(tmp_path / "inv"), signatures=module.__call__)
+    bad(convert(tmp_path / "inv", out_dir / "m.tflite"), capsys, "MatrixInverse", "--allow-flex")
+    no_leftovers(out_dir)
+
+
+def test_bad_num_samples(digits_model_path, calib_npz, out_dir, capsys):
+    code, _, err = run(convert(digits_model_path, out_dir / "m.tflite", "--quantize", "int8", "--calibration",
+                               str(calib_npz), "--num-samples", "0"), capsys)
+    assert code == 2 and "Traceback" not in err and "--num-samples" in err
+    no_leftovers(out_dir)
