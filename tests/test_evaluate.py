@@ -1,0 +1,98 @@
+"""evaluate on .tflite and Keras models, classification and regression, and bad model files."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edgecompress.cli.main import main
+from edgecompress.evaluate import evaluate
+from edgecompress.examples import accuracy
+
+
+def run(args, capsys) -> tuple[int, str, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_tflite_and_keras_agree_with_keras_itself(digits_model, digits, digits_model_path, float_tflite,
+                                                 int8_tflite, test_npz):
+    reference = accuracy(digits_model, digits.test.x, digits.test.y)
+    keras = evaluate(digits_model_path, test_npz)
+    assert keras.samples == 300 and keras.task == "classification"
+    assert keras.accuracy == pytest.approx(reference)
+    assert evaluate(float_tflite, test_npz).accuracy == pytest.approx(reference, abs=1 / 300)
+    quantized = evaluate(int8_tflite, test_npz)  # int8 I/O: the data is quantized with the input's scale
+    assert quantized.runtime.startswith("ai-edge-litert")
+    assert abs(quantized.accuracy - reference) <= 0.02
+
+
+def test_cli_json(float_tflite, test_npz, capsys):
+    code, out, _ = run(["evaluate", str(float_tflite), "--data", str(test_npz), "--json"], capsys)
+    data = json.loads(out)
+    assert code == 0 and data["samples"] == 300 and 0.95 < data["accuracy"] <= 1.0 and "mae" not in data
+
+
+def test_regression_mae(tmp_path):
+    """A linear model with known weights: the MAE is computable by hand."""
+    from edgecompress.converters import convert_model
+    from edgecompress.models import import_tf_keras
+
+    keras = import_tf_keras()
+    inp = keras.Input((3,), name="features")
+    dense = keras.layers.Dense(1, name="target")
+    model = keras.Model(inp, dense(inp))
+    dense.set_weights([np.array([[1.0], [2.0], [3.0]], np.float32), np.array([0.5], np.float32)])
+    model.save(tmp_path / "linear.keras")
+    x = np.random.default_rng(0).random((40, 3), dtype=np.float32)
+    y = (x @ np.array([1.0, 2.0, 3.0]) + 0.5 + 0.25).astype(np.float32)  # every target off by 0.25
+    np.savez(tmp_path / "reg.npz", x=x, y=y)
+    convert_model(tmp_path / "linear.keras", tmp_path / "linear.tflite")
+    for path in (tmp_path / "linear.tflite", tmp_path / "linear.keras"):
+        result = evaluate(path, tmp_path / "reg.npz")
+        assert result.task == "regression" and result.samples == 40 and result.accuracy is None
+        assert result.mae == pytest.approx(0.25, abs=1e-4)
+
+
+def test_tflite_path_does_not_import_tensorflow(float_tflite, test_npz):
+    code = (
+        "import sys\n"
+        "from edgecompress.evaluate import evaluate\n"
+        f"r = evaluate({str(float_tflite)!r}, {str(test_npz)!r})\n"
+        "assert r.samples == 300, r\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TensorFlow was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("kind, words", [("empty", "is empty"), ("random", "not a TFLite"),
+                                         ("truncated", "cannot load"), ("missing", "does not exist")])
+def test_bad_tflite_files(float_tflite, test_npz, tmp_path, capsys, kind, words):
+    path = tmp_path / "bad.tflite"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(5000))
+    elif kind == "truncated":
+        path.write_bytes(float_tflite.read_bytes()[:4000])
+    code, out, err = run(["evaluate", str(path), "--data", str(test_npz)], capsys)
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and words in err
+
+
+def test_data_without_labels_or_with_the_wrong_shape(float_tflite, digits, tmp_path, capsys):
+    np.savez(tmp_path / "nolabels.npz", x=digits.test.x)
+    code, _, err = run(["evaluate", str(float_tflite), "--data", str(tmp_path / "nolabels.npz")], capsys)
+    assert code == 2 and "no labels" in err and "'y'" in err
+    np.savez(tmp_path / "flat.npz", x=digits.test.x.reshape(-1, 64), y=digits.test.y)
+    code, _, err = run(["evaluate", str(float_tflite), "--data", str(tmp_path / "flat.npz")], capsys)
+    assert code == 2 and "(8, 8, 1)" in err and "Traceback" not in err
