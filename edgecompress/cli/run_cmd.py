@@ -1,0 +1,46 @@
+"""`edgecompress run RECIPE.toml`: sweep a recipe's variants and choose the one to ship per device."""
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .options import emit, json_option
+
+
+def render_run(result: Any) -> str:
+    """The variant table, each target's choice with its reason, and where the report is."""
+    from ..pipeline.report import table_headers, table_rows
+    from ..tables import table
+
+    lines = [table(table_headers(result.targets), table_rows(result.records, result.targets),
+                   title=f"{len(result.records)} variants of {result.recipe.name}"), ""]
+    for s in result.selections:
+        where = "this host" if s.target == "host" else s.target
+        if s.chosen:
+            lines.append(f"{where}: {s.chosen} ({s.why})")
+        else:
+            closest = "; ".join(f"{name}: {', '.join(broken)}" for name, broken in s.closest)
+            lines.append(f"{where}: none - {s.why}" + (f" (closest: {closest})" if closest else ""))
+    lines += ["", f"report: {result.report.markdown}", f"results: {result.report.results}"]
+    return "\n".join(lines)
+
+
+@click.command("run")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "run_dir", type=click.Path(file_okay=False),
+              help="Run folder (default: runs/RECIPE_NAME). Rerunning into it reuses finished variants.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Variants built at once, each in its own worker process.")
+@click.option("--worker-memory-mb", type=click.IntRange(min=256), default=None,
+              help="Memory budget of each worker (default: 80% of RAM shared by the jobs).")
+@json_option
+def run_command(recipe: str, run_dir: str | None, jobs: int, worker_memory_mb: int | None, as_json: bool) -> None:
+    """Optimize, convert, evaluate and benchmark every variant of RECIPE (TOML); report the best per device."""
+    from ..pipeline.run import run_recipe
+
+    result = run_recipe(recipe, run_dir, jobs=jobs, worker_memory_mb=worker_memory_mb)
+    emit(result.to_dict() if as_json else result, as_json, render_run)
+
+
+COMMANDS = [run_command]

@@ -1,0 +1,159 @@
+"""The run folder as a cache: what each variant's work depends on, and how a killed run resumes.
+
+A variant's files live in RUN_DIR/variants/NAME/. Its `key` (a hash of the edgecompress version, the bytes
+of the model and data files it uses, and its settings) is written there first; stage outputs follow, each
+written atomically; the record (record.json) is written LAST, atomically. So at any moment a variant is
+either finished (a record whose key matches) or not, and every file at its final name is complete. A rerun
+reuses finished variants, reuses complete stage outputs of unfinished ones, and deletes the temporary files
+a kill left behind. A changed setting or input changes the key, and the folder's stale files are cleared.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator
+
+from .. import __version__
+from ..errors import UserError
+from ..fileio import write_text_atomic
+
+MARKER = "run.json"  # identifies an edgecompress run folder; never overwrite anything else
+
+
+@lru_cache(maxsize=None)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes (a SavedModel folder: of its files, in order), memoised per size and mtime."""
+    if path.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(str(f.relative_to(path)).encode())
+            h.update(file_digest(f).encode())
+        return h.hexdigest()
+    st = path.stat()
+    return _digest(str(path), st.st_size, st.st_mtime_ns)
+
+
+def make_key(parts: dict[str, Any]) -> str:
+    """A stable hash of PARTS (JSON-able) and the edgecompress version."""
+    blob = json.dumps({"edgecompress": __version__, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON file written by this module, or None when it is missing (atomic writes: never partial)."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+@dataclass(frozen=True)
+class VariantDir:
+    """One variant's folder and the files in it."""
+
+    path: Path
+    name: str
+
+    @property
+    def key_file(self) -> Path:
+        return self.path / "key"
+
+    @property
+    def record_file(self) -> Path:
+        return self.path / "record.json"
+
+    @property
+    def build_file(self) -> Path:
+        return self.path / "build.json"
+
+    @property
+    def tflite(self) -> Path:
+        return self.path / f"{self.name}.tflite"
+
+    @property
+    def keras(self) -> Path:
+        return self.path / f"{self.name}.keras"
+
+    def finished(self, key: str) -> dict[str, Any] | None:
+        """The record when this variant was finished with KEY, else None (a failed variant is tried again)."""
+        record = read_json(self.record_file)
+        ok = record is not None and record.get("key") == key and record.get("error") is None
+        return record if ok else None
+
+    def built(self, key: str) -> dict[str, Any] | None:
+        build = read_json(self.build_file)
+        return build if build is not None and build.get("key") == key else None
+
+    def claim(self, key: str) -> None:
+        """Start (or resume) work under KEY: files made under another key are removed first."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        old = self.key_file.read_text().strip() if self.key_file.exists() else None
+        if old != key:
+            for child in self.path.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+            write_text_atomic(self.key_file, key)
+
+
+class RunDir:
+    """RUN_DIR: a folder this tool made (marked by run.json), locked while a run uses it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def variant(self, name: str) -> VariantDir:
+        return VariantDir(self.path / "variants" / name, name)
+
+    @contextlib.contextmanager
+    def open(self, recipe: Path) -> Iterator["RunDir"]:
+        """Create or reuse the folder, hold its lock, and clear what a killed run left half-written."""
+        marker = self.path / MARKER
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"run folder {self.path} is a file: choose another -o")
+        if self.path.is_dir() and any(self.path.iterdir()) and not marker.exists():
+            raise UserError(f"{self.path} already holds other files and is not an edgecompress run folder: "
+                            "choose an empty or new folder with -o")
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / "run.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(f"another edgecompress run is using {self.path}: wait for it or choose another -o") from None
+            remove_partial_files(self.path)
+            write_json(marker, {"edgecompress": __version__, "recipe": str(recipe)})
+            yield self
+
+
+def remove_partial_files(root: Path) -> list[Path]:
+    """Delete the temporary files of atomic writes that a kill interrupted (hidden names, by construction)."""
+    removed = []
+    for path in sorted(root.rglob(".*"), reverse=True):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        removed.append(path)
+    return removed
+
+
+def partial_files(root: Path) -> list[Path]:
+    """Temporary files of unfinished atomic writes under ROOT (none after a clean run)."""
+    return sorted(root.rglob(".*"))

@@ -1,0 +1,60 @@
+"""One variant's results: the record written to record.json and results.json, read by select and report."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+@dataclass
+class DeviceResult:
+    estimated_p50_ms: float | None = None  # an estimate: host timing scaled by the device's calibrated factor
+    estimated_p90_ms: float | None = None
+    threads: int | None = None
+    memory_budget_mb: float | None = None
+    calibration: dict[str, Any] | None = None
+    error: str | None = None
+
+
+@dataclass
+class VariantRecord:
+    name: str
+    settings: dict[str, Any]
+    techniques: list[str]
+    key: str
+    error: str | None = None  # None when every stage ran
+    failed_stage: str | None = None
+    tflite: str | None = None  # path relative to the run folder
+    size_bytes: int | None = None
+    gzip_bytes: int | None = None
+    accuracy: float | None = None  # top-1 on the held-out data (classification)
+    mae: float | None = None  # mean absolute error (regression)
+    accuracy_drop: float | None = None  # points below the source model (negative: better than it)
+    host_latency_ms: float | None = None  # measured p50 on this host
+    host_p90_ms: float | None = None
+    host_runtime: str | None = None
+    devices: dict[str, DeviceResult] = field(default_factory=dict)
+    validation: dict[str, Any] | None = None  # the converter's check against the source model
+    optimize: dict[str, Any] | None = None  # what edgecompress.optimize reported (plan, skipped layers, ...)
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage
+    reused: bool = False  # taken from an earlier run's cache, not redone
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def latency(self, target: str) -> float | None:
+        """p50 latency for TARGET: the host's measurement, or a device's estimate."""
+        if target == "host":
+            return self.host_latency_ms
+        device = self.devices.get(target)
+        return device.estimated_p50_ms if device else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "VariantRecord":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["devices"] = {d: DeviceResult(**r) for d, r in (data.get("devices") or {}).items()}
+        return cls(**values)

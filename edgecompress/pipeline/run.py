@@ -1,0 +1,277 @@
+"""`run_recipe`: a recipe's variants built, measured, chosen between and reported, resumably.
+
+Order of work: (1) the baseline score and every unfinished variant's build (optimize, convert, evaluate) in
+worker processes through the Executor; (2) each built variant measured on the host and under each device
+profile, one at a time in this process, with nothing else running; (3) selection and the report. This
+process never imports TensorFlow; workers do.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import UserError
+from ..progress import bar, note
+from .cache import RunDir, VariantDir, file_digest, make_key, read_json, write_json
+from .executor import Executor, LocalExecutor
+from .grid import Variant
+from .recipe import Recipe, load_recipe
+from .record import DeviceResult, VariantRecord
+from .report import Report, write_report
+from .select import Selection, select
+from .stages import BaselineTask, BuildTask, build_stages, measure, measure_stages, run_task
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    recipe: Path
+    targets: list[str]
+    baseline: dict[str, Any] | None
+    records: list[VariantRecord]
+    selections: list[Selection]
+    report: Report
+    notes: list[str]
+    redone: list[str] = field(default_factory=list)  # variants (re)built or re-measured in this run
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run_dir),
+            "recipe": str(self.recipe),
+            "results": str(self.report.results),
+            "report": str(self.report.markdown),
+            "plots": [str(p) for p in self.report.plots],
+            "baseline": self.baseline,
+            "variants": [r.to_dict() for r in self.records],
+            "selections": [asdict(s) for s in self.selections],
+            "notes": self.notes,
+            "redone": self.redone,
+            "seconds": self.seconds,
+        }
+
+
+def default_run_dir(recipe: Path) -> Path:
+    return Path.cwd() / "runs" / recipe.stem
+
+
+def _known_devices() -> list[str]:
+    from ..devices import list_profiles
+
+    return list_profiles()
+
+
+@dataclass
+class _Keys:
+    baseline: str
+    build: dict[str, str]
+    record: dict[str, str]
+
+
+def _keys(recipe: Recipe) -> _Keys:
+    """Each variant's cache keys: only the inputs and settings it depends on are hashed into them."""
+    data = recipe.data
+    model, evaluation = file_digest(recipe.model), file_digest(data.eval)
+    build, record = {}, {}
+    for v in recipe.variants:
+        s = v.settings
+        settings = s.as_dict()
+        if s.distill_student is not None:
+            settings["distill_student"] = file_digest(s.distill_student)
+        parts: dict[str, Any] = {"model": model, "eval": evaluation, "settings": settings}
+        if s.needs_calibration:
+            parts["calibration"] = [file_digest(data.calibration), data.calibration_samples, recipe.training.seed]
+        if s.needs_training:
+            parts["train"] = file_digest(data.train)
+            parts["val"] = file_digest(data.val) if data.val else None
+            parts["training"] = asdict(recipe.training)
+        build[v.name] = make_key(parts)
+        record[v.name] = make_key({"build": build[v.name], "benchmark": asdict(recipe.benchmark),
+                                   "devices": list(recipe.devices)})
+    return _Keys(make_key({"baseline": model, "eval": evaluation}), build, record)
+
+
+class _Progress:
+    """One bar over every remaining stage of every variant; the label says what runs now."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total = total
+        self.enabled = enabled and total > 0
+        self._bar: Any = None
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            self._bar = self._stack.enter_context(bar(None, "variants", length=self.total))  # type: ignore[arg-type]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stack.close()
+
+    def step(self, label: str, done: int = 0) -> None:
+        if self._bar is not None:
+            self._bar.label = label
+            self._bar.update(done)
+
+
+def run_recipe(
+    recipe_path: str | Path,
+    run_dir: str | Path | None = None,
+    jobs: int = 1,
+    progress: bool = True,
+    executor: Executor | None = None,
+    worker_memory_mb: int | None = None,
+) -> RunResult:
+    """Run every variant of the recipe at RECIPE_PATH into RUN_DIR (reusing what is finished there)."""
+    start = time.perf_counter()
+    recipe = load_recipe(recipe_path, known_devices=_known_devices)
+    if jobs < 1:
+        raise UserError(f"--jobs {jobs} must be 1 or more")
+    out = Path(run_dir) if run_dir is not None else default_run_dir(recipe.path)
+    executor = executor or LocalExecutor(jobs, worker_memory_mb)
+    notes = list(recipe.notes)
+    with RunDir(out).open(recipe.path) as rd:
+        keys = _keys(recipe)
+        dirs = {v.name: rd.variant(v.name) for v in recipe.variants}
+        finished = {v.name: dirs[v.name].finished(keys.record[v.name]) for v in recipe.variants}
+        todo = [v for v in recipe.variants if finished[v.name] is None]
+        to_build = [v for v in todo if dirs[v.name].built(keys.build[v.name]) is None]
+        baseline_file = rd.path / "baseline.json"
+        baseline = read_json(baseline_file)
+        baseline = baseline if baseline and baseline.get("key") == keys.baseline else None
+        if len(todo) < len(recipe.variants):
+            note(f"{len(recipe.variants) - len(todo)} of {len(recipe.variants)} variants finished in an earlier run: reused")
+        if todo:
+            _calibrate_devices(recipe.devices, notes)
+        total = (sum(len(build_stages(v)) for v in to_build) + (baseline is None)
+                 + len(todo) * len(measure_stages(recipe.devices)))
+        failures: dict[str, tuple[str, str, str | None]] = {}
+        with _Progress(total, progress) as bar_:
+            tasks: list[Any] = [] if baseline else [BaselineTask(recipe.model, recipe.data.eval, keys.baseline, baseline_file)]
+            tasks += [BuildTask(v, keys.build[v.name], dirs[v.name], recipe.model, recipe.data, recipe.training)
+                      for v in to_build]
+            baseline = _build_all(executor, tasks, bar_, failures) or baseline
+            if baseline is None:
+                raise UserError(f"the source model could not be scored on the held-out data: {failures.pop('(baseline)')[1]}")
+            for v in todo:
+                if v.name not in failures:
+                    _measure_one(recipe, v, dirs[v.name], keys, bar_, failures)
+        records = []
+        for v in recipe.variants:
+            if v.name in failures:
+                stage, error, detail = failures[v.name]
+                record = VariantRecord(v.name, v.settings.as_dict(), v.settings.techniques, keys.record[v.name],
+                                       error=error, failed_stage=stage)
+                write_json(dirs[v.name].record_file, record.to_dict())
+            else:
+                record = VariantRecord.from_dict(finished[v.name] or read_json(dirs[v.name].record_file) or {})
+                record.reused = finished[v.name] is not None
+                if record.accuracy is not None and baseline.get("accuracy") is not None:
+                    record.accuracy_drop = (baseline["accuracy"] - record.accuracy) * 100
+            records.append(record)
+        targets = list(recipe.devices) or ["host"]
+        selections = [select(records, recipe.constraints, recipe.objective, t) for t in targets]
+        report = write_report(rd.path, recipe.path, baseline, records, selections, targets, notes)
+    return RunResult(rd.path, recipe.path, targets, baseline, records, selections, report, notes,
+                     [v.name for v in todo], time.perf_counter() - start)
+
+
+def _calibrate_devices(devices: tuple[str, ...], notes: list[str]) -> None:
+    """Make sure each device's estimate is calibrated on this host before the bar starts (its own progress)."""
+    from ..devices import CalibrationUnavailable, load_profile
+    from ..devices.calibrate import ensure_timings
+
+    for name in devices:
+        try:
+            ensure_timings(load_profile(name))
+        except CalibrationUnavailable as exc:
+            notes.append(f"no latency estimates for {name}: {exc}")
+
+
+def _build_all(executor: Executor, tasks: list[Any], progress: _Progress,
+               failures: dict[str, tuple[str, str, str | None]]) -> dict[str, Any] | None:
+    """Run the baseline and the builds; record failures by variant name. Returns the baseline summary."""
+    names = ["(baseline)" if isinstance(t, BaselineTask) else t.variant.name for t in tasks]
+    units = [1 if isinstance(t, BaselineTask) else len(build_stages(t.variant)) for t in tasks]
+    stage: dict[int, str] = {}  # task index -> the stage it is in
+    done = dict.fromkeys(range(len(tasks)), 0)  # task index -> stages completed
+    baseline = None
+
+    def on_event(index: int, name: str) -> None:
+        if index in stage:  # a new stage starts: the previous one is complete
+            done[index] += 1
+        stage[index] = name
+        progress.step(f"{names[index]}: {name}", done=1 if done[index] else 0)
+
+    for outcome in executor.map(run_task, tasks, on_event):
+        i = outcome.index
+        progress.step(f"{names[i]}: {'done' if outcome.error is None else 'failed'}", done=units[i] - done[i])
+        if outcome.error is not None:
+            failures[names[i]] = (stage.get(i, "start"), outcome.error, outcome.detail)
+        elif isinstance(tasks[i], BaselineTask):
+            baseline = outcome.value
+    return baseline
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[io.StringIO]:
+    """The benchmark's per-model notes would tear the progress bar: keep them out of the terminal."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stderr(buffer):
+        yield buffer
+
+
+def _measure_one(recipe: Recipe, variant: Variant, vdir: VariantDir, keys: _Keys, progress: _Progress,
+                 failures: dict[str, tuple[str, str, str | None]]) -> None:
+    build = vdir.built(keys.build[variant.name])
+    assert build is not None  # built by _build_all, or failed (then not measured)
+    units = len(measure_stages(recipe.devices))
+    current: list[str] = []
+
+    def on_stage(stage: str) -> None:
+        progress.step(f"{variant.name}: {stage}", done=1 if current else 0)
+        current.append(stage)
+
+    started = time.perf_counter()
+    try:
+        with _captured_stderr():
+            measured = measure(vdir.tflite, recipe.benchmark, recipe.devices, on_stage)
+    except UserError as exc:
+        failures[variant.name] = (current[-1] if current else "benchmark", str(exc), None)
+        progress.step(f"{variant.name}: failed", done=units - max(len(current) - 1, 0))
+        return
+    progress.step(f"{variant.name}: done", done=1)
+    record = _record(variant, keys.record[variant.name], build, measured, recipe, vdir)
+    record.seconds["measure"] = time.perf_counter() - started
+    write_json(vdir.record_file, record.to_dict())  # last: the variant is finished from here on
+
+
+def _record(variant: Variant, key: str, build: dict[str, Any], measured: dict[str, Any], recipe: Recipe,
+            vdir: VariantDir) -> VariantRecord:
+    convert, evaluation, optimize = build["convert"], build["evaluate"], build.get("optimize")
+    host = measured["host"]
+    seconds = {stage: build[stage]["seconds"] for stage in ("optimize", "convert", "evaluate") if stage in build}
+    return VariantRecord(
+        name=variant.name,
+        settings=variant.settings.as_dict(),
+        techniques=variant.settings.techniques,
+        key=key,
+        error=f"host benchmark failed: {host['error']}" if host["error"] else None,
+        failed_stage="benchmark" if host["error"] else None,
+        tflite=vdir.tflite.relative_to(vdir.path.parent.parent).as_posix(),
+        size_bytes=convert["size_bytes"],
+        gzip_bytes=convert["gzip_bytes"],
+        accuracy=evaluation.get("accuracy"),
+        mae=evaluation.get("mae"),
+        host_latency_ms=host["p50_ms"],
+        host_p90_ms=host["p90_ms"],
+        host_runtime=" ".join(host["runtime"].values()) if host["runtime"] else None,
+        devices={d: DeviceResult(**r) for d, r in measured["devices"].items()},
+        validation=convert.get("validation"),
+        optimize=optimize,
+        seconds=seconds,
+    )

@@ -1,0 +1,243 @@
+"""The work on one variant, stage by stage, over the public APIs of the lower layers.
+
+Build stages run in a worker process (they import TensorFlow):
+  optimize  edgecompress.optimize.optimize       (prune / cluster / QAT / low-rank / distillation)
+  convert   edgecompress.converters.convert_model (quantization, calibration, validation)
+  evaluate  edgecompress.evaluate.evaluate        (held-out accuracy of the .tflite)
+Measure stages run in the parent, one variant at a time, after every build (so training in a worker never
+disturbs a timing), and need no TensorFlow:
+  benchmark edgecompress.benchmark.benchmark      (host, each model in its own child process)
+  DEVICE    the same under the device profile     (its threads and memory budget, plus the estimate)
+
+Each stage's summary is written atomically (JSON) after its output file, so a stage is done when its JSON
+exists; a resumed variant skips done stages.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .cache import VariantDir, read_json, write_json
+from .grid import Variant
+from .recipe import BenchmarkSettings, DataFiles, Training
+
+BUILD_STAGES = ("optimize", "convert", "evaluate")
+LOG_NAME = "log.txt"
+DEFAULT_LEARNING_RATE = 1e-4  # fine-tuning a trained model: small steps
+
+
+@dataclass(frozen=True)
+class BaselineTask:
+    """Score the recipe's own model on the held-out data (what accuracy drops are measured from)."""
+
+    model: Path
+    eval_data: Path
+    key: str
+    file: Path
+
+
+@dataclass(frozen=True)
+class BuildTask:
+    variant: Variant
+    key: str
+    dir: VariantDir
+    model: Path
+    data: DataFiles
+    training: Training
+
+
+def build_stages(variant: Variant) -> tuple[str, ...]:
+    return BUILD_STAGES if variant.settings.needs_training else BUILD_STAGES[1:]
+
+
+def run_task(task: BaselineTask | BuildTask, emit: Callable[[str], None]) -> dict[str, Any]:
+    """The worker's entry point (module-level so the executor can send it to another process)."""
+    if isinstance(task, BaselineTask):
+        return baseline(task, emit)
+    task.dir.claim(task.key)
+    with _logged(task.dir.path / LOG_NAME):
+        return build(task, emit)
+
+
+def baseline(task: BaselineTask, emit: Callable[[str], None]) -> dict[str, Any]:
+    from ..evaluate import evaluate
+
+    emit("evaluate")
+    start = time.perf_counter()
+    result = evaluate(task.model, task.eval_data)
+    summary = {"key": task.key, **result.summary(), "seconds": time.perf_counter() - start}
+    write_json(task.file, summary)
+    return summary
+
+
+def build(task: BuildTask, emit: Callable[[str], None]) -> dict[str, Any]:
+    """Optimize (when asked), convert and evaluate one variant; returns the summary kept in build.json."""
+    vdir, settings = task.dir, task.variant.settings
+    stages: dict[str, Any] = {}
+    source = task.model
+    if settings.needs_training:
+        emit("optimize")
+        stages["optimize"] = _stage(vdir.path / "optimize.json", lambda: _optimize(task))
+        source = Path(stages["optimize"]["output"])
+    emit("convert")
+    stages["convert"] = _stage(vdir.path / "convert.json", lambda: _convert(task, source))
+    emit("evaluate")
+    stages["evaluate"] = _stage(vdir.path / "evaluate.json", lambda: _evaluate(task))
+    summary = {"key": task.key, "tflite": vdir.tflite.name, **stages}
+    write_json(vdir.build_file, summary)
+    return summary
+
+
+def _stage(marker: Path, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run WORK unless MARKER (its summary, written after its outputs) shows it done under this key."""
+    done = read_json(marker)
+    if done is not None:
+        return {**done, "reused": True}
+    start = time.perf_counter()
+    summary = {**work(), "seconds": time.perf_counter() - start}
+    write_json(marker, summary)
+    return summary
+
+
+def _optimize(task: BuildTask) -> dict[str, Any]:
+    from ..optimize import QAT, Cluster, LowRank, Prune, TrainSettings, optimize, parse_pattern
+
+    s = task.variant.settings
+    techniques: list[Any] = []
+    if s.low_rank:
+        techniques.append(LowRank(energy=s.low_rank))
+    if s.prune or s.prune_pattern:
+        techniques.append(Prune(sparsity=s.prune or 0.5, pattern=parse_pattern(s.prune_pattern) if s.prune_pattern else None))
+    if s.cluster:
+        techniques.append(Cluster(clusters=s.cluster))
+    if s.qat:
+        techniques.append(QAT())
+    training = TrainSettings(
+        epochs=s.epochs or task.training.epochs,
+        batch_size=task.training.batch_size,
+        learning_rate=task.training.learning_rate or DEFAULT_LEARNING_RATE,
+        seed=task.training.seed,
+    )
+    # TF-MOT's quantize wrappers only load back from .h5 (edgecompress.optimize refuses .keras with QAT)
+    output = task.dir.path / f"{task.variant.name}{'.h5' if s.qat else '.keras'}"
+    result = optimize(task.model, output, task.data.train, techniques, val=task.data.val, settings=training, force=True)
+    return {
+        "output": str(result.output),
+        "techniques": result.techniques,
+        "plan": result.plan,
+        "skipped_layers": [dataclasses.asdict(s) for s in result.skipped_layers],
+        "before": dataclasses.asdict(result.before),
+        "after": dataclasses.asdict(result.after),
+        "details": result.details,
+    }
+
+
+def _convert(task: BuildTask, source: Path) -> dict[str, Any]:
+    from ..converters import convert_model
+
+    s = task.variant.settings
+    result = convert_model(
+        source,
+        task.dir.tflite,
+        quantize=s.quantize,
+        calibration=task.data.calibration if s.needs_calibration else None,
+        num_samples=task.data.calibration_samples,
+        io_type=s.io_type,
+        force=True,  # the variant's folder is ours: a file here is a leftover of an interrupted stage
+        seed=task.training.seed,
+    )
+    return {
+        "size_bytes": result.size_bytes,
+        "gzip_bytes": result.gzip_bytes,
+        "validation": dataclasses.asdict(result.validation) if result.validation else None,
+        "flex_ops": result.flex_ops,
+    }
+
+
+def _evaluate(task: BuildTask) -> dict[str, Any]:
+    from ..evaluate import evaluate
+
+    return evaluate(task.dir.tflite, task.data.eval).summary()
+
+
+@contextlib.contextmanager
+def _logged(path: Path) -> Iterator[None]:
+    """Send this process's stdout and stderr (TensorFlow's too, at the fd level) to PATH while the block runs.
+
+    Workers run side by side under one progress bar, so their chatter goes to each variant's log. The log
+    grows under a hidden name (which a resumed run clears) and takes its name when the task ends, failed
+    or not: a failed variant's log is what explains it.
+    """
+    partial = path.with_name(f".{path.name}.partial")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(partial, "wb", buffering=0) as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            os.replace(partial, path)
+
+
+# ------------------------------------------------------------------------------------------------ measure
+
+
+def measure_stages(devices: tuple[str, ...]) -> tuple[str, ...]:
+    return ("benchmark",) + devices
+
+
+def measure(tflite: Path, settings: BenchmarkSettings, devices: tuple[str, ...],
+            on_stage: Callable[[str], None]) -> dict[str, Any]:
+    """Host latency and, per device, the emulated run and its estimated latency (runtime side only)."""
+    from ..benchmark import benchmark
+    from ..measure import MeasureOptions
+
+    options = MeasureOptions(
+        threads=settings.threads, runs=settings.runs, warmup=settings.warmup,
+        min_secs=settings.min_secs, warmup_min_secs=min(settings.min_secs, 0.5),
+    )
+    on_stage("benchmark")
+    host = benchmark([tflite], options)[0].measurement
+    out: dict[str, Any] = {"host": _host_summary(host), "devices": {}}
+    for device in devices:
+        on_stage(device)
+        result = benchmark([tflite], options, device=device)[0]
+        m = result.measurement
+        estimate = (result.device or {}).get("estimated_latency_ms")
+        out["devices"][device] = {
+            "estimated_p50_ms": estimate["p50"] if estimate else None,
+            "estimated_p90_ms": estimate["p90"] if estimate else None,
+            "threads": m.threads,
+            "memory_budget_mb": (result.device or {}).get("memory_budget_mb"),
+            "calibration": (result.device or {}).get("calibration"),
+            "error": m.error or (None if estimate else "no estimate: the device could not be calibrated on this host"),
+        }
+    return out
+
+
+def _host_summary(m: Any) -> dict[str, Any]:
+    lat = m.latency_ms
+    return {
+        "runtime": m.runtime,
+        "threads": m.threads,
+        "p50_ms": lat.p50 if lat else None,
+        "p90_ms": lat.p90 if lat else None,
+        "avg_ms": lat.avg if lat else None,
+        "runs": lat.count if lat else 0,
+        "peak_rss_mb": m.peak_rss_mb,
+        "error": m.error,
+    }
