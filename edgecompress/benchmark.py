@@ -57,9 +57,9 @@ def device_run(name_or_path: str | os.PathLike) -> DeviceRun:
     return DeviceRun(profile, min(profile.threads, cores), profile.threads > cores)
 
 
-def _device_object(run: DeviceRun, m: Measurement, integer: bool) -> dict[str, Any]:
+def _device_object(run: DeviceRun, m: Measurement, integer: bool, with_estimate: bool) -> dict[str, Any]:
     estimate = None
-    if m.ok and m.latency_ms is not None:
+    if with_estimate and m.ok and m.latency_ms is not None:
         try:
             estimate = estimate_for(run.profile, m.latency_ms.p50, m.latency_ms.p90, integer)
         except UserError as exc:  # no calibration possible here (e.g. no TensorFlow to build references)
@@ -76,9 +76,17 @@ def _speedups(measurements: Sequence[Measurement]) -> list[float | None]:
 
 
 def benchmark(
-    paths: Sequence[str | os.PathLike], options: MeasureOptions = MeasureOptions(), device: str | os.PathLike | None = None
+    paths: Sequence[str | os.PathLike],
+    options: MeasureOptions = MeasureOptions(),
+    device: str | os.PathLike | None = None,
+    estimate: bool = True,
 ) -> list[BenchmarkResult]:
-    """Measure each model in PATHS (in its own child process); every model is checked before any runs."""
+    """Measure each model in PATHS (in its own child process); every model is checked before any runs.
+
+    With DEVICE (a profile name or .toml path) the run is shaped by the profile (see DeviceRun) and each
+    result carries the `device` object; estimate=False leaves out the latency estimate and the one-time
+    host calibration it may trigger.
+    """
     if not paths:
         raise UserError("no model given: pass one or more .tflite files")
     options.validate()
@@ -97,5 +105,5 @@ def benchmark(
     results = [BenchmarkResult(m, s) for m, s in zip(measurements, _speedups(measurements))]
     if run is not None:
         for result, model in zip(results, models):
-            result.device = _device_object(run, result.measurement, is_integer_model(model))
+            result.device = _device_object(run, result.measurement, is_integer_model(model), estimate)
     return results
