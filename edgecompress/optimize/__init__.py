@@ -20,7 +20,8 @@ from ..progress import note
 from .base import REGISTRY, Context, Technique, from_spec, ordered
 from .cluster import Cluster
 from .data import Labeled, load_labeled
-from .layers import SkippedLayer, import_tfmot, independent_copy
+from .distill import DistillationConfig, load_teacher
+from .layers import SkippedLayer, freeze, import_tfmot, independent_copy, unfreeze
 from .lowrank import LowRank
 from .prune import Prune, parse_pattern
 from .qat import QAT
@@ -29,7 +30,7 @@ from .report import ModelStats, OptimizeResult, stats
 from .train import TrainSettings, classification, fine_tune
 
 __all__ = [
-    "optimize", "OptimizeResult", "ModelStats", "SkippedLayer", "TrainSettings", "Technique",
+    "optimize", "OptimizeResult", "ModelStats", "SkippedLayer", "TrainSettings", "Technique", "DistillationConfig",
     "Prune", "Cluster", "QAT", "LowRank", "REGISTRY", "from_spec", "parse_pattern", "save_model",
 ]
 
@@ -58,15 +59,19 @@ def optimize(
     techniques: list[Technique],
     val: str | Path | None = None,
     settings: TrainSettings = TrainSettings(),
+    distill: DistillationConfig | None = None,
     force: bool = False,
     unsafe: bool = False,
 ) -> OptimizeResult:
     """Compress MODEL (a .keras/.h5 path or an in-memory tf-keras model) into OUTPUT.
 
     TRAIN and VAL are .npz files with the model's inputs (`x` for a single input) and labels `y`.
+    With DISTILL, every fine-tuning uses the teacher's soft targets; alone, it trains MODEL as a student.
     """
-    if not techniques:
-        raise UserError("no technique chosen: pass at least one of --prune, --cluster, --qat, --low-rank")
+    if not techniques and distill is None:
+        raise UserError(
+            "no technique chosen: pass at least one of --prune, --prune-pattern, --cluster, --qat, --low-rank, --distill-from"
+        )
     names = [t.name for t in techniques]
     if len(set(names)) != len(names):
         raise UserError(f"a technique is given twice ({', '.join(names)}): give each once")
@@ -85,26 +90,39 @@ def optimize(
     train_data = load_labeled(train, loaded.inputs, loaded.outputs, "training")
     val_data = load_labeled(val, loaded.inputs, loaded.outputs, "validation") if val is not None else None
 
+    teacher = load_teacher(distill, source, unsafe) if distill is not None else None
+
     before = _source_stats(source, source_path, val_data)
     steps = ordered(techniques)
     ctx = Context(frozenset(names), settings.steps_per_epoch(len(train_data)), settings.epochs)
-    note("optimizing: " + " -> ".join(t.describe() for t in steps))
-    objective = classification(source, train_data)
+    plan = [t.describe() for t in steps] + ([distill.describe() + " in every fine-tuning"] if distill else [])
+    note("optimizing: " + " -> ".join(plan))
+    objective = classification(source, train_data, teacher, distill)
 
-    work = independent_copy(source)
+    work = source  # each technique gets an independent copy of it
     skipped: list[SkippedLayer] = []
     details: dict[str, Any] = {}
+    constrained: set[str] = set()  # layers earlier techniques pruned or clustered
     for technique in steps:
-        applied = technique.apply(work, ctx)
+        applied = technique.apply(independent_copy(work), ctx)
         skipped.extend(applied.skipped)
         if applied.details:
             details[technique.name] = applied.details
+        frozen = freeze(applied.model, constrained - applied.compressed)
+        if frozen:
+            note(f"{technique.name}: {', '.join(frozen)} frozen while fine-tuning, to keep what earlier techniques did")
         fine_tune(applied.model, objective, train_data, val_data, settings, technique.callbacks(), technique.name)
         work = technique.strip(applied.model)
+        unfreeze(work, frozen)
+        constrained |= applied.compressed
+    if not steps:  # distillation alone: the student is trained as it is
+        work = independent_copy(source)
+        fine_tune(work, objective, train_data, val_data, settings, [], "distill")
 
     save_model(work, out, quantized="qat" in names)
     after = stats(work, out, val_data)
-    return OptimizeResult(out, [t.name for t in steps], [t.describe() for t in steps], skipped, before, after, details)
+    used = [t.name for t in steps] + (["distill"] if distill else [])
+    return OptimizeResult(out, used, plan, skipped, before, after, details)
 
 
 def _source_stats(source: Any, path: Path | None, val: Labeled | None) -> ModelStats:

@@ -35,6 +35,7 @@ class Applied:
     model: Any
     skipped: list[SkippedLayer] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)  # e.g. the rank chosen per layer
+    compressed: set[str] = field(default_factory=set)  # names of the layers whose weights it constrains
 
 
 class Technique(ABC):

@@ -44,7 +44,7 @@ class Cluster(Technique):
             chosen,
             lambda layer: cluster(layer, number_of_clusters=self.clusters, cluster_centroids_init=init, **params),
         )
-        return Applied(wrapped, skipped)
+        return Applied(wrapped, skipped, compressed=chosen)
 
     def strip(self, model: Any) -> Any:
         return import_tfmot().clustering.keras.strip_clustering(model)

@@ -144,8 +144,39 @@ def wrap_layers(model: Any, chosen: set[str], wrap: Callable[[Any], Any]) -> Any
 
 
 def independent_copy(model: Any) -> Any:
-    """A copy that shares no weights with MODEL: TF-MOT wrappers modify the layer objects they wrap."""
+    """A freshly built copy that shares no weights with MODEL: TF-MOT wrappers modify the layers they wrap.
+
+    Weights are matched by name within each layer, since a stripped wrapper can leave a layer's variables
+    in another order than a fresh build (seen with MultiHeadAttention), which TF-MOT's own flat
+    get_weights/set_weights copies then reject.
+    """
     keras = import_tf_keras()
     copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
+    for source, target in zip(model.layers, copy.layers):
+        by_name = {w.name: w for w in source.weights}
+        if len(by_name) == len(source.weights) and {w.name for w in target.weights} == set(by_name):
+            for w in target.weights:
+                w.assign(by_name[w.name])
+        else:
+            target.set_weights(source.get_weights())
     return copy
+
+
+def freeze(model: Any, names: set[str]) -> list[str]:
+    """Make the named layers that hold weights untrainable; returns the ones frozen.
+
+    A layer an earlier technique pruned or clustered but this one cannot wrap would lose its zeros and
+    shared values if fine-tuned freely, so it sits out this stage's fine-tuning.
+    """
+    frozen = []
+    for layer in model.layers:
+        if layer.name in names and layer.trainable_weights:
+            layer.trainable = False
+            frozen.append(layer.name)
+    return frozen
+
+
+def unfreeze(model: Any, names: list[str]) -> None:
+    for layer in model.layers:
+        if layer.name in names:
+            layer.trainable = True

@@ -73,7 +73,7 @@ class Prune(Technique):
                 layer, pruning_schedule=schedule, sparsity_m_by_n=self.pattern
             ),
         )
-        return Applied(wrapped, skipped)
+        return Applied(wrapped, skipped, compressed=chosen)
 
     def callbacks(self) -> list[Any]:
         tfmot = import_tfmot()

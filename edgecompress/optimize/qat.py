@@ -48,7 +48,7 @@ class QAT(Technique):
             quantized = qkeras.quantize_apply(annotated, scheme(ctx.techniques))
             if "prune" in ctx.techniques or "cluster" in ctx.techniques:
                 self._default_twin = qkeras.quantize_apply(annotated, scheme(frozenset()))
-        return Applied(quantized, skipped)
+        return Applied(quantized, skipped, compressed=chosen)
 
     def strip(self, model: Any) -> Any:
         """MODEL as a default-scheme QAT model with the same weights and ranges (see the module note)."""
@@ -63,5 +63,5 @@ class QAT(Technique):
 
 
 def _short(layer: Any, weight: Any) -> str:
-    """A variable's name within its layer, e.g. kernel:0 or kernel_min:0 (layer names differ in the twin)."""
-    return weight.name.split("/")[-1].replace(layer.name, "")
+    """A variable's name without its layer's name, which differs in the twin (quantize_layer_1)."""
+    return weight.name.replace(layer.name, "")

@@ -11,6 +11,7 @@ from ..errors import UserError
 from ..models import import_tf_keras
 from ..progress import bar, note
 from .data import Labeled
+from .distill import DistillationConfig, build_distiller
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,12 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class Objective:
-    """What fine-tuning minimises: the loss, the training targets it reads, and the accuracy metric."""
+    """What fine-tuning minimises: the loss on the labels, or distillation from a teacher when one is given."""
 
     loss: Any
-    y_train: np.ndarray
     metric: str
+    teacher: Any = None
+    distill: DistillationConfig | None = None
 
 
 def outputs_probabilities(model: Any, sample: Labeled) -> bool:
@@ -47,12 +49,14 @@ def outputs_probabilities(model: Any, sample: Labeled) -> bool:
     return bool(np.all(out >= 0) and np.allclose(out.sum(axis=-1), 1.0, atol=1e-3))
 
 
-def classification(model: Any, train: Labeled) -> Objective:
+def classification(model: Any, train: Labeled, teacher: Any = None, distill: DistillationConfig | None = None) -> Objective:
     keras = import_tf_keras()
     logits = not outputs_probabilities(model, train)
     if train.y.ndim == 1:
-        return Objective(keras.losses.SparseCategoricalCrossentropy(from_logits=logits), train.y, "sparse_categorical_accuracy")
-    return Objective(keras.losses.CategoricalCrossentropy(from_logits=logits), train.y, "categorical_accuracy")
+        loss, metric = keras.losses.SparseCategoricalCrossentropy(from_logits=logits), "sparse_categorical_accuracy"
+    else:
+        loss, metric = keras.losses.CategoricalCrossentropy(from_logits=logits), "categorical_accuracy"
+    return Objective(loss, metric, teacher, distill)
 
 
 def seed_everything(seed: int) -> None:
@@ -93,14 +97,20 @@ def fine_tune(
     """Train MODEL in place for settings.epochs, reproducibly for a given seed."""
     keras = import_tf_keras()
     seed_everything(settings.seed)
-    model.compile(
-        optimizer=keras.optimizers.Adam(settings.learning_rate), loss=objective.loss, metrics=[objective.metric]
-    )
+    optimizer = keras.optimizers.Adam(settings.learning_rate)
+    if objective.distill is not None:
+        # The distiller trains MODEL itself (its variables, its TF-MOT wrappers) against the teacher.
+        cfg = objective.distill
+        trainer = build_distiller(model, objective.teacher, cfg.temperature, cfg.alpha, metric=objective.metric)
+        trainer.compile(optimizer=optimizer)
+    else:
+        trainer = model
+        trainer.compile(optimizer=optimizer, loss=objective.loss, metrics=[objective.metric])
     steps = settings.steps_per_epoch(len(train))
     progress = epoch_progress(label, settings.epochs, steps, objective.metric)
-    model.fit(
+    trainer.fit(
         train.feed(),
-        objective.y_train,
+        train.y,
         validation_data=(val.feed(), val.y) if val is not None else None,
         epochs=settings.epochs,
         batch_size=settings.batch_size,
