@@ -64,7 +64,7 @@ def render_one(result) -> str:
         ("init", _ms(m.init_ms)),
         ("first inference", _ms(m.first_ms)),
         ("warm-up avg", f"{_ms(m.warmup_avg_ms)} ({m.warmup_count} runs)"),
-        ("peak RSS", _mb(m.peak_rss_mb)),
+        ("peak RSS (process)", _mb(m.peak_rss_mb)),
         ("load RSS (model)", _mb(m.model_load_rss_mb)),
         ("size", f"{m.size_bytes:,} B"),
         ("gzip size", f"{m.gzip_bytes:,} B"),
