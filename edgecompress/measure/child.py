@@ -156,6 +156,8 @@ def _load_and_feed(req: ChildRequest, result: _Result) -> Callable[[], None]:
 
 
 def _run_phases(req: ChildRequest, invoke: Callable[[], None], result: _Result) -> None:
+    # The first inference is timed on its own; benchmark_model counts it as warm-up run 1, so our warm-up
+    # average leaves out that one-time cost (XNNPACK's lazy set-up) and their "first" is our first_ms.
     t0 = time.perf_counter()
     invoke()
     result.first_ms = (time.perf_counter() - t0) * 1000.0
