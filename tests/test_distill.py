@@ -107,6 +107,12 @@ def test_final_activation_decides_how_logits_are_read():
     assert ends_in_softmax(head) is True
     with pytest.raises(UserError, match="last layer .* uses sigmoid: change it to softmax"):
         ends_in_softmax(_mlp(keras, 0, activation="sigmoid"))
+    # Students come wrapped by the technique being fine-tuned; the wrappers must not hide the softmax.
+    import tensorflow_model_optimization as tfmot
+
+    assert ends_in_softmax(tfmot.quantization.keras.quantize_model(_mlp(keras, 0))) is True
+    assert ends_in_softmax(tfmot.sparsity.keras.prune_low_magnitude(_mlp(keras, 0))) is True
+    assert ends_in_softmax(tfmot.quantization.keras.quantize_model(_mlp(keras, 0, activation="linear"))) is False
 
 
 def test_small_student_learns_from_the_teacher(digits, teacher, teacher_path):

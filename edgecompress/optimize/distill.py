@@ -62,7 +62,10 @@ def ends_in_softmax(model: Any) -> bool:
     layer = _final_layer(model)
     if isinstance(layer, keras.layers.Softmax):
         return True
-    activation = getattr(getattr(layer, "activation", None), "__name__", "linear")
+    activation = getattr(layer, "activation", None)
+    while hasattr(activation, "activation"):  # QAT's QuantizeAwareActivation holds the real one
+        activation = activation.activation
+    activation = getattr(activation, "__name__", "linear")
     if activation == "softmax":
         return True
     if activation == "linear":
