@@ -6,9 +6,10 @@ per device and overall, the share of points within 10% and within 20% (goal: 80%
 profiles (Pi Zero 2W, Pi 5) have nothing published to check against and are not scored.
 
 For comparison it also scores a simpler fit, one factor per device for both precisions, to show what the
-per-precision factor buys.
+per-precision factor buys, and (with --all) the default calibration without the large references
+(Inception V4, Inception-ResNet-V2), to show what their minutes of conversion buy.
 
-    /work/venv/bin/python benchmarks/device_estimates.py [--recalibrate]
+    /work/venv/bin/python benchmarks/device_estimates.py [--recalibrate] [--all]
 
 Host timings come from the calibration cache (measured on demand; --recalibrate re-measures them). Run it on
 a quiet machine: the factors are ratios against host timings, so a loaded host skews them.
@@ -21,6 +22,7 @@ import math
 from edgecompress.devices.calibrate import HostTimings, calibrate
 from edgecompress.devices.estimate import LooPoint, leave_one_out, share_within
 from edgecompress.devices.profiles import DeviceProfile, measured_profiles
+from edgecompress.devices.references import REFERENCE_MODELS
 from edgecompress.tables import table
 
 
@@ -43,15 +45,18 @@ def pct(value: float | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recalibrate", action="store_true", help="re-measure the host timings first")
+    parser.add_argument("--all", action="store_true", help="include the large references (minutes to build)")
     args = parser.parse_args()
 
     profiles = measured_profiles()
-    timings = calibrate(profiles, force=args.recalibrate).timings
+    timings = calibrate(profiles, force=args.recalibrate, large=args.all).timings
+    small = HostTimings(timings.host, {k: v for k, v in timings.ms.items() if not REFERENCE_MODELS[k[0]].large})
     host = timings.host
     print(f"host: {host.cpu}, {host.cores} cores, {host.runtime} {host.runtime_version}\n")
 
     per_device = {p.name: leave_one_out(p, timings, profiles) for p in profiles}
     simple = {p.name: one_factor_loo(p, timings) for p in profiles}
+    without_large = {p.name: leave_one_out(p, small, profiles) for p in profiles}
     everything = [pt for pts in per_device.values() for pt in pts]
     everything_simple = [pt for pts in simple.values() for pt in pts]
 
@@ -63,14 +68,18 @@ def main() -> None:
     print(table(["device", "reference", "published ms", "predicted ms", "error", "calibrated by"], rows,
                 title="Each published point predicted from a calibration without it"))
     print()
-    summary = [
-        [name, len(pts), pct(share_within(pts, 0.1)), pct(share_within(pts, 0.2)), pct(share_within(simple[name], 0.2))]
-        for name, pts in per_device.items()
-    ]
-    summary.append(["all", len(everything), pct(share_within(everything, 0.1)), pct(share_within(everything, 0.2)),
-                    pct(share_within(everything_simple, 0.2))])
-    print(table(["device", "points", "within 10%", "within 20%", "within 20% (one factor per device)"], summary,
-                title="Leave-one-out accuracy of the device estimates (goal: 80% within 20%)"))
+    def row(name: str, pts: list[LooPoint], simple_pts: list[LooPoint], small_pts: list[LooPoint]) -> list:
+        # The points of small models, calibrated with and without the large references.
+        same_pts = [pt for pt in pts if not REFERENCE_MODELS[pt.reference.split("/")[0]].large]
+        return [name, len(pts), pct(share_within(pts, 0.1)), pct(share_within(pts, 0.2)),
+                pct(share_within(simple_pts, 0.2)),
+                f"{pct(share_within(same_pts, 0.2))} / {pct(share_within(small_pts, 0.2))} of {len(small_pts)}"]
+
+    summary = [row(name, pts, simple[name], without_large[name]) for name, pts in per_device.items()]
+    summary.append(row("all", everything, everything_simple, [pt for pts in without_large.values() for pt in pts]))
+    headers = ["device", "points", "within 10%", "within 20%", "within 20%, one factor per device",
+               "small-model points within 20%: with / without large refs"]
+    print(table(headers, summary, title="Leave-one-out accuracy of the device estimates (goal: 80% within 20%)"))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ runtime version: a different machine or runtime gets its own file.
 
 What gets measured: a profile's own references, plus the float/int8 pairs of the published profiles
 (MobileNet v1/v2, small and quick), which carry the int8 speed-up to devices without int8 figures.
+The large references (Inception V4, Inception-ResNet-V2: minutes to convert, 170-220 MB each) only on
+request (`devices calibrate --all`): the small ones already calibrate every device, see
+benchmarks/device_estimates.py for what the large ones change.
 `calibrate(..., models={...})` limits the work to a subset of architectures (tests use MobileNet v3 Small):
 references without a host timing are left out of the fit, and the estimate names those it used.
 """
@@ -28,8 +31,9 @@ from ..runtime import runtime_info
 from . import references
 from .profiles import DeviceProfile, ReferenceLatency, measured_profiles, precision_pairs
 
-# Fewer timed runs than benchmark_model's 50: a median over 10 runs of a 10-300 ms model is stable to a few
-# percent, and the big Inception models would otherwise take a minute each.
+# Fewer timed runs than benchmark_model's 50: the big Inception models would otherwise take a minute each.
+# The host side of a factor is the FASTEST timed run, not the median: it is the run least disturbed by other
+# processes (this project's hosts are shared), and on a quiet host it is within a few percent of the median.
 CALIBRATION_RUNS = 10
 CALIBRATION_MIN_SECS = 0.5
 
@@ -51,7 +55,7 @@ class Host:
 
 @dataclass(frozen=True)
 class HostTimings:
-    """Median host latency (ms) per (reference model, precision, host threads)."""
+    """Fastest host latency (ms) per (reference model, precision, host threads)."""
 
     host: Host
     ms: dict[TimingKey, float]
@@ -94,21 +98,28 @@ def load_timings(host: Host | None = None) -> HostTimings:
     if not path.exists():
         return HostTimings(host, {})
     rows = json.loads(path.read_text())["timings"]
-    return HostTimings(host, {(r["model"], r["precision"], int(r["threads"])): float(r["p50_ms"]) for r in rows})
+    return HostTimings(host, {(r["model"], r["precision"], int(r["threads"])): float(r["min_ms"]) for r in rows})
 
 
 def _save(timings: HostTimings) -> None:
     path = _cache_file(timings.host)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [{"model": m, "precision": p, "threads": t, "p50_ms": v} for (m, p, t), v in sorted(timings.ms.items())]
+    rows = [{"model": m, "precision": p, "threads": t, "min_ms": v} for (m, p, t), v in sorted(timings.ms.items())]
     write_text_atomic(path, json.dumps({"host": timings.host.__dict__, "timings": rows}, indent=2))
 
 
-def needed_keys(profiles: Iterable[DeviceProfile], cores: int, models: set[str] | None = None) -> set[TimingKey]:
-    """The host timings that estimates for PROFILES rely on (optionally only for the architectures MODELS)."""
+def needed_keys(
+    profiles: Iterable[DeviceProfile], cores: int, models: set[str] | None = None, large: bool = False
+) -> set[TimingKey]:
+    """The host timings that estimates for PROFILES rely on: only the architectures MODELS if given, else
+    all but the large ones unless LARGE."""
+
+    def wanted(model: str) -> bool:
+        return model in models if models is not None else large or not references.REFERENCE_MODELS[model].large
+
     refs = [r for p in profiles for r in p.references]
     refs += [r for pair in precision_pairs(measured_profiles()) for r in pair]
-    return {(r.model, r.precision, min(r.threads, cores)) for r in refs if models is None or r.model in models}
+    return {(r.model, r.precision, min(r.threads, cores)) for r in refs if wanted(r.model)}
 
 
 @dataclass(frozen=True)
@@ -120,13 +131,13 @@ class CalibrationRun:
 
 
 def calibrate(
-    profiles: Iterable[DeviceProfile], models: set[str] | None = None, force: bool = False
+    profiles: Iterable[DeviceProfile], models: set[str] | None = None, force: bool = False, large: bool = False
 ) -> CalibrationRun:
     """Measure (force: re-measure) the host timings PROFILES need, building missing references first."""
     for model in models or ():
         references.check_model_name(model, "calibrate")
     cached = load_timings()
-    keys = needed_keys(list(profiles), cached.host.cores, models)
+    keys = needed_keys(list(profiles), cached.host.cores, models, large)
     todo = sorted(keys if force else keys - cached.ms.keys())
     if not todo:
         return CalibrationRun(cached, [], {}, 0.0)
@@ -155,4 +166,4 @@ def _time_reference(model: str, precision: str, threads: int) -> float:
     result = measure(path, MeasureOptions(threads=threads, runs=CALIBRATION_RUNS, min_secs=CALIBRATION_MIN_SECS, cpu_cores=threads))
     if result.error:
         raise references.CalibrationUnavailable(f"timing reference {path.name} failed: {result.error}")
-    return float(result.latency_ms.p50)
+    return float(result.latency_ms.min)

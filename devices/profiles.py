@@ -93,7 +93,8 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
     path = Path(text_arg)
     if path.suffix == PROFILE_SUFFIX or path.exists():
         if not path.is_file():
-            raise UserError(f"device profile {path} does not exist: check the path, or use one of: {', '.join(list_profiles())}")
+            problem = "is not a file" if path.exists() else "does not exist"
+            raise UserError(f"device profile {path} {problem}: check the path, or use one of: {', '.join(list_profiles())}")
         return _parse(path.read_text(encoding="utf-8"), f"profile {path}", path)
     raise UserError(f"unknown device {text_arg!r}: use one of {', '.join(list_profiles())}, or the path of a .toml profile")
 

@@ -176,7 +176,7 @@ def test_real_calibration_on_one_small_reference_then_an_estimate(float_tflite, 
 
     m = measure(float_tflite, MeasureOptions(threads=min(4, timings.host.cores), runs=20, min_secs=0.2))
     pixel4 = load_profile("pixel-4")
-    est = estimate_for(pixel4, m.latency_ms.p50, m.latency_ms.p90, is_integer=False)
+    est = estimate_for(pixel4, m.latency_ms.p50, m.latency_ms.p90, is_integer=False, timings=timings)
     assert est.references == ("squeezenet/float/4t",)
     assert est.factor == pytest.approx(23.9 / host_ms)
     assert est.p50_ms == pytest.approx(m.latency_ms.p50 * 23.9 / host_ms) and est.p90_ms >= est.p50_ms

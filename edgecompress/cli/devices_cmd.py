@@ -116,8 +116,9 @@ def show_cmd(device: str, as_json: bool) -> None:
     "--reference", "models", multiple=True,
     help="Only these reference architectures (repeatable, e.g. mobilenet_v3_small); default: all the profiles cite.",
 )
+@click.option("--all", "large", is_flag=True, help="Include the large references (Inception V4, Inception-ResNet-V2): minutes more.")
 @json_option
-def calibrate_cmd(device: str | None, models: tuple[str, ...], as_json: bool) -> None:
+def calibrate_cmd(device: str | None, models: tuple[str, ...], large: bool, as_json: bool) -> None:
     """(Re)measure the reference models on this host: the host side of the device estimates."""
     from ..devices.calibrate import calibrate
     from ..devices.estimate import leave_one_out, share_within
@@ -125,7 +126,7 @@ def calibrate_cmd(device: str | None, models: tuple[str, ...], as_json: bool) ->
     from ..tables import table
 
     profiles = [load_profile(device)] if device else [load_profile(n) for n in list_profiles()]
-    run = calibrate(profiles, set(models) or None, force=True)
+    run = calibrate(profiles, set(models) or None, force=True, large=large)
     pairs = measured_profiles()
     summary = []
     for profile in profiles:
@@ -139,15 +140,15 @@ def calibrate_cmd(device: str | None, models: tuple[str, ...], as_json: bool) ->
         })
     result = {
         "host": dataclasses.asdict(run.timings.host),
-        "measured": [{"model": m, "precision": p, "threads": t, "p50_ms": run.timings.ms[(m, p, t)]} for m, p, t in run.measured],
+        "measured": [{"model": m, "precision": p, "threads": t, "min_ms": run.timings.ms[(m, p, t)]} for m, p, t in run.measured],
         "build_seconds": run.build_seconds,
         "measure_seconds": run.measure_seconds,
         "devices": summary,
     }
 
     def render(_: Any) -> str:
-        measured = table(["reference", "precision", "host threads", "host p50 ms"],
-                         [[m["model"], m["precision"], m["threads"], m["p50_ms"]] for m in result["measured"]],
+        measured = table(["reference", "precision", "host threads", "host min ms"],
+                         [[m["model"], m["precision"], m["threads"], m["min_ms"]] for m in result["measured"]],
                          title=f"Host timings ({run.timings.host.cpu}, {run.timings.host.cores} cores, "
                          f"{run.timings.host.runtime} {run.timings.host.runtime_version}); measuring took {run.measure_seconds:.0f} s")
         devices_table = table(
