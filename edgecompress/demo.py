@@ -1,67 +1,84 @@
-"""The bundled demo: train the example classifier on the bundled digits, export it as float32 and int8,
-and compare size and held-out accuracy. Every step goes through the public API."""
+"""The bundled demo: the whole job on real bundled data, from a trained model to the .tflite to ship.
+
+It trains the example classifier on the bundled digits, writes the model, a smaller untrained student (for
+distillation) and the train / validation / calibration / held-out test files, copies the bundled recipe
+(edgecompress/data/demo_recipe.toml: every technique, at least 8 variants) beside them, and runs it with
+the pipeline: each variant optimized, converted, scored on the held-out test split, benchmarked on this host
+and estimated on a Raspberry Pi 4 and an Android phone, then the report. Every step is the public API.
+"""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
-from .converters import ConversionResult, convert_model
 from .datasets import Split, load_digits
 from .errors import UserError
-from .evaluate import evaluate
-from .examples import train_digits_cnn
+from .fileio import write_bytes_atomic
+from .pipeline.run import RunResult, run_recipe
 from .progress import note
 
+RECIPE = "recipe.toml"
+RUN_DIR = "run"
 CALIBRATION_SAMPLES = 300
+# The student for distillation: same layout, half the filters and a quarter of the units (about a seventh
+# of the teacher's parameters), trained from scratch on the teacher's soft targets.
+STUDENT = {"width": 8, "dense": 32}
 
 
-@dataclass(frozen=True)
-class DemoRow:
-    model: str
-    path: str
-    size_bytes: int
-    gzip_bytes: int
-    accuracy: float
-
-
-@dataclass(frozen=True)
+@dataclass
 class DemoResult:
-    output_dir: str
-    test_samples: int
-    rows: list[DemoRow]
+    output_dir: Path
+    recipe: Path
+    run: RunResult
+    train_seconds: float
+    run_seconds: float
 
 
-def demo_files(out_dir: Path) -> dict[str, Path]:
-    return {name: out_dir / name for name in
-            ("digits.keras", "calibration.npz", "test.npz", "digits_float32.tflite", "digits_int8.tflite")}
+def demo_files(out: Path) -> list[Path]:
+    """The files the demo writes (the run folder aside, which is its own cache)."""
+    data = out / "data"
+    return [out / "digits.keras", out / "student.keras", out / RECIPE,
+            data / "train.npz", data / "val.npz", data / "test.npz", data / "calibration.npz"]
 
 
-def run_demo(out_dir: str | Path, force: bool = False, epochs: int = 20, seed: int = 0) -> DemoResult:
-    """Write the model, data and both .tflite files to OUT_DIR (existing files only with FORCE)."""
+def prepare_demo(out_dir: str | Path, force: bool = False, epochs: int = 20, seed: int = 0) -> Path:
+    """Train the baseline and write the demo's model, student, data and recipe; returns the recipe's path."""
+    from .examples import build_digits_cnn, train_digits_cnn
+
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"output {out} is a file, not a folder: give a folder for the demo's files")
-    files = demo_files(out)
-    existing = [p.name for p in files.values() if p.exists()]
+    existing = [str(p.relative_to(out)) for p in demo_files(out) if p.exists()]
     if existing and not force:
-        raise UserError(f"{out} already holds demo files ({', '.join(existing)}): pass --force to overwrite them")
-    out.mkdir(parents=True, exist_ok=True)
+        raise UserError(f"{out} already holds demo files ({', '.join(existing)}): "
+                        "choose another folder with -o, or pass --force to overwrite them")
+    (out / "data").mkdir(parents=True, exist_ok=True)
     data = load_digits(seed)
-    note(f"training the example CNN on {len(data.train.y)} digits ({epochs} epochs)")
+    note(f"training the example CNN on {len(data.train.y)} bundled digits ({epochs} epochs)")
     model = train_digits_cnn(epochs=epochs, seed=seed, data=data)
-    model.save(files["digits.keras"])
-    Split(data.train.x[:CALIBRATION_SAMPLES], data.train.y[:CALIBRATION_SAMPLES]).save_npz(files["calibration.npz"])
-    data.test.save_npz(files["test.npz"])
-    exports: list[tuple[str, ConversionResult]] = [
-        ("tflite float32", convert_model(files["digits.keras"], files["digits_float32.tflite"], "none",
-                                         calibration=files["calibration.npz"], force=True)),
-        ("tflite int8", convert_model(files["digits.keras"], files["digits_int8.tflite"], "int8",
-                                      calibration=files["calibration.npz"], io_type="int8", force=True)),
-    ]
-    keras = evaluate(files["digits.keras"], files["test.npz"])
-    rows = [DemoRow("keras (float32)", str(files["digits.keras"]), exports[0][1].source_size_bytes or 0,
-                    exports[0][1].source_gzip_bytes or 0, keras.accuracy or 0.0)]
-    for label, result in exports:
-        acc = evaluate(result.output, files["test.npz"]).accuracy or 0.0
-        rows.append(DemoRow(label, result.output, result.size_bytes, result.gzip_bytes, acc))
-    return DemoResult(str(out), keras.samples, rows)
+    _save_keras(model, out / "digits.keras")
+    _save_keras(build_digits_cnn(seed, **STUDENT), out / "student.keras")
+    data.train.save_npz(out / "data" / "train.npz")
+    data.val.save_npz(out / "data" / "val.npz")
+    data.test.save_npz(out / "data" / "test.npz")
+    Split(data.train.x[:CALIBRATION_SAMPLES], data.train.y[:CALIBRATION_SAMPLES]).save_npz(out / "data" / "calibration.npz")
+    recipe = resources.files("edgecompress").joinpath("data/demo_recipe.toml").read_bytes()
+    return write_bytes_atomic(out / RECIPE, recipe)
+
+
+def _save_keras(model: object, path: Path) -> None:
+    from .fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        model.save(tmp)  # type: ignore[attr-defined]
+
+
+def run_demo(out_dir: str | Path, force: bool = False, epochs: int = 20, seed: int = 0, jobs: int = 2) -> DemoResult:
+    """prepare_demo, then run its recipe into OUT_DIR/run (a rerun reuses the variants finished there)."""
+    start = time.perf_counter()
+    recipe = prepare_demo(out_dir, force, epochs, seed)
+    trained = time.perf_counter()
+    run = run_recipe(recipe, Path(out_dir) / RUN_DIR, jobs=jobs)
+    return DemoResult(Path(out_dir), recipe, run, trained - start, time.perf_counter() - trained)

@@ -1,31 +1,49 @@
-"""The initial demo, end to end on the bundled digits, and its refusal to overwrite."""
+"""The demo's preparation (trained model, student, data, bundled recipe) and its refusal to overwrite.
+
+The full demo (train + 11 variants + report) takes minutes: benchmarks/demo_time.py runs and times it.
+"""
 from __future__ import annotations
 
-import json
+import numpy as np
+import pytest
 
 from edgecompress.cli.main import main
+from edgecompress.demo import demo_files, prepare_demo
+from edgecompress.evaluate import evaluate
+from edgecompress.pipeline.recipe import load_recipe
+
+TECHNIQUES = {"distillation", "low_rank", "prune", "cluster", "qat"}
 
 
-def test_demo_end_to_end_and_no_overwrite(tmp_path, capsys):
+def test_prepare_writes_a_valid_recipe_covering_every_technique(tmp_path):
     out = tmp_path / "demo"
-    main(["demo", "-o", str(out), "--epochs", "8", "--json"])
-    result = json.loads(capsys.readouterr().out)
-    rows = {r["model"]: r for r in result["rows"]}
-    keras, fp32, int8 = rows["keras (float32)"], rows["tflite float32"], rows["tflite int8"]
-    assert result["test_samples"] == 300
-    assert keras["accuracy"] > 0.9
-    assert abs(fp32["accuracy"] - keras["accuracy"]) <= 1 / 300
-    assert abs(int8["accuracy"] - keras["accuracy"]) <= 0.02
-    assert 0.22 < int8["size_bytes"] / fp32["size_bytes"] < 0.32
-    for name in ("digits.keras", "calibration.npz", "test.npz", "digits_float32.tflite", "digits_int8.tflite"):
-        assert (out / name).is_file()
+    recipe_path = prepare_demo(out, epochs=8)
+    assert all(p.is_file() for p in demo_files(out))
 
-    before = (out / "digits_int8.tflite").read_bytes()
-    try:
+    recipe = load_recipe(recipe_path)  # the bundled recipe validates against the files written beside it
+    assert len(recipe.variants) >= 8
+    assert recipe.devices == ("raspberry-pi-4", "pixel-3a")
+    settings = [v.settings for v in recipe.variants]
+    assert {q.quantize for q in settings} >= {"dynamic", "float16", "int8"}
+    assert {t for s in settings for t in s.techniques} == TECHNIQUES
+    combined = [s for s in settings if {"prune", "cluster", "qat"} <= set(s.techniques)]
+    assert combined and combined[0].quantize == "int8"
+    assert any(s.prune and s.quantize == "int8" and s.techniques == ["prune"] for s in settings)
+
+    # held-out data really is held out: no test image appears in the training or calibration files
+    train, test = np.load(out / "data" / "train.npz")["x"], np.load(out / "data" / "test.npz")["x"]
+    seen = {row.tobytes() for row in train.reshape(len(train), -1)}
+    assert not any(row.tobytes() in seen for row in test.reshape(len(test), -1)[:100])
+    assert evaluate(out / "digits.keras", out / "data" / "test.npz").accuracy > 0.9
+
+
+def test_demo_never_overwrites_without_force(tmp_path, capsys):
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "digits.keras").write_bytes(b"a user's own model")
+    with pytest.raises(SystemExit) as exit_:
         main(["demo", "-o", str(out)])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
     err = capsys.readouterr().err
-    assert code == 2 and "--force" in err and "Traceback" not in err
-    assert (out / "digits_int8.tflite").read_bytes() == before
+    assert exit_.value.code == 2 and "--force" in err and "Traceback" not in err and err.count("\n") == 1
+    assert (out / "digits.keras").read_bytes() == b"a user's own model"
+    assert sorted(p.name for p in out.iterdir()) == ["digits.keras"]

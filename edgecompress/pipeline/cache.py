@@ -93,9 +93,13 @@ class VariantDir:
         return self.path / f"{self.name}.keras"
 
     def finished(self, key: str) -> dict[str, Any] | None:
-        """The record when this variant was finished with KEY, else None (a failed variant is tried again)."""
+        """The record when this variant was finished with KEY, else None.
+
+        A variant that failed with an error is finished (the same inputs fail the same way); one whose
+        worker died (a crash, the memory budget) is tried again.
+        """
         record = read_json(self.record_file)
-        ok = record is not None and record.get("key") == key and record.get("error") is None
+        ok = record is not None and record.get("key") == key and not record.get("retry")
         return record if ok else None
 
     def built(self, key: str) -> dict[str, Any] | None:

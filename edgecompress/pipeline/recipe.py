@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import UserError
+from ..optimize.prune import SUPPORTED_PATTERNS
 from .grid import IO_TYPES, QUANTIZE_MODES, SETTING_FIELDS, Variant, VariantSettings, dedupe, expand_grid, normalized
 
 if sys.version_info >= (3, 11):
@@ -34,7 +35,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 OBJECTIVES = ("smallest", "fastest", "most_accurate")
-PRUNE_PATTERNS = ("2:4", "1:4")
+PRUNE_PATTERNS = tuple(f"{m}:{n}" for m, n in SUPPORTED_PATTERNS)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -245,7 +246,8 @@ VARIANT_KEYS = ("name",) + SETTING_FIELDS
 
 
 def load_recipe(path: str | Path, known_devices: Callable[[], list[str]] | None = None) -> Recipe:
-    """Parse and validate the recipe at PATH. KNOWN_DEVICES lists the valid device names (profiles)."""
+    """Parse and validate the recipe at PATH. KNOWN_DEVICES lists the valid device names (the shipped profiles
+    by default)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"recipe {path} does not exist: check the path")
@@ -260,7 +262,7 @@ def load_recipe(path: str | Path, known_devices: Callable[[], list[str]] | None 
         raise check.fail(("model",), 'is missing: add model = "path/to/model.keras" at the top of the recipe')
     model = check.file(raw["model"], ("model",), "model")
     data = _data(check, raw.get("data", {}))
-    devices = _devices(check, raw.get("devices", []), known_devices)
+    devices = _devices(check, raw.get("devices", []), known_devices or _profile_names)
     variants, notes = _variants(check, raw, data)
     return Recipe(
         path=path.resolve(),
@@ -274,6 +276,12 @@ def load_recipe(path: str | Path, known_devices: Callable[[], list[str]] | None 
         variants=tuple(variants),
         notes=tuple(notes),
     )
+
+
+def _profile_names() -> list[str]:
+    from ..devices import list_profiles
+
+    return list_profiles()
 
 
 def _data(check: _Checker, raw: Any) -> DataFiles:
@@ -310,10 +318,10 @@ def _benchmark(check: _Checker, raw: Any) -> BenchmarkSettings:
     )
 
 
-def _devices(check: _Checker, raw: Any, known: Callable[[], list[str]] | None) -> tuple[str, ...]:
+def _devices(check: _Checker, raw: Any, known: Callable[[], list[str]]) -> tuple[str, ...]:
     if not isinstance(raw, list) or not all(isinstance(d, str) for d in raw):
         raise check.fail(("devices",), f'must be a list of device names such as ["raspberry-pi-4"], not {_type(raw)}')
-    names = known() if known is not None and raw else None
+    names = known() if raw else None
     for i, name in enumerate(raw):
         if names is not None and name not in names:
             raise check.fail(("devices",), f"unknown device {name!r}: use one of {', '.join(names)} "

@@ -23,6 +23,7 @@ class VariantRecord:
     key: str
     error: str | None = None  # None when every stage ran
     failed_stage: str | None = None
+    retry: bool = False  # failed by a worker's death (crash, memory): tried again by the next run
     tflite: str | None = None  # path relative to the run folder
     size_bytes: int | None = None
     gzip_bytes: int | None = None

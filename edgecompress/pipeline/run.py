@@ -59,12 +59,6 @@ def default_run_dir(recipe: Path) -> Path:
     return Path.cwd() / "runs" / recipe.stem
 
 
-def _known_devices() -> list[str]:
-    from ..devices import list_profiles
-
-    return list_profiles()
-
-
 @dataclass
 class _Keys:
     baseline: str
@@ -128,7 +122,7 @@ def run_recipe(
 ) -> RunResult:
     """Run every variant of the recipe at RECIPE_PATH into RUN_DIR (reusing what is finished there)."""
     start = time.perf_counter()
-    recipe = load_recipe(recipe_path, known_devices=_known_devices)
+    recipe = load_recipe(recipe_path)
     if jobs < 1:
         raise UserError(f"--jobs {jobs} must be 1 or more")
     out = Path(run_dir) if run_dir is not None else default_run_dir(recipe.path)
@@ -149,7 +143,7 @@ def run_recipe(
             _calibrate_devices(recipe.devices, notes)
         total = (sum(len(build_stages(v)) for v in to_build) + (baseline is None)
                  + len(todo) * len(measure_stages(recipe.devices)))
-        failures: dict[str, tuple[str, str, str | None]] = {}
+        failures: dict[str, tuple[str, str, bool]] = {}
         with _Progress(total, progress) as bar_:
             tasks: list[Any] = [] if baseline else [BaselineTask(recipe.model, recipe.data.eval, keys.baseline, baseline_file)]
             tasks += [BuildTask(v, keys.build[v.name], dirs[v.name], recipe.model, recipe.data, recipe.training)
@@ -163,9 +157,9 @@ def run_recipe(
         records = []
         for v in recipe.variants:
             if v.name in failures:
-                stage, error, detail = failures[v.name]
+                stage, error, crashed = failures[v.name]
                 record = VariantRecord(v.name, v.settings.as_dict(), v.settings.techniques, keys.record[v.name],
-                                       error=error, failed_stage=stage)
+                                       error=error, failed_stage=stage, retry=crashed)
                 write_json(dirs[v.name].record_file, record.to_dict())
             else:
                 record = VariantRecord.from_dict(finished[v.name] or read_json(dirs[v.name].record_file) or {})
@@ -193,7 +187,7 @@ def _calibrate_devices(devices: tuple[str, ...], notes: list[str]) -> None:
 
 
 def _build_all(executor: Executor, tasks: list[Any], progress: _Progress,
-               failures: dict[str, tuple[str, str, str | None]]) -> dict[str, Any] | None:
+               failures: dict[str, tuple[str, str, bool]]) -> dict[str, Any] | None:
     """Run the baseline and the builds; record failures by variant name. Returns the baseline summary."""
     names = ["(baseline)" if isinstance(t, BaselineTask) else t.variant.name for t in tasks]
     units = [1 if isinstance(t, BaselineTask) else len(build_stages(t.variant)) for t in tasks]
@@ -211,7 +205,7 @@ def _build_all(executor: Executor, tasks: list[Any], progress: _Progress,
         i = outcome.index
         progress.step(f"{names[i]}: {'done' if outcome.error is None else 'failed'}", done=units[i] - done[i])
         if outcome.error is not None:
-            failures[names[i]] = (stage.get(i, "start"), outcome.error, outcome.detail)
+            failures[names[i]] = (stage.get(i, "start"), outcome.error, outcome.crashed)
         elif isinstance(tasks[i], BaselineTask):
             baseline = outcome.value
     return baseline
@@ -226,7 +220,7 @@ def _captured_stderr() -> Iterator[io.StringIO]:
 
 
 def _measure_one(recipe: Recipe, variant: Variant, vdir: VariantDir, keys: _Keys, progress: _Progress,
-                 failures: dict[str, tuple[str, str, str | None]]) -> None:
+                 failures: dict[str, tuple[str, str, bool]]) -> None:
     build = vdir.built(keys.build[variant.name])
     assert build is not None  # built by _build_all, or failed (then not measured)
     units = len(measure_stages(recipe.devices))
@@ -241,7 +235,7 @@ def _measure_one(recipe: Recipe, variant: Variant, vdir: VariantDir, keys: _Keys
         with _captured_stderr():
             measured = measure(vdir.tflite, recipe.benchmark, recipe.devices, on_stage)
     except UserError as exc:
-        failures[variant.name] = (current[-1] if current else "benchmark", str(exc), None)
+        failures[variant.name] = (current[-1] if current else "benchmark", str(exc), False)
         progress.step(f"{variant.name}: failed", done=units - max(len(current) - 1, 0))
         return
     progress.step(f"{variant.name}: done", done=1)

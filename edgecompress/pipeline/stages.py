@@ -59,7 +59,8 @@ def build_stages(variant: Variant) -> tuple[str, ...]:
 def run_task(task: BaselineTask | BuildTask, emit: Callable[[str], None]) -> dict[str, Any]:
     """The worker's entry point (module-level so the executor can send it to another process)."""
     if isinstance(task, BaselineTask):
-        return baseline(task, emit)
+        with _logged(task.file.with_suffix(".log")):
+            return baseline(task, emit)
     task.dir.claim(task.key)
     with _logged(task.dir.path / LOG_NAME):
         return build(task, emit)
@@ -126,7 +127,15 @@ def _optimize(task: BuildTask) -> dict[str, Any]:
     )
     # TF-MOT's quantize wrappers only load back from .h5 (edgecompress.optimize refuses .keras with QAT)
     output = task.dir.path / f"{task.variant.name}{'.h5' if s.qat else '.keras'}"
-    result = optimize(task.model, output, task.data.train, techniques, val=task.data.val, settings=training, force=True)
+    model, distill = task.model, None
+    if s.distill_student is not None:  # the recipe's model teaches the (smaller) student
+        from ..optimize.distill import DistillationConfig
+
+        given = {"temperature": s.temperature, "alpha": s.alpha}
+        distill = DistillationConfig(task.model, **{k: v for k, v in given.items() if v is not None})
+        model = s.distill_student
+    result = optimize(model, output, task.data.train, techniques, val=task.data.val, settings=training,
+                      distill=distill, force=True)
     return {
         "output": str(result.output),
         "techniques": result.techniques,

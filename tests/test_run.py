@@ -1,0 +1,118 @@
+"""`run` end to end on the trained example model: real conversion, evaluation, benchmark and device estimate;
+a variant that fails is recorded with its error while the others finish; a rerun redoes nothing."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgecompress.cli.main import main
+from edgecompress.pipeline.cache import partial_files
+from edgecompress.pipeline.run import run_recipe
+from edgecompress.runtime import check_tflite_file
+
+RECIPE = """\
+model = "{model}"
+devices = ["raspberry-pi-4"]
+objective = "smallest"
+
+[data]
+train = "{train}"
+test = "{test}"
+calibration = "{calib}"
+calibration_samples = 100
+
+[benchmark]
+runs = 10
+min_secs = 0.1
+
+[constraints]
+max_accuracy_drop = 2.0
+
+[grid]
+quantize = ["dynamic", "int8"]
+
+[[variants]]
+name = "no-savings-lowrank"  # keeps all the spectral energy: no layer gets smaller, so optimize refuses it
+low_rank = 1.0
+"""
+
+
+@pytest.fixture(scope="module")
+def recipe(digits, digits_model_path, test_npz, calib_npz, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("recipe")
+    train = digits.train.save_npz(folder / "train.npz")
+    path = folder / "sweep.toml"
+    path.write_text(RECIPE.format(model=digits_model_path, train=train, test=test_npz, calib=calib_npz))
+    return path
+
+
+@pytest.fixture(scope="module")
+def first_run(recipe, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("sweep") / "run"
+    return run_dir, run_recipe(recipe, run_dir, jobs=2, progress=False)
+
+
+def cli(args, capsys) -> tuple[int, str, str]:
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_run_end_to_end_with_an_isolated_failure(first_run):
+    run_dir, result = first_run
+    by_name = {r.name: r for r in result.records}
+    assert list(by_name) == ["no-savings-lowrank", "dynamic", "int8"]
+
+    failed = by_name["no-savings-lowrank"]
+    assert failed.failed_stage == "optimize" and "low-rank" in failed.error and "\n" not in failed.error
+    assert (run_dir / "variants" / "no-savings-lowrank" / "log.txt").read_text().strip()
+
+    assert result.baseline["accuracy"] > 0.9
+    for name in ("dynamic", "int8"):
+        r = by_name[name]
+        assert r.ok, r.error
+        check_tflite_file(run_dir / r.tflite)  # a real, complete .tflite in the run folder
+        assert r.size_bytes == (run_dir / r.tflite).stat().st_size
+        assert r.gzip_bytes < r.size_bytes
+        assert abs(r.accuracy_drop) <= 2.0 and r.accuracy > 0.9
+        assert r.host_latency_ms > 0 and r.host_runtime.startswith("ai-edge-litert")
+        pi = r.devices["raspberry-pi-4"]
+        assert pi.error is None and pi.estimated_p50_ms > 0 and pi.estimated_p90_ms >= pi.estimated_p50_ms
+        assert r.validation["top1_agreement"] >= 0.95
+    # int8 quantizes activations too: a different precision, so a different device factor
+    assert by_name["int8"].devices["raspberry-pi-4"].calibration["rule"] != by_name["dynamic"].devices["raspberry-pi-4"].calibration["rule"]
+
+    (selection,) = result.selections
+    assert selection.target == "raspberry-pi-4" and selection.chosen in ("dynamic", "int8")
+    assert set(selection.rejected) == {"no-savings-lowrank", "dynamic", "int8"} - {selection.chosen}
+
+    results = json.loads((run_dir / "results.json").read_text())
+    assert [v["name"] for v in results["variants"]] == list(by_name)
+    assert results["variants"][0]["error"] == failed.error
+    assert (run_dir / "report.md").read_text().count("| ok |") == 2
+    assert {p.name for p in result.report.plots} == {"accuracy_vs_size.png", "accuracy_vs_latency_raspberry-pi-4.png"}
+    assert partial_files(run_dir) == []
+
+
+def test_rerun_through_the_cli_reuses_everything(recipe, first_run, capsys):
+    run_dir, _ = first_run
+    stamps = {p: p.stat().st_mtime_ns for p in run_dir.glob("variants/*/*")}
+    code, out, err = cli(["run", recipe, "-o", run_dir, "--json"], capsys)
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["redone"] == []  # the failure is final too: the same inputs fail the same way
+    assert all(v["reused"] for v in data["variants"])
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_run_refuses_a_folder_it_did_not_make(recipe, tmp_path, capsys):
+    (tmp_path / "mine.txt").write_text("user data")
+    code, out, err = cli(["run", recipe, "-o", tmp_path], capsys)
+    assert code == 2 and "not an edgecompress run folder" in err and out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
