@@ -106,7 +106,7 @@ def _request(path: Path, options: MeasureOptions) -> ChildRequest:
         warmup=options.warmup,
         warmup_min_secs=options.warmup_min_secs,
         max_secs=options.max_secs,
-        inputs=str(options.inputs.resolve()) if options.inputs else None,
+        inputs=str(Path(options.inputs).resolve()) if options.inputs else None,
         cpu_cores=options.cpu_cores,
         memory_limit_mb=options.memory_limit_mb,
     )
