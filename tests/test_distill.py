@@ -84,7 +84,7 @@ def test_loss_matches_a_hand_computation():
 )
 def test_config_validation(temperature, alpha, message):
     with pytest.raises(UserError, match=message):
-        DistillationConfig(Path("teacher.keras"), temperature, alpha)
+        DistillationConfig("teacher.keras", temperature, alpha)
 
 
 def test_teacher_with_other_shapes_is_refused(teacher, teacher_path):
@@ -93,7 +93,10 @@ def test_teacher_with_other_shapes_is_refused(teacher, teacher_path):
     with pytest.raises(UserError, match=r"teacher output shape \(10,\) differs from the student's \(5,\)"):
         check_teacher(teacher, five_classes)
     with pytest.raises(UserError, match=r"teacher output shape \(10,\) differs"):
-        load_teacher(DistillationConfig(teacher_path), five_classes)
+        load_teacher(DistillationConfig(str(teacher_path)), five_classes)
+    assert DistillationConfig(str(teacher_path)).describe() == (
+        "distil from teacher.keras (temperature 4, alpha 0.1 on the true labels)"
+    )
     flat = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
     with pytest.raises(UserError, match=r"teacher input shape \(8, 8, 1\) differs from the student's \(64,\)"):
         build_distiller(flat, teacher, 4.0, 0.1)

@@ -35,6 +35,7 @@ class DistillationConfig:
     alpha: float = 0.1  # weight of the hard-label loss; 1 - alpha goes to the teacher's soft targets
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "teacher_path", Path(self.teacher_path))
         if not self.temperature > 0:
             raise UserError(f"temperature {self.temperature} must be above 0: try --temperature 4")
         if not 0.0 <= self.alpha <= 1.0:
@@ -58,7 +59,10 @@ def ends_in_softmax(model: Any) -> bool:
     """True when MODEL ends in softmax, False when it outputs logits; other activations are refused."""
     keras = import_tf_keras()
     if len(model.outputs) != 1:
-        raise UserError(f"distillation needs a model with one output; {model.name} has {len(model.outputs)}")
+        raise UserError(
+            f"distillation needs a model with one output; {model.name} has {len(model.outputs)}: "
+            "distil a single-output classifier"
+        )
     layer = _final_layer(model)
     if isinstance(layer, keras.layers.Softmax):
         return True
