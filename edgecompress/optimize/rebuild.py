@@ -37,13 +37,8 @@ def _tf_keras_config(layer: Any, cls: Any) -> dict[str, Any]:
     for key, value in config.items():
         if key.endswith("_initializer"):
             continue
-        if key not in accepted:
-            if value in (None, False, 0, "", [], {}):
-                continue  # a Keras 3 option left at its off value
-            raise UserError(
-                f"Keras 3 layer {layer.name} ({type(layer).__name__}) sets {key}={value!r}, which tf-keras lacks: "
-                "rebuild it without that option or save the model with tf-keras"
-            )
+        if key not in accepted and value in (None, False, 0, "", [], {}):
+            continue  # a Keras 3-only option left off; any other unknown one is refused by the constructor
         out[key] = _plain(value)
     return out
 
@@ -56,7 +51,7 @@ def _convert_layer(layer: Any, keras2: Any) -> Any:
             "TF-MOT needs tf-keras, so save the model with tf-keras (TF_USE_LEGACY_KERAS=1)"
         )
     try:
-        return cls.from_config(_tf_keras_config(layer, cls))
+        return cls(**_tf_keras_config(layer, cls))
     except (TypeError, ValueError) as exc:
         raise UserError(
             f"Keras 3 layer {layer.name} ({type(layer).__name__}) cannot be rebuilt in tf-keras: {str(exc).splitlines()[0]}"

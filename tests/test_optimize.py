@@ -1,0 +1,231 @@
+"""optimize on small real models: each technique and combination, checked on the saved model and, for
+QAT, on the int8 .tflite (sparsity and cluster counts must survive conversion)."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from edgecompress.cli.main import main
+from edgecompress.datasets import Split
+
+EPOCHS = 1
+
+
+@pytest.fixture(scope="module")
+def train_npz(digits, tmp_path_factory):
+    """A 400-image training subset: enough to fine-tune in a second or two per epoch."""
+    return Split(digits.train.x[:400], digits.train.y[:400]).save_npz(tmp_path_factory.mktemp("opt") / "train.npz")
+
+
+@pytest.fixture(scope="module")
+def val_npz(digits, tmp_path_factory):
+    return digits.val.save_npz(tmp_path_factory.mktemp("opt") / "val.npz")
+
+
+def _kernels(model):
+    """(layer name, kernel) of each Dense / Conv2D layer, looking through QAT wrappers."""
+    found = []
+    for layer in model.layers:
+        inner = getattr(layer, "layer", layer)
+        if type(inner).__name__ in ("Dense", "Conv2D"):
+            found.append((inner.name, inner.kernel.numpy()))
+    return found
+
+
+def _run(model, out, train, techniques, val=None, **settings):
+    from edgecompress.optimize import TrainSettings, optimize
+
+    return optimize(model, out, train, techniques, val=val, settings=TrainSettings(epochs=EPOCHS, **settings))
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_cli_prune_reaches_sparsity_reports_json_and_leaves_source_file(
+    digits_model_path, train_npz, val_npz, tmp_path, capsys
+):
+    from edgecompress.models import load_model
+
+    before = _sha(digits_model_path)
+    out = tmp_path / "pruned.keras"
+    main(["optimize", str(digits_model_path), "-o", str(out), "--train", str(train_npz), "--val", str(val_npz),
+          "--prune", "0.8", "--epochs", "2", "--json"])  # returns on success, exits on errors
+    report = json.loads(capsys.readouterr().out)
+    assert _sha(digits_model_path) == before
+    assert report["output"] == str(out) and report["techniques"] == ["prune"]
+    assert report["skipped_layers"] == []
+    assert report["before"]["params"] == report["after"]["params"]
+    assert report["after"]["nonzero_params"] < 0.25 * report["before"]["nonzero_params"]
+    assert report["after"]["saved_gzip_bytes"] < report["before"]["saved_gzip_bytes"] / 3
+    assert report["after"]["val_accuracy"] > 0.85
+    model = load_model(out).model
+    assert not any("Prune" in type(layer).__name__ for layer in model.layers), "pruning wrappers must be stripped"
+    for name, kernel in _kernels(model):
+        assert np.mean(kernel == 0) >= 0.79, name
+
+
+def test_2_4_pattern_holds_and_in_memory_source_is_unchanged(digits_model, train_npz, tmp_path):
+    from edgecompress.optimize import Prune
+
+    snapshot = [w.copy() for w in digits_model.get_weights()]
+    result = _run(digits_model, tmp_path / "p24.keras", train_npz, [Prune(pattern=(2, 4))])
+    for old, new in zip(snapshot, digits_model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+    from edgecompress.models import load_model
+
+    checked = 0
+    for name, kernel in _kernels(load_model(result.output).model):
+        # TFLite layout: output channels first, groups of 4 along the input channels (last axis).
+        rows = np.moveaxis(kernel, -1, 0).reshape(kernel.shape[-1], -1)
+        if rows.shape[1] % 4:
+            continue  # conv1 has a single input channel: no group of 4 to prune
+        groups = rows.reshape(-1, 4)
+        assert np.all(np.sum(groups == 0, axis=1) >= 2), name
+        checked += 1
+    assert checked == 3
+
+
+@pytest.mark.parametrize("prune_first", [False, True], ids=["cluster", "prune+cluster"])
+def test_clustering_limits_distinct_values(digits_model_path, train_npz, tmp_path, prune_first):
+    from edgecompress.models import load_model
+    from edgecompress.optimize import Cluster, Prune
+
+    techniques = ([Prune(0.6)] if prune_first else []) + [Cluster(8)]
+    result = _run(digits_model_path, tmp_path / "c.keras", train_npz, techniques)
+    assert result.techniques == [t.name for t in techniques]
+    for name, kernel in _kernels(load_model(result.output).model):
+        assert np.unique(kernel).size <= 8, name
+        if prune_first:  # sparsity-preserving clustering keeps the pruned zeros
+            assert np.mean(kernel == 0) >= 0.59, name
+
+
+def _per_channel_distinct(path):
+    """Largest count of distinct stored values in one output channel, over the int8 weight tensors."""
+    from edgecompress.tflite_reader import read_model
+
+    worst = 0
+    for t in read_model(path).main.tensors:
+        if t.is_constant and t.dtype == "int8" and t.data is not None and t.data.ndim >= 2:
+            worst = max(worst, max(np.unique(channel).size for channel in t.data))
+    return worst
+
+
+@pytest.mark.parametrize(
+    "names", [("qat",), ("prune", "qat"), ("cluster", "qat"), ("prune", "cluster", "qat")], ids="+".join
+)
+def test_qat_combinations_convert_to_int8_and_keep_structure(
+    digits_model_path, train_npz, calib_npz, test_npz, tmp_path, names
+):
+    from edgecompress.converters.convert import convert_model
+    from edgecompress.evaluate import evaluate
+    from edgecompress.inspect import inspect_model
+    from edgecompress.models import load_model
+    from edgecompress.optimize import QAT, Cluster, Prune
+
+    make = {"prune": lambda: Prune(0.75), "cluster": lambda: Cluster(8), "qat": QAT}
+    result = _run(digits_model_path, tmp_path / "q.h5", train_npz, [make[n]() for n in names])
+    loaded = load_model(result.output)
+    assert any(type(layer).__name__ == "QuantizeWrapperV2" for layer in loaded.model.layers)
+
+    tflite = tmp_path / "q.tflite"
+    convert_model(result.output, tflite, quantize="int8", calibration=calib_npz)
+    report = inspect_model(tflite)
+    assert report.integer_model
+    kernels = [w for w in report.weights if w.dtype == "int8" and len(w.shape) >= 2]
+    assert len(kernels) == 4
+    if "prune" in names:
+        assert all(w.sparsity >= 0.74 for w in kernels), [(w.name, w.sparsity) for w in kernels]
+    if "cluster" in names:
+        # Per-channel scales map one float centroid to one int8 value per channel.
+        assert _per_channel_distinct(tflite) <= 8
+    else:
+        assert _per_channel_distinct(tflite) > 8
+    assert evaluate(tflite, test_npz).accuracy >= 0.9
+
+
+def test_distillation_trains_a_small_student(digits_model_path, train_npz, val_npz, tmp_path):
+    from edgecompress.examples import build_digits_cnn
+    from edgecompress.optimize import DistillationConfig
+    from edgecompress.optimize import TrainSettings, optimize
+
+    student = build_digits_cnn(seed=3, width=8, dense=32)  # 9.8K parameters against the teacher's 72K
+    result = optimize(
+        student, tmp_path / "student.keras", train_npz, [], val=val_npz,
+        settings=TrainSettings(epochs=5, learning_rate=3e-3),
+        distill=DistillationConfig(digits_model_path, temperature=4, alpha=0.1),
+    )
+    assert result.techniques == ["distill"]
+    assert result.after.params * 4 < 71_754
+    assert result.after.val_accuracy > 0.8 > result.before.val_accuracy
+
+
+@pytest.fixture(scope="module")
+def attention_model(digits, tmp_path_factory):
+    """Digits read as 8 rows of 8 pixels through attention: MultiHeadAttention and LayerNormalization."""
+    from edgecompress.models import import_tf_keras
+
+    keras = import_tf_keras()
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8), name="rows")
+    x = keras.layers.Dense(16, name="proj")(inp)
+    x = keras.layers.MultiHeadAttention(2, 8, name="mha")(x, x)
+    x = keras.layers.LayerNormalization(name="ln")(x)
+    x = keras.layers.GlobalAveragePooling1D(name="gap")(x)
+    out = keras.layers.Dense(10, activation="softmax", name="probs")(x)
+    folder = tmp_path_factory.mktemp("attention")
+    path = folder / "attention.keras"
+    keras.Model(inp, out).save(path)
+    data = folder / "rows.npz"
+    np.savez(data, x=digits.train.x[:300, ..., 0], y=digits.train.y[:300])
+    return path, data
+
+
+def test_unsupported_layers_are_skipped_and_reported(attention_model, tmp_path):
+    from edgecompress.models import load_model
+    from edgecompress.optimize import QAT, Cluster, Prune
+
+    path, data = attention_model
+    result = _run(path, tmp_path / "att.h5", data, [Prune(0.5), Cluster(8), QAT()])
+    skipped = {(s.layer, s.technique) for s in result.skipped_layers}
+    assert skipped == {("ln", "prune"), ("ln", "cluster"), ("mha", "qat"), ("ln", "qat")}
+    assert all(s.reason for s in result.skipped_layers)
+    model = load_model(result.output).model
+    wrapped = {layer.layer.name for layer in model.layers if hasattr(layer, "layer")}
+    assert {"proj", "probs"} <= wrapped and "mha" not in wrapped
+    # mha was pruned and clustered, then frozen while QAT fine-tuned the rest: both survive.
+    for w in model.get_layer("mha").weights:
+        if "kernel" in w.name:
+            assert np.mean(w.numpy() == 0) >= 0.45 and np.unique(w.numpy()).size <= 8, w.name
+
+
+def test_same_seed_gives_the_same_model(attention_model, tmp_path):
+    from edgecompress.models import load_model
+    from edgecompress.optimize import Prune
+
+    path, data = attention_model
+    runs = [_run(path, tmp_path / f"s{i}.keras", data, [Prune(0.5)], seed=7).output for i in range(2)]
+    a, b = (load_model(p).model.get_weights() for p in runs)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_keras3_model_file_is_rebuilt_and_optimized(digits, train_npz, tmp_path):
+    from edgecompress.models import import_tf, load_model
+    from edgecompress.optimize import Prune
+
+    import_tf()
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, activation="relu"),
+                              keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    path = tmp_path / "k3.keras"
+    model.save(path)
+    result = _run(path, tmp_path / "k3_pruned.keras", train_npz, [Prune(0.5)])
+    out = load_model(result.output)
+    assert out.flavour == "tf-keras"
+    assert result.after.nonzero_params < 0.6 * result.before.nonzero_params
