@@ -29,7 +29,8 @@ class VariantSettings:
     distill_student: Path | None = None
     temperature: float | None = None
     alpha: float | None = None
-    epochs: int | None = None
+    epochs: int | None = None  # overrides [training] for this variant
+    learning_rate: float | None = None
 
     @property
     def techniques(self) -> list[str]:
@@ -65,8 +66,9 @@ class VariantSettings:
             for name in ("temperature", "alpha"):
                 if getattr(self, name) is not None:
                     return name, f"{name} is a distillation setting: it needs distill_student"
-        if self.epochs is not None and not self.needs_training:
-            return "epochs", "epochs applies to training techniques (prune, cluster, qat, low_rank, distillation), none is set"
+        for name in ("epochs", "learning_rate"):
+            if getattr(self, name) is not None and not self.needs_training:
+                return name, f"{name} applies to training techniques (prune, cluster, qat, low_rank, distillation), none is set"
         return None
 
     def auto_name(self) -> str:
@@ -87,6 +89,8 @@ class VariantSettings:
             parts.append(f"io{self.io_type}")
         if self.epochs is not None:
             parts.append(f"ep{self.epochs}")
+        if self.learning_rate is not None:
+            parts.append(f"lr{_num(self.learning_rate)}")
         return "-".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
@@ -117,6 +121,7 @@ def normalized(settings: VariantSettings) -> VariantSettings:
         low_rank=float(settings.low_rank),
         temperature=None if settings.temperature is None else float(settings.temperature),
         alpha=None if settings.alpha is None else float(settings.alpha),
+        learning_rate=None if settings.learning_rate is None else float(settings.learning_rate),
     )
 
 

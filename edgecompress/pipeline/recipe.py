@@ -15,7 +15,7 @@ from the recipe's folder. Format (all sections but `model`, `data` and the varia
                  max_latency_ms (a number for every device, or a table device -> ms)
     [grid]       any variant field -> list of values (the cross product is tried)
     [[variants]] name, quantize, io_type, prune, prune_pattern, cluster, qat, low_rank,
-                 distill_student, temperature, alpha, epochs
+                 distill_student, temperature, alpha, epochs, learning_rate
 """
 from __future__ import annotations
 
@@ -387,6 +387,8 @@ def _setting(check: _Checker, key: str, value: Any, where: tuple[Any, ...]) -> A
         return float(check.number(value, where, low=0, high=1))
     if key == "epochs":
         return check.number(value, where, low=1, integer=True)
+    if key == "learning_rate":
+        return float(check.number(value, where, low=0, low_open=True))
     raise check.fail(where, f"unknown field: use one of {', '.join(VARIANT_KEYS)}")
 
 

@@ -122,7 +122,7 @@ def _optimize(task: BuildTask) -> dict[str, Any]:
     training = TrainSettings(
         epochs=s.epochs or task.training.epochs,
         batch_size=task.training.batch_size,
-        learning_rate=task.training.learning_rate or DEFAULT_LEARNING_RATE,
+        learning_rate=s.learning_rate or task.training.learning_rate or DEFAULT_LEARNING_RATE,
         seed=task.training.seed,
     )
     # TF-MOT's quantize wrappers only load back from .h5 (edgecompress.optimize refuses .keras with QAT)
