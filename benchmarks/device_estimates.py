@@ -9,7 +9,7 @@ For comparison it also scores a simpler fit, one factor per device for both prec
 per-precision factor buys, and (with --all) the default calibration without the large references
 (Inception V4, Inception-ResNet-V2), to show what their minutes of conversion buy.
 
-    /work/venv/bin/python benchmarks/device_estimates.py [--recalibrate] [--all]
+    /work/venv/bin/python benchmarks/device_estimates.py [--recalibrate] [--all] [--cached] [--rounds N]
 
 Host timings come from the calibration cache (measured on demand; --recalibrate re-measures them). Run it on
 a quiet machine: the factors are ratios against host timings, so a loaded host skews them.
@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from edgecompress.devices.calibrate import HostTimings, calibrate
+from edgecompress.devices.calibrate import HostTimings, calibrate, load_timings
 from edgecompress.devices.estimate import LooPoint, leave_one_out, share_within
 from edgecompress.devices.profiles import DeviceProfile, measured_profiles
 from edgecompress.devices.references import REFERENCE_MODELS
@@ -46,10 +46,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recalibrate", action="store_true", help="re-measure the host timings first")
     parser.add_argument("--all", action="store_true", help="include the large references (minutes to build)")
+    parser.add_argument("--cached", action="store_true", help="score the cached host timings as they are")
+    parser.add_argument("--rounds", type=int, default=3, help="timing rounds per reference when measuring (fastest kept)")
     args = parser.parse_args()
 
     profiles = measured_profiles()
-    timings = calibrate(profiles, force=args.recalibrate, large=args.all).timings
+    if args.cached:
+        timings = load_timings()
+    else:
+        timings = calibrate(profiles, force=args.recalibrate, large=args.all, rounds=args.rounds).timings
     small = HostTimings(timings.host, {k: v for k, v in timings.ms.items() if not REFERENCE_MODELS[k[0]].large})
     host = timings.host
     print(f"host: {host.cpu}, {host.cores} cores, {host.runtime} {host.runtime_version}\n")
