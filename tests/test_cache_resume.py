@@ -51,17 +51,33 @@ def start(recipe: Path, run_dir: Path) -> subprocess.Popen:
     )
 
 
-def kill_when(proc: subprocess.Popen, condition, timeout: float = 300) -> None:
-    """SIGKILL the run (its main process only: its workers must die with it) once CONDITION holds."""
+def children(pid: int) -> set[int]:
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(c) for c in (task / "children").read_text().split()}
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def kill_when(proc: subprocess.Popen, condition, timeout: float = 300) -> set[int]:
+    """SIGKILL the run's main process once CONDITION holds; returns the worker processes it had then."""
     deadline = time.monotonic() + timeout
     while not condition():
         assert proc.poll() is None, f"the run ended before the kill point: {proc.stderr.read()}"
         assert time.monotonic() < deadline, "the kill point never came"
         time.sleep(0.02)
+    workers = children(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     proc.stderr.close()
+    return workers
 
 
 def assert_complete_files(run_dir: Path) -> None:
@@ -87,9 +103,12 @@ def test_killed_twice_then_resumed(recipe, tmp_path):
 
     # kill 1: the first variant is built, the second is being converted
     proc = start(recipe, run_dir)
-    kill_when(proc, lambda: builds["float32"].exists() and (run_dir / "variants" / "dynamic" / "key").exists())
-    time.sleep(3)  # a worker that outlived its parent would write something here
-    assert not builds["dynamic"].exists() or builds["dynamic"].stat().st_mtime < time.time() - 3
+    workers = kill_when(proc, lambda: builds["float32"].exists() and (run_dir / "variants" / "dynamic" / "key").exists())
+    assert workers, "the build should be running in a worker process"
+    deadline = time.monotonic() + 10
+    while any(alive(w) for w in workers):  # workers die with the run: none keeps writing behind it
+        assert time.monotonic() < deadline, "a worker outlived the killed run"
+        time.sleep(0.05)
     assert_complete_files(run_dir)
     built_first = stamps(run_dir, "float32")
 

@@ -147,7 +147,7 @@ def run_recipe(
         with _Progress(total, progress) as bar_:
             tasks: list[Any] = [] if baseline else [BaselineTask(recipe.model, recipe.data.eval, keys.baseline, baseline_file)]
             tasks += [BuildTask(v, keys.build[v.name], dirs[v.name], recipe.model, recipe.data, recipe.training)
-                      for v in to_build]
+                      for v in sorted(to_build, key=lambda v: -_training_cost(v, recipe))]
             baseline = _build_all(executor, tasks, bar_, failures) or baseline
             if baseline is None:
                 raise UserError(f"the source model could not be scored on the held-out data: {failures.pop('(baseline)')[1]}")
@@ -172,6 +172,13 @@ def run_recipe(
         report = write_report(rd.path, recipe.path, baseline, records, selections, targets, notes)
     return RunResult(rd.path, recipe.path, targets, baseline, records, selections, report, notes,
                      [v.name for v in todo], time.perf_counter() - start)
+
+
+def _training_cost(variant: Variant, recipe: Recipe) -> int:
+    """A rough cost, to start the longest builds first: with N workers the run ends with the last one, and
+    a long training started last would keep one worker busy while the others idle."""
+    s = variant.settings
+    return (s.epochs or recipe.training.epochs) * len(s.techniques) if s.needs_training else 0
 
 
 def _calibrate_devices(devices: tuple[str, ...], notes: list[str]) -> None:
