@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..calibration import InputStats, SampleSet, load_samples
 from ..errors import UserError
 from ..fileio import atomic_path, check_output, gzip_size, path_size
 from ..models import LoadedModel, _quiet_stderr, import_tf, load_model
 from ..progress import note
-from ..specs import TensorSpec
-from ..calibration import InputStats, SampleSet, load_samples
 from .quantize import CALIBRATED_MODES, check_options, configure
 from .validate import Validation, generated_feeds, validate
 
@@ -41,8 +40,6 @@ class ConversionResult:
     ratio: float | None  # source size / .tflite size
     validation: Validation | None  # None only for a Flex model, which no installed runtime can run
     calibration: list[InputStats] = field(default_factory=list)
-    inputs: list[TensorSpec] = field(default_factory=list)
-    outputs: list[TensorSpec] = field(default_factory=list)
     flex_ops: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -94,8 +91,6 @@ def convert_model(
         ratio=source_size / len(data) if source_size else None,
         validation=validation,
         calibration=samples.stats if samples else [],
-        inputs=list(loaded.inputs),
-        outputs=list(loaded.outputs),
         flex_ops=flex,
         seconds=time.perf_counter() - start,
     )

@@ -114,3 +114,20 @@ def plain_convert():
     """The plain-TFLiteConverter path above, for tests that convert their own variants of the example model:
     plain_convert(model, int8_from=None) -> .tflite bytes."""
     return _plain_convert
+
+
+@pytest.fixture()
+def run_cli(capsys):
+    """Run the CLI in-process through main(), exit-code policy included: returns (code, stdout, stderr)."""
+    from edgecompress.cli.main import main
+
+    def run(args) -> tuple[int, str, str]:
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code or 0
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

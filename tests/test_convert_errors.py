@@ -5,22 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgecompress.cli.main import main
 from edgecompress.models import import_tf_keras
 
 
-def run(args, capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def bad(args, capsys, *words) -> str:
-    code, out, err = run(args, capsys)
+def bad(run_cli, args, *words) -> str:
+    code, out, err = run_cli(args)
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert code == 2, err
     assert len(lines) == 1 and "Traceback" not in err and out == ""
@@ -44,29 +33,29 @@ def convert(model, out, *extra) -> list[str]:
     return ["convert", str(model), "-o", str(out), *extra]
 
 
-def test_missing_model(tmp_path, out_dir, capsys):
-    bad(convert(tmp_path / "nope.keras", out_dir / "m.tflite"), capsys, "does not exist")
+def test_missing_model(tmp_path, out_dir, run_cli):
+    bad(run_cli, convert(tmp_path / "nope.keras", out_dir / "m.tflite"), "does not exist")
     no_leftovers(out_dir)
 
 
 @pytest.mark.parametrize("name, content", [("notes.txt", b"hello"), ("broken.keras", b"PK\x03\x04 not a zip"),
                                            ("weights.h5", b"")])
-def test_not_a_keras_model(tmp_path, out_dir, capsys, name, content):
+def test_not_a_keras_model(tmp_path, out_dir, run_cli, name, content):
     (tmp_path / name).write_bytes(content)
-    bad(convert(tmp_path / name, out_dir / "m.tflite"), capsys, name)
+    bad(run_cli, convert(tmp_path / name, out_dir / "m.tflite"), name)
     no_leftovers(out_dir)
 
 
-def test_int8_without_calibration(digits_model_path, out_dir, capsys):
+def test_int8_without_calibration(digits_model_path, out_dir, run_cli):
     for mode in ("int8", "int16x8"):
-        bad(convert(digits_model_path, out_dir / "m.tflite", "--quantize", mode), capsys, "--calibration")
+        bad(run_cli, convert(digits_model_path, out_dir / "m.tflite", "--quantize", mode), "--calibration")
     no_leftovers(out_dir)
 
 
 @pytest.mark.parametrize("extra", [["--io-type", "int8"], ["--quantize", "dynamic", "--io-type", "uint8"],
                                    ["--quantize", "int16x8", "--io-type", "int8"]])
-def test_io_type_needs_full_integer(digits_model_path, calib_npz, out_dir, capsys, extra):
-    bad(convert(digits_model_path, out_dir / "m.tflite", "--calibration", str(calib_npz), *extra), capsys,
+def test_io_type_needs_full_integer(digits_model_path, calib_npz, out_dir, run_cli, extra):
+    bad(run_cli, convert(digits_model_path, out_dir / "m.tflite", "--calibration", str(calib_npz), *extra),
         "--io-type")
     no_leftovers(out_dir)
 
@@ -84,7 +73,7 @@ def _calibration(tmp_path, name, x):
     ("dtype", ["'image'", "float32", "int64"]),
     ("key", ["'image'", "found keys: pixels"]),
 ])
-def test_bad_calibration_data(digits_model_path, digits, tmp_path, out_dir, capsys, case, words):
+def test_bad_calibration_data(digits_model_path, digits, tmp_path, out_dir, run_cli, case, words):
     x = digits.train.x[:50].copy()
     if case == "shape":
         path = _calibration(tmp_path, "c.npz", x.reshape(50, 64))
@@ -98,34 +87,34 @@ def test_bad_calibration_data(digits_model_path, digits, tmp_path, out_dir, caps
     else:
         path = tmp_path / "c.npz"
         np.savez(path, pixels=x)
-    bad(convert(digits_model_path, out_dir / "m.tflite", "--quantize", "int8", "--calibration", str(path)), capsys,
+    bad(run_cli, convert(digits_model_path, out_dir / "m.tflite", "--quantize", "int8", "--calibration", str(path)),
         *words)
     no_leftovers(out_dir)
 
 
-def test_existing_output_is_kept_without_force_and_replaced_with_it(digits_model_path, out_dir, capsys):
+def test_existing_output_is_kept_without_force_and_replaced_with_it(digits_model_path, out_dir, run_cli):
     target = out_dir / "m.tflite"
     target.write_bytes(b"precious")
-    bad(convert(digits_model_path, target), capsys, "already exists", "--force")
+    bad(run_cli, convert(digits_model_path, target), "already exists", "--force")
     assert target.read_bytes() == b"precious"
-    code, _, _ = run(convert(digits_model_path, target, "--force"), capsys)
+    code, _, _ = run_cli(convert(digits_model_path, target, "--force"))
     assert code == 0 and target.read_bytes()[4:8] == b"TFL3"
 
 
-def test_failure_never_damages_an_existing_output(digits_model_path, digits, tmp_path, out_dir, capsys):
+def test_failure_never_damages_an_existing_output(digits_model_path, digits, tmp_path, out_dir, run_cli):
     target = out_dir / "m.tflite"
     target.write_bytes(b"precious")
     x = digits.train.x[:20].copy()
     x[3] = np.inf
     path = _calibration(tmp_path, "inf.npz", x)
-    bad(convert(digits_model_path, target, "--quantize", "int8", "--calibration", str(path), "--force"), capsys,
+    bad(run_cli, convert(digits_model_path, target, "--quantize", "int8", "--calibration", str(path), "--force"),
         "NaN or infinite")
     assert target.read_bytes() == b"precious"
     assert sorted(p.name for p in out_dir.iterdir()) == ["m.tflite"]  # no temporary file left either
 
 
-def test_missing_output_folder(digits_model_path, tmp_path, capsys):
-    bad(convert(digits_model_path, tmp_path / "no" / "m.tflite"), capsys, "does not exist", "create it")
+def test_missing_output_folder(digits_model_path, tmp_path, run_cli):
+    bad(run_cli, convert(digits_model_path, tmp_path / "no" / "m.tflite"), "does not exist", "create it")
 
 
 @pytest.fixture(scope="module")
@@ -138,18 +127,18 @@ def lambda_model(tmp_path_factory):
     return path
 
 
-def test_lambda_layer_refused_in_safe_mode(lambda_model, out_dir, capsys):
-    bad(convert(lambda_model, out_dir / "m.tflite"), capsys, "Lambda", "double", "--unsafe")
+def test_lambda_layer_refused_in_safe_mode(lambda_model, out_dir, run_cli):
+    bad(run_cli, convert(lambda_model, out_dir / "m.tflite"), "Lambda", "double", "--unsafe")
     no_leftovers(out_dir)
 
 
-def test_lambda_layer_converts_with_unsafe(lambda_model, out_dir, capsys):
-    code, _, err = run(convert(lambda_model, out_dir / "m.tflite", "--unsafe"), capsys)
+def test_lambda_layer_converts_with_unsafe(lambda_model, out_dir, run_cli):
+    code, _, err = run_cli(convert(lambda_model, out_dir / "m.tflite", "--unsafe"))
     assert code == 0, err
     assert (out_dir / "m.tflite").read_bytes()[4:8] == b"TFL3"
 
 
-def test_flex_op_is_reported_with_the_option(tmp_path, out_dir, capsys):
+def test_flex_op_is_reported_with_the_option(tmp_path, out_dir, run_cli):
     from edgecompress.models import import_tf
 
     tf = import_tf()
@@ -161,12 +150,12 @@ def test_flex_op_is_reported_with_the_option(tmp_path, out_dir, capsys):
 
     module = Inverse()
     tf.saved_model.save(module, str(tmp_path / "inv"), signatures=module.__call__)
-    bad(convert(tmp_path / "inv", out_dir / "m.tflite"), capsys, "MatrixInverse", "--allow-flex")
+    bad(run_cli, convert(tmp_path / "inv", out_dir / "m.tflite"), "MatrixInverse", "--allow-flex")
     no_leftovers(out_dir)
 
 
-def test_bad_num_samples(digits_model_path, calib_npz, out_dir, capsys):
-    code, _, err = run(convert(digits_model_path, out_dir / "m.tflite", "--quantize", "int8", "--calibration",
-                               str(calib_npz), "--num-samples", "0"), capsys)
+def test_bad_num_samples(digits_model_path, calib_npz, out_dir, run_cli):
+    code, _, err = run_cli(convert(digits_model_path, out_dir / "m.tflite", "--quantize", "int8", "--calibration",
+                               str(calib_npz), "--num-samples", "0"))
     assert code == 2 and "Traceback" not in err and "--num-samples" in err
     no_leftovers(out_dir)

@@ -8,19 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from edgecompress.cli.main import main
 from edgecompress.evaluate import evaluate
 from edgecompress.examples import accuracy
-
-
-def run(args, capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_tflite_and_keras_agree_with_keras_itself(digits_model, digits, digits_model_path, float_tflite,
@@ -35,8 +24,8 @@ def test_tflite_and_keras_agree_with_keras_itself(digits_model, digits, digits_m
     assert abs(quantized.accuracy - reference) <= 0.02
 
 
-def test_cli_json(float_tflite, test_npz, capsys):
-    code, out, _ = run(["evaluate", str(float_tflite), "--data", str(test_npz), "--json"], capsys)
+def test_cli_json(float_tflite, test_npz, run_cli):
+    code, out, _ = run_cli(["evaluate", str(float_tflite), "--data", str(test_npz), "--json"])
     data = json.loads(out)
     assert code == 0 and data["samples"] == 300 and 0.95 < data["accuracy"] <= 1.0 and "mae" not in data
 
@@ -76,7 +65,7 @@ def test_tflite_path_does_not_import_tensorflow(float_tflite, test_npz):
 
 @pytest.mark.parametrize("kind, words", [("empty", "is empty"), ("random", "not a TFLite"),
                                          ("truncated", "cannot load"), ("missing", "does not exist")])
-def test_bad_tflite_files(float_tflite, test_npz, tmp_path, capsys, kind, words):
+def test_bad_tflite_files(float_tflite, test_npz, tmp_path, run_cli, kind, words):
     path = tmp_path / "bad.tflite"
     if kind == "empty":
         path.write_bytes(b"")
@@ -84,15 +73,15 @@ def test_bad_tflite_files(float_tflite, test_npz, tmp_path, capsys, kind, words)
         path.write_bytes(np.random.default_rng(0).bytes(5000))
     elif kind == "truncated":
         path.write_bytes(float_tflite.read_bytes()[:4000])
-    code, out, err = run(["evaluate", str(path), "--data", str(test_npz)], capsys)
+    code, out, err = run_cli(["evaluate", str(path), "--data", str(test_npz)])
     assert code == 2 and out == "" and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and words in err
 
 
-def test_data_without_labels_or_with_the_wrong_shape(float_tflite, digits, tmp_path, capsys):
+def test_data_without_labels_or_with_the_wrong_shape(float_tflite, digits, tmp_path, run_cli):
     np.savez(tmp_path / "nolabels.npz", x=digits.test.x)
-    code, _, err = run(["evaluate", str(float_tflite), "--data", str(tmp_path / "nolabels.npz")], capsys)
+    code, _, err = run_cli(["evaluate", str(float_tflite), "--data", str(tmp_path / "nolabels.npz")])
     assert code == 2 and "no labels" in err and "'y'" in err
     np.savez(tmp_path / "flat.npz", x=digits.test.x.reshape(-1, 64), y=digits.test.y)
-    code, _, err = run(["evaluate", str(float_tflite), "--data", str(tmp_path / "flat.npz")], capsys)
+    code, _, err = run_cli(["evaluate", str(float_tflite), "--data", str(tmp_path / "flat.npz")])
     assert code == 2 and "(8, 8, 1)" in err and "Traceback" not in err
