@@ -39,7 +39,7 @@ def time_demo(folder: Path, jobs: int) -> tuple[float, dict]:
     return wall, json.loads(done.stdout)
 
 
-def report(wall: float, result: dict, jobs: int, cache_before: bool) -> str:
+def report(wall: float, result: dict, jobs: int, cache_before: bool, load_before: float) -> str:
     per_stage: dict[str, float] = defaultdict(float)
     for v in result["variants"]:
         for stage, seconds in (v.get("seconds") or {}).items():
@@ -47,7 +47,7 @@ def report(wall: float, result: dict, jobs: int, cache_before: bool) -> str:
     failed = [v["name"] for v in result["variants"] if v["error"]]
     lines = [
         f"edgecompress demo, {len(result['variants'])} variants, --jobs {jobs}, {os.cpu_count()} cores, "
-        f"load average before {os.getloadavg()[0]:.1f}",
+        f"load average before {load_before:.1f}, after {os.getloadavg()[0]:.1f}",
         f"device calibration cache present before the run: {'yes' if cache_before else 'no (first run on this host)'}",
         f"wall time             {wall:7.1f} s  (goal: under 300 s)",
         f"  train baseline      {result['train_seconds']:7.1f} s",
@@ -66,13 +66,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--keep", type=Path, help="Run in this (new) folder and keep it, instead of a temporary one.")
     args = parser.parse_args()
-    cache_before = calibrated()
+    cache_before, load_before = calibrated(), os.getloadavg()[0]
     if args.keep:
         wall, result = time_demo(args.keep, args.jobs)
     else:
         with tempfile.TemporaryDirectory(prefix="edgecompress-demo-") as tmp:
             wall, result = time_demo(Path(tmp) / "demo", args.jobs)
-    print(report(wall, result, args.jobs, cache_before))
+    print(report(wall, result, args.jobs, cache_before, load_before))
 
 
 if __name__ == "__main__":

@@ -66,7 +66,8 @@ def _rank_key(objective: str, target: str) -> Callable[[VariantRecord], tuple[fl
 
     def key(r: VariantRecord) -> tuple[float, ...]:
         gzip = float(r.gzip_bytes) if r.gzip_bytes is not None else inf
-        acc = -(r.accuracy if r.accuracy is not None else -inf)
+        # regression models have no accuracy: their mean absolute error ranks them instead (lower is better)
+        acc = -r.accuracy if r.accuracy is not None else (r.mae if r.mae is not None else inf)
         latency = r.latency(target)
         lat = latency if latency is not None else inf
         if objective == "smallest":
