@@ -10,7 +10,8 @@ What gets measured: a profile's own references, plus the float/int8 pairs of the
 The large references (Inception V4, Inception-ResNet-V2: minutes to convert, 170-220 MB each) only on
 request (`devices calibrate --all`): the small ones already calibrate every device, see
 benchmarks/device_estimates.py for what the large ones change.
-`calibrate(..., models={...})` limits the work to a subset of architectures (tests use MobileNet v3 Small):
+`calibrate(..., models={...})` (CLI: `--reference NAME`) limits the work to a subset of architectures (the tests
+calibrate Pixel 4 on SqueezeNet alone, the quickest to build, in a temporary EDGECOMPRESS_CACHE):
 references without a host timing are left out of the fit, and the estimate names those it used.
 """
 from __future__ import annotations
