@@ -81,3 +81,18 @@ def test_existing_output_needs_force(files, digits_model_path, tmp_path, capsys)
     assert exit_info.value.code == 2
     assert "--force" in capsys.readouterr().err
     assert out.read_bytes() == b"keep me"
+
+
+def test_techniques_from_data_are_validated():
+    """Recipes name techniques as data: the registry builds them and applies the same checks as the CLI."""
+    from edgecompress.errors import UserError
+    from edgecompress.optimize import REGISTRY, Prune, from_spec
+
+    assert {"prune", "cluster", "qat", "low-rank"} <= set(REGISTRY)
+    assert from_spec("prune", {"pattern": [2, 4]}) == Prune(sparsity=0.5, pattern=(2, 4))
+    with pytest.raises(UserError, match="at least 2 clusters"):
+        from_spec("cluster", {"clusters": 1})
+    with pytest.raises(UserError, match="unknown technique 'prnue'"):
+        from_spec("prnue", {})
+    with pytest.raises(UserError, match="bad parameters for prune"):
+        from_spec("prune", {"level": 0.5})

@@ -27,11 +27,11 @@ from .prune import Prune, parse_pattern
 from .qat import QAT
 from .rebuild import as_tf_keras
 from .report import ModelStats, OptimizeResult, stats
-from .train import TrainSettings, classification, fine_tune
+from .train import Objective, TrainSettings, classification, fine_tune
 
 __all__ = [
     "optimize", "OptimizeResult", "ModelStats", "SkippedLayer", "TrainSettings", "Technique", "DistillationConfig",
-    "Prune", "Cluster", "QAT", "LowRank", "REGISTRY", "from_spec", "parse_pattern", "save_model",
+    "Prune", "Cluster", "QAT", "LowRank", "REGISTRY", "from_spec", "parse_pattern",
 ]
 
 
@@ -70,7 +70,8 @@ def optimize(
     """
     if not techniques and distill is None:
         raise UserError(
-            "no technique chosen: pass at least one of --prune, --prune-pattern, --cluster, --qat, --low-rank, --distill-from"
+            "no technique chosen: pass at least one of "
+            "--prune, --prune-pattern, --cluster, --qat, --low-rank, --distill-from"
         )
     names = [t.name for t in techniques]
     if len(set(names)) != len(names):
@@ -83,7 +84,10 @@ def optimize(
         raise UserError(f"output {out} must end in .keras or .h5")
     if "qat" in names and out.suffix.lower() != ".h5":
         # TF-MOT 0.8.1's QuantizeLayer builds twice when a .keras file loads and then refuses its weights.
-        raise UserError(f"with QAT the output must be a .h5 file (TF-MOT's quantize wrappers do not load back from .keras): use {out.with_suffix('.h5')}")
+        raise UserError(
+            "with QAT the output must be a .h5 file (TF-MOT's quantize wrappers do not load back from .keras): "
+            f"use {out.with_suffix('.h5')}"
+        )
 
     loaded, source_path = _source(model, unsafe)
     source = as_tf_keras(loaded.model) if loaded.flavour == "keras3" else loaded.model
@@ -99,7 +103,19 @@ def optimize(
     note("optimizing: " + " -> ".join(plan))
     objective = classification(source, train_data, teacher, distill)
 
-    work = source  # each technique gets an independent copy of it
+    work, skipped, details = _apply_all(source, steps, ctx, objective, train_data, val_data, settings)
+    save_model(work, out, quantized="qat" in names)
+    after = stats(work, out, val_data)
+    used = [t.name for t in steps] + (["distill"] if distill else [])
+    return OptimizeResult(out, used, plan, skipped, before, after, details)
+
+
+def _apply_all(
+    source: Any, steps: list[Technique], ctx: Context, objective: Objective, train: Labeled, val: Labeled | None,
+    settings: TrainSettings,
+) -> tuple[Any, list[SkippedLayer], dict[str, Any]]:
+    """Apply each technique to an independent copy of the previous result, fine-tune, strip."""
+    work = source
     skipped: list[SkippedLayer] = []
     details: dict[str, Any] = {}
     constrained: set[str] = set()  # layers earlier techniques pruned or clustered
@@ -111,18 +127,14 @@ def optimize(
         frozen = freeze(applied.model, constrained - applied.compressed)
         if frozen:
             note(f"{technique.name}: {', '.join(frozen)} frozen while fine-tuning, to keep what earlier techniques did")
-        fine_tune(applied.model, objective, train_data, val_data, settings, technique.callbacks(), technique.name)
+        fine_tune(applied.model, objective, train, val, settings, technique.callbacks(), technique.name)
         work = technique.strip(applied.model)
         unfreeze(work, frozen)
         constrained |= applied.compressed
     if not steps:  # distillation alone: the student is trained as it is
         work = independent_copy(source)
-        fine_tune(work, objective, train_data, val_data, settings, [], "distill")
-
-    save_model(work, out, quantized="qat" in names)
-    after = stats(work, out, val_data)
-    used = [t.name for t in steps] + (["distill"] if distill else [])
-    return OptimizeResult(out, used, plan, skipped, before, after, details)
+        fine_tune(work, objective, train, val, settings, [], "distill")
+    return work, skipped, details
 
 
 def _source_stats(source: Any, path: Path | None, val: Labeled | None) -> ModelStats:

@@ -106,7 +106,9 @@ def _all_layers(model: Any) -> list[Any]:
     return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
 
 
-def plan(model: Any, judge: Judge, technique: str, weightless_matter: bool = False) -> tuple[set[str], list[SkippedLayer]]:
+def plan(
+    model: Any, judge: Judge, technique: str, weightless_matter: bool = False
+) -> tuple[set[str], list[SkippedLayer]]:
     """Names of the layers to wrap, and the skipped ones.
 
     Layers without weights have nothing to prune or cluster and are neither wrapped nor reported; for QAT

@@ -54,7 +54,8 @@ def _convert_layer(layer: Any, keras2: Any) -> Any:
         return cls(**_tf_keras_config(layer, cls))
     except (TypeError, ValueError) as exc:
         raise UserError(
-            f"Keras 3 layer {layer.name} ({type(layer).__name__}) cannot be rebuilt in tf-keras: {str(exc).splitlines()[0]}"
+            f"Keras 3 layer {layer.name} ({type(layer).__name__}) cannot be rebuilt in tf-keras: "
+            f"{str(exc).splitlines()[0]}"
         ) from exc
 
 
@@ -121,6 +122,10 @@ def _sample(model: Any, seed: int = 0) -> list[np.ndarray]:
     ]
 
 
+def _as_list(outputs: Any) -> list[Any]:
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
 def as_tf_keras(model: Any) -> Any:
     """The tf-keras twin of a Keras 3 Sequential or Functional model, with identical outputs."""
     import keras as keras3
@@ -128,16 +133,14 @@ def as_tf_keras(model: Any) -> Any:
     keras2 = import_tf_keras("rebuilding a Keras 3 model")
     if not isinstance(model, keras3.Sequential) and not hasattr(model, "_nodes_by_depth"):
         raise UserError(
-            f"Keras 3 model {model.name} is subclassed: only Sequential and Functional models can be rebuilt in tf-keras"
+            f"Keras 3 model {model.name} is subclassed: "
+            "only Sequential and Functional models can be rebuilt in tf-keras"
         )
     rebuilt, pairs = _rebuild_graph(model, keras3, keras2)
     _copy_weights(pairs)
     sample = _sample(model)
     feed = sample if len(sample) > 1 else sample[0]
-    want = model(feed, training=False)
-    got = rebuilt(feed, training=False)
-    want, got = (want if isinstance(want, (list, tuple)) else [want]), (got if isinstance(got, (list, tuple)) else [got])
-    for a, b in zip(want, got):
+    for a, b in zip(_as_list(model(feed, training=False)), _as_list(rebuilt(feed, training=False))):
         if not np.allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5):
             raise UserError(
                 f"the tf-keras rebuild of Keras 3 model {model.name} gives different outputs "

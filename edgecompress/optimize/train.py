@@ -49,7 +49,9 @@ def outputs_probabilities(model: Any, sample: Labeled) -> bool:
     return bool(np.all(out >= 0) and np.allclose(out.sum(axis=-1), 1.0, atol=1e-3))
 
 
-def classification(model: Any, train: Labeled, teacher: Any = None, distill: DistillationConfig | None = None) -> Objective:
+def classification(
+    model: Any, train: Labeled, teacher: Any = None, distill: DistillationConfig | None = None
+) -> Objective:
     keras = import_tf_keras()
     logits = not outputs_probabilities(model, train)
     if train.y.ndim == 1:
@@ -80,7 +82,8 @@ def epoch_progress(label: str, epochs: int, steps: int, metric: str) -> Any:
             self._stack.close()
             logs = logs or {}
             val = logs.get(f"val_{metric}")
-            note(f"  loss {logs.get('loss', float('nan')):.4f}" + (f"  val accuracy {val:.4f}" if val is not None else ""))
+            accuracy = f"  val accuracy {val:.4f}" if val is not None else ""
+            note(f"  loss {logs.get('loss', float('nan')):.4f}{accuracy}")
 
     return EpochProgress()
 
