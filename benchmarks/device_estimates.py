@@ -6,10 +6,10 @@ per device and overall, the share of points within 10% and within 20% (goal: 80%
 profiles (Pi Zero 2W, Pi 5) have nothing published to check against and are not scored.
 
 For comparison it also scores a simpler fit, one factor per device for both precisions, to show what the
-per-precision factor buys, and (with --all) the default calibration without the large references
+per-precision factor buys, and the small-model points calibrated without the large references
 (Inception V4, Inception-ResNet-V2), to show what their minutes of conversion buy.
 
-    /work/venv/bin/python benchmarks/device_estimates.py [--recalibrate] [--all] [--cached] [--rounds N]
+    /work/venv/bin/python benchmarks/device_estimates.py [--recalibrate] [--skip-large] [--cached] [--rounds N]
 
 Host timings come from the calibration cache (measured on demand; --recalibrate re-measures them). Run it on
 a quiet machine: the factors are ratios against host timings, so a loaded host skews them.
@@ -45,7 +45,7 @@ def pct(value: float | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recalibrate", action="store_true", help="re-measure the host timings first")
-    parser.add_argument("--all", action="store_true", help="include the large references (minutes to build)")
+    parser.add_argument("--skip-large", action="store_true", help="leave out the large references (minutes to build)")
     parser.add_argument("--cached", action="store_true", help="score the cached host timings as they are")
     parser.add_argument("--rounds", type=int, default=3, help="timing rounds per reference when measuring (fastest kept)")
     args = parser.parse_args()
@@ -54,7 +54,7 @@ def main() -> None:
     if args.cached:
         timings = load_timings()
     else:
-        timings = calibrate(profiles, force=args.recalibrate, large=args.all, rounds=args.rounds).timings
+        timings = calibrate(profiles, force=args.recalibrate, large=not args.skip_large, rounds=args.rounds).timings
     small = HostTimings(timings.host, {k: v for k, v in timings.ms.items() if not REFERENCE_MODELS[k[0]].large})
     host = timings.host
     print(f"host: {host.cpu}, {host.cores} cores, {host.runtime} {host.runtime_version}\n")

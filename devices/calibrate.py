@@ -7,9 +7,12 @@ runtime version: a different machine or runtime gets its own file.
 
 What gets measured: a profile's own references, plus the float/int8 pairs of the published profiles
 (MobileNet v1/v2, small and quick), which carry the int8 speed-up to devices without int8 figures.
-The large references (Inception V4, Inception-ResNet-V2: minutes to convert, 170-220 MB each) only on
-request (`devices calibrate --all`): the small ones already calibrate every device, see
-benchmarks/device_estimates.py for what the large ones change.
+Cost vs benefit of the large references (Inception V4, Inception-ResNet-V2, cited by Pixel 3 and 4 only),
+measured here: building them took 113 and 165 CPU-seconds (170 and 223 MB .tflite, about 3.5 GB peak memory
+while converting), once per host; without them the Pixel factors rest on MobileNet v1, SqueezeNet and
+NASNet alone, and leave-one-out within 20% on those small-model points fell from 75% to 55% over all
+devices (Pixel 4: 3 of 4 to 0 of 4; benchmarks/device_estimates.py). So they are calibrated by default for
+the profiles that cite them; `--skip-large` (large=False) leaves them out for a quick, rougher calibration.
 `calibrate(..., models={...})` (CLI: `--reference NAME`) limits the work to a subset of architectures (the tests
 calibrate Pixel 4 on SqueezeNet alone, the quickest to build, in a temporary EDGECOMPRESS_CACHE):
 references without a host timing are left out of the fit, and the estimate names those it used.
@@ -111,7 +114,7 @@ def _save(timings: HostTimings) -> None:
 
 
 def needed_keys(
-    profiles: Iterable[DeviceProfile], cores: int, models: set[str] | None = None, large: bool = False
+    profiles: Iterable[DeviceProfile], cores: int, models: set[str] | None = None, large: bool = True
 ) -> set[TimingKey]:
     """The host timings that estimates for PROFILES rely on: only the architectures MODELS if given, else
     all but the large ones unless LARGE."""
@@ -136,7 +139,7 @@ def calibrate(
     profiles: Iterable[DeviceProfile],
     models: set[str] | None = None,
     force: bool = False,
-    large: bool = False,
+    large: bool = True,
     rounds: int = 1,
 ) -> CalibrationRun:
     """Measure (force: re-measure) the host timings PROFILES need, building missing references first.

@@ -36,7 +36,7 @@ class ReferenceModel:
     title: str
     input_size: int
     builder: str  # name of a builder in reference_builders.py, which runs only in a child with TensorFlow
-    # Large models take minutes to convert (and ~100-200 MB each): calibrated only on request (see calibrate.py).
+    # Large models take minutes to convert (170-220 MB each): calibrate.py can leave them out (--skip-large).
     large: bool = False
 
 

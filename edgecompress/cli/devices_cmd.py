@@ -116,11 +116,12 @@ def show_cmd(device: str, as_json: bool) -> None:
     "--reference", "models", multiple=True,
     help="Only these reference architectures (repeatable, e.g. mobilenet_v3_small); default: all the profiles cite.",
 )
-@click.option("--all", "large", is_flag=True, help="Include the large references (Inception V4, Inception-ResNet-V2): minutes more.")
+@click.option("--skip-large", is_flag=True,
+              help="Leave out the large references (Inception V4, Inception-ResNet-V2): minutes quicker, rougher Pixel estimates.")
 @click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Time the references round-robin N times and keep the fastest (steadier on a busy host).")
 @json_option
-def calibrate_cmd(device: str | None, models: tuple[str, ...], large: bool, rounds: int, as_json: bool) -> None:
+def calibrate_cmd(device: str | None, models: tuple[str, ...], skip_large: bool, rounds: int, as_json: bool) -> None:
     """(Re)measure the reference models on this host: the host side of the device estimates."""
     from ..devices.calibrate import calibrate
     from ..devices.estimate import leave_one_out, share_within
@@ -128,7 +129,7 @@ def calibrate_cmd(device: str | None, models: tuple[str, ...], large: bool, roun
     from ..tables import table
 
     profiles = [load_profile(device)] if device else [load_profile(n) for n in list_profiles()]
-    run = calibrate(profiles, set(models) or None, force=True, large=large, rounds=rounds)
+    run = calibrate(profiles, set(models) or None, force=True, large=not skip_large, rounds=rounds)
     pairs = measured_profiles()
     summary = []
     for profile in profiles:
