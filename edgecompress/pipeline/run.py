@@ -145,33 +145,39 @@ def run_recipe(
                  + len(todo) * len(measure_stages(recipe.devices)))
         failures: dict[str, tuple[str, str, bool]] = {}
         with _Progress(total, progress) as bar_:
-            tasks: list[Any] = [] if baseline else [BaselineTask(recipe.model, recipe.data.eval, keys.baseline, baseline_file)]
-            tasks += [BuildTask(v, keys.build[v.name], dirs[v.name], recipe.model, recipe.data, recipe.training)
-                      for v in sorted(to_build, key=lambda v: -_training_cost(v, recipe))]
+            tasks: list[Any] = [BuildTask(v, keys.build[v.name], dirs[v.name], recipe.model, recipe.data, recipe.training)
+                                for v in sorted(to_build, key=lambda v: -_training_cost(v, recipe))]
+            if baseline is None:  # quick: last, so that the long builds start first
+                tasks.append(BaselineTask(recipe.model, recipe.data.eval, keys.baseline, baseline_file))
             baseline = _build_all(executor, tasks, bar_, failures) or baseline
             if baseline is None:
-                raise UserError(f"the source model could not be scored on the held-out data: {failures.pop('(baseline)')[1]}")
+                raise UserError(f"the source model could not be scored on the held-out data: {failures['(baseline)'][1]}")
             for v in todo:
                 if v.name not in failures:
                     _measure_one(recipe, v, dirs[v.name], keys, bar_, failures)
-        records = []
-        for v in recipe.variants:
-            if v.name in failures:
-                stage, error, crashed = failures[v.name]
-                record = VariantRecord(v.name, v.settings.as_dict(), v.settings.techniques, keys.record[v.name],
-                                       error=error, failed_stage=stage, retry=crashed)
-                write_json(dirs[v.name].record_file, record.to_dict())
-            else:
-                record = VariantRecord.from_dict(finished[v.name] or read_json(dirs[v.name].record_file) or {})
-                record.reused = finished[v.name] is not None
-                if record.accuracy is not None and baseline.get("accuracy") is not None:
-                    record.accuracy_drop = (baseline["accuracy"] - record.accuracy) * 100
-            records.append(record)
+        records = [_final_record(v, dirs[v.name], keys.record[v.name], finished[v.name], failures.get(v.name), baseline)
+                   for v in recipe.variants]
         targets = list(recipe.devices) or ["host"]
         selections = [select(records, recipe.constraints, recipe.objective, t) for t in targets]
         report = write_report(rd.path, recipe.path, baseline, records, selections, targets, notes)
     return RunResult(rd.path, recipe.path, targets, baseline, records, selections, report, notes,
                      [v.name for v in todo], time.perf_counter() - start)
+
+
+def _final_record(variant: Variant, vdir: VariantDir, key: str, finished: dict[str, Any] | None,
+                  failure: tuple[str, str, bool] | None, baseline: dict[str, Any]) -> VariantRecord:
+    """The variant's record for the report: a failure (written now), or the finished record with its drop."""
+    if failure is not None:
+        stage, error, crashed = failure
+        record = VariantRecord(variant.name, variant.settings.as_dict(), variant.settings.techniques, key,
+                               error=error, failed_stage=stage, retry=crashed)
+        write_json(vdir.record_file, record.to_dict())
+        return record
+    record = VariantRecord.from_dict(finished or read_json(vdir.record_file) or {})
+    record.reused = finished is not None
+    if record.accuracy is not None and baseline.get("accuracy") is not None:
+        record.accuracy_drop = (baseline["accuracy"] - record.accuracy) * 100
+    return record
 
 
 def _training_cost(variant: Variant, recipe: Recipe) -> int:
