@@ -58,7 +58,7 @@ def _calibration_rows(profile: Any, timings: Any) -> list[list[Any]]:
             precision,
             factor.value if factor else None,
             factor.rule if factor else "not calibrated",
-            share_within([p for p in loo if f"/{precision}/" in p.reference], 0.2),
+            "derived, not scored" if profile.is_derived else share_within([p for p in loo if f"/{precision}/" in p.reference], 0.2),
         ])
     return rows
 
