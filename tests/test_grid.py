@@ -44,3 +44,4 @@ def test_names_cover_every_technique():
     pattern = VariantSettings(prune_pattern="2:4", quantize="dynamic")
     assert pattern.auto_name() == "prune2of4-dynamic" and pattern.techniques == ["prune"]
     assert not VariantSettings(quantize="float16").needs_training
+    assert VariantSettings(prune=0.5, prune_pattern="2:4").conflict()[0] == "prune_pattern"  # the pattern fixes it

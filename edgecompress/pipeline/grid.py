@@ -62,6 +62,8 @@ class VariantSettings:
             return "io_type", f"io_type {self.io_type} needs quantize = \"int8\" (full-integer model), not {self.quantize!r}"
         if self.qat and self.quantize != "int8":
             return "qat", f"qat trains for int8: it needs quantize = \"int8\", not {self.quantize!r}"
+        if self.prune and self.prune_pattern:
+            return "prune_pattern", f"prune_pattern {self.prune_pattern} sets the sparsity itself (M of every N weights): drop prune"
         if self.distill_student is None:
             for name in ("temperature", "alpha"):
                 if getattr(self, name) is not None:

@@ -29,7 +29,6 @@ from .recipe import BenchmarkSettings, DataFiles, Training
 
 BUILD_STAGES = ("optimize", "convert", "evaluate")
 LOG_NAME = "log.txt"
-DEFAULT_LEARNING_RATE = 1e-4  # fine-tuning a trained model: small steps
 
 
 @dataclass(frozen=True)
@@ -114,7 +113,7 @@ def _optimize(task: BuildTask) -> dict[str, Any]:
     if s.low_rank:
         techniques.append(LowRank(energy=s.low_rank))
     if s.prune or s.prune_pattern:
-        techniques.append(Prune(sparsity=s.prune or 0.5, pattern=parse_pattern(s.prune_pattern) if s.prune_pattern else None))
+        techniques.append(Prune(sparsity=s.prune, pattern=parse_pattern(s.prune_pattern) if s.prune_pattern else None))
     if s.cluster:
         techniques.append(Cluster(clusters=s.cluster))
     if s.qat:
@@ -122,7 +121,7 @@ def _optimize(task: BuildTask) -> dict[str, Any]:
     training = TrainSettings(
         epochs=s.epochs or task.training.epochs,
         batch_size=task.training.batch_size,
-        learning_rate=s.learning_rate or task.training.learning_rate or DEFAULT_LEARNING_RATE,
+        learning_rate=s.learning_rate or task.training.learning_rate or TrainSettings.learning_rate,
         seed=task.training.seed,
     )
     # TF-MOT's quantize wrappers only load back from .h5 (edgecompress.optimize refuses .keras with QAT)
