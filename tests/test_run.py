@@ -116,3 +116,23 @@ def test_run_refuses_a_folder_it_did_not_make(recipe, tmp_path, capsys):
     code, out, err = cli(["run", recipe, "-o", tmp_path], capsys)
     assert code == 2 and "not an edgecompress run folder" in err and out == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
+
+
+def test_executor_isolates_a_worker_over_its_memory_budget(digits_model_path, float_tflite, test_npz, tmp_path):
+    """Real work in real workers: scoring the Keras model loads TensorFlow (hundreds of MB, over the budget:
+    killed), scoring the .tflite needs only the runtime (fits), a missing data file raises (recorded)."""
+    from edgecompress.pipeline.executor import LocalExecutor
+    from edgecompress.pipeline.stages import BaselineTask, run_task
+
+    tasks = [
+        BaselineTask(digits_model_path, test_npz, "k", tmp_path / "keras.json"),
+        BaselineTask(float_tflite, test_npz, "k", tmp_path / "tflite.json"),
+        BaselineTask(float_tflite, tmp_path / "missing.npz", "k", tmp_path / "missing.json"),
+    ]
+    events: list[tuple[int, str]] = []
+    outcomes = {o.index: o for o in LocalExecutor(jobs=2, memory_mb=350).map(run_task, tasks, lambda i, e: events.append((i, e)))}
+    assert outcomes[0].crashed and "over its 350 MB budget" in outcomes[0].error
+    assert outcomes[1].error is None and outcomes[1].value["accuracy"] > 0.9
+    assert not outcomes[2].crashed and "missing.npz" in outcomes[2].error and outcomes[2].detail.startswith("Traceback")
+    assert sorted(events) == [(0, "evaluate"), (1, "evaluate"), (2, "evaluate")]
+    assert (tmp_path / "tflite.json").is_file() and not (tmp_path / "keras.json").exists()
