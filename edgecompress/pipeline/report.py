@@ -83,8 +83,9 @@ def _scatter(ax: Any, records: Sequence[VariantRecord], x_of: Any, chosen: dict[
     front = pareto_front(points)
     ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color="tab:orange", zorder=2, drawstyle="steps-post",
             label="Pareto front")
-    ax.scatter([xs[i] for i in front], [ys[i] for i in front], facecolors="none", edgecolors="tab:orange", s=110,
-               zorder=4)
+    # rings above the chosen star, so a chosen point on the front shows both marks
+    ax.scatter([xs[i] for i in front], [ys[i] for i in front], facecolors="none", edgecolors="tab:orange", s=360,
+               linewidths=1.5, zorder=6)
     for r, (x, y) in zip(kept, points):
         ax.annotate(r.name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         if r.name in chosen:
