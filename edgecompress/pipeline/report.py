@@ -181,7 +181,10 @@ def markdown(recipe: Path, baseline: dict[str, Any] | None, records: Sequence[Va
     failed = [r for r in records if not r.ok]
     if failed or notes:
         out += ["## Notes", ""]
-        out += [f"- {r.name} failed in {r.failed_stage}: {r.error} (log: variants/{r.name}/log.txt)" for r in failed]
+        for r in failed:
+            log = run_dir / "variants" / r.name / "log.txt"
+            out.append(f"- {r.name} failed in {r.failed_stage}: {r.error}"
+                       + (f" (log: {log.relative_to(run_dir).as_posix()})" if log.exists() else ""))
         out += [f"- {n}" for n in notes]
         out.append("")
     return "\n".join(out)
