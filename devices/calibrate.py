@@ -9,10 +9,11 @@ What gets measured: a profile's own references, plus the float/int8 pairs of the
 (MobileNet v1/v2, small and quick), which carry the int8 speed-up to devices without int8 figures.
 Cost vs benefit of the large references (Inception V4, Inception-ResNet-V2, cited by Pixel 3 and 4 only),
 measured here: building them took 113 and 165 CPU-seconds (170 and 223 MB .tflite, about 3.5 GB peak memory
-while converting), once per host; without them the Pixel factors rest on MobileNet v1, SqueezeNet and
-NASNet alone, and leave-one-out within 20% on those small-model points fell from 75% to 55% over all
-devices (Pixel 4: 3 of 4 to 0 of 4; benchmarks/device_estimates.py). So they are calibrated by default for
-the profiles that cite them; `--skip-large` (large=False) leaves them out for a quick, rougher calibration.
+while converting), once per host. In three leave-one-out runs (benchmarks/device_estimates.py) the
+small-model points within 20% were 75% with them vs 55% without in one run and equal (45%) in two: no
+robust gain for other models, but they are themselves predicted within about 25% and give the Pixel float
+factors six published points instead of four to average the host's noise over. So they are calibrated by
+default for the profiles that cite them; `--skip-large` (large=False) leaves them out.
 `calibrate(..., models={...})` (CLI: `--reference NAME`) limits the work to a subset of architectures (the tests
 calibrate Pixel 4 on SqueezeNet alone, the quickest to build, in a temporary EDGECOMPRESS_CACHE):
 references without a host timing are left out of the fit, and the estimate names those it used.
