@@ -36,6 +36,9 @@ class ReferenceModel:
     title: str
     input_size: int
     builder: str  # name of a builder in reference_builders.py, which runs only in a child with TensorFlow
+    # Multiply-accumulates as `edgecompress inspect` counts them on the built .tflite (float and int8 alike):
+    # a feature of the estimate (estimate.py), recorded so that estimating needs no reference file.
+    macs: int
     # Large models take minutes to convert (170-220 MB each): calibrate.py can leave them out (--skip-large).
     large: bool = False
 
@@ -43,15 +46,15 @@ class ReferenceModel:
 REFERENCE_MODELS: dict[str, ReferenceModel] = {
     m.name: m
     for m in (
-        ReferenceModel("mobilenet_v1", "MobileNet v1 1.0/224", 224, "_mobilenet_v1"),
-        ReferenceModel("mobilenet_v2", "MobileNet v2 1.0/224", 224, "_mobilenet_v2"),
-        ReferenceModel("mobilenet_v3_large", "MobileNet v3 Large 1.0/224", 224, "_mobilenet_v3_large"),
-        ReferenceModel("mobilenet_v3_small", "MobileNet v3 Small 1.0/224", 224, "_mobilenet_v3_small"),
-        ReferenceModel("squeezenet", "SqueezeNet 1.0 (224)", 224, "_squeezenet"),
-        ReferenceModel("nasnet_mobile", "NASNet mobile (224)", 224, "_nasnet_mobile"),
-        ReferenceModel("inception_v3", "Inception v3 (299)", 299, "_inception_v3", large=True),
-        ReferenceModel("inception_v4", "Inception V4 (299)", 299, "_inception_v4", large=True),
-        ReferenceModel("inception_resnet_v2", "Inception-ResNet-V2 (299)", 299, "_inception_resnet_v2", large=True),
+        ReferenceModel("mobilenet_v1", "MobileNet v1 1.0/224", 224, "_mobilenet_v1", 568_742_376),
+        ReferenceModel("mobilenet_v2", "MobileNet v2 1.0/224", 224, "_mobilenet_v2", 300_992_936),
+        ReferenceModel("mobilenet_v3_large", "MobileNet v3 Large 1.0/224", 224, "_mobilenet_v3_large", 219_432_920),
+        ReferenceModel("mobilenet_v3_small", "MobileNet v3 Small 1.0/224", 224, "_mobilenet_v3_small", 57_955_448),
+        ReferenceModel("squeezenet", "SqueezeNet 1.0 (224)", 224, "_squeezenet", 777_749_872),
+        ReferenceModel("nasnet_mobile", "NASNet mobile (224)", 224, "_nasnet_mobile", 569_134_259),
+        ReferenceModel("inception_v3", "Inception v3 (299)", 299, "_inception_v3", 5_715_930_184, large=True),
+        ReferenceModel("inception_v4", "Inception V4 (299)", 299, "_inception_v4", 12_258_977_992, large=True),
+        ReferenceModel("inception_resnet_v2", "Inception-ResNet-V2 (299)", 299, "_inception_resnet_v2", 13_168_309_960, large=True),
     )
 }
 

@@ -189,6 +189,11 @@ def op_macs(sg: Subgraph, op: Operator) -> int:
     return n_out
 
 
+def total_macs(model: TFLiteModel) -> int:
+    """Estimated multiply-accumulates of the whole model, every subgraph (what macs_total reports)."""
+    return sum(op_macs(sg, op) for sg in model.subgraphs for op in sg.operators)
+
+
 def _op_summaries(model: TFLiteModel) -> list[OpSummary]:
     counts: dict[str, int] = defaultdict(int)
     versions: dict[str, set[int]] = defaultdict(set)
