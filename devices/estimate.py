@@ -1,14 +1,25 @@
-"""Estimated device latency: the host measurement scaled by a per-device, per-precision factor.
+"""Estimated device latency from the host measurement, the model's MACs and the thread count.
 
-factor = geometric mean over the device's references of (device ms / host ms), taken in this order:
-  1. references of the same precision at the device thread count the estimate is for;
-  2. else references of the same precision at other thread counts;
-  3. else the device's factor for the other precision times the int8-vs-float shift, the geometric mean of
-     (int8 ratio / float ratio) over same-model float/int8 pairs of the published profiles
-     (e.g. a phone with only float figures gets its int8 factor from the Pi and Pixel int8 pairs).
-The geometric mean because ratios multiply: one slow outlier should not dominate. Every estimate says which
-rule and which references made it, and carries the device's leave-one-out score (calibrate without each
-published point, predict it): the measured accuracy, not a claimed one. It is always an estimate.
+The rule, fitted per device and precision (float vs integer):
+
+    device ms = k x cost,   cost = host ms ^ e x GMACs ^ (1 - e)
+
+with e one exponent shared by all devices. e = 1 is plain host scaling; e < 1 lets the MAC count pull
+against the host's own speed, which differs by architecture between this x86 host and ARM devices (the
+host runs MobileNet v1 about as fast as v2, ARM devices 1.4-1.7x slower: the host is relatively better at
+v1's dense 1x1 convolutions). e is chosen from EXPONENTS by leave-one-out over all published points (the
+smallest mean squared log error); the model's MACs come from `edgecompress inspect` (no TensorFlow).
+
+k = geometric mean over the device's references of (device ms / cost), each moved to the estimate's
+thread count by Amdahl's law (threads.py): x slowdown_device(n) / slowdown_device(n_ref) on the device
+side, and the host's cost likewise for its own thread counts. A device without references of the
+precision takes its other precision's k times the int8-vs-float shift: the geometric mean of
+(int8 ratio / float ratio) over same-model float/int8 pairs of the other published profiles.
+The geometric mean because ratios multiply: one slow outlier should not dominate.
+
+Every estimate says which rule and references made it, and carries the device's NESTED leave-one-out
+score: for each published point, everything (the exponent, the thread fraction, the shift, k) is fitted
+on the other points only, and the point is predicted. The measured accuracy, not a claimed one.
 """
 from __future__ import annotations
 
@@ -18,16 +29,21 @@ from typing import Any, Sequence
 
 from ..errors import UserError
 from .calibrate import HostTimings, ensure_timings
-from .profiles import DeviceProfile, ReferenceLatency, measured_profiles, precision_pairs
+from .profiles import DeviceProfile, ReferenceLatency, measured_profiles
+from .references import REFERENCE_MODELS
+from .threads import ThreadScaling, thread_scaling
 
 OTHER = {"float": "int8", "int8": "float"}
+EXPONENTS = tuple(round(0.40 + 0.05 * i, 2) for i in range(13))  # 0.40 .. 1.00
+Excluded = frozenset[tuple[str, str]]  # (device name, reference key) left out of a fit
 
 
 @dataclass(frozen=True)
 class Factor:
-    value: float
+    value: float  # k
     rule: str
     references: tuple[str, ...]
+    exponent: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -50,7 +66,8 @@ class DeviceEstimate:
     threads: int
     p50_ms: float
     p90_ms: float
-    factor: float
+    factor: float  # k of the rule
+    exponent: float  # e of the rule (1.0 without the model's MACs)
     rule: str
     references: tuple[str, ...]
     derived: bool  # the references are derived from another device, not published for this one
@@ -59,34 +76,77 @@ class DeviceEstimate:
     kind: str = "estimate"
 
 
+@dataclass(frozen=True)
+class _Point:
+    """A reference latency with its host side."""
+
+    device: str
+    ref: ReferenceLatency
+    host_ms: float
+    host_threads: int
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.device, self.ref.key)
+
+
+def cost(host_ms: float, macs: int | None, exponent: float) -> float:
+    """host ms ^ e x GMACs ^ (1 - e): the model's size on the device's scale, as the host sees it."""
+    if exponent == 1.0:
+        return host_ms
+    if not macs:
+        raise ValueError("the MAC count is needed for an exponent below 1")
+    return host_ms**exponent * (macs / 1e9) ** (1.0 - exponent)
+
+
 def _geomean(values: Sequence[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
-def _ratios(refs: Sequence[ReferenceLatency], timings: HostTimings, exclude: ReferenceLatency | None) -> list[tuple[ReferenceLatency, float]]:
+def _points(profile: DeviceProfile, timings: HostTimings, exclude: Excluded = frozenset()) -> list[_Point]:
     out = []
-    for ref in refs:
+    for ref in profile.references:
         host_ms = timings.for_reference(ref)
-        if ref != exclude and host_ms:
-            out.append((ref, ref.latency_ms / host_ms))
+        if host_ms and (profile.name, ref.key) not in exclude:
+            out.append(_Point(profile.name, ref, host_ms, timings.host_threads(ref.threads)))
     return out
 
 
+def _ratio(pt: _Point, exponent: float) -> float:
+    return pt.ref.latency_ms / cost(pt.host_ms, REFERENCE_MODELS[pt.ref.model].macs, exponent)
+
+
+def _moved(pt: _Point, exponent: float, threads: int, host_threads: int, scaling: ThreadScaling) -> float:
+    """PT's device/cost ratio as if measured at THREADS device threads and HOST_THREADS host threads."""
+    device = scaling.device_slowdown(threads) / scaling.device_slowdown(pt.ref.threads)
+    host = (scaling.host_slowdown(host_threads) / scaling.host_slowdown(pt.host_threads)) ** exponent
+    return _ratio(pt, exponent) * device / host
+
+
 def precision_shift(
-    precision: str, profiles: Sequence[DeviceProfile], timings: HostTimings, exclude: ReferenceLatency | None = None
+    precision: str, profiles: Sequence[DeviceProfile], timings: HostTimings, exclude: Excluded, exponent: float
 ) -> Factor | None:
-    """How much PRECISION's device/host ratio differs from the other precision's, from same-model pairs."""
+    """How much PRECISION's device/cost ratio differs from the other precision's, from same-model pairs."""
     shifts, used = [], []
-    for f_ref, i_ref in precision_pairs(list(profiles)):
-        f_host, i_host = timings.for_reference(f_ref), timings.for_reference(i_ref)
-        if exclude in (f_ref, i_ref) or not (f_host and i_host):
+    for profile in profiles:
+        if profile.is_derived:
             continue
-        int8_over_float = (i_ref.latency_ms / i_host) / (f_ref.latency_ms / f_host)
-        shifts.append(int8_over_float if precision == "int8" else 1.0 / int8_over_float)
-        used.append(f"{f_ref.model}/{f_ref.threads}t")
+        by_key = {(pt.ref.model, pt.ref.threads, pt.ref.precision): pt for pt in _points(profile, timings, exclude)}
+        for (model, threads, prec), f_pt in by_key.items():
+            i_pt = by_key.get((model, threads, "int8"))
+            if prec != "float" or i_pt is None:
+                continue
+            int8_over_float = _ratio(i_pt, exponent) / _ratio(f_pt, exponent)
+            shifts.append(int8_over_float if precision == "int8" else 1.0 / int8_over_float)
+            used.append(f"{profile.name}:{model}/{threads}t")
     if not shifts:
         return None
     return Factor(_geomean(shifts), f"{precision}/{OTHER[precision]} shift from {len(shifts)} float/int8 pair(s)", tuple(used))
+
+
+def _pool(profile: DeviceProfile, pair_profiles: Sequence[DeviceProfile]) -> list[DeviceProfile]:
+    """The published profiles a fit may learn shared quantities from, with PROFILE itself when it is not shipped."""
+    return list(pair_profiles) + ([] if any(p.name == profile.name for p in pair_profiles) else [profile])
 
 
 def fit_factor(
@@ -95,42 +155,71 @@ def fit_factor(
     threads: int,
     timings: HostTimings,
     pair_profiles: Sequence[DeviceProfile],
-    exclude: ReferenceLatency | None = None,
+    exclude: Excluded = frozenset(),
+    exponent: float = 1.0,
 ) -> Factor | None:
-    """The device/host factor for PRECISION at THREADS device threads, by the rules in the module docstring."""
-    own = _ratios(profile.references, timings, exclude)
-    same = [(r, x) for r, x in own if r.precision == precision]
-    at_threads = [(r, x) for r, x in same if r.threads == threads]
-    if at_threads or same:
-        chosen = at_threads or same
-        where = f"at {threads} threads" if at_threads else "at other thread counts"
-        return Factor(
-            _geomean([x for _, x in chosen]),
-            f"geometric mean of {len(chosen)} {precision} reference(s) {where}",
-            tuple(r.key for r, _ in chosen),
-        )
-    if not any(r.precision == OTHER[precision] for r, _ in own):
+    """k for PRECISION at THREADS device threads with exponent e, by the rules in the module docstring."""
+    pool = _pool(profile, pair_profiles)
+    scaling = thread_scaling([p for p in pool if not p.is_derived], timings, exclude)
+    host_threads = timings.host_threads(threads)
+    own = _points(profile, timings, exclude)
+    same = [pt for pt in own if pt.ref.precision == precision]
+    chosen = same or own
+    if not chosen:
         return None
-    base = fit_factor(profile, OTHER[precision], threads, timings, pair_profiles, exclude)
-    shift = precision_shift(precision, [p for p in pair_profiles if p.name != profile.name], timings, exclude)
-    if base is None or shift is None:
+    k = _geomean([_moved(pt, exponent, threads, host_threads, scaling) for pt in chosen])
+    moved = sum(pt.ref.threads != threads for pt in chosen)
+    form = "host ms" if exponent == 1.0 else f"host ms^{exponent:.2f} x GMACs^{1 - exponent:.2f}"
+    rule = f"device ms = k x {form}; k from {len(chosen)} {chosen[0].ref.precision} reference(s)"
+    if moved:
+        rule += f" ({moved} moved to {threads} thread(s) by Amdahl's law, p={scaling.device_fraction:.2f} from {scaling.pairs} pair(s))"
+    refs = tuple(pt.ref.key for pt in chosen)
+    if same:
+        return Factor(k, rule, refs, exponent)
+    shift = precision_shift(precision, [p for p in pool if p.name != profile.name], timings, exclude, exponent)
+    if shift is None:
         return None
-    return Factor(base.value * shift.value, f"{base.rule}, times the {shift.rule}", base.references + shift.references)
+    return Factor(k * shift.value, f"{rule}, times the {shift.rule}", refs + shift.references, exponent)
+
+
+def _predict(profile: DeviceProfile, pt: _Point, timings: HostTimings, pool: Sequence[DeviceProfile],
+             exclude: Excluded, exponent: float) -> tuple[float | None, str]:
+    factor = fit_factor(profile, pt.ref.precision, pt.ref.threads, timings, pool, exclude | {pt.key}, exponent)
+    if factor is None:
+        return None, "no other reference"
+    return factor.value * cost(pt.host_ms, REFERENCE_MODELS[pt.ref.model].macs, exponent), factor.rule
+
+
+def choose_exponent(pool: Sequence[DeviceProfile], timings: HostTimings, exclude: Excluded = frozenset()) -> float:
+    """The e of EXPONENTS with the smallest squared log error over a leave-one-out of the published points
+    of POOL not in EXCLUDE (a nested leave-one-out passes the outer point there); 1 when none can be predicted."""
+    points = [(p, pt) for p in pool if not p.is_derived for pt in _points(p, timings, exclude)]
+
+    def log_errors(exponent: float) -> list[float]:
+        predictions = [(_predict(profile, pt, timings, pool, exclude, exponent)[0], pt) for profile, pt in points]
+        return [math.log(predicted / pt.ref.latency_ms) for predicted, pt in predictions if predicted]
+
+    if not log_errors(1.0):  # no point can be predicted from the others: nothing to choose e with
+        return 1.0
+    return min(EXPONENTS, key=lambda e: sum(x * x for x in log_errors(e)))
 
 
 def leave_one_out(
-    profile: DeviceProfile, timings: HostTimings, pair_profiles: Sequence[DeviceProfile] | None = None
+    profile: DeviceProfile,
+    timings: HostTimings,
+    pair_profiles: Sequence[DeviceProfile] | None = None,
+    use_macs: bool = True,
 ) -> list[LooPoint]:
-    """Predict each published reference of PROFILE from a calibration without it (derived ones are skipped)."""
-    pair_profiles = measured_profiles() if pair_profiles is None else pair_profiles
+    """Predict each published reference of PROFILE from a fit without it, the exponent included (nested);
+    without USE_MACS the exponent is 1 (host scaling and threads only). Derived references are skipped."""
+    pool = _pool(profile, measured_profiles() if pair_profiles is None else pair_profiles)
     points = []
-    for ref in profile.references:
-        host_ms = timings.for_reference(ref)
-        if ref.derived or not host_ms:
+    for pt in _points(profile, timings):
+        if pt.ref.derived:
             continue
-        factor = fit_factor(profile, ref.precision, ref.threads, timings, pair_profiles, exclude=ref)
-        predicted = factor.value * host_ms if factor else None
-        points.append(LooPoint(profile.name, ref.key, ref.latency_ms, predicted, factor.rule if factor else "no other reference"))
+        exponent = choose_exponent(pool, timings, frozenset({pt.key})) if use_macs else 1.0
+        predicted, rule = _predict(profile, pt, timings, pool, frozenset(), exponent)
+        points.append(LooPoint(profile.name, pt.ref.key, pt.ref.latency_ms, predicted, rule))
     return points
 
 
@@ -148,29 +237,35 @@ def estimate_for(
     is_integer: bool,
     threads: int | None = None,
     timings: HostTimings | None = None,
+    macs: int | None = None,
 ) -> DeviceEstimate:
     """Estimate PROFILE's latency for a model measured on this host (with the device's thread count, capped).
 
-    timings defaults to this host's cached calibration, measured on demand (which needs TensorFlow to build
-    the references: CalibrationUnavailable otherwise).
+    MACS (the model's multiply-accumulates, from edgecompress.inspect) enables the exponent; without it the
+    estimate is host scaling alone (e = 1) and its leave-one-out score is that rule's. The p90 keeps the
+    host's p90/p50 spread. timings defaults to this host's cached calibration, measured on demand (which
+    needs TensorFlow to build the references: CalibrationUnavailable otherwise).
     """
     timings = timings if timings is not None else ensure_timings(profile)
     precision = "int8" if is_integer else "float"
     threads = threads or profile.threads
-    pair_profiles = measured_profiles()
-    factor = fit_factor(profile, precision, threads, timings, pair_profiles)
+    pool = _pool(profile, measured_profiles())
+    exponent = choose_exponent(pool, timings) if macs else 1.0
+    factor = fit_factor(profile, precision, threads, timings, pool, exponent=exponent)
     if factor is None:
         raise UserError(
             f"no calibrated reference for {profile.name} ({precision}): run `edgecompress devices calibrate --device {profile.name}`"
         )
-    loo = leave_one_out(profile, timings, pair_profiles)
+    loo = leave_one_out(profile, timings, pool, use_macs=bool(macs))
+    p50 = factor.value * cost(measurement_p50_ms, macs, exponent)
     return DeviceEstimate(
         device=profile.name,
         precision=precision,
         threads=threads,
-        p50_ms=measurement_p50_ms * factor.value,
-        p90_ms=measurement_p90_ms * factor.value,
+        p50_ms=p50,
+        p90_ms=p50 * measurement_p90_ms / measurement_p50_ms,
         factor=factor.value,
+        exponent=exponent,
         rule=factor.rule,
         references=factor.references,
         derived=profile.is_derived,
@@ -195,6 +290,7 @@ def device_summary(
             "references": list(estimate.references),
             "rule": estimate.rule,
             "factor": estimate.factor,
+            "exponent": estimate.exponent,
             "derived": estimate.derived,
             "leave_one_out_within_20pct": estimate.leave_one_out_within_20pct,
         },

@@ -12,7 +12,8 @@ import pytest
 
 from edgecompress.cli.main import main
 from edgecompress.devices.calibrate import Host, HostTimings, calibrate, load_timings
-from edgecompress.devices.estimate import device_summary, estimate_for, leave_one_out, share_within
+from edgecompress.devices.estimate import EXPONENTS, choose_exponent, device_summary, estimate_for, leave_one_out, share_within
+from edgecompress.devices.references import REFERENCE_MODELS
 from edgecompress.devices.profiles import list_profiles, load_profile
 from edgecompress.errors import UserError
 
@@ -110,12 +111,20 @@ def test_devices_list_and_show_as_text_and_json(capsys):
     assert shown["derived_from"]["profile"] == "raspberry-pi-4" and shown["memory_budget_mb"] == 4096 - 512
 
 
+# Amdahl fractions of the published 1-thread vs 4-thread pairs (MobileNet v2 float): Pixel, Pixel 2, Pixel 3a.
+DEVICE_P = sum((1 - multi / one) / (1 - 1 / 4) for one, multi in [(49, 26), (53, 18), (55, 28)]) / 3
+
+
+def amdahl(p: float, n: int) -> float:
+    return (1 - p) + p / n
+
+
 def test_estimate_on_recorded_timings_uses_the_hand_computed_factor():
     pi4 = load_profile("raspberry-pi-4")
     timings = recorded(**MOBILENETS)
     est = estimate_for(pi4, 2.0, 3.0, is_integer=False, timings=timings)
-    factor = (77 / 10 * 46 / 5 * 40 / 4 * 15 / 2) ** 0.25  # geometric mean of device ms / host ms
-    assert est.factor == pytest.approx(factor)
+    factor = (77 / 10 * 46 / 5 * 40 / 4 * 15 / 2) ** 0.25  # without MACs: geometric mean of device ms / host ms
+    assert est.exponent == 1.0 and est.factor == pytest.approx(factor)
     assert (est.p50_ms, est.p90_ms) == (pytest.approx(2 * factor), pytest.approx(3 * factor))
     assert est.kind == "estimate" and not est.derived and len(est.references) == 4
     est8 = estimate_for(pi4, 2.0, 3.0, is_integer=True, timings=timings)
@@ -124,19 +133,43 @@ def test_estimate_on_recorded_timings_uses_the_hand_computed_factor():
     assert est.leave_one_out_points == 6 and 0 <= est.leave_one_out_within_20pct <= 1
 
 
-def test_a_device_without_int8_figures_borrows_the_int8_shift_from_float_int8_pairs():
+def test_with_macs_the_estimate_is_k_times_host_ms_to_the_e_times_gmacs_to_the_1_minus_e():
+    pi4 = load_profile("raspberry-pi-4")
+    est = estimate_for(pi4, 2.0, 3.0, is_integer=False, timings=recorded(**MOBILENETS), macs=50_000_000)
+    e = est.exponent
+    assert e in EXPONENTS and f"host ms^{e:.2f}" in est.rule
+    gmacs = {"mobilenet_v1": 0.568742376, "mobilenet_v2": 0.300992936, "mobilenet_v3_large": 0.21943292, "mobilenet_v3_small": 0.057955448}
+    host = {"mobilenet_v1": 10, "mobilenet_v2": 5, "mobilenet_v3_large": 4, "mobilenet_v3_small": 2}
+    device = {"mobilenet_v1": 77, "mobilenet_v2": 46, "mobilenet_v3_large": 40, "mobilenet_v3_small": 15}
+    k = math.exp(sum(math.log(device[m] / (host[m] ** e * gmacs[m] ** (1 - e))) for m in host) / 4)
+    assert est.factor == pytest.approx(k)
+    assert est.p50_ms == pytest.approx(k * 2.0**e * 0.05 ** (1 - e)) and est.p90_ms == pytest.approx(est.p50_ms * 1.5)
+
+
+def test_a_device_without_int8_figures_borrows_the_int8_shift_and_moves_threads_by_amdahl():
     pixel3a = load_profile("pixel-3a")
     timings = recorded(**MOBILENETS, mobilenet_v2__float__1=8.0)
     est = estimate_for(pixel3a, 1.0, 1.0, is_integer=True, timings=timings)
     # Pairs (float ms, int8 ms) of Pi 4, Pi 3B+, Pixel 4, Pixel 3; host int8/float is 8/10 and 4/5 = 0.8 for both.
     pairs = [(77, 24), (46, 17), (114, 46), (79, 30), (14, 5), (23.9, 13.4)]
     shift = math.exp(sum(math.log(i / f / 0.8) for f, i in pairs) / len(pairs))
-    assert est.factor == pytest.approx(28 / 5 * shift)  # the 4-thread float point, times the shift
-    assert "shift" in est.rule
+    # The 1-thread point moved to 4 device threads (2 host threads); the host's own fraction: 8 ms -> 5 ms.
+    host_p = (1 - 5 / 8) / (1 - 1 / 2)
+    moved = 55 / 8 * amdahl(DEVICE_P, 4) / amdahl(DEVICE_P, 1) / (amdahl(host_p, 2) / amdahl(host_p, 1))
+    assert est.factor == pytest.approx(math.sqrt(28 / 5 * moved) * shift)
+    assert "shift" in est.rule and "Amdahl" in est.rule
+
+
+def test_an_estimate_at_another_thread_count_moves_every_reference():
+    timings = recorded(**MOBILENETS)  # no host pair: the host is assumed to scale like the devices
+    est = estimate_for(load_profile("raspberry-pi-4"), 1.0, 1.0, False, threads=1, timings=timings)
+    move = amdahl(DEVICE_P, 1) / amdahl(DEVICE_P, 4) / (amdahl(DEVICE_P, 1) / amdahl(DEVICE_P, 2))
+    assert est.threads == 1
+    assert est.factor == pytest.approx((77 / 10 * 46 / 5 * 40 / 4 * 15 / 2) ** 0.25 * move)
 
 
 def test_leave_one_out_predicts_each_point_without_it():
-    points = leave_one_out(load_profile("raspberry-pi-3b-plus"), recorded(**MOBILENETS))
+    points = leave_one_out(load_profile("raspberry-pi-3b-plus"), recorded(**MOBILENETS), use_macs=False)
     by_key = {p.reference: p for p in points}
     assert by_key["mobilenet_v1/float/4t"].predicted_ms == pytest.approx(10 * 79 / 5)
     assert by_key["mobilenet_v2/int8/4t"].predicted_ms == pytest.approx(4 * 46 / 8)
@@ -145,6 +178,28 @@ def test_leave_one_out_predicts_each_point_without_it():
     zero = estimate_for(load_profile("raspberry-pi-zero-2w"), 1.0, 1.0, False, timings=recorded(**MOBILENETS))
     assert zero.derived and zero.leave_one_out_within_20pct is None
     assert zero.factor == pytest.approx(1.4 * math.sqrt(114 / 10 * 79 / 5))
+
+
+def test_the_nested_leave_one_out_finds_the_exponent_the_points_follow(tmp_path):
+    """Two boards whose latencies follow device ms = c x host ms^0.6 x GMACs^0.4 exactly: e = 0.6 is chosen
+    without each held-out point, and every point is predicted exactly; e = 1 cannot do that."""
+    timings = recorded(**MOBILENETS)
+    host = {"mobilenet_v1": 10, "mobilenet_v2": 5, "mobilenet_v3_large": 4, "mobilenet_v3_small": 2}
+    boards = []
+    for name, c in (("board-a", 3.0), ("board-b", 7.0)):
+        refs = "".join(
+            f'[[references]]\nmodel = "{m}"\nprecision = "float"\nthreads = 4\nsource = "synthetic"\n'
+            f"latency_ms = {c * h**0.6 * (REFERENCE_MODELS[m].macs / 1e9) ** 0.4}\n"
+            for m, h in host.items()
+        )
+        path = tmp_path / f"{name}.toml"
+        path.write_text(PI4_TEXT.split("[[references]]")[0].replace('"raspberry-pi-4"', f'"{name}"') + refs)
+        boards.append(load_profile(path))
+    assert choose_exponent(boards, timings) == 0.6
+    for board in boards:
+        nested = leave_one_out(board, timings, boards)
+        assert len(nested) == 4 and all(abs(p.error) < 1e-9 for p in nested)
+        assert max(abs(p.error) for p in leave_one_out(board, timings, boards, use_macs=False)) > 0.1
 
 
 def test_device_summary_has_the_fields_of_the_benchmark_json():
@@ -180,6 +235,13 @@ def test_real_calibration_on_one_small_reference_then_an_estimate(float_tflite, 
     assert est.references == ("squeezenet/float/4t",)
     assert est.factor == pytest.approx(23.9 / host_ms)
     assert est.p50_ms == pytest.approx(m.latency_ms.p50 * 23.9 / host_ms) and est.p90_ms >= est.p50_ms
+    # The recorded MAC count of the reference is what inspect reads from the built file.
+    from edgecompress.inspect import inspect_model
+
+    assert inspect_model(tmp_path / "cache" / "references" / "squeezenet-float.tflite").macs_total == REFERENCE_MODELS["squeezenet"].macs
+    with_macs = estimate_for(pixel4, m.latency_ms.p50, m.latency_ms.p90, False, timings=timings, macs=inspect_model(float_tflite).macs_total)
+    # One reference timed: no point can be predicted from the others, so no exponent to choose (e = 1).
+    assert with_macs.exponent == 1.0 and with_macs.p50_ms == pytest.approx(est.p50_ms)
     # The cache answers the next time: nothing is re-measured.
     assert calibrate([pixel4], models={"squeezenet"}).measured == []
 
