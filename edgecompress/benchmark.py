@@ -16,10 +16,11 @@ from .devices.calibrate import host_cores
 from .devices.estimate import device_summary, estimate_for
 from .devices.profiles import DeviceProfile, load_profile
 from .errors import UserError
+from .inspect import total_macs
 from .measure import Measurement, MeasureOptions, measure
 from .measure.harness import check_model
 from .progress import note
-from .tflite_reader import is_integer_model
+from .tflite_reader import TFLiteModel, is_integer_model
 
 
 @dataclass
@@ -57,11 +58,13 @@ def device_run(name_or_path: str | os.PathLike) -> DeviceRun:
     return DeviceRun(profile, min(profile.threads, cores), profile.threads > cores)
 
 
-def _device_object(run: DeviceRun, m: Measurement, integer: bool, with_estimate: bool) -> dict[str, Any]:
+def _device_object(run: DeviceRun, m: Measurement, model: TFLiteModel, with_estimate: bool) -> dict[str, Any]:
     estimate = None
     if with_estimate and m.ok and m.latency_ms is not None:
         try:
-            estimate = estimate_for(run.profile, m.latency_ms.p50, m.latency_ms.p90, integer)
+            # The MAC count is a feature of the estimate (devices.estimate), read from the file: no TensorFlow.
+            estimate = estimate_for(run.profile, m.latency_ms.p50, m.latency_ms.p90, is_integer_model(model),
+                                    macs=total_macs(model))
         except UserError as exc:  # no calibration possible here (e.g. no TensorFlow to build references)
             note(f"no latency estimate for {run.profile.name}: {exc}")
     return device_summary(run.profile, estimate, run.threads_used, run.threads_capped)
@@ -105,5 +108,5 @@ def benchmark(
     results = [BenchmarkResult(m, s) for m, s in zip(measurements, _speedups(measurements))]
     if run is not None:
         for result, model in zip(results, models):
-            result.device = _device_object(run, result.measurement, is_integer_model(model), estimate)
+            result.device = _device_object(run, result.measurement, model, estimate)
     return results
