@@ -5,9 +5,16 @@ without that point and the point is predicted from its host timing; the script p
 per device and overall, the share of points within 10% and within 20% (goal: 80% within 20%). Derived
 profiles (Pi Zero 2W, Pi 5) have nothing published to check against and are not scored.
 
-For comparison it also scores a simpler fit, one factor per device for both precisions, to show what the
-per-precision factor buys, and the small-model points calibrated without the large references
-(Inception V4, Inception-ResNet-V2), to show what their minutes of conversion buy.
+Side by side, on the same host timings:
+  new    device ms = k x host ms^e x GMACs^(1-e), references moved between thread counts by Amdahl's law;
+         NESTED: for each held-out point the exponent e, the thread fraction, the int8 shift and k are all
+         fitted on the other points only (devices/estimate.py);
+  e=1    the same with e fixed at 1 (host scaling and the thread model, no MACs);
+  old    the previous rule: k = geometric mean of device/host ratios of the same precision at the same thread
+         count, else at other thread counts, else the other precision times the int8 shift; no MACs, no
+         thread model.
+and the small-model points calibrated with and without the large references (Inception V4,
+Inception-ResNet-V2), to show what their minutes of conversion buy.
 
     /work/venv/bin/python benchmarks/device_estimates.py [--recalibrate] [--skip-large] [--cached] [--rounds N]
 
@@ -18,28 +25,50 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections import Counter
 
 from edgecompress.devices.calibrate import HostTimings, calibrate, load_timings
-from edgecompress.devices.estimate import LooPoint, leave_one_out, share_within
-from edgecompress.devices.profiles import DeviceProfile, measured_profiles
+from edgecompress.devices.estimate import EXPONENTS, LooPoint, choose_exponent, leave_one_out, share_within
+from edgecompress.devices.profiles import DeviceProfile, ReferenceLatency, measured_profiles, precision_pairs
 from edgecompress.devices.references import REFERENCE_MODELS
 from edgecompress.tables import table
 
 
-def one_factor_loo(profile: DeviceProfile, timings: HostTimings) -> list[LooPoint]:
-    """The simpler fit: geometric mean of all the device's ratios, float and int8 together."""
-    refs = [(r, timings.for_reference(r)) for r in profile.references]
-    refs = [(r, h) for r, h in refs if h]
+def _geomean(values: list[float]) -> float:
+    return math.exp(sum(map(math.log, values)) / len(values))
+
+
+def old_loo(profile: DeviceProfile, timings: HostTimings, profiles: list[DeviceProfile]) -> list[LooPoint]:
+    """The previous rule (no MACs, no thread model), for comparison."""
+    def ratios(refs, exclude: ReferenceLatency) -> list[tuple[ReferenceLatency, float]]:
+        return [(r, r.latency_ms / timings.for_reference(r)) for r in refs if r != exclude and timings.for_reference(r)]
+
     points = []
-    for ref, host_ms in refs:
-        others = [r.latency_ms / h for r, h in refs if r != ref]
-        predicted = host_ms * math.exp(sum(map(math.log, others)) / len(others)) if others else None
-        points.append(LooPoint(profile.name, ref.key, ref.latency_ms, predicted, "one factor per device"))
+    for ref in profile.references:
+        host_ms = timings.for_reference(ref)
+        if not host_ms:
+            continue
+        own = ratios(profile.references, ref)
+        same = [x for r, x in own if r.precision == ref.precision]
+        at = [x for r, x in own if r.precision == ref.precision and r.threads == ref.threads]
+        factor = _geomean(at or same) if same else None
+        if factor is None and own:
+            shifts = [
+                (i.latency_ms / timings.for_reference(i)) / (f.latency_ms / timings.for_reference(f))
+                for f, i in precision_pairs([p for p in profiles if p.name != profile.name])
+                if ref not in (f, i) and timings.for_reference(f) and timings.for_reference(i)
+            ]
+            factor = _geomean([x for _, x in own]) * _geomean(shifts) ** (1 if ref.precision == "int8" else -1)
+        points.append(LooPoint(profile.name, ref.key, ref.latency_ms, factor * host_ms if factor else None, "old"))
     return points
 
 
 def pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.0f}%"
+
+
+def err(pt: LooPoint) -> str:
+    return "-" if pt.error is None else f"{100 * pt.error:+.0f}%"
 
 
 def main() -> None:
@@ -59,31 +88,38 @@ def main() -> None:
     host = timings.host
     print(f"host: {host.cpu}, {host.cores} cores, {host.runtime} {host.runtime_version}\n")
 
-    per_device = {p.name: leave_one_out(p, timings, profiles) for p in profiles}
-    simple = {p.name: one_factor_loo(p, timings) for p in profiles}
+    new = {p.name: leave_one_out(p, timings, profiles) for p in profiles}
+    plain = {p.name: leave_one_out(p, timings, profiles, use_macs=False) for p in profiles}
+    old = {p.name: old_loo(p, timings, profiles) for p in profiles}
     without_large = {p.name: leave_one_out(p, small, profiles) for p in profiles}
-    everything = [pt for pts in per_device.values() for pt in pts]
-    everything_simple = [pt for pts in simple.values() for pt in pts]
+    exponents = Counter(
+        choose_exponent(profiles, timings, frozenset({(p.name, pt.reference)})) for p in profiles for pt in new[p.name]
+    )
 
     rows = [
-        [pt.device, pt.reference, pt.published_ms, pt.predicted_ms,
-         "-" if pt.error is None else f"{100 * pt.error:+.0f}%", pt.rule]
-        for pt in everything
+        [pt.device, pt.reference, pt.published_ms, pt.predicted_ms, err(pt), err(p1), err(p0), pt.rule]
+        for name in new for pt, p1, p0 in zip(new[name], plain[name], old[name])
     ]
-    print(table(["device", "reference", "published ms", "predicted ms", "error", "calibrated by"], rows,
-                title="Each published point predicted from a calibration without it"))
+    print(table(["device", "reference", "published ms", "new: predicted ms", "new", "e=1", "old", "new: calibrated by"],
+                rows, title="Each published point predicted from a calibration without it (errors: new / e=1 / old)"))
+    print(f"\nexponent e chosen inside the leave-one-out (grid {EXPONENTS[0]}..{EXPONENTS[-1]}), per held-out point: "
+          + ", ".join(f"{e:.2f} x{n}" for e, n in sorted(exponents.items())))
     print()
-    def row(name: str, pts: list[LooPoint], simple_pts: list[LooPoint], small_pts: list[LooPoint]) -> list:
-        # The points of small models, calibrated with and without the large references.
+
+    def row(name: str, pts: list[LooPoint], p1: list[LooPoint], p0: list[LooPoint], small_pts: list[LooPoint]) -> list:
         same_pts = [pt for pt in pts if not REFERENCE_MODELS[pt.reference.split("/")[0]].large]
         return [name, len(pts), pct(share_within(pts, 0.1)), pct(share_within(pts, 0.2)),
-                pct(share_within(simple_pts, 0.2)),
+                pct(share_within(p1, 0.1)), pct(share_within(p1, 0.2)),
+                pct(share_within(p0, 0.1)), pct(share_within(p0, 0.2)),
                 f"{pct(share_within(same_pts, 0.2))} / {pct(share_within(small_pts, 0.2))} of {len(small_pts)}"]
 
-    summary = [row(name, pts, simple[name], without_large[name]) for name, pts in per_device.items()]
-    summary.append(row("all", everything, everything_simple, [pt for pts in without_large.values() for pt in pts]))
-    headers = ["device", "points", "within 10%", "within 20%", "within 20%, one factor per device",
-               "small-model points within 20%: with / without large refs"]
+    def every(d: dict[str, list[LooPoint]]) -> list[LooPoint]:
+        return [pt for pts in d.values() for pt in pts]
+
+    summary = [row(name, new[name], plain[name], old[name], without_large[name]) for name in new]
+    summary.append(row("all", every(new), every(plain), every(old), every(without_large)))
+    headers = ["device", "points", "new ≤10%", "new ≤20%", "e=1 ≤10%", "e=1 ≤20%", "old ≤10%", "old ≤20%",
+               "new, small-model points ≤20%: with / without large refs"]
     print(table(headers, summary, title="Leave-one-out accuracy of the device estimates (goal: 80% within 20%)"))
 
 
