@@ -46,14 +46,15 @@ def list_cmd(as_json: bool) -> None:
 
 
 def _calibration_rows(profile: Any, timings: Any) -> list[list[Any]]:
-    from ..devices.estimate import fit_factor, leave_one_out, share_within
+    from ..devices.estimate import choose_exponent, fit_factor, leave_one_out, share_within
     from ..devices.profiles import measured_profiles
 
     pairs = measured_profiles()
     loo = leave_one_out(profile, timings, pairs)
+    exponent = choose_exponent(pairs, timings)  # as benchmark --device fits it for a model with a MAC count
     rows = []
     for precision in ("float", "int8"):
-        factor = fit_factor(profile, precision, profile.threads, timings, pairs)
+        factor = fit_factor(profile, precision, profile.threads, timings, pairs, exponent=exponent)
         rows.append([
             precision,
             factor.value if factor else None,
@@ -100,7 +101,7 @@ def show_cmd(device: str, as_json: bool) -> None:
             title="Reference latencies (calibrate the estimates)",
         )
         calib = table(
-            ["precision", "factor (device ms / host ms)", "rule", "leave-one-out within 20%"],
+            ["precision", "k (see rule)", "rule", "leave-one-out within 20%"],
             _calibration_rows(profile, timings),
             title=f"Calibration on this host ({timings.host.cpu}, {timings.host.cores} cores; "
             "`edgecompress devices calibrate` to measure)",
