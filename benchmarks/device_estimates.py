@@ -13,7 +13,8 @@ Side by side, on the same host timings:
   old    the previous rule: k = geometric mean of device/host ratios of the same precision at the same thread
          count, else at other thread counts, else the other precision times the int8 shift; no MACs, no
          thread model.
-and the small-model points calibrated with and without the large references (Inception V4,
+the new rule with e chosen without any point of the held-out architecture (stricter: a model's twin point
+on another device cannot teach e its quirk), and the small-model points calibrated with and without the large references (Inception V4,
 Inception-ResNet-V2), to show what their minutes of conversion buy.
 
     /work/venv/bin/python benchmarks/device_estimates.py [--recalibrate] [--skip-large] [--cached] [--rounds N]
@@ -28,7 +29,7 @@ import math
 from collections import Counter
 
 from edgecompress.devices.calibrate import HostTimings, calibrate, load_timings
-from edgecompress.devices.estimate import EXPONENTS, LooPoint, choose_exponent, leave_one_out, share_within
+from edgecompress.devices.estimate import EXPONENTS, LooPoint, choose_exponent, cost, fit_factor, leave_one_out, share_within
 from edgecompress.devices.profiles import DeviceProfile, ReferenceLatency, measured_profiles, precision_pairs
 from edgecompress.devices.references import REFERENCE_MODELS
 from edgecompress.tables import table
@@ -63,6 +64,22 @@ def old_loo(profile: DeviceProfile, timings: HostTimings, profiles: list[DeviceP
     return points
 
 
+def architecture_out_loo(profile: DeviceProfile, timings: HostTimings, profiles: list[DeviceProfile]) -> list[LooPoint]:
+    """Stricter: e is chosen without ANY point of the held-out architecture (on any device), so that a twin
+    point on another device cannot teach the shared exponent that architecture's quirk; k as in the new rule."""
+    points = []
+    for ref in profile.references:
+        host_ms = timings.for_reference(ref)
+        if ref.derived or not host_ms:
+            continue
+        same_arch = frozenset((p.name, r.key) for p in profiles for r in p.references if r.model == ref.model)
+        e = choose_exponent(profiles, timings, same_arch)
+        factor = fit_factor(profile, ref.precision, ref.threads, timings, profiles, frozenset({(profile.name, ref.key)}), e)
+        predicted = factor.value * cost(host_ms, REFERENCE_MODELS[ref.model].macs, e) if factor else None
+        points.append(LooPoint(profile.name, ref.key, ref.latency_ms, predicted, f"e={e:.2f}"))
+    return points
+
+
 def pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.0f}%"
 
@@ -91,6 +108,7 @@ def main() -> None:
     new = {p.name: leave_one_out(p, timings, profiles) for p in profiles}
     plain = {p.name: leave_one_out(p, timings, profiles, use_macs=False) for p in profiles}
     old = {p.name: old_loo(p, timings, profiles) for p in profiles}
+    strict = {p.name: architecture_out_loo(p, timings, profiles) for p in profiles}
     without_large = {p.name: leave_one_out(p, small, profiles) for p in profiles}
     exponents = Counter(
         choose_exponent(profiles, timings, frozenset({(p.name, pt.reference)})) for p in profiles for pt in new[p.name]
@@ -121,6 +139,9 @@ def main() -> None:
     headers = ["device", "points", "new ≤10%", "new ≤20%", "e=1 ≤10%", "e=1 ≤20%", "old ≤10%", "old ≤20%",
                "new, small-model points ≤20%: with / without large refs"]
     print(table(headers, summary, title="Leave-one-out accuracy of the device estimates (goal: 80% within 20%)"))
+    strict_all = every(strict)
+    print(f"\nnew rule, e chosen without any point of the held-out architecture (stricter): "
+          f"{pct(share_within(strict_all, 0.1))} within 10%, {pct(share_within(strict_all, 0.2))} within 20% of {len(strict_all)}")
 
 
 if __name__ == "__main__":
