@@ -14,8 +14,8 @@ Side by side, on the same host timings:
          count, else at other thread counts, else the other precision times the int8 shift; no MACs, no
          thread model.
 the new rule with e chosen without any point of the held-out architecture (stricter: a model's twin point
-on another device cannot teach e its quirk), and the small-model points calibrated with and without the large references (Inception V4,
-Inception-ResNet-V2), to show what their minutes of conversion buy.
+on another device cannot teach e its quirk), and the small-model points calibrated with and without the
+large references (Inception V4, Inception-ResNet-V2), to show what their minutes of conversion buy.
 
     /work/venv/bin/python benchmarks/device_estimates.py [--recalibrate] [--skip-large] [--cached] [--rounds N]
 
