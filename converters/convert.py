@@ -14,7 +14,8 @@ from typing import Any
 from ..calibration import InputStats, SampleSet, load_samples
 from ..errors import UserError
 from ..fileio import atomic_path, check_output, gzip_size, path_size
-from ..models import LoadedModel, _quiet_stderr, import_tf, load_model
+from ..models import LoadedModel, import_tf, load_model
+from ..quiet import quiet_native_stderr
 from ..progress import note
 from .quantize import CALIBRATED_MODES, check_options, configure
 from .validate import Validation, generated_feeds, validate
@@ -124,7 +125,7 @@ def to_tflite(
     configure(converter, tf, quantize, io_type, representative, allow_flex)
     # The converter prints pages of MLIR diagnostics on fd 2; its exception carries the same text, so the
     # captured output is dropped (the failure is caught inside the block, which keeps it from being replayed).
-    with _quiet_stderr():
+    with quiet_native_stderr():
         try:
             return converter.convert()
         except Exception as exc:  # noqa: BLE001 - ConverterError and friends; re-raised when not understood

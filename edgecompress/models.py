@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,27 +21,10 @@ import numpy as np
 
 from .errors import MissingExtraError, UserError
 from .fileio import require_file
+from .quiet import quiet_native_stderr
 from .specs import TensorSpec
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
-
-
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Silence the C++ log lines TensorFlow prints while it loads (CUDA probes on a CPU-only machine)."""
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            os.dup2(saved, 2)
-            sink.seek(0)
-            sys.stderr.write(sink.read().decode("utf-8", "replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def import_tf(what: str = "this command") -> ModuleType:
@@ -51,9 +33,12 @@ def import_tf(what: str = "this command") -> ModuleType:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if "tensorflow" not in sys.modules:
         try:
-            with _quiet_stderr():
+            with quiet_native_stderr():
                 import tensorflow as tf  # noqa: F401
                 import tf_keras  # noqa: F401
+
+                # Device discovery prints a CUDA error on a CPU-only machine: do it while muted.
+                tf.config.list_physical_devices("GPU")
         except ImportError as exc:
             raise MissingExtraError(what, exc.name or "tensorflow") from exc
         import absl.logging

@@ -13,6 +13,7 @@ from typing import Any
 
 from .errors import UserError
 from .fileio import require_file
+from .quiet import quiet_native_stderr
 
 TFLITE_IDENTIFIER = b"TFL3"
 
@@ -82,8 +83,10 @@ def load_interpreter(
     if not use_xnnpack and resolver is not None:
         kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
-        interpreter = interpreter_cls(**kwargs)
-        interpreter.allocate_tensors()
+        # The runtime announces its XNNPACK delegate on stderr; load errors come back in the exception.
+        with quiet_native_stderr(replay_on_error=False):
+            interpreter = interpreter_cls(**kwargs)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise UserError(f"{info.name} {info.version} cannot load {path}: {_first_line(exc)}") from exc
     return interpreter, info

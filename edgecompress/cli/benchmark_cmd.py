@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from ..tables import fmt, key_values, table, to_json
 from .options import json_option
 
 # benchmark_model's defaults (edgecompress.measure.phases), repeated here so --help needs no import.
@@ -19,14 +20,10 @@ DEFAULT_WARMUP = 1
 
 
 def _ms(value: float | None) -> str:
-    from ..tables import fmt
-
     return "-" if value is None else f"{fmt(value)} ms"
 
 
 def _mb(value: float | None) -> str:
-    from ..tables import fmt
-
     return "-" if value is None else f"{fmt(value)} MB"
 
 
@@ -45,7 +42,7 @@ def _device_pairs(device: dict[str, Any]) -> list[tuple[str, Any]]:
     if est is None:
         pairs.append(("estimated latency", "unavailable (no calibration on this host)"))
         return pairs
-    pairs.append(("ESTIMATED p50 / p90", f"{est['p50']:.1f} / {est['p90']:.1f} ms (estimate, not a measurement)"))
+    pairs.append(("ESTIMATED p50 / p90", f"{fmt(est['p50'])} / {fmt(est['p90'])} ms (estimate, not a measurement)"))
     pairs.append(("estimate calibrated by", ", ".join(cal["references"]) + (" (derived)" if cal["derived"] else "")))
     loo = cal["leave_one_out_within_20pct"]
     pairs.append(("leave-one-out within 20%", "-" if loo is None else f"{loo:.0%}"))
@@ -53,8 +50,6 @@ def _device_pairs(device: dict[str, Any]) -> list[tuple[str, Any]]:
 
 
 def render_one(result) -> str:
-    from ..tables import key_values, table
-
     m = result.measurement
     runtime = f"{m.runtime['name']} {m.runtime['version']}" if m.runtime else "-"
     pairs: list[tuple[str, Any]] = [
@@ -88,8 +83,6 @@ def render_one(result) -> str:
 
 
 def render(results: list) -> str:
-    from ..tables import table
-
     out = [render_one(r) for r in results]
     if len(results) > 1:
         rows = []
@@ -145,7 +138,6 @@ def benchmark_command(
     from ..errors import UserError
     from ..measure import MeasureOptions
     from ..progress import note
-    from ..tables import to_json
 
     if threads is not None and device is not None:
         raise UserError("--threads and --device conflict: the device profile sets the thread count; drop one")
