@@ -9,11 +9,11 @@ What gets measured: a profile's own references, plus the float/int8 pairs of the
 (MobileNet v1/v2, small and quick), which carry the int8 speed-up to devices without int8 figures.
 Cost vs benefit of the large references (Inception V4, Inception-ResNet-V2, cited by Pixel 3 and 4 only),
 measured here: building them took 113 and 165 CPU-seconds (170 and 223 MB .tflite, about 3.5 GB peak memory
-while converting), once per host. In three leave-one-out runs (benchmarks/device_estimates.py) the
-small-model points within 20% were 75% with them vs 55% without in one run and equal (45%) in two: no
-robust gain for other models, but they are themselves predicted within about 25% and give the Pixel float
-factors six published points instead of four to average the host's noise over. So they are calibrated by
-default for the profiles that cite them; `--skip-large` (large=False) leaves them out.
+while converting), once per host. With the MACs-scaled rule of estimate.py they do not help the other
+models' points (leave-one-out within 20%: 75% with them, 80% without), but they are published points of
+the Pixel 3 and 4 themselves, so those two profiles' factors average over six points instead of four.
+They are therefore calibrated by default only for the profiles that cite them; `--skip-large`
+(large=False) leaves them out.
 `calibrate(..., models={...})` (CLI: `--reference NAME`) limits the work to a subset of architectures (the tests
 calibrate Pixel 4 on SqueezeNet alone, the quickest to build, in a temporary EDGECOMPRESS_CACHE):
 references without a host timing are left out of the fit, and the estimate names those it used.
