@@ -7,8 +7,8 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import UserError
-from ..specs import TensorSpec
-from .sources import SINGLE_INPUT_KEY, Source, describe_column, len_of
+from ..specs import SINGLE_INPUT_KEY, TensorSpec
+from .sources import Source, describe_column, len_of
 
 
 def check_source(source: Source, inputs: Sequence[TensorSpec]) -> None:

@@ -15,10 +15,8 @@ import numpy as np
 
 from ..errors import MissingExtraError, UserError
 from ..fileio import require_file
-from ..specs import TensorSpec
+from ..specs import LABEL_KEY, TensorSpec, input_key
 
-SINGLE_INPUT_KEY = "x"
-LABEL_KEY = "y"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 # How 8-bit pixels become model input values for an image folder (documented in `convert --help`).
@@ -103,10 +101,8 @@ def _npz_source(path: Path, inputs: Sequence[TensorSpec]) -> Source:
         raise UserError(f"data {path} is not a readable .npz file ({exc}): save it with numpy.savez") from exc
     columns: dict[str, Column] = {}
     for spec in inputs:
-        key = spec.name
-        if key not in arrays and len(inputs) == 1 and SINGLE_INPUT_KEY in arrays:
-            key = SINGLE_INPUT_KEY
-        if key in arrays:
+        key = input_key(spec.name, len(inputs), arrays)
+        if key is not None:
             columns[spec.name] = arrays[key]
     return Source(path, "npz", columns, arrays.get(LABEL_KEY), tuple(arrays))
 

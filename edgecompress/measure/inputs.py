@@ -14,9 +14,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import UserError
+from ..specs import SINGLE_INPUT_KEY, input_key
 
-# An edgecompress data file (datasets.Split.save_npz) keeps samples under "x" and labels under "y".
-DATA_KEY = "x"
 WIDE_INT_HIGH = 100
 
 
@@ -46,15 +45,14 @@ def random_input(shape: tuple[int, ...], dtype: np.dtype, rng: np.random.Generat
 
 
 def _pick_key(name: str, n_inputs: int, keys: list[str], source: Path) -> str:
-    if name in keys:
-        return name
-    if n_inputs == 1 and DATA_KEY in keys:
-        return DATA_KEY
-    if n_inputs == 1 and len(keys) == 1:
+    key = input_key(name, n_inputs, keys)
+    if key is not None:
+        return key
+    if n_inputs == 1 and len(keys) == 1:  # a lone array can only be meant for a lone input
         return keys[0]
     raise InputsError(
         f"--inputs {source} has no array for model input {name!r} (keys: {', '.join(keys) or 'none'}): "
-        f"save one array per input under its name" + (f" or under {DATA_KEY!r}" if n_inputs == 1 else "")
+        f"save one array per input under its name" + (f" or under {SINGLE_INPUT_KEY!r}" if n_inputs == 1 else "")
     )
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..fileio import require_file
-from ..specs import TensorSpec
+from ..specs import LABEL_KEY, SINGLE_INPUT_KEY, TensorSpec, input_key
 
 
 @dataclass(frozen=True)
@@ -33,22 +33,19 @@ def load_labeled(path: str | Path, inputs: list[TensorSpec], outputs: list[Tenso
             arrays = {k: raw[k] for k in raw.files}
     except (OSError, ValueError) as exc:
         raise UserError(f"{what} data {p} is not a readable .npz file ({exc}): save it with numpy.savez") from exc
-    if "y" not in arrays:
+    if LABEL_KEY not in arrays:
         raise UserError(f"{what} data {p} has no labels `y` (keys: {', '.join(arrays) or 'none'}): add them as y=...")
     names = [spec.name for spec in inputs]
-    # One input may be stored under `x` (what datasets.Split.save_npz writes) or under its own name.
-    if len(inputs) == 1 and names[0] not in arrays and "x" in arrays:
-        xs = [arrays["x"]]
-    else:
-        missing = [n for n in names if n not in arrays]
-        if missing:
-            hint = "x" if len(inputs) == 1 else ", ".join(names)
-            raise UserError(
-                f"{what} data {p} lacks the model input {', '.join(missing)} (keys: {', '.join(arrays)}): "
-                f"store it under {hint}"
-            )
-        xs = [arrays[n] for n in names]
-    y = arrays["y"]
+    keys = [input_key(n, len(inputs), arrays) for n in names]
+    missing = [n for n, k in zip(names, keys) if k is None]
+    if missing:
+        hint = SINGLE_INPUT_KEY if len(inputs) == 1 else ", ".join(names)
+        raise UserError(
+            f"{what} data {p} lacks the model input {', '.join(missing)} (keys: {', '.join(arrays)}): "
+            f"store it under {hint}"
+        )
+    xs = [arrays[k] for k in keys]
+    y = arrays[LABEL_KEY]
     for spec, x in zip(inputs, xs):
         want = spec.sample_shape
         if x.ndim != len(want) + 1 or any(w is not None and w != d for w, d in zip(want, x.shape[1:])):
