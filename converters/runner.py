@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from ..runtime import load_interpreter
+from ..runtime import dequantize, load_interpreter, quantize
 from ..specs import TensorSpec
 
 _TENSOR_NAME = re.compile(r"^(?:serving_default_)?(?P<name>.+?)(?::\d+)?$")
@@ -102,12 +102,10 @@ def _quantize(value: np.ndarray, port: Port) -> np.ndarray:
     dtype = port.spec.np_dtype
     if not port.quantized:
         return value.astype(dtype, copy=False)
-    info = np.iinfo(dtype)
-    q = np.round(value.astype(np.float32) / port.scale + port.zero_point)
-    return np.clip(q, info.min, info.max).astype(dtype)
+    return quantize(value, port.scale, port.zero_point, dtype)
 
 
 def _dequantize(value: np.ndarray, port: Port) -> np.ndarray:
     if not port.quantized:
         return value.astype(np.float32, copy=False) if np.issubdtype(value.dtype, np.floating) else value
-    return (value.astype(np.float32) - port.zero_point) * port.scale
+    return dequantize(value, port.scale, port.zero_point)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import UserError
 from .fileio import require_file
 from .quiet import quiet_native_stderr
@@ -97,3 +99,15 @@ def _first_line(exc: BaseException) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     # The runtime's useful sentence is usually the first; Flex/custom op errors name the op there.
     return lines[0] if lines else type(exc).__name__
+
+
+def quantize(values: np.ndarray, scale: float, zero_point: int, dtype: np.dtype | str) -> np.ndarray:
+    """Real values to a quantized tensor's integers (TFLite's affine scheme), clipped to DTYPE's range."""
+    info = np.iinfo(dtype)
+    q = np.round(np.asarray(values, dtype=np.float32) / scale + zero_point)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """A quantized tensor's integers back to real values."""
+    return (np.asarray(values).astype(np.float32) - zero_point) * scale

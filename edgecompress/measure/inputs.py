@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import UserError
+from ..runtime import quantize
 from ..specs import SINGLE_INPUT_KEY, input_key
 
 WIDE_INT_HIGH = 100
@@ -74,9 +75,7 @@ def _fit_dtype(arr: np.ndarray, detail: Mapping[str, Any], key: str, source: Pat
         return arr, ""
     scale, zero_point = detail.get("quantization", (0.0, 0))
     if np.issubdtype(arr.dtype, np.floating) and np.issubdtype(dtype, np.integer) and scale > 0:
-        info = np.iinfo(dtype)
-        q = np.clip(np.round(arr / scale + zero_point), info.min, info.max).astype(dtype)
-        return q, f", quantized with scale {scale:g} and zero point {zero_point}"
+        return quantize(arr, scale, zero_point, dtype), f", quantized with scale {scale:g} and zero point {zero_point}"
     raise InputsError(
         f"--inputs {source}: array {key!r} has dtype {arr.dtype} but model input {detail['name']!r} expects "
         f"{dtype}: save it as {dtype} (x.astype('{dtype}'))"
