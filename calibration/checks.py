@@ -6,9 +6,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import UserError
-from ..specs import SINGLE_INPUT_KEY, TensorSpec
-from .sources import Source, describe_column, len_of
+from edgecompress.errors import UserError
+from edgecompress.specs import SINGLE_INPUT_KEY, TensorSpec
+from edgecompress.calibration.sources import Source, describe_column, len_of
 
 
 def check_source(source: Source, inputs: Sequence[TensorSpec]) -> None:

@@ -7,10 +7,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..specs import TensorSpec
-from .checks import check_source
-from .sources import Source, open_source, select_indices
-from .stats import InputStats, compute_stats
+from edgecompress.specs import TensorSpec
+from edgecompress.calibration.checks import check_source
+from edgecompress.calibration.sources import Source, open_source, select_indices
+from edgecompress.calibration.stats import InputStats, compute_stats
 
 
 @dataclass

@@ -13,9 +13,9 @@ from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from ..errors import MissingExtraError, UserError
-from ..fileio import require_file
-from ..specs import LABEL_KEY, TensorSpec, input_key
+from edgecompress.errors import MissingExtraError, UserError
+from edgecompress.fileio import require_file
+from edgecompress.specs import LABEL_KEY, TensorSpec, input_key
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 

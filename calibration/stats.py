@@ -6,9 +6,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..specs import TensorSpec
-from .checks import check_finite
-from .sources import Source
+from edgecompress.specs import TensorSpec
+from edgecompress.calibration.checks import check_finite
+from edgecompress.calibration.sources import Source
 
 CHUNK = 256  # samples read at once: bounded memory whatever the file size
 

@@ -1,13 +1,12 @@
 """Keras -> TFLite conversion in every quantization mode, with validation against the original.
 
-The .tflite side (runner) needs no TensorFlow; convert imports it only when called.
+TensorFlow is imported only when a conversion runs; running a .tflite lives in edgecompress.runner.
 """
-from .convert import ConversionResult, convert_model, fixed_batch_function, flex_ops, to_tflite
-from .quantize import IO_TYPES, QUANTIZE_MODES
-from .runner import TFLiteRunner
-from .validate import Validation, validate
+from edgecompress.converters.convert import ConversionResult, convert_model, fixed_batch_function, flex_ops, to_tflite
+from edgecompress.converters.quantize import IO_TYPES, QUANTIZE_MODES
+from edgecompress.converters.validate import Validation, validate
 
 __all__ = [
-    "IO_TYPES", "QUANTIZE_MODES", "ConversionResult", "TFLiteRunner", "Validation",
+    "IO_TYPES", "QUANTIZE_MODES", "ConversionResult", "Validation",
     "convert_model", "fixed_batch_function", "flex_ops", "to_tflite", "validate",
 ]

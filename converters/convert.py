@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..calibration import InputStats, SampleSet, load_samples
-from ..errors import UserError
-from ..fileio import atomic_path, check_output, gzip_size, path_size
-from ..models import LoadedModel, import_tf, load_model
-from ..quiet import quiet_native_stderr
-from ..progress import note
-from .quantize import CALIBRATED_MODES, check_options, configure
-from .validate import Validation, generated_feeds, validate
+from edgecompress.calibration import InputStats, SampleSet, load_samples
+from edgecompress.errors import UserError
+from edgecompress.fileio import atomic_path, check_output, gzip_size, path_size
+from edgecompress.models import LoadedModel, import_tf, load_model
+from edgecompress.quiet import quiet_native_stderr
+from edgecompress.progress import note
+from edgecompress.converters.quantize import CALIBRATED_MODES, check_options, configure
+from edgecompress.converters.validate import Validation, generated_feeds, validate
 
 DEFAULT_CALIBRATION_SAMPLES = 300  # TFLite's guide suggests a few hundred representative samples
 VALIDATION_SAMPLES = 100

@@ -10,9 +10,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..models import LoadedModel
-from ..specs import TensorSpec
-from .runner import TFLiteRunner
+from edgecompress.models import LoadedModel
+from edgecompress.specs import TensorSpec
+from edgecompress.runner import TFLiteRunner
 
 
 @dataclass(frozen=True)

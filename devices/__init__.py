@@ -12,10 +12,10 @@ Modules: profiles (TOML profiles), references (reference architectures, built in
 calibrate (host timings, cached per host), threads (Amdahl thread scaling), estimate (the fit of
 device ms = k x host ms^e x GMACs^(1-e), its nested leave-one-out, estimates).
 """
-from .calibrate import host_cores
-from .estimate import DeviceEstimate, device_summary, estimate_for
-from .profiles import DeviceProfile, list_profiles, load_profile
-from .references import CalibrationUnavailable
+from edgecompress.devices.calibrate import host_cores
+from edgecompress.devices.estimate import DeviceEstimate, device_summary, estimate_for
+from edgecompress.devices.profiles import DeviceProfile, list_profiles, load_profile
+from edgecompress.devices.references import CalibrationUnavailable
 
 __all__ = [
     "CalibrationUnavailable",

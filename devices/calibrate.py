@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from ..fileio import write_text_atomic
-from ..measure import MeasureOptions, measure
-from ..progress import bar, note
-from ..runtime import runtime_info
-from . import references
-from .profiles import DeviceProfile, ReferenceLatency, measured_profiles, precision_pairs
+from edgecompress.fileio import write_text_atomic
+from edgecompress.measure import MeasureOptions, measure
+from edgecompress.progress import bar, note
+from edgecompress.runtime import runtime_info
+from edgecompress.devices import references
+from edgecompress.devices.profiles import DeviceProfile, ReferenceLatency, measured_profiles, precision_pairs
 
 # Fewer timed runs than benchmark_model's 50: the big Inception models would otherwise take a minute each.
 # The host side of a factor is the FASTEST timed run, not the median: it is the run least disturbed by other

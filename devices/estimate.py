@@ -27,11 +27,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ..errors import UserError
-from .calibrate import HostTimings, ensure_timings
-from .profiles import DeviceProfile, ReferenceLatency, measured_profiles
-from .references import REFERENCE_MODELS
-from .threads import ThreadScaling, thread_scaling
+from edgecompress.errors import UserError
+from edgecompress.devices.calibrate import HostTimings, ensure_timings
+from edgecompress.devices.profiles import DeviceProfile, ReferenceLatency, measured_profiles
+from edgecompress.devices.references import REFERENCE_MODELS
+from edgecompress.devices.threads import ThreadScaling, thread_scaling
 
 OTHER = {"float": "int8", "int8": "float"}
 EXPONENTS = tuple(round(0.40 + 0.05 * i, 2) for i in range(13))  # 0.40 .. 1.00

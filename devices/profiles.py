@@ -13,8 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from .references import PRECISIONS, check_model_name
+from edgecompress.errors import UserError
+from edgecompress.devices.references import PRECISIONS, check_model_name
 
 PROFILE_SUFFIX = ".toml"
 

@@ -9,8 +9,8 @@ import sys
 import time
 from typing import Any, Callable
 
-from ..errors import UserError
-from .references import PRECISIONS, REFERENCE_MODELS, check_model_name, reference_path
+from edgecompress.errors import UserError
+from edgecompress.devices.references import PRECISIONS, REFERENCE_MODELS, check_model_name, reference_path
 
 
 def _conv_bn(keras: Any, x: Any, filters: int, kernel: tuple[int, int], strides: int = 1, padding: str = "same") -> Any:
@@ -123,8 +123,8 @@ def _convert(tf: Any, model: Any, size: int, precision: str) -> bytes:
 
 
 def _build_in_child(specs: list[str]) -> None:
-    from ..fileio import write_bytes_atomic
-    from ..models import import_tf, import_tf_keras
+    from edgecompress.fileio import write_bytes_atomic
+    from edgecompress.models import import_tf, import_tf_keras
 
     keras = import_tf_keras("building the calibration references")
     tf = import_tf()

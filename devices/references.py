@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from ..errors import UserError
-from ..progress import bar
+from edgecompress.errors import UserError
+from edgecompress.progress import bar
 
 PRECISIONS = ("float", "int8")
 

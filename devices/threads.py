@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from .calibrate import HostTimings
-from .profiles import DeviceProfile
+from edgecompress.devices.calibrate import HostTimings
+from edgecompress.devices.profiles import DeviceProfile
 
 
 @dataclass(frozen=True)

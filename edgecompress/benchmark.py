@@ -12,15 +12,15 @@ import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .devices.calibrate import host_cores
-from .devices.estimate import device_summary, estimate_for
-from .devices.profiles import DeviceProfile, load_profile
-from .errors import UserError
-from .inspect import total_macs
-from .measure import Measurement, MeasureOptions, measure
-from .measure.harness import check_model
-from .progress import note
-from .tflite_reader import TFLiteModel, is_integer_model
+from edgecompress.devices.calibrate import host_cores
+from edgecompress.devices.estimate import device_summary, estimate_for
+from edgecompress.devices.profiles import DeviceProfile, load_profile
+from edgecompress.errors import UserError
+from edgecompress.inspect import total_macs
+from edgecompress.measure import Measurement, MeasureOptions, measure
+from edgecompress.measure.harness import check_model
+from edgecompress.progress import note
+from edgecompress.tflite_reader import TFLiteModel, is_integer_model
 
 
 @dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_path
+from edgecompress.fileio import atomic_path
 
 NUM_CLASSES = 10
 

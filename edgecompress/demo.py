@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .datasets import Split, load_digits
-from .errors import UserError
-from .fileio import write_bytes_atomic
-from .pipeline.run import RunResult, run_recipe
-from .progress import note
+from edgecompress.datasets import Split, load_digits
+from edgecompress.errors import UserError
+from edgecompress.fileio import write_bytes_atomic
+from edgecompress.pipeline.run import RunResult, run_recipe
+from edgecompress.progress import note
 
 RECIPE = "recipe.toml"
 RUN_DIR = "run"
@@ -45,7 +45,7 @@ def demo_files(out: Path) -> list[Path]:
 
 def prepare_demo(out_dir: str | Path, force: bool = False, epochs: int = 20, seed: int = 0) -> Path:
     """Train the baseline and write the demo's model, student, data and recipe; returns the recipe's path."""
-    from .examples import build_digits_cnn, train_digits_cnn
+    from edgecompress.examples import build_digits_cnn, train_digits_cnn
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -69,7 +69,7 @@ def prepare_demo(out_dir: str | Path, force: bool = False, epochs: int = 20, see
 
 
 def _save_keras(model: object, path: Path) -> None:
-    from .fileio import atomic_path
+    from edgecompress.fileio import atomic_path
 
     with atomic_path(path) as tmp:
         model.save(tmp)  # type: ignore[attr-defined]

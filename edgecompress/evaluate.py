@@ -1,6 +1,6 @@
 """Accuracy of a .tflite or Keras model on labelled data: top-1 for integer labels, MAE for float ones.
 
-The .tflite path touches only numpy and edgecompress.runtime (through converters.runner), so it runs on a
+The .tflite path touches only numpy and edgecompress.runtime (through edgecompress.runner), so it runs on a
 Raspberry Pi without TensorFlow; only a Keras model pulls TensorFlow in, through edgecompress.models.
 """
 from __future__ import annotations
@@ -11,11 +11,11 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .calibration.checks import check_labels, check_source
-from .calibration.sources import Source, open_source
-from .errors import UserError
-from .runtime import TFLITE_IDENTIFIER
-from .specs import TensorSpec
+from edgecompress.calibration.checks import check_labels, check_source
+from edgecompress.calibration.sources import Source, open_source
+from edgecompress.errors import UserError
+from edgecompress.runtime import TFLITE_IDENTIFIER
+from edgecompress.specs import TensorSpec
 
 KERAS_BATCH = 256
 
@@ -55,7 +55,7 @@ def _looks_like_tflite(path: Path) -> bool:
 
 
 def _tflite(path: Path) -> tuple[list[TensorSpec], Callable[[Source], Iterator[np.ndarray]], str]:
-    from .converters.runner import TFLiteRunner
+    from edgecompress.runner import TFLiteRunner
 
     runner = TFLiteRunner(path)
     inputs = _float_inputs(runner.inputs)
@@ -73,7 +73,7 @@ def _float_inputs(inputs: list[TensorSpec]) -> list[TensorSpec]:
 
 
 def _keras(path: Path, unsafe: bool) -> tuple[list[TensorSpec], Callable[[Source], Iterator[np.ndarray]], str]:
-    from .models import import_tf, load_model
+    from edgecompress.models import import_tf, load_model
 
     loaded = load_model(path, unsafe=unsafe)
     tf = import_tf()

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from .datasets import NUM_CLASSES, Digits, load_digits
-from .models import import_tf_keras
+from edgecompress.datasets import NUM_CLASSES, Digits, load_digits
+from edgecompress.models import import_tf_keras
 
 
 def build_digits_cnn(seed: int = 0, width: int = 16, dense: int = 128) -> Any:

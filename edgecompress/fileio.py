@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from .errors import UserError
+from edgecompress.errors import UserError
 
 
 def check_output(path: str | os.PathLike, force: bool) -> Path:

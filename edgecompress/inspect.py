@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import gzip_size
-from .runtime import check_tflite_file
-from .tflite_reader import (
+from edgecompress.fileio import gzip_size
+from edgecompress.runtime import check_tflite_file
+from edgecompress.tflite_reader import (
     COMPUTE_OPS,
     Operator,
     Subgraph,

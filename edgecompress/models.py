@@ -19,10 +19,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .errors import MissingExtraError, UserError
-from .fileio import require_file
-from .quiet import quiet_native_stderr
-from .specs import TensorSpec
+from edgecompress.errors import MissingExtraError, UserError
+from edgecompress.fileio import require_file
+from edgecompress.quiet import quiet_native_stderr
+from edgecompress.specs import TensorSpec
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 

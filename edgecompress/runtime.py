@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserError
-from .fileio import require_file
-from .quiet import quiet_native_stderr
+from edgecompress.errors import UserError
+from edgecompress.fileio import require_file
+from edgecompress.quiet import quiet_native_stderr
 
 TFLITE_IDENTIFIER = b"TFL3"
 

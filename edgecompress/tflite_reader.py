@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserError
-from .runtime import check_tflite_file
+from edgecompress.errors import UserError
+from edgecompress.runtime import check_tflite_file
 
 # Ops that do the bulk of a network's arithmetic (multiply-accumulates); the dtype of their outputs tells a
 # float model from an integer one, and inspect estimates their MACs from the weight shapes.

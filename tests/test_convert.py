@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from edgecompress.cli.main import main
-from edgecompress.converters import TFLiteRunner, convert_model
+from edgecompress.converters import convert_model
+from edgecompress.runner import TFLiteRunner
 from edgecompress.evaluate import evaluate
 from edgecompress.models import import_tf, import_tf_keras, load_model
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from ..tables import fmt, key_values, table, to_json
-from .options import json_option
+from edgecompress.tables import fmt, key_values, table, to_json
+from edgecompress.cli.options import json_option
 
 # benchmark_model's defaults (edgecompress.measure.phases), repeated here so --help needs no import.
 DEFAULT_RUNS = 50
@@ -134,10 +134,10 @@ def benchmark_command(
     Each phase runs while run < N or elapsed < min seconds. Each model runs in its own process, so a model
     that crashes the runtime becomes an error row. Exit code 1 when any model failed to run.
     """
-    from ..benchmark import benchmark
-    from ..errors import UserError
-    from ..measure import MeasureOptions
-    from ..progress import note
+    from edgecompress.benchmark import benchmark
+    from edgecompress.errors import UserError
+    from edgecompress.measure import MeasureOptions
+    from edgecompress.progress import note
 
     if threads is not None and device is not None:
         raise UserError("--threads and --device conflict: the device profile sets the thread count; drop one")

@@ -5,11 +5,11 @@ from typing import Any
 
 import click
 
-from ..calibration.sources import IMAGE_SCALES
-from ..converters.convert import DEFAULT_CALIBRATION_SAMPLES, VALIDATION_SAMPLES
-from ..converters.quantize import IO_TYPES, QUANTIZE_MODES
-from ..tables import fmt, key_values, table
-from .options import emit, force_option, json_option, unsafe_option
+from edgecompress.calibration.sources import IMAGE_SCALES
+from edgecompress.converters.convert import DEFAULT_CALIBRATION_SAMPLES, VALIDATION_SAMPLES
+from edgecompress.converters.quantize import IO_TYPES, QUANTIZE_MODES
+from edgecompress.tables import fmt, key_values, table
+from edgecompress.cli.options import emit, force_option, json_option, unsafe_option
 
 QUANTIZE_HELP = (
     "none: float32; dynamic: int8 weights, float activations; float16: half-size weights; "
@@ -45,7 +45,7 @@ def convert_command(model: str, output: str, quantize: str, calibration: str | N
                     force: bool, unsafe: bool, as_json: bool) -> None:
     """Convert a Keras MODEL (.keras, .h5 or SavedModel folder) to a .tflite with a fixed batch of 1,
     then check it against the original on validation samples."""
-    from ..converters import convert_model
+    from edgecompress.converters import convert_model
 
     result = convert_model(
         model, output, quantize=quantize, calibration=calibration, num_samples=num_samples, io_type=io_type,
@@ -91,7 +91,7 @@ def render_conversion(result: Any) -> str:
 @json_option
 def evaluate_command(model: str, data: str, unsafe: bool, as_json: bool) -> None:
     """Run a .tflite or Keras MODEL over labelled DATA: top-1 accuracy or mean absolute error."""
-    from ..evaluate import evaluate
+    from edgecompress.evaluate import evaluate
 
     result = evaluate(model, data, unsafe=unsafe)
     emit(result.summary() if as_json else result, as_json, render_evaluation)

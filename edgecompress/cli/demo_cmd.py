@@ -5,8 +5,8 @@ from typing import Any
 
 import click
 
-from .options import emit, force_option, json_option
-from .run_cmd import render_run
+from edgecompress.cli.options import emit, force_option, json_option
+from edgecompress.cli.run_cmd import render_run
 
 
 @click.command("demo")
@@ -23,7 +23,7 @@ def demo_command(output_dir: str, epochs: int, jobs: int, force: bool, as_json: 
     dynamic, float16 and int8 quantization, pruning, QAT, clustering, their combination, distillation and
     low-rank factorization, scored on held-out digits, benchmarked here and estimated on a Raspberry Pi 4
     and an Android phone. Writes report.md with plots in OUTPUT_DIR/run."""
-    from ..demo import run_demo
+    from edgecompress.demo import run_demo
 
     result = run_demo(output_dir, force=force, epochs=epochs, jobs=jobs)
     emit(_as_dict(result) if as_json else result, as_json, render_demo)

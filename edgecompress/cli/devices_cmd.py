@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from .options import emit, json_option
+from edgecompress.cli.options import emit, json_option
 
 
 @click.group("devices")
@@ -28,8 +28,8 @@ def _published(profile: Any) -> str:
 @json_option
 def list_cmd(as_json: bool) -> None:
     """List the shipped device profiles."""
-    from ..devices.profiles import list_profiles, load_profile
-    from ..tables import table
+    from edgecompress.devices.profiles import list_profiles, load_profile
+    from edgecompress.tables import table
 
     profiles = [load_profile(name) for name in list_profiles()]
 
@@ -46,8 +46,8 @@ def list_cmd(as_json: bool) -> None:
 
 
 def _calibration_rows(profile: Any, timings: Any) -> list[list[Any]]:
-    from ..devices.estimate import choose_exponent, fit_factor, leave_one_out, share_within
-    from ..devices.profiles import measured_profiles
+    from edgecompress.devices.estimate import choose_exponent, fit_factor, leave_one_out, share_within
+    from edgecompress.devices.profiles import measured_profiles
 
     pairs = measured_profiles()
     loo = leave_one_out(profile, timings, pairs)
@@ -69,9 +69,9 @@ def _calibration_rows(profile: Any, timings: Any) -> list[list[Any]]:
 @json_option
 def show_cmd(device: str, as_json: bool) -> None:
     """Show one profile: a shipped NAME or the PATH of your own .toml profile."""
-    from ..devices.calibrate import load_timings
-    from ..devices.profiles import load_profile
-    from ..tables import key_values, table
+    from edgecompress.devices.calibrate import load_timings
+    from edgecompress.devices.profiles import load_profile
+    from edgecompress.tables import key_values, table
 
     profile = load_profile(device)
     timings = load_timings()
@@ -124,10 +124,10 @@ def show_cmd(device: str, as_json: bool) -> None:
 @json_option
 def calibrate_cmd(device: str | None, models: tuple[str, ...], skip_large: bool, rounds: int, as_json: bool) -> None:
     """(Re)measure the reference models on this host: the host side of the device estimates."""
-    from ..devices.calibrate import calibrate
-    from ..devices.estimate import leave_one_out, share_within
-    from ..devices.profiles import list_profiles, load_profile, measured_profiles
-    from ..tables import table
+    from edgecompress.devices.calibrate import calibrate
+    from edgecompress.devices.estimate import leave_one_out, share_within
+    from edgecompress.devices.profiles import list_profiles, load_profile, measured_profiles
+    from edgecompress.tables import table
 
     profiles = [load_profile(device)] if device else [load_profile(n) for n in list_profiles()]
     run = calibrate(profiles, set(models) or None, force=True, large=not skip_large, rounds=rounds)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .options import emit, json_option
+from edgecompress.cli.options import emit, json_option
 
 
 def _io_rows(specs: list) -> list[list]:
@@ -25,7 +25,7 @@ def _short(name: str, width: int = 48) -> str:
 
 
 def render(report) -> str:
-    from ..tables import key_values, table
+    from edgecompress.tables import key_values, table
 
     io_headers = ["name", "shape", "dtype", "scale", "zero point"]
     sections = [
@@ -78,7 +78,7 @@ def inspect_command(model: Path, as_json: bool) -> None:
 
     Flex (SELECT_TF_OPS) and custom operators are flagged: stock runtimes cannot run them.
     """
-    from ..inspect import inspect_model
+    from edgecompress.inspect import inspect_model
 
     emit(inspect_model(model), as_json, render)
 

@@ -9,8 +9,8 @@ import sys
 
 import click
 
-from .. import __version__
-from ..errors import UserError
+from edgecompress import __version__
+from edgecompress.errors import UserError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,7 +24,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def _register() -> None:
     # Each command lives in its own module; importing them must stay cheap (no TensorFlow).
-    from . import benchmark_cmd, convert_cmd, demo_cmd, devices_cmd, inspect_cmd, optimize_cmd, run_cmd
+    from edgecompress.cli import benchmark_cmd, convert_cmd, demo_cmd, devices_cmd, inspect_cmd, optimize_cmd, run_cmd
 
     for module in (benchmark_cmd, convert_cmd, demo_cmd, devices_cmd, inspect_cmd, optimize_cmd, run_cmd):
         for command in module.COMMANDS:

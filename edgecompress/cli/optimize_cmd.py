@@ -6,9 +6,9 @@ from typing import Any
 
 import click
 
-from ..errors import UserError
-from ..tables import table
-from .options import emit, force_option, json_option, unsafe_option
+from edgecompress.errors import UserError
+from edgecompress.tables import table
+from edgecompress.cli.options import emit, force_option, json_option, unsafe_option
 
 
 def _render(result: Any) -> str:
@@ -75,7 +75,7 @@ def optimize_cmd(
     epochs: int, batch_size: int, learning_rate: float, seed: int, force: bool, unsafe: bool, as_json: bool,
 ) -> None:
     """Make MODEL smaller before conversion; techniques run in the order low-rank -> prune -> cluster -> QAT."""
-    from ..optimize import QAT, Cluster, DistillationConfig, LowRank, Prune, TrainSettings, optimize, parse_pattern
+    from edgecompress.optimize import QAT, Cluster, DistillationConfig, LowRank, Prune, TrainSettings, optimize, parse_pattern
 
     techniques: list[Any] = []
     if energy is not None:

@@ -5,7 +5,7 @@ from typing import Any, Callable
 
 import click
 
-from ..tables import to_json
+from edgecompress.tables import to_json
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 force_option = click.option("--force", is_flag=True, help="Overwrite the output if it exists.")

@@ -5,13 +5,13 @@ from typing import Any
 
 import click
 
-from .options import emit, json_option
+from edgecompress.cli.options import emit, json_option
 
 
 def render_run(result: Any) -> str:
     """The variant table, each target's choice with its reason, and where the report is."""
-    from ..pipeline.report import table_headers, table_rows
-    from ..tables import table
+    from edgecompress.pipeline.report import table_headers, table_rows
+    from edgecompress.tables import table
 
     lines = [table(table_headers(result.targets), table_rows(result.records, result.targets),
                    title=f"{len(result.records)} variants of {result.recipe.name}"), ""]
@@ -37,7 +37,7 @@ def render_run(result: Any) -> str:
 @json_option
 def run_command(recipe: str, run_dir: str | None, jobs: int, worker_memory_mb: int | None, as_json: bool) -> None:
     """Optimize, convert, evaluate and benchmark every variant of RECIPE (TOML); report the best per device."""
-    from ..pipeline.run import run_recipe
+    from edgecompress.pipeline.run import run_recipe
 
     result = run_recipe(recipe, run_dir, jobs=jobs, worker_memory_mb=worker_memory_mb)
     emit(result.to_dict() if as_json else result, as_json, render_run)

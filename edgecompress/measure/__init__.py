@@ -2,7 +2,7 @@
 
 Runtime side only: nothing here imports TensorFlow.
 """
-from .harness import Measurement, MeasureOptions, measure
-from .stats import LatencyStats, latency_stats
+from edgecompress.measure.harness import Measurement, MeasureOptions, measure
+from edgecompress.measure.stats import LatencyStats, latency_stats
 
 __all__ = ["Measurement", "MeasureOptions", "measure", "LatencyStats", "latency_stats"]

@@ -39,11 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import UserError
-from ..runtime import load_interpreter, runtime_info
-from . import phases
-from .inputs import InputsError, model_inputs
-from .stats import latency_stats
+from edgecompress.errors import UserError
+from edgecompress.runtime import load_interpreter, runtime_info
+from edgecompress.measure import phases
+from edgecompress.measure.inputs import InputsError, model_inputs
+from edgecompress.measure.stats import latency_stats
 
 TEST_SIGNAL_ENV = "EDGECOMPRESS_TEST_CHILD_SIGNAL"
 MB = 1024 * 1024

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from ..fileio import gzip_size, require_file
-from ..tflite_reader import TFLiteModel, read_model, unsupported_ops
-from . import phases
-from .child import ChildRequest
-from .inputs import InputUsed, npz_inputs
-from .stats import LatencyStats
+from edgecompress.errors import UserError
+from edgecompress.fileio import gzip_size, require_file
+from edgecompress.tflite_reader import TFLiteModel, read_model, unsupported_ops
+from edgecompress.measure import phases
+from edgecompress.measure.child import ChildRequest
+from edgecompress.measure.inputs import InputUsed, npz_inputs
+from edgecompress.measure.stats import LatencyStats
 
 CHILD_MODULE = "edgecompress.measure.child"
 # numpy's OpenBLAS reserves buffers per core at import; one thread keeps the child's baseline small

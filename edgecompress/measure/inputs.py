@@ -13,9 +13,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import UserError
-from ..runtime import quantize
-from ..specs import SINGLE_INPUT_KEY, input_key
+from edgecompress.errors import UserError
+from edgecompress.runtime import quantize
+from edgecompress.specs import SINGLE_INPUT_KEY, input_key
 
 WIDE_INT_HIGH = 100
 

@@ -11,8 +11,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..errors import UserError
-from .layers import SkippedLayer
+from edgecompress.errors import UserError
+from edgecompress.optimize.layers import SkippedLayer
 
 
 @dataclass
@@ -41,7 +41,6 @@ class Applied:
 class Technique(ABC):
     name: ClassVar[str]
     order: ClassVar[int]
-    fine_tune: ClassVar[bool] = True
 
     @abstractmethod
     def validate(self) -> None:

@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import UserError
-from .base import Applied, Context, Technique, register
-from .layers import cluster_judge, import_tfmot, plan, wrap_layers
+from edgecompress.errors import UserError
+from edgecompress.optimize.base import Applied, Context, Technique, register
+from edgecompress.optimize.layers import cluster_judge, import_tfmot, plan, wrap_layers
 
 
 @register

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
-from ..fileio import require_file
-from ..specs import LABEL_KEY, SINGLE_INPUT_KEY, TensorSpec, input_key
+from edgecompress.errors import UserError
+from edgecompress.fileio import require_file
+from edgecompress.specs import LABEL_KEY, SINGLE_INPUT_KEY, TensorSpec, input_key
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UserError
-from ..models import import_tf, import_tf_keras, load_model
-from .rebuild import as_tf_keras
+from edgecompress.errors import UserError
+from edgecompress.models import import_tf, import_tf_keras, load_model
+from edgecompress.optimize.rebuild import as_tf_keras
 
 
 @dataclass(frozen=True)

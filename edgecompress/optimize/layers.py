@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..errors import MissingExtraError, UserError
-from ..models import import_tf_keras
+from edgecompress.errors import MissingExtraError, UserError
+from edgecompress.models import import_tf_keras
 
 
 @dataclass(frozen=True)

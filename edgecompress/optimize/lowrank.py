@@ -15,10 +15,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import UserError
-from ..models import import_tf_keras
-from .base import Applied, Context, Technique, register
-from .layers import SkippedLayer
+from edgecompress.errors import UserError
+from edgecompress.models import import_tf_keras
+from edgecompress.optimize.base import Applied, Context, Technique, register
+from edgecompress.optimize.layers import SkippedLayer
 
 TECHNIQUE = "low-rank"
 

@@ -5,9 +5,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import UserError
-from .base import Applied, Context, Technique, register
-from .layers import import_tfmot, plan, prune_judge, wrap_layers
+from edgecompress.errors import UserError
+from edgecompress.optimize.base import Applied, Context, Technique, register
+from edgecompress.optimize.layers import import_tfmot, plan, prune_judge, wrap_layers
 
 # M:N patterns (M zeros in every N consecutive weights) TF-MOT's mask generator handles; 2:4 is the one
 # hardware and TFLite's sparse kernels target, 1:2 and 4:8 keep the same 50% density.

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import Applied, Context, Technique, register
-from .layers import import_tfmot, plan, qat_judge, wrap_layers
+from edgecompress.optimize.base import Applied, Context, Technique, register
+from edgecompress.optimize.layers import import_tfmot, plan, qat_judge, wrap_layers
 
 
 def scheme(techniques: frozenset[str]) -> Any:

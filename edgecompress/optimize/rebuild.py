@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UserError
-from ..models import import_tf_keras
+from edgecompress.errors import UserError
+from edgecompress.models import import_tf_keras
 
 # Base-layer keyword arguments every tf-keras layer accepts besides its own.
 _BASE_KWARGS = {"name", "trainable", "dtype", "input_shape", "batch_input_shape", "batch_size", "input_dim"}

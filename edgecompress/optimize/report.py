@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from ..fileio import gzip_size
-from .data import Labeled
-from .layers import SkippedLayer, import_tfmot
+from edgecompress.fileio import gzip_size
+from edgecompress.optimize.data import Labeled
+from edgecompress.optimize.layers import SkippedLayer, import_tfmot
 
 
 @dataclass(frozen=True)

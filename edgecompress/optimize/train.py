@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UserError
-from ..models import import_tf_keras
-from ..progress import bar, note
-from .data import Labeled
-from .distill import DistillationConfig, build_distiller
+from edgecompress.errors import UserError
+from edgecompress.models import import_tf_keras
+from edgecompress.progress import bar, note
+from edgecompress.optimize.data import Labeled
+from edgecompress.optimize.distill import DistillationConfig, build_distiller
 
 
 @dataclass(frozen=True)

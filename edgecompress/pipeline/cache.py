@@ -19,9 +19,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
-from .. import __version__
-from ..errors import UserError
-from ..fileio import write_text_atomic
+from edgecompress import __version__
+from edgecompress.errors import UserError
+from edgecompress.fileio import write_text_atomic
 
 MARKER = "run.json"  # identifies an edgecompress run folder; never overwrite anything else
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Generic, Iterator, Protocol, Sequence, TypeVar
 
-from ..errors import UserError
+from edgecompress.errors import UserError
 
 T = TypeVar("T")
 R = TypeVar("R")

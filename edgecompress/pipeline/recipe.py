@@ -20,19 +20,15 @@ from the recipe's folder. Format (all sections but `model`, `data` and the varia
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import UserError
-from ..optimize.prune import SUPPORTED_PATTERNS
-from .grid import IO_TYPES, QUANTIZE_MODES, SETTING_FIELDS, Variant, VariantSettings, dedupe, expand_grid, normalized
+from edgecompress.errors import UserError
+from edgecompress.optimize.prune import SUPPORTED_PATTERNS
+from edgecompress.pipeline.grid import IO_TYPES, QUANTIZE_MODES, SETTING_FIELDS, Variant, VariantSettings, dedupe, expand_grid, normalized
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+import tomllib
 
 OBJECTIVES = ("smallest", "fastest", "most_accurate")
 PRUNE_PATTERNS = tuple(f"{m}:{n}" for m, n in SUPPORTED_PATTERNS)
@@ -279,7 +275,7 @@ def load_recipe(path: str | Path, known_devices: Callable[[], list[str]] | None 
 
 
 def _profile_names() -> list[str]:
-    from ..devices import list_profiles
+    from edgecompress.devices import list_profiles
 
     return list_profiles()
 

@@ -9,10 +9,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..fileio import atomic_path, write_text_atomic
-from ..tables import fmt
-from .record import VariantRecord
-from .select import Selection, pareto_front
+from edgecompress.fileio import atomic_path, write_text_atomic
+from edgecompress.tables import fmt
+from edgecompress.pipeline.record import VariantRecord
+from edgecompress.pipeline.select import Selection, pareto_front
 
 PLOTS = "plots"
 

@@ -14,16 +14,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import UserError
-from ..progress import bar, note
-from .cache import RunDir, VariantDir, file_digest, make_key, read_json, write_json
-from .executor import Executor, LocalExecutor
-from .grid import Variant
-from .recipe import Recipe, load_recipe
-from .record import DeviceResult, VariantRecord
-from .report import Report, write_report
-from .select import Selection, select
-from .stages import BaselineTask, BuildTask, build_stages, measure, measure_stages, run_task
+from edgecompress.errors import UserError
+from edgecompress.progress import bar, note
+from edgecompress.pipeline.cache import RunDir, VariantDir, file_digest, make_key, read_json, write_json
+from edgecompress.pipeline.executor import Executor, LocalExecutor
+from edgecompress.pipeline.grid import Variant
+from edgecompress.pipeline.recipe import Recipe, load_recipe
+from edgecompress.pipeline.record import DeviceResult, VariantRecord
+from edgecompress.pipeline.report import Report, write_report
+from edgecompress.pipeline.select import Selection, select
+from edgecompress.pipeline.stages import BaselineTask, BuildTask, build_stages, measure, measure_stages, run_task
 
 
 @dataclass
@@ -189,8 +189,8 @@ def _training_cost(variant: Variant, recipe: Recipe) -> int:
 
 def _calibrate_devices(devices: tuple[str, ...], notes: list[str]) -> None:
     """Make sure each device's estimate is calibrated on this host before the bar starts (its own progress)."""
-    from ..devices import CalibrationUnavailable, load_profile
-    from ..devices.calibrate import ensure_timings
+    from edgecompress.devices import CalibrationUnavailable, load_profile
+    from edgecompress.devices.calibrate import ensure_timings
 
     for name in devices:
         try:

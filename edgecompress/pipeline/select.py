@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from .record import VariantRecord
-from .recipe import Constraints
+from edgecompress.pipeline.record import VariantRecord
+from edgecompress.pipeline.recipe import Constraints
 
 OBJECTIVE_TEXT = {
     "smallest": "the smallest gzip size",

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .cache import VariantDir, read_json, write_json
-from .grid import Variant
-from .recipe import BenchmarkSettings, DataFiles, Training
+from edgecompress.pipeline.cache import VariantDir, read_json, write_json
+from edgecompress.pipeline.grid import Variant
+from edgecompress.pipeline.recipe import BenchmarkSettings, DataFiles, Training
 
 BUILD_STAGES = ("optimize", "convert", "evaluate")
 LOG_NAME = "log.txt"
@@ -66,7 +66,7 @@ def run_task(task: BaselineTask | BuildTask, emit: Callable[[str], None]) -> dic
 
 
 def baseline(task: BaselineTask, emit: Callable[[str], None]) -> dict[str, Any]:
-    from ..evaluate import evaluate
+    from edgecompress.evaluate import evaluate
 
     emit("evaluate")
     start = time.perf_counter()
@@ -106,7 +106,7 @@ def _stage(marker: Path, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 
 def _optimize(task: BuildTask) -> dict[str, Any]:
-    from ..optimize import QAT, Cluster, LowRank, Prune, TrainSettings, optimize, parse_pattern
+    from edgecompress.optimize import QAT, Cluster, LowRank, Prune, TrainSettings, optimize, parse_pattern
 
     s = task.variant.settings
     techniques: list[Any] = []
@@ -128,7 +128,7 @@ def _optimize(task: BuildTask) -> dict[str, Any]:
     output = task.dir.path / f"{task.variant.name}{'.h5' if s.qat else '.keras'}"
     model, distill = task.model, None
     if s.distill_student is not None:  # the recipe's model teaches the (smaller) student
-        from ..optimize.distill import DistillationConfig
+        from edgecompress.optimize.distill import DistillationConfig
 
         given = {"temperature": s.temperature, "alpha": s.alpha}
         distill = DistillationConfig(task.model, **{k: v for k, v in given.items() if v is not None})
@@ -147,7 +147,7 @@ def _optimize(task: BuildTask) -> dict[str, Any]:
 
 
 def _convert(task: BuildTask, source: Path) -> dict[str, Any]:
-    from ..converters import convert_model
+    from edgecompress.converters import convert_model
 
     s = task.variant.settings
     result = convert_model(
@@ -169,7 +169,7 @@ def _convert(task: BuildTask, source: Path) -> dict[str, Any]:
 
 
 def _evaluate(task: BuildTask) -> dict[str, Any]:
-    from ..evaluate import evaluate
+    from edgecompress.evaluate import evaluate
 
     return evaluate(task.dir.tflite, task.data.eval).summary()
 
@@ -211,8 +211,8 @@ def measure_stages(devices: tuple[str, ...]) -> tuple[str, ...]:
 def measure(tflite: Path, settings: BenchmarkSettings, devices: tuple[str, ...],
             on_stage: Callable[[str], None]) -> dict[str, Any]:
     """Host latency and, per device, the emulated run and its estimated latency (runtime side only)."""
-    from ..benchmark import benchmark
-    from ..measure import MeasureOptions
+    from edgecompress.benchmark import benchmark
+    from edgecompress.measure import MeasureOptions
 
     options = MeasureOptions(
         threads=settings.threads, runs=settings.runs, warmup=settings.warmup,

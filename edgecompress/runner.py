@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UserError
-from ..runtime import dequantize, load_interpreter, quantize
-from ..specs import TensorSpec
+from edgecompress.errors import UserError
+from edgecompress.runtime import dequantize, load_interpreter, quantize
+from edgecompress.specs import TensorSpec
 
 _TENSOR_NAME = re.compile(r"^(?:serving_default_)?(?P<name>.+?)(?::\d+)?$")
 

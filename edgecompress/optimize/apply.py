@@ -1,0 +1,135 @@
+"""`optimize()`: apply the chosen techniques in their sound order (low-rank -> prune -> cluster -> QAT),
+fine-tuning after each (with the teacher's soft targets when distilling), and save the result stripped of
+training wrappers; with QAT the quantize wrappers stay, as the int8 converter needs them.
+The source model is never changed: every technique works on an independent copy.
+"""
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+from edgecompress.errors import UserError
+from edgecompress.fileio import atomic_path, check_output
+from edgecompress.models import LoadedModel, keras_model, load_model
+from edgecompress.progress import note
+from edgecompress.optimize.base import Context, Technique, ordered
+from edgecompress.optimize.data import Labeled, load_labeled
+from edgecompress.optimize.distill import DistillationConfig, load_teacher
+from edgecompress.optimize.layers import SkippedLayer, freeze, import_tfmot, independent_copy, unfreeze
+from edgecompress.optimize.rebuild import as_tf_keras
+from edgecompress.optimize.report import ModelStats, OptimizeResult, stats
+from edgecompress.optimize.train import Objective, TrainSettings, classification, fine_tune
+
+
+def save_model(model: Any, path: Path, quantized: bool) -> None:
+    """Save atomically; QAT models need TF-MOT's scope for their quantize wrappers."""
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*HDF5 file.*legacy")  # .h5 is chosen on purpose for QAT
+        with import_tfmot().quantization.keras.quantize_scope() if quantized else contextlib.nullcontext():
+            model.save(tmp)
+
+
+def _source(model: str | Path | Any, unsafe: bool) -> tuple[LoadedModel, Path | None]:
+    if isinstance(model, (str, Path)):
+        loaded = load_model(model, unsafe=unsafe)
+        if not loaded.is_keras:
+            raise UserError(f"{model} is a SavedModel: optimize needs the Keras model (.keras or .h5)")
+        return loaded, Path(model)
+    return keras_model(model), None
+
+
+def optimize(
+    model: str | Path | Any,
+    output: str | Path,
+    train: str | Path,
+    techniques: list[Technique],
+    val: str | Path | None = None,
+    settings: TrainSettings = TrainSettings(),
+    distill: DistillationConfig | None = None,
+    force: bool = False,
+    unsafe: bool = False,
+) -> OptimizeResult:
+    """Compress MODEL (a .keras/.h5 path or an in-memory tf-keras model) into OUTPUT.
+
+    TRAIN and VAL are .npz files with the model's inputs (`x` for a single input) and labels `y`.
+    With DISTILL, every fine-tuning uses the teacher's soft targets; alone, it trains MODEL as a student.
+    """
+    if not techniques and distill is None:
+        raise UserError(
+            "no technique chosen: pass at least one of "
+            "--prune, --prune-pattern, --cluster, --qat, --low-rank, --distill-from"
+        )
+    names = [t.name for t in techniques]
+    if len(set(names)) != len(names):
+        raise UserError(f"a technique is given twice ({', '.join(names)}): give each once")
+    for technique in techniques:
+        technique.validate()
+    settings.validate()
+    out = check_output(output, force)
+    if out.suffix.lower() not in (".keras", ".h5"):
+        raise UserError(f"output {out} must end in .keras or .h5")
+    if "qat" in names and out.suffix.lower() != ".h5":
+        # TF-MOT 0.8.1's QuantizeLayer builds twice when a .keras file loads and then refuses its weights.
+        raise UserError(
+            "with QAT the output must be a .h5 file (TF-MOT's quantize wrappers do not load back from .keras): "
+            f"use {out.with_suffix('.h5')}"
+        )
+
+    loaded, source_path = _source(model, unsafe)
+    source = as_tf_keras(loaded.model) if loaded.flavour == "keras3" else loaded.model
+    train_data = load_labeled(train, loaded.inputs, loaded.outputs, "training")
+    val_data = load_labeled(val, loaded.inputs, loaded.outputs, "validation") if val is not None else None
+
+    teacher = load_teacher(distill, source, unsafe) if distill is not None else None
+
+    before = _source_stats(source, source_path, val_data)
+    steps = ordered(techniques)
+    ctx = Context(frozenset(names), settings.steps_per_epoch(len(train_data)), settings.epochs)
+    plan = [t.describe() for t in steps] + ([distill.describe() + " in every fine-tuning"] if distill else [])
+    note("optimizing: " + " -> ".join(plan))
+    objective = classification(source, train_data, teacher, distill)
+
+    work, skipped, details = _apply_all(source, steps, ctx, objective, train_data, val_data, settings)
+    save_model(work, out, quantized="qat" in names)
+    after = stats(work, out, val_data)
+    used = [t.name for t in steps] + (["distill"] if distill else [])
+    return OptimizeResult(out, used, plan, skipped, before, after, details)
+
+
+def _apply_all(
+    source: Any, steps: list[Technique], ctx: Context, objective: Objective, train: Labeled, val: Labeled | None,
+    settings: TrainSettings,
+) -> tuple[Any, list[SkippedLayer], dict[str, Any]]:
+    """Apply each technique to an independent copy of the previous result, fine-tune, strip."""
+    work = source
+    skipped: list[SkippedLayer] = []
+    details: dict[str, Any] = {}
+    constrained: set[str] = set()  # layers earlier techniques pruned or clustered
+    for technique in steps:
+        applied = technique.apply(independent_copy(work), ctx)
+        skipped.extend(applied.skipped)
+        if applied.details:
+            details[technique.name] = applied.details
+        frozen = freeze(applied.model, constrained - applied.compressed)
+        if frozen:
+            note(f"{technique.name}: {', '.join(frozen)} frozen while fine-tuning, to keep what earlier techniques did")
+        fine_tune(applied.model, objective, train, val, settings, technique.callbacks(), technique.name)
+        work = technique.strip(applied.model)
+        unfreeze(work, frozen)
+        constrained |= applied.compressed
+    if not steps:  # distillation alone: the student is trained as it is
+        work = independent_copy(source)
+        fine_tune(work, objective, train, val, settings, [], "distill")
+    return work, skipped, details
+
+
+def _source_stats(source: Any, path: Path | None, val: Labeled | None) -> ModelStats:
+    if path is not None and path.is_file():
+        return stats(source, path, val)
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = Path(tmp) / "source.keras"
+        source.save(saved)
+        return stats(source, saved, val)
