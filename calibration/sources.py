@@ -213,7 +213,7 @@ def _image_source(folder: Path, inputs: Sequence[TensorSpec], scale: str) -> Sou
 def select_indices(count: int, num_samples: int | None, seed: int = 0) -> np.ndarray:
     """NUM_SAMPLES indices out of COUNT, chosen with SEED (the same every run), in file order."""
     if num_samples is not None and num_samples < 1:
-        raise UserError(f"--num-samples must be at least 1, got {num_samples}")
+        raise UserError(f"num_samples must be at least 1, got {num_samples}", settings=("num_samples",))
     if num_samples is None or num_samples >= count:
         return np.arange(count)
     return np.sort(np.random.default_rng(seed).choice(count, size=num_samples, replace=False))

@@ -1,7 +1,7 @@
 """Keras model -> .tflite with a fixed batch of 1, in any quantization mode, validated before it is kept.
 
 A fixed batch of 1 is what devices run, and it is what lets a tf-keras LSTM convert to full int8
-(with a dynamic batch the converter fails on tensor-list ops; shared FACTS).
+(with a dynamic batch the converter fails on tensor-list ops).
 """
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from edgecompress.converters.validate import Validation, generated_feeds, valida
 
 DEFAULT_CALIBRATION_SAMPLES = 300  # TFLite's guide suggests a few hundred representative samples
 VALIDATION_SAMPLES = 100
-FLEX_FLAG = "--allow-flex"
 
 # Flex ops are custom ops whose code is the TensorFlow op name prefixed with "Flex".
 _FLEX_CODE = re.compile(rb"Flex([A-Z][A-Za-z0-9]+)")
@@ -67,7 +66,7 @@ def convert_model(
     samples = None
     if calibration is not None:
         samples = load_samples(calibration, loaded.inputs, num_samples, seed, image_scale)
-    note(f"converting {loaded.path.name} ({loaded.flavour}) with --quantize {quantize}"
+    note(f"converting {loaded.path.name} ({loaded.flavour}) to {quantize}"
          + (f", calibrating on {len(samples)} samples" if samples and quantize in CALIBRATED_MODES else ""))
     data = to_tflite(loaded, quantize, io_type, samples, allow_flex)
     flex = flex_ops(data)
@@ -178,8 +177,8 @@ def _explain(exc: Exception, quantize: str) -> Exception:
     if select:
         return UserError(
             f"the model needs TensorFlow ops that TFLite's built-in kernels lack ({select.group(1).strip()}): "
-            f"pass {FLEX_FLAG} to export them as Flex ops (SELECT_TF_OPS), which stock runtimes such as "
-            "ai-edge-litert cannot run"
+            "set allow_flex to export them as Flex ops (SELECT_TF_OPS), which stock runtimes such as "
+            "ai-edge-litert cannot run", settings=("allow_flex",)
         )
     custom = re.search(r"Custom ops: ([^\n]+)", text)
     if custom:
@@ -191,7 +190,7 @@ def _explain(exc: Exception, quantize: str) -> Exception:
     if unsupported and quantize in CALIBRATED_MODES:
         return UserError(
             f"{quantize} conversion failed: {unsupported.group(1).strip()}: "
-            "try --quantize dynamic or float16, which keep float kernels"
+            "try quantize dynamic or float16, which keep float kernels", settings=("quantize",)
         )
     return exc
 

@@ -1,4 +1,7 @@
-"""TFLiteConverter settings per quantization mode, and which option combinations make sense."""
+"""The quantization vocabulary (modes, I/O types, which combinations make sense) and the TFLiteConverter
+settings per mode. The recipe grid and the CLI read the lists and rules from here; importing this module
+needs no TensorFlow.
+"""
 from __future__ import annotations
 
 from typing import Any, Callable, Iterable
@@ -11,19 +14,32 @@ IO_TYPES = ("float32", "int8", "uint8")
 CALIBRATED_MODES = ("int8", "int16x8")
 
 
+def options_conflict(quantize: str, io_type: str) -> tuple[str, str] | None:
+    """(setting, why) when IO_TYPE contradicts QUANTIZE, else None: integer I/O needs a full-integer model."""
+    if io_type != "float32" and quantize != "int8":
+        keep = " (int16x8 keeps float I/O)" if quantize == "int16x8" else ""
+        return "io_type", f"io_type {io_type} needs quantize int8 (a full-integer model), not {quantize}{keep}"
+    return None
+
+
+def qat_conflict(quantize: str) -> str | None:
+    """Why quantization-aware training cannot go with QUANTIZE, else None: it trains for int8 kernels."""
+    return None if quantize == "int8" else f"qat trains for int8: it needs quantize int8, not {quantize}"
+
+
 def check_options(quantize: str, io_type: str, has_calibration: bool) -> None:
     """Contradictory or incomplete options are bad input, caught before any work is done."""
     if quantize not in QUANTIZE_MODES:
-        raise UserError(f"unknown quantization {quantize!r}: use one of {', '.join(QUANTIZE_MODES)}")
+        raise UserError(f"unknown quantize mode {quantize!r}: use one of {', '.join(QUANTIZE_MODES)}",
+                        settings=("quantize",))
     if io_type not in IO_TYPES:
-        raise UserError(f"unknown I/O type {io_type!r}: use one of {', '.join(IO_TYPES)}")
+        raise UserError(f"unknown io_type {io_type!r}: use one of {', '.join(IO_TYPES)}", settings=("io_type",))
     if quantize in CALIBRATED_MODES and not has_calibration:
-        raise UserError(
-            f"--quantize {quantize} needs representative samples: pass --calibration DATA (.npz, .npy or an image folder)"
-        )
-    if io_type != "float32" and quantize != "int8":
-        allowed = "--quantize int8" if quantize != "int16x8" else "--io-type float32 (int16x8 keeps float I/O)"
-        raise UserError(f"--io-type {io_type} needs a full-integer model: use {allowed}")
+        raise UserError(f"quantize {quantize} needs representative samples: set calibration to a .npz, .npy or "
+                        "image folder", settings=("quantize", "calibration"))
+    problem = options_conflict(quantize, io_type)
+    if problem is not None:
+        raise UserError(problem[1], settings=("io_type", "quantize"))
 
 
 def configure(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecompress.errors import UserError
+from edgecompress.tomlfields import FieldChecker, field_name
 from edgecompress.devices.references import PRECISIONS, check_model_name
 
 PROFILE_SUFFIX = ".toml"
@@ -181,42 +182,30 @@ def _references(data: dict[str, Any], where: str, derivation: Derivation | None)
 
 
 class _Fields:
-    """Typed field access with one-line errors that name the field and the file."""
+    """The required fields of one table of a profile; errors name the field and the file."""
 
     def __init__(self, data: dict[str, Any], where: str) -> None:
-        self.data, self.where = data, where
+        self.data, self.check = data, _ProfileChecker(where)
 
     def _get(self, key: str, kind: str) -> Any:
-        if key not in self.data:
-            raise UserError(f"{self.where}: missing field '{key}' ({kind}): add it to the file")
-        return self.data[key]
-
-    def _wrong(self, key: str, kind: str, value: Any) -> UserError:
-        return UserError(f"{self.where}: field '{key}' must be {kind}, not {type(value).__name__} {value!r}")
+        return self.check.required(self.data, (key,), kind)
 
     def text(self, key: str) -> str:
-        value = self._get(key, "a string")
-        if not isinstance(value, str) or not value.strip():
-            raise self._wrong(key, "a non-empty string", value)
-        return value
+        return self.check.text(self._get(key, "a string"), (key,))
 
     def integer(self, key: str) -> int:
-        value = self._get(key, "a positive integer")
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise self._wrong(key, "a positive integer", value)
-        return value
+        return self.check.number(self._get(key, "a positive integer"), (key,), low=1, integer=True)
 
     def number(self, key: str) -> float:
-        value = self._get(key, "a positive number")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise self._wrong(key, "a positive number", value)
-        return float(value)
+        return float(self.check.number(self._get(key, "a positive number"), (key,), low=0, low_open=True))
 
     def table(self, key: str) -> dict[str, Any]:
-        value = self._get(key, "a table")
-        if not isinstance(value, dict):
-            raise self._wrong(key, "a table", value)
-        return value
+        return self.check.table(self._get(key, "a table"), (key,))
+
+
+class _ProfileChecker(FieldChecker):
+    def fail(self, path: tuple[Any, ...], message: str) -> UserError:
+        return UserError(f"{self.where}: field '{field_name(path)}' {message}")
 
 
 def measured_profiles() -> list[DeviceProfile]:

@@ -2,14 +2,23 @@
 
 UserError means the input is wrong and the user can fix it: the CLI prints its message on one line and
 exits with code 2. Anything else that escapes is an internal failure (exit 1, --debug for the traceback).
+The library's messages name settings (`calibration`, `io_type`), the words a recipe uses too; the CLI shows
+the settings a UserError lists as its flags (`--calibration`, `--io-type`).
 """
 from __future__ import annotations
 
 
 class UserError(Exception):
-    """Bad input: a one-line message that names what is wrong and how to fix it."""
+    """Bad input: a one-line message that names what is wrong and how to fix it.
+
+    SETTINGS are the setting names the message mentions, for the CLI to show as its flags.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str, settings: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.settings = settings
 
 
 class MissingExtraError(UserError):

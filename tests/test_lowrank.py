@@ -58,7 +58,7 @@ def test_outputs_close_at_high_energy_on_a_functional_graph():
     mix = next(f for f in result.layers if f.layer == "mix")
     assert (mix.full_rank, mix.params_before, mix.params_after) == (24, 24 * 40 + 40, 4 * (24 + 40) + 40)
     # The random 64 -> 10 head is full rank: factorising it would cost parameters, so it is kept.
-    assert [(s.layer, s.technique) for s in result.skipped] == [("probs", "low-rank")]
+    assert [(s.layer, s.technique) for s in result.skipped] == [("probs", "low_rank")]
     assert "saves no parameters" in result.skipped[0].reason
     new = result.model
     assert [layer.name for layer in new.layers if "lowrank" in layer.name] == [
@@ -101,7 +101,7 @@ def test_digits_cnn_factorised_halved_and_fine_tuned(digits, digits_model, digit
 
 
 def test_technique_refuses_a_model_with_nothing_to_gain(digits_model):
-    ctx = Context(techniques=frozenset({"low-rank"}), steps_per_epoch=1, epochs=1)
+    ctx = Context(techniques=frozenset({"low_rank"}), steps_per_epoch=1, epochs=1)
     with pytest.raises(UserError, match="no Dense or 1x1 Conv2D layer saves parameters at low-rank energy 0.999"):
         LowRank(0.999).apply(digits_model, ctx)
     applied = LowRank(0.5).apply(digits_model, ctx)

@@ -158,7 +158,7 @@ def test_distillation_trains_a_small_student(digits_model_path, train_npz, val_n
         settings=TrainSettings(epochs=5, learning_rate=3e-3),
         distill=DistillationConfig(digits_model_path, temperature=4, alpha=0.1),
     )
-    assert result.techniques == ["distill"]
+    assert result.techniques == ["distillation"]
     assert result.after.params * 4 < 71_754
     assert result.after.val_accuracy > 0.8 > result.before.val_accuracy
 

@@ -31,20 +31,20 @@ def files(digits, tmp_path_factory):
 
 
 CASES = {
-    "sparsity at 1": (["--prune", "1.0"], "outside [0, 1)"),
+    "sparsity at 1": (["--prune", "1.0"], "--prune 1.0 is outside [0, 1)"),
     "negative sparsity": (["--prune", "-0.2"], "outside [0, 1)"),
     "unsupported pattern": (["--prune-pattern", "3:4"], "2:4"),
     "malformed pattern": (["--prune-pattern", "two-four"], "2:4"),
-    "one cluster": (["--cluster", "1"], "at least 2 clusters"),
+    "one cluster": (["--cluster", "1"], "--cluster 1 is below 2"),
     "no technique": ([], "no technique chosen"),
-    "prune twice": (["--prune", "0.5", "--prune-pattern", "2:4"], "exclude each other"),
+    "prune twice": (["--prune", "0.5", "--prune-pattern", "2:4"], "--prune and --prune-pattern exclude each other"),
     "qat into .keras": (["--qat"], ".h5"),
     "no labels": (["--prune", "0.5", "--train", "{d}/no_labels.npz"], "no labels `y`"),
     "wrong key": (["--prune", "0.5", "--train", "{d}/wrong_key.npz"], "lacks the model input"),
     "wrong shape": (["--prune", "0.5", "--train", "{d}/wrong_shape.npz"], "reshape the data"),
     "label out of range": (["--prune", "0.5", "--train", "{d}/label_range.npz"], "class indices in [0, 10)"),
     "teacher with other classes": (["--distill-from", "{d}/teacher5.keras"], "teacher output shape"),
-    "bad temperature": (["--distill-from", "{d}/teacher5.keras", "--temperature", "0"], "temperature"),
+    "bad temperature": (["--distill-from", "{d}/teacher5.keras", "--temperature", "0"], "try --temperature 4"),
 }
 
 
@@ -83,16 +83,17 @@ def test_existing_output_needs_force(files, digits_model_path, tmp_path, capsys)
     assert out.read_bytes() == b"keep me"
 
 
-def test_techniques_from_data_are_validated():
-    """Recipes name techniques as data: the registry builds them and applies the same checks as the CLI."""
+def test_techniques_from_settings_are_validated_and_ordered():
+    """Recipes and the CLI name techniques by their settings: the registry builds them, with the same checks."""
     from edgecompress.errors import UserError
-    from edgecompress.optimize import REGISTRY, Prune, from_spec
+    from edgecompress.optimize import QAT, REGISTRY, Cluster, LowRank, Prune, techniques_from_settings
 
-    assert {"prune", "cluster", "qat", "low-rank"} <= set(REGISTRY)
-    assert from_spec("prune", {"pattern": [2, 4]}) == Prune(sparsity=0.5, pattern=(2, 4))
-    with pytest.raises(UserError, match="at least 2 clusters"):
-        from_spec("cluster", {"clusters": 1})
-    with pytest.raises(UserError, match="unknown technique 'prnue'"):
-        from_spec("prnue", {})
-    with pytest.raises(UserError, match="bad parameters for prune"):
-        from_spec("prune", {"level": 0.5})
+    assert set(REGISTRY) == {"prune", "cluster", "qat", "low_rank"}
+    assert techniques_from_settings({"qat": True, "prune_pattern": "2:4", "low_rank": 0.9, "cluster": 0}) == [
+        LowRank(0.9), Prune(sparsity=0.5, pattern=(2, 4)), QAT()]
+    assert techniques_from_settings({"prune": 0.0, "cluster": 16, "qat": False}) == [Cluster(16)]
+    with pytest.raises(UserError, match="^cluster 1 is below 2"):
+        techniques_from_settings({"cluster": 1})
+    with pytest.raises(UserError, match="^prune and prune_pattern exclude each other") as err:
+        techniques_from_settings({"prune": 0.5, "prune_pattern": "2:4"})
+    assert err.value.settings == ("prune", "prune_pattern")

@@ -1,6 +1,7 @@
 """The `edgecompress` command group and its error policy.
 
-Bad input (UserError, click usage errors) prints one line and exits 2; anything unexpected prints a short
+Bad input (UserError, click usage errors) prints one line and exits 2 (the settings a UserError names shown
+as the flags that set them); anything unexpected prints a short
 message and exits 1, with the traceback only under --debug.
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ import click
 
 from edgecompress import __version__
 from edgecompress.errors import UserError
+from edgecompress.cli.options import in_flags
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="edgecompress", standalone_mode=False)
     except UserError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {in_flags(exc)}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

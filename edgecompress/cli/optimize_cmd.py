@@ -6,7 +6,6 @@ from typing import Any
 
 import click
 
-from edgecompress.errors import UserError
 from edgecompress.tables import table
 from edgecompress.cli.options import emit, force_option, json_option, unsafe_option
 
@@ -54,14 +53,14 @@ def _summary(result: Any) -> dict[str, Any]:
 @click.option("-o", "--output", required=True, type=click.Path(), help="The optimized model (.keras; .h5 with --qat).")
 @click.option("--train", "train", required=True, type=click.Path(), help=".npz with the inputs (x) and labels (y).")
 @click.option("--val", "val", type=click.Path(), help=".npz for validation accuracy (same keys as --train).")
-@click.option("--prune", "sparsity", type=float, help="Magnitude pruning to this final sparsity, in [0, 1).")
+@click.option("--prune", type=float, help="Magnitude pruning to this final sparsity, in [0, 1).")
 @click.option("--prune-pattern", help="Structured M:N sparsity instead: 2:4 (also 1:2, 4:8).")
-@click.option("--cluster", "clusters", type=int, help="Weight clustering into this many shared values per kernel.")
+@click.option("--cluster", type=int, help="Weight clustering into this many shared values per kernel.")
 @click.option("--qat", is_flag=True, help="Quantization-aware training for a full-integer int8 conversion.")
-@click.option("--distill-from", "teacher", type=click.Path(), help="Train MODEL as a student of this teacher model.")
+@click.option("--distill-from", type=click.Path(), help="Train MODEL as a student of this teacher model.")
 @click.option("--temperature", type=float, default=4.0, show_default=True, help="Distillation temperature T.")
 @click.option("--alpha", type=float, default=0.1, show_default=True, help="Weight of the hard-label loss.")
-@click.option("--low-rank", "energy", type=float, help="Factorise Dense / 1x1 Conv2D layers keeping this energy.")
+@click.option("--low-rank", type=float, help="Factorise Dense / 1x1 Conv2D layers keeping this energy.")
 @click.option("--epochs", type=int, default=3, show_default=True, help="Fine-tuning epochs after each technique.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--learning-rate", type=float, default=1e-3, show_default=True)
@@ -70,27 +69,17 @@ def _summary(result: Any) -> dict[str, Any]:
 @unsafe_option
 @json_option
 def optimize_cmd(
-    model: str, output: str, train: str, val: str | None, sparsity: float | None, prune_pattern: str | None,
-    clusters: int | None, qat: bool, teacher: str | None, temperature: float, alpha: float, energy: float | None,
-    epochs: int, batch_size: int, learning_rate: float, seed: int, force: bool, unsafe: bool, as_json: bool,
+    model: str, output: str, train: str, val: str | None, prune: float | None, prune_pattern: str | None,
+    cluster: int | None, qat: bool, distill_from: str | None, temperature: float, alpha: float,
+    low_rank: float | None, epochs: int, batch_size: int, learning_rate: float, seed: int, force: bool, unsafe: bool,
+    as_json: bool,
 ) -> None:
     """Make MODEL smaller before conversion; techniques run in the order low-rank -> prune -> cluster -> QAT."""
-    from edgecompress.optimize import QAT, Cluster, DistillationConfig, LowRank, Prune, TrainSettings, optimize, parse_pattern
+    from edgecompress.optimize import DistillationConfig, TrainSettings, optimize, techniques_from_settings
 
-    techniques: list[Any] = []
-    if energy is not None:
-        techniques.append(LowRank(energy))
-    if sparsity is not None and prune_pattern is not None:
-        raise UserError("--prune and --prune-pattern exclude each other: an M:N pattern fixes the sparsity")
-    if sparsity is not None:
-        techniques.append(Prune(sparsity))
-    if prune_pattern is not None:
-        techniques.append(Prune(pattern=parse_pattern(prune_pattern)))
-    if clusters is not None:
-        techniques.append(Cluster(clusters))
-    if qat:
-        techniques.append(QAT())
-    distill = DistillationConfig(Path(teacher), temperature, alpha) if teacher is not None else None
+    techniques = techniques_from_settings(
+        {"prune": prune, "prune_pattern": prune_pattern, "cluster": cluster, "qat": qat, "low_rank": low_rank})
+    distill = DistillationConfig(Path(distill_from), temperature, alpha) if distill_from is not None else None
     settings = TrainSettings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
     result = optimize(model, output, train, techniques, val=val, settings=settings, distill=distill,
                       force=force, unsafe=unsafe)

@@ -1,10 +1,12 @@
 """Options and output helpers shared by the commands."""
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
 import click
 
+from edgecompress.errors import UserError
 from edgecompress.tables import to_json
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -12,6 +14,22 @@ force_option = click.option("--force", is_flag=True, help="Overwrite the output 
 unsafe_option = click.option(
     "--unsafe", is_flag=True, help="Allow Lambda layers when loading Keras models (runs code from the file)."
 )
+
+
+# Library errors name settings; a command's flag is its setting with dashes, except those listed here.
+FLAG_OF_SETTING: dict[str, str] = {}
+
+
+def flag(setting: str) -> str:
+    return FLAG_OF_SETTING.get(setting, "--" + setting.replace("_", "-"))
+
+
+def in_flags(error: UserError) -> str:
+    """ERROR's message with each setting it names written as the flag that sets it."""
+    text = str(error)
+    for setting in error.settings:
+        text = re.sub(rf"(?<![\w.-]){re.escape(setting)}(?![\w-])", flag(setting), text)
+    return text
 
 
 def emit(result: Any, as_json: bool, render: Callable[[Any], str]) -> None:

@@ -1,9 +1,10 @@
 """Make a Keras model smaller before conversion: low-rank, pruning, clustering, QAT, distillation.
 
-One module per technique, each registered in base.REGISTRY; `optimize()` (apply.py) runs them in order.
+One module per technique, each registered in base.REGISTRY; `techniques_from_settings` builds them from
+settings (for recipes and the CLI alike) and `optimize()` (apply.py) runs them in order.
 """
 from edgecompress.optimize.apply import optimize
-from edgecompress.optimize.base import REGISTRY, Technique, from_spec
+from edgecompress.optimize.base import REGISTRY, Technique, techniques_from_settings
 from edgecompress.optimize.cluster import Cluster
 from edgecompress.optimize.distill import DistillationConfig
 from edgecompress.optimize.layers import SkippedLayer
@@ -15,7 +16,7 @@ from edgecompress.optimize.train import TrainSettings
 
 __all__ = [
     "optimize", "OptimizeResult", "ModelStats", "SkippedLayer", "TrainSettings", "Technique", "DistillationConfig",
-    "Prune", "Cluster", "QAT", "LowRank", "REGISTRY", "from_spec", "parse_pattern",
+    "Prune", "Cluster", "QAT", "LowRank", "REGISTRY", "techniques_from_settings", "parse_pattern",
 ]
 
 

@@ -17,7 +17,7 @@ from edgecompress.models import LoadedModel, keras_model, load_model
 from edgecompress.progress import note
 from edgecompress.optimize.base import Context, Technique, ordered
 from edgecompress.optimize.data import Labeled, load_labeled
-from edgecompress.optimize.distill import DistillationConfig, load_teacher
+from edgecompress.optimize.distill import DISTILLATION, DistillationConfig, load_teacher
 from edgecompress.optimize.layers import SkippedLayer, freeze, import_tfmot, independent_copy, unfreeze
 from edgecompress.optimize.rebuild import as_tf_keras
 from edgecompress.optimize.report import ModelStats, OptimizeResult, stats
@@ -59,8 +59,8 @@ def optimize(
     """
     if not techniques and distill is None:
         raise UserError(
-            "no technique chosen: pass at least one of "
-            "--prune, --prune-pattern, --cluster, --qat, --low-rank, --distill-from"
+            "no technique chosen: set at least one of prune, prune_pattern, cluster, qat, low_rank, distill_from",
+            settings=("prune", "prune_pattern", "cluster", "qat", "low_rank", "distill_from"),
         )
     names = [t.name for t in techniques]
     if len(set(names)) != len(names):
@@ -95,7 +95,7 @@ def optimize(
     work, skipped, details = _apply_all(source, steps, ctx, objective, train_data, val_data, settings)
     save_model(work, out, quantized="qat" in names)
     after = stats(work, out, val_data)
-    used = [t.name for t in steps] + (["distill"] if distill else [])
+    used = [t.name for t in steps] + ([DISTILLATION] if distill else [])
     return OptimizeResult(out, used, plan, skipped, before, after, details)
 
 
@@ -122,7 +122,7 @@ def _apply_all(
         constrained |= applied.compressed
     if not steps:  # distillation alone: the student is trained as it is
         work = independent_copy(source)
-        fine_tune(work, objective, train, val, settings, [], "distill")
+        fine_tune(work, objective, train, val, settings, [], DISTILLATION)
     return work, skipped, details
 
 

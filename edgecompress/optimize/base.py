@@ -3,15 +3,16 @@
 Each technique is one small module holding a dataclass of validated parameters that subclasses Technique.
 The pipeline applies them in ascending `order` (low-rank 10 -> prune 20 -> cluster 30 -> QAT 40), fine-tunes after each,
 and strips the training wrappers before the next; distillation is not a stage but the loss every
-fine-tuning stage uses when a teacher is given. Adding a technique: one module plus one `register` line.
+fine-tuning stage uses when a teacher is given. Adding a technique: one module whose class is `register`ed
+and says, in `from_settings`, which settings turn it on. A technique's `name` is its one spelling in data
+(recipes, JSON, reports); the CLI flag is the same word with dashes.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
-from edgecompress.errors import UserError
 from edgecompress.optimize.layers import SkippedLayer
 
 
@@ -39,8 +40,13 @@ class Applied:
 
 
 class Technique(ABC):
-    name: ClassVar[str]
+    name: ClassVar[str]  # also the setting that turns it on
     order: ClassVar[int]
+
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> Technique | None:
+        """The technique SETTINGS (recipe/CLI setting names) ask for, or None when they leave it off."""
 
     @abstractmethod
     def validate(self) -> None:
@@ -74,14 +80,13 @@ def ordered(techniques: list[Technique]) -> list[Technique]:
     return sorted(techniques, key=lambda t: t.order)
 
 
-def from_spec(name: str, params: dict[str, Any]) -> Technique:
-    """A technique from data (a recipe entry): its registered name and keyword parameters."""
-    cls = REGISTRY.get(name)
-    if cls is None:
-        raise UserError(f"unknown technique {name!r}: choose one of {', '.join(sorted(REGISTRY))}")
-    try:
-        technique = cls(**params)
-    except TypeError as exc:
-        raise UserError(f"bad parameters for {name}: {exc}") from exc
-    technique.validate()
-    return technique
+def techniques_from_settings(settings: Mapping[str, Any]) -> list[Technique]:
+    """The registered techniques SETTINGS turn on, validated, in the order they apply.
+
+    SETTINGS use the setting names recipes and the CLI share (prune, prune_pattern, cluster, qat, low_rank):
+    the one way both build techniques.
+    """
+    chosen = [t for cls in REGISTRY.values() if (t := cls.from_settings(settings)) is not None]
+    for technique in chosen:
+        technique.validate()
+    return ordered(chosen)

@@ -5,7 +5,7 @@ After pruning, clustering keeps the zeros (TF-MOT's sparsity-preserving clusteri
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from edgecompress.errors import UserError
 from edgecompress.optimize.base import Applied, Context, Technique, register
@@ -20,9 +20,15 @@ class Cluster(Technique):
     name = "cluster"
     order = 30
 
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> Cluster | None:
+        clusters = settings.get("cluster")
+        return cls(clusters) if clusters is not None and clusters != 0 else None
+
     def validate(self) -> None:
         if not isinstance(self.clusters, int) or self.clusters < 2:
-            raise UserError(f"--cluster {self.clusters!r} is below 2: give at least 2 clusters, for example 16")
+            raise UserError(f"cluster {self.clusters!r} is below 2: give at least 2 clusters, for example 16",
+                            settings=("cluster",))
 
     def describe(self) -> str:
         return f"cluster each kernel into {self.clusters} shared values (k-means++)"

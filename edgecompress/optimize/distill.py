@@ -26,9 +26,12 @@ from edgecompress.models import import_tf, import_tf_keras, load_model
 from edgecompress.optimize.rebuild import as_tf_keras
 
 
+DISTILLATION = "distillation"  # its name in results, beside the names of the registered techniques
+
+
 @dataclass(frozen=True)
 class DistillationConfig:
-    """`--distill-from TEACHER --temperature T --alpha A`, validated on creation."""
+    """The teacher, temperature T and alpha A of distillation, validated on creation."""
 
     teacher_path: Path
     temperature: float = 4.0
@@ -37,9 +40,11 @@ class DistillationConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "teacher_path", Path(self.teacher_path))
         if not self.temperature > 0:
-            raise UserError(f"temperature {self.temperature} must be above 0: try --temperature 4")
+            raise UserError(f"temperature {self.temperature} must be above 0: try temperature 4",
+                            settings=("temperature",))
         if not 0.0 <= self.alpha <= 1.0:
-            raise UserError(f"alpha {self.alpha} is outside [0, 1]: it weighs the true labels, try --alpha 0.1")
+            raise UserError(f"alpha {self.alpha} is outside [0, 1]: it weighs the true labels, try alpha 0.1",
+                            settings=("alpha",))
 
     def describe(self) -> str:
         return (f"distil from {self.teacher_path.name} "

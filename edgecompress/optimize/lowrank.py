@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from edgecompress.models import import_tf_keras
 from edgecompress.optimize.base import Applied, Context, Technique, register
 from edgecompress.optimize.layers import SkippedLayer
 
-TECHNIQUE = "low-rank"
+TECHNIQUE = "low_rank"
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,8 @@ class LowRankResult:
 def check_energy(energy: float) -> float:
     if not 0.0 < energy <= 1.0:
         raise UserError(
-            f"low-rank energy {energy} is outside (0, 1]: give the share of spectral energy to keep, e.g. 0.9"
+            f"low_rank energy {energy} is outside (0, 1]: give the share of spectral energy to keep, e.g. 0.9",
+            settings=("low_rank",),
         )
     return float(energy)
 
@@ -192,11 +193,16 @@ def factorize(model: Any, energy: float) -> LowRankResult:
 @register
 @dataclass
 class LowRank(Technique):
-    """`--low-rank ENERGY`: factorise first, so later stages prune, cluster and quantise the thin layers."""
+    """Factorise first (low_rank = ENERGY), so later stages prune, cluster and quantise the thin layers."""
 
     energy: float
     name: ClassVar[str] = TECHNIQUE
     order: ClassVar[int] = 10
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> LowRank | None:
+        energy = settings.get(TECHNIQUE)
+        return cls(energy) if energy is not None and energy != 0 else None
 
     def validate(self) -> None:
         check_energy(self.energy)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from edgecompress.errors import UserError
 from edgecompress.optimize.base import Applied, Context, Technique, register
@@ -24,7 +24,7 @@ def parse_pattern(text: str) -> tuple[int, int]:
         m, n = -1, -1
     if (m, n) not in SUPPORTED_PATTERNS:
         choices = ", ".join(f"{a}:{b}" for a, b in SUPPORTED_PATTERNS)
-        raise UserError(f"--prune-pattern {text!r} is not supported: use one of {choices}")
+        raise UserError(f"prune_pattern {text!r} is not supported: use one of {choices}", settings=("prune_pattern",))
     return m, n
 
 
@@ -37,6 +37,16 @@ class Prune(Technique):
     name = "prune"
     order = 20
 
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> Prune | None:
+        sparsity, pattern = settings.get("prune"), settings.get("prune_pattern")
+        if sparsity and pattern:
+            raise UserError("prune and prune_pattern exclude each other: an M:N pattern fixes the sparsity",
+                            settings=("prune", "prune_pattern"))
+        if pattern:
+            return cls(pattern=parse_pattern(pattern))
+        return cls(sparsity) if sparsity is not None and sparsity != 0 else None
+
     def validate(self) -> None:
         if self.pattern is not None:
             self.pattern = tuple(self.pattern)  # type: ignore[assignment]  # from JSON/TOML lists
@@ -44,7 +54,7 @@ class Prune(Technique):
                 parse_pattern(":".join(str(v) for v in self.pattern))
             self.sparsity = self.pattern[0] / self.pattern[1]
         if not (isinstance(self.sparsity, (int, float)) and 0 <= self.sparsity < 1):
-            raise UserError(f"prune sparsity {self.sparsity!r} is outside [0, 1): give a share such as 0.8")
+            raise UserError(f"prune {self.sparsity!r} is outside [0, 1): give a share such as 0.8", settings=("prune",))
 
     def describe(self) -> str:
         if self.pattern:

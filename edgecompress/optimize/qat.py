@@ -10,7 +10,7 @@ already hold the preserved (pruned, clustered) values, and the quantizer ranges 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from edgecompress.optimize.base import Applied, Context, Technique, register
 from edgecompress.optimize.layers import import_tfmot, plan, qat_judge, wrap_layers
@@ -32,6 +32,10 @@ class QAT(Technique):
     name = "qat"
     order = 40
     _default_twin: Any = field(default=None, init=False, repr=False, compare=False)
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> QAT | None:
+        return cls() if settings.get("qat") else None
 
     def validate(self) -> None:
         """No parameters: 8-bit weights and activations, TF-MOT's default scheme."""

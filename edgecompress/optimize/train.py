@@ -23,11 +23,13 @@ class TrainSettings:
 
     def validate(self) -> None:
         if self.epochs < 1:
-            raise UserError(f"--epochs {self.epochs} must be at least 1: fine-tuning is what recovers accuracy")
+            raise UserError(f"epochs {self.epochs} must be at least 1: fine-tuning is what recovers accuracy",
+                            settings=("epochs",))
         if self.batch_size < 1:
-            raise UserError(f"--batch-size {self.batch_size} must be at least 1")
+            raise UserError(f"batch_size {self.batch_size} must be at least 1", settings=("batch_size",))
         if not self.learning_rate > 0:
-            raise UserError(f"--learning-rate {self.learning_rate} must be positive, for example 1e-4")
+            raise UserError(f"learning_rate {self.learning_rate} must be positive, for example 1e-4",
+                            settings=("learning_rate",))
 
     def steps_per_epoch(self, samples: int) -> int:
         return max(1, -(-samples // self.batch_size))

@@ -141,7 +141,7 @@ class _Worker:
     def death_message(self, memory_mb: int) -> str:
         if self.killed_for_memory is not None:
             return (f"worker used {self.killed_for_memory:.0f} MB, over its {memory_mb} MB budget, and was stopped: "
-                    "run with fewer --jobs or a larger --worker-memory-mb")
+                    "run fewer jobs at once or give each worker more memory")
         code = self.proc.exitcode
         if code is not None and code < 0:
             name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)

@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterable
 
-QUANTIZE_MODES = ("none", "dynamic", "float16", "int8", "int16x8")
-IO_TYPES = ("float32", "int8", "uint8")
-INTEGER_MODES = ("int8", "int16x8")  # the modes that need calibration data
+from edgecompress.converters.quantize import CALIBRATED_MODES, options_conflict, qat_conflict
+from edgecompress.optimize.base import techniques_from_settings
+from edgecompress.optimize.distill import DISTILLATION
 
 
 @dataclass(frozen=True)
@@ -34,19 +34,9 @@ class VariantSettings:
 
     @property
     def techniques(self) -> list[str]:
-        """The model optimizations (before conversion), in the order the name lists them."""
-        out = []
-        if self.distill_student is not None:
-            out.append("distillation")
-        if self.low_rank:
-            out.append("low_rank")
-        if self.prune or self.prune_pattern:
-            out.append("prune")
-        if self.cluster:
-            out.append("cluster")
-        if self.qat:
-            out.append("qat")
-        return out
+        """The model optimizations (before conversion), in the order they apply (and the name lists them)."""
+        chosen = [t.name for t in techniques_from_settings(self.as_dict())]
+        return ([DISTILLATION] if self.distill_student is not None else []) + chosen
 
     @property
     def needs_training(self) -> bool:
@@ -54,14 +44,15 @@ class VariantSettings:
 
     @property
     def needs_calibration(self) -> bool:
-        return self.quantize in INTEGER_MODES
+        return self.quantize in CALIBRATED_MODES
 
     def conflict(self) -> tuple[str, str] | None:
         """(field, why) when the settings contradict each other, else None."""
-        if self.io_type != "float32" and self.quantize != "int8":
-            return "io_type", f"io_type {self.io_type} needs quantize = \"int8\" (full-integer model), not {self.quantize!r}"
-        if self.qat and self.quantize != "int8":
-            return "qat", f"qat trains for int8: it needs quantize = \"int8\", not {self.quantize!r}"
+        problem = options_conflict(self.quantize, self.io_type)
+        if problem is not None:
+            return problem
+        if self.qat and (why := qat_conflict(self.quantize)) is not None:
+            return "qat", why
         if self.prune and self.prune_pattern:
             return "prune_pattern", f"prune_pattern {self.prune_pattern} sets the sparsity itself (M of every N weights): drop prune"
         if self.distill_student is None:

@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgecompress.errors import UserError
+from edgecompress.tomlfields import FieldChecker, field_name, type_name
 from edgecompress.optimize.prune import SUPPORTED_PATTERNS
-from edgecompress.pipeline.grid import IO_TYPES, QUANTIZE_MODES, SETTING_FIELDS, Variant, VariantSettings, dedupe, expand_grid, normalized
+from edgecompress.converters.quantize import IO_TYPES, QUANTIZE_MODES
+from edgecompress.pipeline.grid import SETTING_FIELDS, Variant, VariantSettings, dedupe, expand_grid, normalized
 
 import tomllib
 
@@ -160,56 +162,22 @@ def _has_key(line: str, keys: tuple[Any, ...]) -> bool:
 # -------------------------------------------------------------------------------------------- checks
 
 
-class _Checker:
-    """Reads typed values out of the parsed TOML, raising UserError with file, line and field name."""
+class _Checker(FieldChecker):
+    """The field checks, with the recipe's file and the field's line in every message."""
 
     def __init__(self, path: Path, text: str) -> None:
+        super().__init__(f"recipe {path.name}")
         self.path = path
         self.lines = _Lines(text)
 
     def fail(self, where: tuple[Any, ...], message: str) -> UserError:
         line = self.lines.find(where)
-        at = f"{self.path.name} line {line}" if line else f"{self.path.name}"
-        return UserError(f"recipe {at}: {_field_name(where)}: {message}")
-
-    def table(self, data: Any, where: tuple[Any, ...], allowed: tuple[str, ...]) -> dict[str, Any]:
-        if not isinstance(data, dict):
-            raise self.fail(where, f"must be a table, not {_type(data)}")
-        for key in data:
-            if key not in allowed:
-                raise self.fail(
-                    where + (key,), f"unknown field: use one of {', '.join(allowed)}"
-                )
-        return data
-
-    def number(self, value: Any, where: tuple[Any, ...], *, low: float | None = None, high: float | None = None,
-               low_open: bool = False, high_open: bool = False, integer: bool = False) -> Any:
-        kinds = (int,) if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kinds):
-            raise self.fail(where, f"must be {'an integer' if integer else 'a number'}, not {_type(value)} {value!r}")
-        too_low = low is not None and (value < low or (low_open and value == low))
-        too_high = high is not None and (value > high or (high_open and value == high))
-        if too_low or too_high:
-            bounds = [f"{'>' if low_open else '>='} {low:g}"] if low is not None else []
-            bounds += [f"{'<' if high_open else '<='} {high:g}"] if high is not None else []
-            raise self.fail(where, f"{value!r} is out of range: it must be {' and '.join(bounds)}")
-        return value
-
-    def choice(self, value: Any, where: tuple[Any, ...], options: tuple[str, ...], what: str = "value") -> str:
-        if not isinstance(value, str):
-            raise self.fail(where, f"must be a string, one of {', '.join(options)}; not {_type(value)}")
-        if value not in options:
-            raise self.fail(where, f"unknown {what} {value!r}: use one of {', '.join(options)}")
-        return value
-
-    def boolean(self, value: Any, where: tuple[Any, ...]) -> bool:
-        if not isinstance(value, bool):
-            raise self.fail(where, f"must be true or false, not {_type(value)} {value!r}")
-        return value
+        at = f"{self.where} line {line}" if line else self.where
+        return UserError(f"{at}: {field_name(where) if where else 'recipe'}: {message}")
 
     def file(self, value: Any, where: tuple[Any, ...], what: str) -> Path:
         if not isinstance(value, str) or not value:
-            raise self.fail(where, f"must be the path of {what} (a string), not {_type(value)}")
+            raise self.fail(where, f"must be the path of {what} (a string), not {type_name(value)}")
         path = Path(value).expanduser()
         if not path.is_absolute():
             path = self.path.parent / path
@@ -217,18 +185,6 @@ class _Checker:
             raise self.fail(where, f"{what} {path} does not exist: check the path (relative paths are read "
                                    f"from the recipe's folder)")
         return path.resolve()
-
-
-def _field_name(where: tuple[Any, ...]) -> str:
-    out = ""
-    for part in where:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "recipe"
-
-
-def _type(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
 
 
 # ------------------------------------------------------------------------------------------- parsing
@@ -316,7 +272,7 @@ def _benchmark(check: _Checker, raw: Any) -> BenchmarkSettings:
 
 def _devices(check: _Checker, raw: Any, known: Callable[[], list[str]]) -> tuple[str, ...]:
     if not isinstance(raw, list) or not all(isinstance(d, str) for d in raw):
-        raise check.fail(("devices",), f'must be a list of device names such as ["raspberry-pi-4"], not {_type(raw)}')
+        raise check.fail(("devices",), f'must be a list of device names such as ["raspberry-pi-4"], not {type_name(raw)}')
     names = known() if raw else None
     for i, name in enumerate(raw):
         if names is not None and name not in names:

@@ -124,7 +124,7 @@ def run_recipe(
     start = time.perf_counter()
     recipe = load_recipe(recipe_path)
     if jobs < 1:
-        raise UserError(f"--jobs {jobs} must be 1 or more")
+        raise UserError(f"jobs {jobs} must be 1 or more", settings=("jobs",))
     out = Path(run_dir) if run_dir is not None else default_run_dir(recipe.path)
     executor = executor or LocalExecutor(jobs, worker_memory_mb)
     notes = list(recipe.notes)

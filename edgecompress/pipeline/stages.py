@@ -106,18 +106,10 @@ def _stage(marker: Path, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 
 def _optimize(task: BuildTask) -> dict[str, Any]:
-    from edgecompress.optimize import QAT, Cluster, LowRank, Prune, TrainSettings, optimize, parse_pattern
+    from edgecompress.optimize import TrainSettings, optimize, techniques_from_settings
 
     s = task.variant.settings
-    techniques: list[Any] = []
-    if s.low_rank:
-        techniques.append(LowRank(energy=s.low_rank))
-    if s.prune or s.prune_pattern:
-        techniques.append(Prune(sparsity=s.prune, pattern=parse_pattern(s.prune_pattern) if s.prune_pattern else None))
-    if s.cluster:
-        techniques.append(Cluster(clusters=s.cluster))
-    if s.qat:
-        techniques.append(QAT())
+    techniques = techniques_from_settings(s.as_dict())
     training = TrainSettings(
         epochs=s.epochs or task.training.epochs,
         batch_size=task.training.batch_size,
