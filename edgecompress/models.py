@@ -1,7 +1,8 @@
 """Loading Keras models: the one place that imports TensorFlow and knows Keras 2 from Keras 3.
 
 TF-MOT works only on tf-keras (Keras 2) models, and TensorFlow 2.21's tf.keras is Keras 3 unless
-TF_USE_LEGACY_KERAS=1 is set before TensorFlow is first imported (shared FACTS), so import_tf() sets it.
+TF_USE_LEGACY_KERAS=1 is set before TensorFlow is first imported (TF-MOT sets it on its own import, too late
+once tf.keras was touched), so import_tf() sets it.
 Models are loaded in Keras's safe mode, and their configs are scanned as data for Lambda layers first,
 because tf-keras loads a Lambda from a .h5 file even in safe mode.
 """

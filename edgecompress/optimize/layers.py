@@ -1,7 +1,8 @@
 """Which layers each technique can compress, and wrapping only those.
 
 TF-MOT's whole-model helpers (prune_low_magnitude, quantize_model) refuse a model as soon as one layer is
-unsupported (shared FACTS). Here each layer is judged on its own through TF-MOT's registries, the supported
+unsupported (prune_low_magnitude stops at a MultiHeadAttention or TFOpLambda layer with "Please initialize
+`Prune` with a supported layer"). Here each layer is judged on its own through TF-MOT's registries, the supported
 ones are wrapped through clone_model's clone_function, and the others stay as they are and are reported.
 """
 from __future__ import annotations

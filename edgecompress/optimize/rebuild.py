@@ -1,4 +1,5 @@
-"""Keras 3 models rebuilt as tf-keras models, since TF-MOT works only on tf-keras (shared FACTS).
+"""Keras 3 models rebuilt as tf-keras models, since TF-MOT 0.8.1 works only on tf-keras: given a Keras 3 model,
+quantize_model and prune_low_magnitude raise ValueError and cluster_weights returns None.
 
 Each built-in layer is re-created from its config as the tf-keras layer of the same class, called on the
 same graph, given the same weights; the rebuilt model must give the same outputs as the original on
