@@ -24,6 +24,21 @@ def fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def fmt_duration(ms: float | None) -> str:
+    """A duration given in milliseconds, in the unit that fits it: 7.1 us, 12.3 ms, 1.4 s."""
+    if ms is None:
+        return "-"
+    value, unit = (ms * 1000, "us") if ms < 1 else (ms, "ms") if ms < 1000 else (ms / 1000, "s")
+    return f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
+
+
+def fmt_points(drop: float | None) -> str:
+    """An accuracy drop in percentage points below the source model, two decimals; negative means better."""
+    if drop is None:
+        return "-"
+    return f"{drop:.2f}" if round(drop, 2) != 0 else "0.00"
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> str:
     """A plain aligned table; numbers right-aligned, text left-aligned."""
     cells = [[fmt(v) for v in row] for row in rows]

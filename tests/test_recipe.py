@@ -1,6 +1,7 @@
 """Recipe parsing and validation: every bad field is named with its line, through the CLI's error policy."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +45,11 @@ cluster = 8
 
 
 @pytest.fixture()
-def folder(tmp_path: Path) -> Path:
-    """A recipe's folder with the files it names (contents do not matter to parsing)."""
+def folder(tmp_path: Path, digits_model_path: Path) -> Path:
+    """A recipe's folder with the files it names: a real model, .npz files with x and y."""
     (tmp_path / "data").mkdir()
-    (tmp_path / "model.keras").write_bytes(b"not read by the parser")
+    shutil.copy(digits_model_path, tmp_path / "model.keras")
+    np.savez(tmp_path / "data" / "unlabelled.npz", x=np.zeros((2, 8, 8, 1), np.float32))
     for name in ("train", "test"):
         np.savez(tmp_path / "data" / f"{name}.npz", x=np.zeros((2, 8, 8, 1), np.float32), y=np.zeros(2, np.int64))
     return tmp_path
@@ -108,6 +110,12 @@ BAD = [
     ("cluster = 8", "cluster = 1", "cluster = 1", ["variants[1].cluster", "2 or more"]),
     ("max_accuracy_drop = 1.5", "max_accuracy_drop = true", "max_accuracy_drop", ["constraints.max_accuracy_drop", "number"]),
     ("[training]", "[train]", "[train]", ["train", "unknown field"]),
+    # a file of the wrong kind is caught before any work starts
+    ('train = "data/train.npz"', 'train = "model.keras"', 'train = "model.keras"',
+     ["data.train", "model.keras is not a .npz file", "numpy.savez"]),
+    ('model = "model.keras"', 'model = "data/train.npz"', 'model = "data/train.npz"',
+     ["model", "train.npz is not a Keras model file"]),
+    ('test = "data/test.npz"', 'test = "data/unlabelled.npz"', "unlabelled.npz", ["data.test", "no labels `y`"]),
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgecompress.cli.main import main
@@ -136,3 +137,31 @@ def test_executor_isolates_a_worker_over_its_memory_budget(digits_model_path, fl
     assert not outcomes[2].crashed and "missing.npz" in outcomes[2].error and outcomes[2].detail.startswith("Traceback")
     assert sorted(events) == [(0, "evaluate"), (1, "evaluate"), (2, "evaluate")]
     assert (tmp_path / "tflite.json").is_file() and not (tmp_path / "keras.json").exists()
+
+
+def _recipe(folder: Path, model: Path, test: Path, variants: str, train: Path | None = None) -> Path:
+    path = folder / "recipe.toml"
+    lines = [f'model = "{model}"', "", "[data]", f'test = "{test}"'] + ([f'train = "{train}"'] if train else [])
+    path.write_text("\n".join(lines) + "\n\n[benchmark]\nruns = 5\nmin_secs = 0.05\n\n" + variants)
+    return path
+
+
+def test_a_run_where_no_variant_finishes_exits_1_with_the_report(digits, digits_model_path, test_npz, tmp_path, capsys):
+    train = digits.train.save_npz(tmp_path / "train.npz")
+    recipe = _recipe(tmp_path, digits_model_path, test_npz, "[[variants]]\nlow_rank = 1.0\n", train)
+    code, out, err = cli(["run", recipe, "-o", tmp_path / "run"], capsys)
+    assert code == 1 and "error: no variant finished" in err and "Traceback" not in err
+    assert "failed: optimize" in out  # the table still shows what happened
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert "| lowrank1-float32 |" in md and "failed: optimize" in md
+
+
+def test_files_that_do_not_fit_the_model_stop_the_run_before_any_build(digits_model_path, test_npz, tmp_path, capsys):
+    flat = tmp_path / "flat.npz"
+    np.savez(flat, x=np.zeros((4, 64), np.float32), y=np.zeros(4, np.int64))  # the model takes 8x8x1 images
+    recipe = _recipe(tmp_path, digits_model_path, flat, '[[variants]]\nquantize = "dynamic"\n')
+    code, out, err = cli(["run", recipe, "-o", tmp_path / "run"], capsys)
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert code == 2 and out == "" and len(errors) == 1 and "Traceback" not in err, err
+    assert errors[0].startswith("error: recipe recipe.toml: data.test: ") and "flat.npz" in errors[0]
+    assert not list((tmp_path / "run").rglob("*.tflite")) and not (tmp_path / "run" / "report.md").exists()

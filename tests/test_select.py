@@ -30,9 +30,9 @@ def test_smallest_within_constraints_and_every_reason():
     assert s.chosen == "int8"
     assert "smallest gzip size" in s.why and "1 variant" in s.why
     assert set(s.rejected) == {"float32", "prune-int8", "tiny", "broken"}
-    assert "accuracy drop 1.50 points > 1" in s.rejected["prune-int8"]
-    assert "accuracy drop 9.00 points > 1" in s.rejected["tiny"]
-    assert "estimated latency on pi 40 ms > 20 ms" in s.rejected["float32"]
+    assert "accuracy drop 1.50 > 1.00 points" in s.rejected["prune-int8"]
+    assert "accuracy drop 9.00 > 1.00 points" in s.rejected["tiny"]
+    assert "estimated latency on pi 40.0 ms > 20.0 ms" in s.rejected["float32"]
     assert s.rejected["broken"].startswith("failed in convert: conversion failed")
     assert s.closest == []
 
@@ -61,8 +61,8 @@ def test_none_meets_names_the_closest_and_what_they_break():
     assert len(names) == 3 and "broken" not in names
     # one broken constraint beats two; among single breakers the smaller excess comes first
     assert names[:2] == ["float32", "tiny"]
-    assert s.closest[0][1] == ["estimated latency on pi 40 ms > 20 ms".replace("20", "8")]
-    assert s.closest[1][1] == ["accuracy drop 9.00 points > 0.1"]
+    assert s.closest[0][1] == ["estimated latency on pi 40.0 ms > 20.0 ms".replace("20", "8")]
+    assert s.closest[1][1] == ["accuracy drop 9.00 > 0.10 points"]
     assert len(s.closest[2][1]) == 2
     assert set(s.rejected) == {r.name for r in RECORDS}
 

@@ -39,7 +39,9 @@ _register()
 def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        cli.main(args=argv, prog_name="edgecompress", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="edgecompress", standalone_mode=False)
+        if isinstance(code, int) and code:  # a command's ctx.exit(CODE) comes back as the return value here
+            sys.exit(code)
     except UserError as exc:
         click.echo(f"error: {in_flags(exc)}", err=True)
         sys.exit(exc.exit_code)

@@ -13,7 +13,7 @@ def render_run(result: Any) -> str:
     from edgecompress.pipeline.report import table_headers, table_rows
     from edgecompress.tables import table
 
-    lines = [table(table_headers(result.targets), table_rows(result.records, result.targets),
+    lines = [table(table_headers(result.targets), table_rows(result.records, result.targets, result.constraints),
                    title=f"{len(result.records)} variants of {result.recipe.name}"), ""]
     for s in result.selections:
         where = "this host" if s.target == "host" else s.target
@@ -36,11 +36,17 @@ def render_run(result: Any) -> str:
               help="Memory budget of each worker (default: 80% of RAM shared by the jobs).")
 @json_option
 def run_command(recipe: str, run_dir: str | None, jobs: int, worker_memory_mb: int | None, as_json: bool) -> None:
-    """Optimize, convert, evaluate and benchmark every variant of RECIPE (TOML); report the best per device."""
+    """Optimize, convert, evaluate and benchmark every variant of RECIPE (TOML); report the best per device.
+
+    Exits 2 on a bad recipe or files (before any work), 1 when no variant finished (the report says why).
+    """
     from edgecompress.pipeline.run import run_recipe
 
     result = run_recipe(recipe, run_dir, jobs=jobs, worker_memory_mb=worker_memory_mb)
     emit(result.to_dict() if as_json else result, as_json, render_run)
+    if not any(r.ok for r in result.records):  # a run that produced nothing failed, whatever the report says
+        click.echo(f"error: no variant finished: {result.report.markdown} says why for each", err=True)
+        click.get_current_context().exit(1)
 
 
 COMMANDS = [run_command]

@@ -24,7 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from edgecompress.errors import UserError
+from edgecompress.models import keras_flavour
+from edgecompress.specs import LABEL_KEY
 from edgecompress.tomlfields import FieldChecker, field_name, type_name
 from edgecompress.optimize.prune import SUPPORTED_PATTERNS
 from edgecompress.converters.quantize import IO_TYPES, QUANTIZE_MODES
@@ -186,6 +190,37 @@ class _Checker(FieldChecker):
                                    f"from the recipe's folder)")
         return path.resolve()
 
+    def model(self, value: Any, where: tuple[Any, ...], what: str) -> Path:
+        """A Keras model file or SavedModel folder (told by its contents, without loading it)."""
+        path = self.file(value, where, what)
+        try:
+            keras_flavour(path)
+        except UserError as exc:
+            raise self.fail(where, str(exc)) from None
+        return path
+
+    def data(self, value: Any, where: tuple[Any, ...], what: str, kinds: tuple[str, ...]) -> Path:
+        """A data file of one of KINDS (".npz", ".npy", "folder"); a labelled .npz must hold `y`."""
+        path = self.file(value, where, what)
+        kind = "folder" if path.is_dir() else path.suffix.lower()
+        if kind not in kinds:
+            raise self.fail(where, f"{what} {path} is not {' or '.join(_KIND_TEXT[k] for k in kinds)}: "
+                                   f"save the arrays with numpy.savez(path, x=..., y=...)")
+        if kind == ".npz":
+            try:
+                with np.load(path, allow_pickle=False) as arrays:
+                    keys = list(arrays.files)
+            except (OSError, ValueError) as exc:
+                raise self.fail(where, f"{what} {path} is not a readable .npz file ({exc}): save it with "
+                                       "numpy.savez") from None
+            if kinds == (".npz",) and LABEL_KEY not in keys:
+                raise self.fail(where, f"{what} {path} has no labels `{LABEL_KEY}` (keys: {', '.join(keys) or 'none'})"
+                                       f": add them as {LABEL_KEY}=...")
+        return path
+
+
+_KIND_TEXT = {".npz": "a .npz file", ".npy": "a .npy file", "folder": "an image folder"}
+
 
 # ------------------------------------------------------------------------------------------- parsing
 
@@ -212,7 +247,7 @@ def load_recipe(path: str | Path, known_devices: Callable[[], list[str]] | None 
     check.table(raw, (), TOP_KEYS)
     if "model" not in raw:
         raise check.fail(("model",), 'is missing: add model = "path/to/model.keras" at the top of the recipe')
-    model = check.file(raw["model"], ("model",), "model")
+    model = check.model(raw["model"], ("model",), "model")
     data = _data(check, raw.get("data", {}))
     devices = _devices(check, raw.get("devices", []), known_devices or _profile_names)
     variants, notes = _variants(check, raw, data)
@@ -238,8 +273,8 @@ def _profile_names() -> list[str]:
 
 def _data(check: _Checker, raw: Any) -> DataFiles:
     check.table(raw, ("data",), DATA_KEYS)
-    files = {k: check.file(raw[k], ("data", k), f"{k} data file") if k in raw else None
-             for k in ("train", "val", "test", "calibration")}
+    kinds = {"train": (".npz",), "val": (".npz",), "test": (".npz",), "calibration": (".npz", ".npy", "folder")}
+    files = {k: check.data(raw[k], ("data", k), f"{k} data", kinds[k]) if k in raw else None for k in kinds}
     if files["test"] is None and files["val"] is None:
         raise check.fail(("data",), "needs held-out data to score the variants: set test = \"test.npz\" (or val)")
     files["calibration"] = files["calibration"] or files["train"]  # representative inputs: the training set will do
@@ -332,7 +367,7 @@ def _setting(check: _Checker, key: str, value: Any, where: tuple[Any, ...]) -> A
     if key == "low_rank":
         return float(check.number(value, where, low=0, high=1))
     if key == "distill_student":
-        return check.file(value, where, "student model")
+        return check.model(value, where, "student model")
     if key == "temperature":
         return float(check.number(value, where, low=0, low_open=True))
     if key == "alpha":

@@ -5,46 +5,40 @@ matplotlib is imported here only, lazily, with the Agg backend (no display neede
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from edgecompress.fileio import atomic_path, write_text_atomic
-from edgecompress.tables import fmt
+from edgecompress.tables import fmt, fmt_duration, fmt_points
+from edgecompress.pipeline.recipe import Constraints
 from edgecompress.pipeline.record import VariantRecord
-from edgecompress.pipeline.select import Selection, pareto_front
+from edgecompress.pipeline.select import OBJECTIVE_TEXT, Selection, describe_constraints, pareto_front, status, violations
 
 PLOTS = "plots"
 
 
-@dataclass
-class Report:
-    results: Path
-    markdown: Path
-    plots: list[Path]
-
-
 def table_headers(targets: Sequence[str]) -> list[str]:
-    return (["variant", "techniques", "quantize", "size KB", "gzip KB", "accuracy %", "drop pts", "host ms"]
-            + [f"{t} est. ms" for t in targets if t != "host"] + ["status"])
+    return (["#", "variant", "techniques", "quantize", "size KB", "gzip KB", "accuracy %", "drop pts", "host p50"]
+            + [f"{t} est. p50" for t in targets if t != "host"] + ["status"])
 
 
-def table_rows(records: Sequence[VariantRecord], targets: Sequence[str]) -> list[list[Any]]:
-    """One row per variant: the columns of table_headers (numbers stay numbers for alignment)."""
+def table_rows(records: Sequence[VariantRecord], targets: Sequence[str], constraints: Constraints) -> list[list[Any]]:
+    """One row per variant: the columns of table_headers (sizes and accuracy stay numbers for alignment)."""
     rows = []
-    for r in records:
-        status = "ok" + (" (cached)" if r.reused else "") if r.ok else f"failed: {r.failed_stage}"
+    for number, r in enumerate(records, 1):  # the numbers the plots show
         rows.append([
+            number,
             r.name,
             "+".join(r.techniques) or "-",
             r.settings.get("quantize"),
             None if r.size_bytes is None else r.size_bytes / 1024,
             None if r.gzip_bytes is None else r.gzip_bytes / 1024,
             None if r.accuracy is None else r.accuracy * 100,
-            r.accuracy_drop,
-            r.host_latency_ms,
-            *[r.latency(t) for t in targets if t != "host"],
-            status,
+            fmt_points(r.accuracy_drop),
+            fmt_duration(r.host_latency_ms),
+            *[fmt_duration(r.latency(t)) for t in targets if t != "host"],
+            status(r, constraints, targets),
         ])
     return rows
 
@@ -54,10 +48,12 @@ def write_results(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def results_data(recipe: Path, baseline: dict[str, Any] | None, records: Sequence[VariantRecord],
-                 selections: Sequence[Selection], notes: Sequence[str]) -> dict[str, Any]:
+def results_data(recipe: Path, objective: str, constraints: Constraints, baseline: dict[str, Any] | None,
+                 records: Sequence[VariantRecord], selections: Sequence[Selection], notes: Sequence[str]) -> dict[str, Any]:
     return {
         "recipe": str(recipe),
+        "objective": objective,
+        "constraints": asdict(constraints),
         "baseline": baseline,
         "variants": [r.to_dict() for r in records],
         "selections": [asdict(s) for s in selections],
@@ -68,35 +64,91 @@ def results_data(recipe: Path, baseline: dict[str, Any] | None, records: Sequenc
 # -------------------------------------------------------------------------------------------- plots
 
 
+@dataclass
+class Plotted:
+    """What one panel shows: each variant's number in the key, the ones marked failing, the front, the legend."""
+
+    numbers: dict[str, int] = field(default_factory=dict)
+    failing: list[str] = field(default_factory=list)
+    front: list[str] = field(default_factory=list)  # drawn only when it has 2 points or more
+    legend: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    results: Path
+    markdown: Path
+    plots: list[Path]
+    shown: dict[str, Plotted] = field(default_factory=dict)  # plot file name -> what it shows
+
+
 def _points(records: Sequence[VariantRecord], x_of: Any) -> tuple[list[VariantRecord], list[tuple[float, float]]]:
     kept = [r for r in records if r.ok and r.accuracy is not None and x_of(r) is not None]
     return kept, [(float(x_of(r)), r.accuracy * 100) for r in kept]
 
 
-def _scatter(ax: Any, records: Sequence[VariantRecord], x_of: Any, chosen: dict[str, list[str]], xlabel: str) -> None:
+def _overlaps(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _label(ax: Any, points: Sequence[tuple[float, float]], texts: Sequence[str]) -> None:
+    """Each point's number beside it, moved away (with a leader line) where it would cover another label or point.
+
+    Greedy, in points (1/72 inch) on the final axes: labels are tried right/left of the marker, then farther
+    up or down, and the first free place wins.
+    """
+    scale = 72 / ax.figure.dpi
+    where = [tuple(ax.transData.transform(p) * scale) for p in points]
+    taken = [(x - 4, y - 4, x + 4, y + 4) for x, y in where]  # the markers
+    for (x, y), point, text in zip(where, points, texts):
+        width, height = 4.5 * len(text) + 2, 8
+        choices = [(dx, dy) for k in range(6) for dy in (3 + 11 * k, -11 - 11 * k) for dx in (5, -5 - width)]
+        for dx, dy in choices:
+            box = (x + dx, y + dy, x + dx + width, y + dy + height)
+            if not any(_overlaps(box, other) for other in taken):
+                break
+        taken.append(box)
+        far = abs(dy) > 11
+        ax.annotate(text, point, xytext=(dx, dy), textcoords="offset points", fontsize=7, va="bottom",
+                    arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6} if far else None)
+
+
+def _scatter(ax: Any, records: Sequence[VariantRecord], numbers: dict[str, int], failing: set[str], x_of: Any,
+             chosen: dict[str, list[str]], xlabel: str) -> Plotted:
     kept, points = _points(records, x_of)
     if not points:
         ax.text(0.5, 0.5, "no finished variant to plot", ha="center", va="center", transform=ax.transAxes)
-        return
-    xs, ys = zip(*points)
-    ax.scatter(xs, ys, color="tab:blue", s=30, zorder=3, label="variant")
+        return Plotted()
+    shown = Plotted(numbers={r.name: numbers[r.name] for r in kept},
+                    failing=[r.name for r in kept if r.name in failing])
+    good = [p for r, p in zip(kept, points) if r.name not in failing]
+    bad = [p for r, p in zip(kept, points) if r.name in failing]
+    if good:
+        ax.scatter(*zip(*good), color="tab:blue", s=30, zorder=3, label="meets the constraints")
+    if bad:
+        ax.scatter(*zip(*bad), marker="x", color="0.55", s=40, linewidths=1.5, zorder=3, label="breaks the constraints")
     front = pareto_front(points)
-    ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color="tab:orange", zorder=2, drawstyle="steps-post",
-            label="Pareto front")
-    # rings above the chosen star, so a chosen point on the front shows both marks
-    ax.scatter([xs[i] for i in front], [ys[i] for i in front], facecolors="none", edgecolors="tab:orange", s=360,
-               linewidths=1.5, zorder=6)
+    shown.front = [kept[i].name for i in front]
+    if len(front) >= 2:
+        ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", color="tab:orange", zorder=2,
+                drawstyle="steps-post", label="Pareto front")
     for r, (x, y) in zip(kept, points):
-        ax.annotate(r.name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         if r.name in chosen:
-            ax.scatter([x], [y], marker="*", color="tab:red", s=260, zorder=5,
-                       label=f"chosen ({', '.join(chosen[r.name])})")
+            ax.scatter([x], [y], marker="*", color="tab:red", s=220, zorder=5, label=f"chosen ({', '.join(chosen[r.name])})")
+    xs = [x for x, _ in points]
     if min(xs) > 0 and max(xs) / min(xs) > 20:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("held-out accuracy (%)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.margins(0.08)
+    ax.autoscale_view()
+    _label(ax, points, [str(numbers[r.name]) for r in kept])
+    ax.text(1.02, 1.0, "\n".join(f"{numbers[r.name]:>2}  {r.name}" for r in kept), transform=ax.transAxes,
+            va="top", ha="left", fontsize=7, family="monospace")
+    legend = ax.legend(fontsize=7, loc="lower right")
+    shown.legend = [t.get_text() for t in legend.get_texts()]
+    return shown
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -105,37 +157,47 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def write_plots(folder: Path, records: Sequence[VariantRecord], selections: Sequence[Selection]) -> list[Path]:
-    """accuracy_vs_size.png and one accuracy_vs_latency_TARGET.png per target; Pareto front and choices marked."""
+def write_plots(folder: Path, records: Sequence[VariantRecord], selections: Sequence[Selection],
+                constraints: Constraints) -> dict[Path, Plotted]:
+    """accuracy_vs_size.png and one accuracy_vs_latency_TARGET.png per target.
+
+    Points carry the variant's number in the report table (the key beside each panel names them); variants
+    that break the constraints are grey crosses, the chosen ones red stars, the Pareto front a dashed step line.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     folder.mkdir(exist_ok=True)
+    numbers = {r.name: i for i, r in enumerate(records, 1)}
+    targets = [s.target for s in selections]
+    failing_any = {r.name for r in records if r.ok and any(violations(r, constraints, t) for t in targets)}
     chosen_any: dict[str, list[str]] = {}
     for s in selections:
         if s.chosen:
             chosen_any.setdefault(s.chosen, []).append(s.target)
-    paths = []
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
-    _scatter(axes[0], records, lambda r: None if r.size_bytes is None else r.size_bytes / 1024, chosen_any,
-             ".tflite size (KB)")
+    out: dict[Path, Plotted] = {}
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    shown = _scatter(axes[0], records, numbers, failing_any,
+                     lambda r: None if r.size_bytes is None else r.size_bytes / 1024, chosen_any, ".tflite size (KB)")
     axes[0].set_title("accuracy vs size")
-    _scatter(axes[1], records, lambda r: None if r.gzip_bytes is None else r.gzip_bytes / 1024, chosen_any,
-             "gzip size (KB): what pruning and clustering shrink")
+    _scatter(axes[1], records, numbers, failing_any, lambda r: None if r.gzip_bytes is None else r.gzip_bytes / 1024,
+             chosen_any, "gzip size (KB): what pruning and clustering shrink")
     axes[1].set_title("accuracy vs gzip size")
-    paths.append(_save(fig, folder / "accuracy_vs_size.png"))
+    fig.subplots_adjust(wspace=0.45)
+    out[_save(fig, folder / "accuracy_vs_size.png")] = shown
     plt.close(fig)
     for s in selections:
-        fig, ax = plt.subplots(figsize=(7, 4.8))
+        fig, ax = plt.subplots(figsize=(7.5, 4.8))
         chosen = {s.chosen: [s.target]} if s.chosen else {}
+        failing = {r.name for r in records if r.ok and violations(r, constraints, s.target)}
         what = "measured p50 latency on this host (ms)" if s.target == "host" else f"estimated p50 latency on {s.target} (ms)"
-        _scatter(ax, records, lambda r, t=s.target: r.latency(t), chosen, what)
+        shown = _scatter(ax, records, numbers, failing, lambda r, t=s.target: r.latency(t), chosen, what)
         ax.set_title(f"accuracy vs latency: {s.target}" + (" (estimate)" if s.target != "host" else ""))
-        paths.append(_save(fig, folder / f"accuracy_vs_latency_{s.target}.png"))
+        out[_save(fig, folder / f"accuracy_vs_latency_{s.target}.png")] = shown
         plt.close(fig)
-    return paths
+    return out
 
 
 # ----------------------------------------------------------------------------------------- markdown
@@ -150,16 +212,21 @@ def _md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def markdown(recipe: Path, baseline: dict[str, Any] | None, records: Sequence[VariantRecord],
-             selections: Sequence[Selection], targets: Sequence[str], plots: Sequence[Path],
-             notes: Sequence[str], run_dir: Path) -> str:
+def markdown(recipe: Path, objective: str, constraints: Constraints, baseline: dict[str, Any] | None,
+             records: Sequence[VariantRecord], selections: Sequence[Selection], targets: Sequence[str],
+             plots: Sequence[Path], notes: Sequence[str], run_dir: Path) -> str:
     out = [f"# edgecompress run: {recipe.name}", ""]
+    limits = describe_constraints(constraints)
+    out += [f"**Objective**: {objective}, {OBJECTIVE_TEXT[objective]} among the variants that meet the constraints.",
+            "", "**Constraints**: " + ("; ".join(limits) if limits else "none (every finished variant qualifies)") + ".",
+            "", "Status: ok meets every constraint; fails names the constraints a variant breaks; failed names the "
+            "stage that stopped it (see Notes).", ""]
     if baseline and baseline.get("accuracy") is not None:
         out.append(f"Source model: {baseline.get('model')}, held-out accuracy {baseline['accuracy'] * 100:.2f}% "
                    f"on {baseline.get('samples')} samples. Accuracy drops are in points below it.")
     out += ["", "Device latencies are estimates: the host's measurement scaled by each device's factor, calibrated "
             "against published figures (`edgecompress devices show NAME`). Host latency is measured (p50).", ""]
-    out += ["## Variants", "", _md_table(table_headers(targets), table_rows(records, targets)), ""]
+    out += ["## Variants", "", _md_table(table_headers(targets), table_rows(records, targets, constraints)), ""]
     for s in selections:
         title = "this host" if s.target == "host" else s.target
         out += [f"## Choice for {title} (objective: {s.objective})", ""]
@@ -190,10 +257,13 @@ def markdown(recipe: Path, baseline: dict[str, Any] | None, records: Sequence[Va
     return "\n".join(out)
 
 
-def write_report(run_dir: Path, recipe: Path, baseline: dict[str, Any] | None, records: Sequence[VariantRecord],
-                 selections: Sequence[Selection], targets: Sequence[str], notes: Sequence[str]) -> Report:
-    results = write_results(run_dir / "results.json", results_data(recipe, baseline, records, selections, notes))
-    plots = write_plots(run_dir / PLOTS, records, selections)
-    text = markdown(recipe, baseline, records, selections, targets, plots, notes, run_dir)
+def write_report(run_dir: Path, recipe: Path, objective: str, constraints: Constraints,
+                 baseline: dict[str, Any] | None, records: Sequence[VariantRecord], selections: Sequence[Selection],
+                 targets: Sequence[str], notes: Sequence[str]) -> Report:
+    data = results_data(recipe, objective, constraints, baseline, records, selections, notes)
+    results = write_results(run_dir / "results.json", data)
+    shown = write_plots(run_dir / PLOTS, records, selections, constraints)
+    plots = list(shown)
+    text = markdown(recipe, objective, constraints, baseline, records, selections, targets, plots, notes, run_dir)
     md = write_text_atomic(run_dir / "report.md", text)
-    return Report(results, md, plots)
+    return Report(results, md, plots, {p.name: s for p, s in shown.items()})

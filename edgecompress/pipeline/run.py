@@ -19,17 +19,19 @@ from edgecompress.progress import bar, note
 from edgecompress.pipeline.cache import RunDir, VariantDir, file_digest, make_key, read_json, write_json
 from edgecompress.pipeline.executor import Executor, LocalExecutor
 from edgecompress.pipeline.grid import Variant
-from edgecompress.pipeline.recipe import Recipe, load_recipe
+from edgecompress.pipeline.recipe import Constraints, Recipe, load_recipe
 from edgecompress.pipeline.record import DeviceResult, VariantRecord
 from edgecompress.pipeline.report import Report, write_report
 from edgecompress.pipeline.select import Selection, select
-from edgecompress.pipeline.stages import BaselineTask, BuildTask, build_stages, measure, measure_stages, run_task
+from edgecompress.pipeline.stages import BaselineTask, BuildTask, CheckTask, build_stages, measure, measure_stages, run_task
 
 
 @dataclass
 class RunResult:
     run_dir: Path
     recipe: Path
+    objective: str
+    constraints: Constraints
     targets: list[str]
     baseline: dict[str, Any] | None
     records: list[VariantRecord]
@@ -43,6 +45,8 @@ class RunResult:
         return {
             "run_dir": str(self.run_dir),
             "recipe": str(self.recipe),
+            "objective": self.objective,
+            "constraints": asdict(self.constraints),
             "results": str(self.report.results),
             "report": str(self.report.markdown),
             "plots": [str(p) for p in self.report.plots],
@@ -139,6 +143,8 @@ def run_recipe(
         baseline = baseline if baseline and baseline.get("key") == keys.baseline else None
         if len(todo) < len(recipe.variants):
             note(f"{len(recipe.variants) - len(todo)} of {len(recipe.variants)} variants finished in an earlier run: reused")
+        if to_build or baseline is None:
+            _check_files(executor, recipe, to_build)
         if todo:
             _calibrate_devices(recipe.devices, notes)
         total = (sum(len(build_stages(v)) for v in to_build) + (baseline is None)
@@ -159,9 +165,10 @@ def run_recipe(
                    for v in recipe.variants]
         targets = list(recipe.devices) or ["host"]
         selections = [select(records, recipe.constraints, recipe.objective, t) for t in targets]
-        report = write_report(rd.path, recipe.path, baseline, records, selections, targets, notes)
-    return RunResult(rd.path, recipe.path, targets, baseline, records, selections, report, notes,
-                     [v.name for v in todo], time.perf_counter() - start)
+        report = write_report(rd.path, recipe.path, recipe.objective, recipe.constraints, baseline, records,
+                              selections, targets, notes)
+    return RunResult(rd.path, recipe.path, recipe.objective, recipe.constraints, targets, baseline, records,
+                     selections, report, notes, [v.name for v in todo], time.perf_counter() - start)
 
 
 def _final_record(variant: Variant, vdir: VariantDir, key: str, finished: dict[str, Any] | None,
@@ -185,6 +192,20 @@ def _training_cost(variant: Variant, recipe: Recipe) -> int:
     a long training started last would keep one worker busy while the others idle."""
     s = variant.settings
     return (s.epochs or recipe.training.epochs) * len(s.techniques) if s.needs_training else 0
+
+
+def _check_files(executor: Executor, recipe: Recipe, variants: list[Variant]) -> None:
+    """The model and data files checked against each other in a worker, before any other work starts."""
+    note("checking the model and the data files")
+    students = tuple(dict.fromkeys(v.settings.distill_student for v in variants if v.settings.distill_student))
+    task = CheckTask(recipe.model, students, recipe.data, any(v.settings.needs_training for v in variants),  # type: ignore[arg-type]
+                     any(v.settings.needs_calibration for v in variants))
+    outcome = next(iter(executor.map(run_task, [task])))
+    if outcome.error is not None:
+        raise RuntimeError(f"the check of the recipe's files failed: {outcome.error}")
+    if outcome.value is not None:
+        field, problem = outcome.value
+        raise UserError(f"recipe {recipe.path.name}: {field}: {problem}")
 
 
 def _calibrate_devices(devices: tuple[str, ...], notes: list[str]) -> None:

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 
 from edgecompress.pipeline.record import VariantRecord
 from edgecompress.pipeline.recipe import Constraints
+from edgecompress.tables import fmt_duration, fmt_points
 
 OBJECTIVE_TEXT = {
     "smallest": "the smallest gzip size",
@@ -42,7 +43,7 @@ def violations(record: VariantRecord, constraints: Constraints, target: str) -> 
         if record.accuracy_drop is None:
             out.append(("accuracy drop unknown (no top-1 accuracy for this model)", float("inf")))
         elif record.accuracy_drop > limit:
-            out.append((f"accuracy drop {record.accuracy_drop:.2f} points > {limit:g}",
+            out.append((f"accuracy drop {fmt_points(record.accuracy_drop)} > {fmt_points(limit)} points",
                         (record.accuracy_drop - limit) / max(limit, 1.0)))
     for value, cap, what in (
         (record.size_bytes, constraints.max_size_kb, "size"),
@@ -56,8 +57,32 @@ def violations(record: VariantRecord, constraints: Constraints, target: str) -> 
         if latency is None:
             out.append((f"no latency estimate for {target}", float("inf")))
         elif latency > cap:
-            out.append((f"estimated latency on {target} {latency:.3g} ms > {cap:g} ms", latency / cap - 1))
+            out.append((f"estimated latency on {target} {fmt_duration(latency)} > {fmt_duration(cap)}",
+                        latency / cap - 1))
     return out
+
+
+def describe_constraints(constraints: Constraints) -> list[str]:
+    """The constraints as the report states them, one phrase each."""
+    out = []
+    if constraints.max_accuracy_drop is not None:
+        out.append(f"accuracy drop <= {fmt_points(constraints.max_accuracy_drop)} points below the source model")
+    if constraints.max_size_kb is not None:
+        out.append(f".tflite size <= {constraints.max_size_kb:g} KB")
+    if constraints.max_gzip_kb is not None:
+        out.append(f"gzip size <= {constraints.max_gzip_kb:g} KB")
+    out += [f"estimated latency on {device} <= {fmt_duration(ms)}" for device, ms in constraints.max_latency_ms.items()]
+    return out
+
+
+def status(record: VariantRecord, constraints: Constraints, targets: Sequence[str]) -> str:
+    """"ok", "fails: <the constraints it breaks on any target>" or "failed: <stage>"."""
+    if not record.ok:
+        return f"failed: {record.failed_stage}"
+    broken = list(dict.fromkeys(text for t in targets for text, _ in violations(record, constraints, t)))
+    if broken:
+        return "fails: " + "; ".join(broken)
+    return "ok" + (" (cached)" if record.reused else "")
 
 
 def _rank_key(objective: str, target: str) -> Callable[[VariantRecord], tuple[float, ...]]:
@@ -84,7 +109,7 @@ def _describe(r: VariantRecord, objective: str, target: str) -> str:
         return f"gzip size {_kb(r.gzip_bytes)}" if r.gzip_bytes is not None else "size unknown"
     if objective == "fastest":
         latency = r.latency(target)
-        return f"latency {latency:.3g} ms" if latency is not None else "latency unknown"
+        return f"latency {fmt_duration(latency)}" if latency is not None else "latency unknown"
     return f"accuracy {r.accuracy * 100:.2f}%" if r.accuracy is not None else "accuracy unknown"
 
 

@@ -1,5 +1,7 @@
 """The work on one variant, stage by stage, over the public APIs of the lower layers.
 
+Before any build, one worker checks the recipe's files against each other (CheckTask): the models load and
+the data fits them (input keys, shapes, labels), so a wrong file stops the run in one line, not in every variant.
 Build stages run in a worker process (they import TensorFlow):
   optimize  edgecompress.optimize.optimize       (prune / cluster / QAT / low-rank / distillation)
   convert   edgecompress.converters.convert_model (quantization, calibration, validation)
@@ -51,12 +53,56 @@ class BuildTask:
     training: Training
 
 
+@dataclass(frozen=True)
+class CheckTask:
+    model: Path
+    students: tuple[Path, ...]  # distillation students: trained on data.train too
+    data: DataFiles
+    training: bool  # some variant fine-tunes: data.train (and val) must fit the models
+    calibration: bool  # some variant is calibrated on data.calibration
+
+
+def check_files(task: CheckTask) -> tuple[str, str] | None:
+    """(recipe field, what is wrong) for the first problem with the recipe's model and data files, or None."""
+    from edgecompress.calibration.checks import check_labels, check_source
+    from edgecompress.calibration.sources import open_source
+    from edgecompress.errors import UserError
+    from edgecompress.models import load_model
+    from edgecompress.optimize.data import load_labeled
+
+    data = task.data
+    field = "model"
+    try:
+        model = load_model(task.model)
+        field = "data.test" if data.test is not None else "data.val"
+        held_out = open_source(data.eval, model.inputs)
+        check_source(held_out, model.inputs)
+        check_labels(held_out)
+        if task.calibration and data.calibration is not None:
+            field = "data.calibration"
+            check_source(open_source(data.calibration, model.inputs), model.inputs)
+        if task.training and data.train is not None:
+            field = "distill_student"
+            trained = [model, *map(load_model, task.students)]
+            for what, path in (("train", data.train), ("val", data.val)):
+                if path is None:
+                    continue
+                field = f"data.{what}"
+                for m in trained:
+                    load_labeled(path, m.inputs, m.outputs, what)
+    except UserError as exc:
+        return field, str(exc)
+    return None
+
+
 def build_stages(variant: Variant) -> tuple[str, ...]:
     return BUILD_STAGES if variant.settings.needs_training else BUILD_STAGES[1:]
 
 
-def run_task(task: BaselineTask | BuildTask, emit: Callable[[str], None]) -> dict[str, Any]:
+def run_task(task: CheckTask | BaselineTask | BuildTask, emit: Callable[[str], None]) -> Any:
     """The worker's entry point (module-level so the executor can send it to another process)."""
+    if isinstance(task, CheckTask):
+        return check_files(task)
     if isinstance(task, BaselineTask):
         with _logged(task.file.with_suffix(".log")):
             return baseline(task, emit)
