@@ -24,11 +24,17 @@ def fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def duration_unit(ms: float) -> tuple[float, str]:
+    """(factor, unit) that show a duration of MS milliseconds as a number from 1 to 1000: us, ms or s."""
+    return (1000.0, "us") if ms < 1 else (1.0, "ms") if ms < 1000 else (0.001, "s")
+
+
 def fmt_duration(ms: float | None) -> str:
     """A duration given in milliseconds, in the unit that fits it: 7.1 us, 12.3 ms, 1.4 s."""
     if ms is None:
         return "-"
-    value, unit = (ms * 1000, "us") if ms < 1 else (ms, "ms") if ms < 1000 else (ms / 1000, "s")
+    factor, unit = duration_unit(ms)
+    value = ms * factor
     return f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
 
 

@@ -107,6 +107,7 @@ def test_report_files(tmp_path, records):
     assert not list(tmp_path.rglob(".*"))  # no temporary file left
 
     phone = report.shown["accuracy_vs_latency_pixel-3a.png"]
+    assert phone.xlabel == "estimated p50 latency on pixel-3a (ms)"
     assert phone.numbers == {"float32": 1, "int8": 2, "prune0.8-int8": 3, "tiny": 4}  # the table's numbers
     assert sorted(phone.failing) == ["float32", "prune0.8-int8", "tiny"]
     assert phone.legend == ["meets the constraints", "breaks the constraints", "Pareto front", "chosen (pixel-3a)"]
@@ -136,6 +137,7 @@ def test_a_one_point_front_is_not_drawn_nor_listed(tmp_path):
                           ["host"], [])
     shown = report.shown["accuracy_vs_latency_host.png"]
     assert shown.front == ["best"] and "Pareto front" not in shown.legend and not shown.failing
+    assert shown.xlabel == "measured p50 latency on this host (us)"  # 0.33 and 0.67 ms: microseconds fit
     assert "**Constraints**: none (every finished variant qualifies)." in report.markdown.read_text()
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from edgecompress.fileio import atomic_path, write_text_atomic
-from edgecompress.tables import fmt, fmt_duration, fmt_points
+from edgecompress.tables import duration_unit, fmt, fmt_duration, fmt_points
 from edgecompress.pipeline.recipe import Constraints
 from edgecompress.pipeline.record import VariantRecord
 from edgecompress.pipeline.select import OBJECTIVE_TEXT, Selection, describe_constraints, pareto_front, status, violations
@@ -68,6 +68,7 @@ def results_data(recipe: Path, objective: str, constraints: Constraints, baselin
 class Plotted:
     """What one panel shows: each variant's number in the key, the ones marked failing, the front, the legend."""
 
+    xlabel: str = ""
     numbers: dict[str, int] = field(default_factory=dict)
     failing: list[str] = field(default_factory=list)
     front: list[str] = field(default_factory=list)  # drawn only when it has 2 points or more
@@ -114,12 +115,12 @@ def _label(ax: Any, points: Sequence[tuple[float, float]], texts: Sequence[str])
 
 
 def _scatter(ax: Any, records: Sequence[VariantRecord], numbers: dict[str, int], failing: set[str], x_of: Any,
-             chosen: dict[str, list[str]], xlabel: str) -> Plotted:
+             chosen: dict[str, list[str]], xlabel: str, key: bool = True) -> Plotted:
     kept, points = _points(records, x_of)
     if not points:
         ax.text(0.5, 0.5, "no finished variant to plot", ha="center", va="center", transform=ax.transAxes)
-        return Plotted()
-    shown = Plotted(numbers={r.name: numbers[r.name] for r in kept},
+        return Plotted(xlabel)
+    shown = Plotted(xlabel, numbers={r.name: numbers[r.name] for r in kept},
                     failing=[r.name for r in kept if r.name in failing])
     good = [p for r, p in zip(kept, points) if r.name not in failing]
     bad = [p for r, p in zip(kept, points) if r.name in failing]
@@ -144,8 +145,9 @@ def _scatter(ax: Any, records: Sequence[VariantRecord], numbers: dict[str, int],
     ax.margins(0.08)
     ax.autoscale_view()
     _label(ax, points, [str(numbers[r.name]) for r in kept])
-    ax.text(1.02, 1.0, "\n".join(f"{numbers[r.name]:>2}  {r.name}" for r in kept), transform=ax.transAxes,
-            va="top", ha="left", fontsize=7, family="monospace")
+    if key:
+        ax.text(1.02, 1.0, "\n".join(f"{numbers[r.name]:>2}  {r.name}" for r in kept), transform=ax.transAxes,
+                va="top", ha="left", fontsize=7, family="monospace")
     legend = ax.legend(fontsize=7, loc="lower right")
     shown.legend = [t.get_text() for t in legend.get_texts()]
     return shown
@@ -179,21 +181,24 @@ def write_plots(folder: Path, records: Sequence[VariantRecord], selections: Sequ
             chosen_any.setdefault(s.chosen, []).append(s.target)
     out: dict[Path, Plotted] = {}
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
-    shown = _scatter(axes[0], records, numbers, failing_any,
-                     lambda r: None if r.size_bytes is None else r.size_bytes / 1024, chosen_any, ".tflite size (KB)")
+    shown = _scatter(axes[0], records, numbers, failing_any, lambda r: None if r.size_bytes is None else r.size_bytes / 1024,
+                     chosen_any, ".tflite size (KB)", key=False)  # one key, beside the right panel
     axes[0].set_title("accuracy vs size")
     _scatter(axes[1], records, numbers, failing_any, lambda r: None if r.gzip_bytes is None else r.gzip_bytes / 1024,
              chosen_any, "gzip size (KB): what pruning and clustering shrink")
     axes[1].set_title("accuracy vs gzip size")
-    fig.subplots_adjust(wspace=0.45)
     out[_save(fig, folder / "accuracy_vs_size.png")] = shown
     plt.close(fig)
     for s in selections:
         fig, ax = plt.subplots(figsize=(7.5, 4.8))
         chosen = {s.chosen: [s.target]} if s.chosen else {}
         failing = {r.name for r in records if r.ok and violations(r, constraints, s.target)}
-        what = "measured p50 latency on this host (ms)" if s.target == "host" else f"estimated p50 latency on {s.target} (ms)"
-        shown = _scatter(ax, records, numbers, failing, lambda r, t=s.target: r.latency(t), chosen, what)
+        latencies = [ms for r in records if (ms := r.latency(s.target)) is not None]
+        factor, unit = duration_unit(max(latencies, default=1.0))
+        what = "measured p50 latency on this host" if s.target == "host" else f"estimated p50 latency on {s.target}"
+        shown = _scatter(ax, records, numbers, failing,
+                         lambda r, t=s.target: None if r.latency(t) is None else r.latency(t) * factor,
+                         chosen, f"{what} ({unit})")
         ax.set_title(f"accuracy vs latency: {s.target}" + (" (estimate)" if s.target != "host" else ""))
         out[_save(fig, folder / f"accuracy_vs_latency_{s.target}.png")] = shown
         plt.close(fig)
