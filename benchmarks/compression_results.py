@@ -78,7 +78,7 @@ def run(work: Path, epochs: int, baseline_epochs: int, width: int, dense: int) -
 
     lowrank = optimize(baseline, work / "lowrank.keras", train, [LowRank(LOW_RANK_ENERGY)], val=val, settings=settings,
                        force=True)
-    ranks = lowrank.details["low-rank"]["ranks"]
+    ranks = lowrank.details["low_rank"]["ranks"]
     before = sum(r["params_before"] for r in ranks)
     after = sum(r["params_after"] for r in ranks)
     layers = ", ".join(f"{r['layer']} rank {r['rank']}/{r['full_rank']}" for r in ranks)
