@@ -53,7 +53,7 @@ def prepare_demo(out_dir: str | Path, force: bool = False, epochs: int = 20, see
     existing = [str(p.relative_to(out)) for p in demo_files(out) if p.exists()]
     if existing and not force:
         raise UserError(f"{out} already holds demo files ({', '.join(existing)}): "
-                        "choose another folder with -o, or pass --force to overwrite them")
+                        "choose another output_dir, or set force to overwrite them", settings=("output_dir", "force"))
     (out / "data").mkdir(parents=True, exist_ok=True)
     data = load_digits(seed)
     note(f"training the example CNN on {len(data.train.y)} bundled digits ({epochs} epochs)")

@@ -16,12 +16,13 @@ from edgecompress.errors import UserError
 
 
 def check_output(path: str | os.PathLike, force: bool) -> Path:
-    """Refuse to overwrite an existing file unless --force; make sure the folder exists."""
+    """Refuse to overwrite an existing file unless FORCE; make sure the folder exists."""
     out = Path(path)
     if out.is_dir():
         raise UserError(f"output {out} is a folder: give a file name, for example {out / 'model.tflite'}")
     if out.exists() and not force:
-        raise UserError(f"output {out} already exists: choose another name or pass --force to overwrite it")
+        raise UserError(f"output {out} already exists: choose another name or set force to overwrite it",
+                        settings=("force",))
     if not out.parent.exists():
         raise UserError(f"output folder {out.parent} does not exist: create it first")
     return out

@@ -162,7 +162,7 @@ def load_model(path: str | Path, unsafe: bool = False) -> LoadedModel:
         if lambdas:
             raise UserError(
                 f"{p} has Lambda layers ({', '.join(lambdas)}) whose code would run on loading: "
-                "pass --unsafe only if you trust the file"
+                "set unsafe only if you trust the file", settings=("unsafe",)
             )
     tf = import_tf("loading a Keras model")
     try:
