@@ -24,6 +24,10 @@ def fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+class Figure(str):
+    """A number already formatted with its unit ("7.1 us", "1.67"): text, aligned in tables like a number."""
+
+
 def duration_unit(ms: float) -> tuple[float, str]:
     """(factor, unit) that show a duration of MS milliseconds as a number from 1 to 1000: us, ms or s."""
     return (1000.0, "us") if ms < 1 else (1.0, "ms") if ms < 1000 else (0.001, "s")
@@ -32,17 +36,17 @@ def duration_unit(ms: float) -> tuple[float, str]:
 def fmt_duration(ms: float | None) -> str:
     """A duration given in milliseconds, in the unit that fits it: 7.1 us, 12.3 ms, 1.4 s."""
     if ms is None:
-        return "-"
+        return Figure("-")
     factor, unit = duration_unit(ms)
     value = ms * factor
-    return f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
+    return Figure(f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}")
 
 
 def fmt_points(drop: float | None) -> str:
     """An accuracy drop in percentage points below the source model, two decimals; negative means better."""
     if drop is None:
-        return "-"
-    return f"{drop:.2f}" if round(drop, 2) != 0 else "0.00"
+        return Figure("-")
+    return Figure(f"{drop:.2f}" if round(drop, 2) != 0 else "0.00")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> str:
@@ -53,7 +57,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | No
         for i, c in enumerate(row):
             widths[i] = max(widths[i], len(c))
     numeric = [
-        all(isinstance(r[i], (int, float)) or r[i] is None for r in rows) and bool(rows) for i in range(len(headers))
+        all(isinstance(r[i], (int, float, Figure)) or r[i] is None for r in rows) and bool(rows)
+        for i in range(len(headers))
     ]
 
     def line(values: Sequence[str]) -> str:

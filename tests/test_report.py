@@ -155,3 +155,13 @@ def test_labels_of_a_tight_cluster_do_not_overlap():
         for b in boxes[i + 1:]:
             assert not a.overlaps(b), (a, b)
     plt.close(fig)
+
+
+def test_durations_and_drops_have_one_format_aligned_like_numbers():
+    from edgecompress.tables import fmt_duration, fmt_points, table
+
+    assert [fmt_duration(ms) for ms in (0.007086, 0.65, 1.0, 123.4, 2500.0, None)] == [
+        "7.1 us", "650 us", "1.0 ms", "123 ms", "2.5 s", "-"]
+    assert [fmt_points(p) for p in (1.666, -0.6667, -0.001, 0.0, None)] == ["1.67", "-0.67", "0.00", "0.00", "-"]
+    lines = table(["variant", "p50"], [["a", fmt_duration(0.007086)], ["bb", fmt_duration(12.34)]]).splitlines()
+    assert lines[2:] == ["a         7.1 us", "bb       12.3 ms"]  # right-aligned like the numbers they are
