@@ -18,6 +18,14 @@ from edgecompress.pipeline.select import OBJECTIVE_TEXT, Selection, describe_con
 PLOTS = "plots"
 
 
+@dataclass
+class Report:
+    results: Path
+    markdown: Path
+    plots: list[Path]
+    shown: dict[str, Plotted] = field(default_factory=dict)  # plot file name -> what it shows
+
+
 def table_headers(targets: Sequence[str]) -> list[str]:
     return (["#", "variant", "techniques", "quantize", "size KB", "gzip KB", "accuracy %", "drop pts", "host p50"]
             + [f"{t} est. p50" for t in targets if t != "host"] + ["status"])
@@ -73,14 +81,6 @@ class Plotted:
     failing: list[str] = field(default_factory=list)
     front: list[str] = field(default_factory=list)  # drawn only when it has 2 points or more
     legend: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Report:
-    results: Path
-    markdown: Path
-    plots: list[Path]
-    shown: dict[str, Plotted] = field(default_factory=dict)  # plot file name -> what it shows
 
 
 def _points(records: Sequence[VariantRecord], x_of: Any) -> tuple[list[VariantRecord], list[tuple[float, float]]]:
