@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterable
 
+from edgecompress.errors import UserError
 from edgecompress.converters.quantize import CALIBRATED_MODES, options_conflict, qat_conflict
 from edgecompress.optimize.base import techniques_from_settings
 from edgecompress.optimize.distill import DISTILLATION
@@ -53,8 +54,10 @@ class VariantSettings:
             return problem
         if self.qat and (why := qat_conflict(self.quantize)) is not None:
             return "qat", why
-        if self.prune and self.prune_pattern:
-            return "prune_pattern", f"prune_pattern {self.prune_pattern} sets the sparsity itself (M of every N weights): drop prune"
+        try:  # the techniques' own rules (e.g. prune and prune_pattern exclude each other)
+            techniques_from_settings(self.as_dict())
+        except UserError as exc:
+            return (exc.settings or ("prune",))[-1], str(exc)
         if self.distill_student is None:
             for name in ("temperature", "alpha"):
                 if getattr(self, name) is not None:
