@@ -148,9 +148,9 @@ def test_device_run_uses_profile_threads_capped_and_pinned(float_tflite, tmp_pat
     m, cores = r.measurement, len(os.sched_getaffinity(0))
     assert m.ok, m.error
     assert m.threads == min(4, cores) and len(m.cpus) == m.threads
-    assert r.device["threads_used"] == m.threads and r.device["threads_capped"] == (cores < 4)
-    assert r.device["memory_budget_mb"] == 3072 and m.memory_limit_mb == 3072
-    assert r.device["estimated_latency_ms"] is None
+    assert r.device.threads_used == m.threads and r.device.threads_capped == (cores < 4) and r.device.threads == 4
+    assert r.device.memory_budget_mb == 3072 and m.memory_limit_mb == 3072
+    assert r.device.estimate is None
 
 
 def test_cli_json_shape(float_tflite, int8_tflite):

@@ -24,7 +24,7 @@ class FakeClock:
 
 def _run(rule: PhaseRule, durations: list[float]) -> tuple[list[float], FakeClock]:
     clock = FakeClock(durations)
-    return run_phase(clock.step, rule, clock), clock
+    return run_phase(clock.step, rule, clock)[0], clock
 
 
 def test_count_bound_when_runs_take_longer_than_min_secs():

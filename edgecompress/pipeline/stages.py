@@ -21,11 +21,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from edgecompress.pipeline.cache import VariantDir, read_json, write_json
 from edgecompress.pipeline.grid import Variant
 from edgecompress.pipeline.recipe import BenchmarkSettings, DataFiles, Training
+from edgecompress.pipeline.record import DeviceResult
+
+if TYPE_CHECKING:
+    from edgecompress.benchmark import DeviceRunResult
+    from edgecompress.measure import Measurement
 
 BUILD_STAGES = ("optimize", "convert", "evaluate")
 LOG_NAME = "log.txt"
@@ -224,17 +229,23 @@ def measure(tflite: Path, settings: BenchmarkSettings, devices: tuple[str, ...],
     for device in devices:
         on_stage(device)
         result = benchmark([tflite], options, device=device)[0]
-        m = result.measurement
-        estimate = (result.device or {}).get("estimated_latency_ms")
-        out["devices"][device] = {
-            "estimated_p50_ms": estimate["p50"] if estimate else None,
-            "estimated_p90_ms": estimate["p90"] if estimate else None,
-            "threads": m.threads,
-            "memory_budget_mb": (result.device or {}).get("memory_budget_mb"),
-            "calibration": (result.device or {}).get("calibration"),
-            "error": m.error or (None if estimate else "no estimate: the device could not be calibrated on this host"),
-        }
+        assert result.device is not None  # benchmark() under a device always describes it
+        # A dict, as the host's summary: the stage's output is what the record is made from (run.py).
+        out["devices"][device] = dataclasses.asdict(_device_summary(result.measurement, result.device))
     return out
+
+
+def _device_summary(m: Measurement, device: DeviceRunResult) -> DeviceResult:
+    est = device.estimate
+    return DeviceResult(
+        estimated_p50_ms=est.p50_ms if est else None,
+        estimated_p90_ms=est.p90_ms if est else None,
+        threads=m.threads,
+        estimated_threads=device.threads,
+        memory_budget_mb=device.memory_budget_mb,
+        calibration=est.calibration() if est else None,
+        error=m.error or (None if est else f"no estimate: {device.unavailable or 'the device could not be calibrated on this host'}"),
+    )
 
 
 def _host_summary(m: Any) -> dict[str, Any]:
