@@ -9,10 +9,11 @@ Each model runs in its own child process (edgecompress.measure). Under a device 
   model (Amdahl's law), and the result says at how many threads it was measured;
 - the estimated p90 is the estimated p50 times the p90/p50 of a one-thread run of the model (an extra run
   when the device's run is multi-threaded). A multi-threaded run of a model that takes microseconds has a
-  second mode: measured here on the digits CNN (6.8 us at 2 threads), 6.2-6.8% of the runs took over 5x the
-  p50 (about 0.11 ms, a wait for a worker thread to wake), against 0.6-0.7% at one thread. While that share
-  stays under 10% the p90 is about 1.0x the p50; once a busier host pushes it past 10% the p90 jumps into the
-  slow mode (8.6x was seen in a sweep). The one-thread spread is the model's own, not the host's load.
+  slow mode: on the digits CNN at 2 threads here (p50 6.5-6.8 us), 0.3-7% of the runs took about 0.11 ms
+  (waiting for a worker thread): the p99 was about 17x the p50 in 9 of 10 rounds, 1.1-1.8x at one thread. The p90 stays
+  near the p50 while that share is under 10% and jumps into the slow mode above it: p90/p50 ranged 1.01-1.62
+  over 10 rounds at 2 threads, 1.01-1.13 at one (benchmarks/estimate_spread.py), and a sweep's report showed 8.6.
+  That share follows the host's load and scheduling, not the model or the device.
 Runtime side only: no TensorFlow is imported here.
 """
 from __future__ import annotations
