@@ -331,9 +331,9 @@ def fit_for(profile: DeviceProfile, timings: HostTimings | None = None) -> Devic
     """PROFILE's fit, made once per profile and host timings in this process (with a progress note).
 
     TIMINGS default to this host's cached calibration, measured first when some are missing (building the
-    references needs TensorFlow: CalibrationUnavailable otherwise). The fit itself takes well under a second
-    (the nested leave-one-out refits a few hundred factors), so it is kept in memory only; the minutes go into
-    the host timings, which are cached on disk.
+    references needs TensorFlow: CalibrationUnavailable otherwise). The fit itself took 0.05-0.6 s per
+    shipped profile here (the nested leave-one-out refits a few hundred factors), so it is kept in memory only:
+    the minutes go into the host timings, which are cached on disk.
     """
     timings = timings if timings is not None else ensure_timings(profile)
     key = (profile, timings.host, frozenset(timings.ms.items()))
