@@ -179,10 +179,12 @@ def fit_factor(
     pair_profiles: Sequence[DeviceProfile],
     exclude: Excluded = frozenset(),
     exponent: float = 1.0,
+    scaling: ThreadScaling | None = None,
 ) -> Factor | None:
-    """k for PRECISION at THREADS device threads with exponent e, by the rules in the module docstring."""
+    """k for PRECISION at THREADS device threads with exponent e, by the rules in the module docstring;
+    SCALING, when given, is the thread scaling already fitted on the same points."""
     pool = _pool(profile, pair_profiles)
-    scaling = thread_scaling([p for p in pool if not p.is_derived], timings, exclude)
+    scaling = scaling or thread_scaling([p for p in pool if not p.is_derived], timings, exclude)
     host_threads = timings.host_threads(threads)
     own = _points(profile, timings, exclude)
     same = [pt for pt in own if pt.ref.precision == precision]
@@ -269,7 +271,8 @@ class DeviceFit:
         """k for PRECISION at THREADS device threads (memoised: one fit per precision and thread count)."""
         key = (precision, threads, exponent)
         if key not in self._factors:
-            self._factors[key] = fit_factor(self.profile, precision, threads, self.timings, self.pool, exponent=exponent)
+            self._factors[key] = fit_factor(self.profile, precision, threads, self.timings, self.pool,
+                                            exponent=exponent, scaling=self.scaling)
         return self._factors[key]
 
     def estimate(
