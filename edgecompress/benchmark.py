@@ -151,12 +151,15 @@ def benchmark(
     device: str | os.PathLike | None = None,
     estimate: bool = True,
     device_threads: int | None = None,
+    one_thread_runs: Sequence[Measurement] | None = None,
 ) -> list[BenchmarkResult]:
     """Measure each model in PATHS (in its own child process); every model is checked before any runs.
 
     With DEVICE (a profile name or .toml path) the run is shaped by the profile (see the module docstring)
     and each result carries its DeviceRunResult; DEVICE_THREADS replaces the profile's thread count;
     estimate=False leaves out the latency estimate and the one-time host calibration it may need.
+    ONE_THREAD_RUNS, one-thread measurements of PATHS made already, give the estimates' p90/p50 instead of
+    an extra run each.
     """
     if not paths:
         raise UserError("no model given: pass one or more .tflite files")
@@ -174,8 +177,10 @@ def benchmark(
         for i, (result, path, model) in enumerate(zip(results, paths, models), 1):
             m = result.measurement
             # The estimate's p90/p50 comes from a one-thread run (module docstring): a second run when this one is not.
-            spread_run = (_measure(i, len(paths), path, run.options(options, threads=1), "for the estimate's p90/p50")
-                          if fit is not None and m.ok and m.threads > 1 else None)
+            spread_run = None
+            if fit is not None and m.ok and m.threads > 1:
+                spread_run = (one_thread_runs[i - 1] if one_thread_runs is not None
+                              else _measure(i, len(paths), path, run.options(options, threads=1), "for the estimate's p90/p50"))
             result.device = _device_result(run, fit, unavailable, m, model, spread_run)
     return results
 

@@ -325,17 +325,24 @@ def test_the_device_fit_is_made_once_per_profile_before_any_model_runs(float_tfl
     assert err.index("fitting the raspberry-pi-4 estimate") < err.index("[1/2] measuring")
 
 
-def test_the_estimated_p90_keeps_the_spread_of_a_one_thread_run(float_tflite, calibrated):
+def test_the_estimated_p90_keeps_the_spread_of_a_one_thread_run(float_tflite, calibrated, capsys):
     """A multi-threaded run of a model this small has a slow mode (waits for a worker thread) whose share
     decides its p90; the estimate takes its p90/p50 from a one-thread run instead, whatever the device run."""
     calibrated(1.0)
-    [r] = benchmark([float_tflite], MeasureOptions(runs=200, min_secs=0.0, warmup_min_secs=0.0), device="raspberry-pi-4")
-    est = r.device.estimate
-    assert r.device.spread_threads == 1
-    assert est.p90_ms == pytest.approx(est.p50_ms * est.spread)
-    host = benchmark([float_tflite], MeasureOptions(runs=200, min_secs=0.0, warmup_min_secs=0.0))[0].measurement.latency_ms
+    options = MeasureOptions(runs=200, min_secs=0.0, warmup_min_secs=0.0)
+    one = benchmark([float_tflite], options)[0].measurement
+    host = one.latency_ms
+    [own] = benchmark([float_tflite], options, device="raspberry-pi-4")  # makes its own one-thread run
+    est = own.device.estimate
+    assert own.device.spread_threads == 1 and est.p90_ms == pytest.approx(est.p50_ms * est.spread)
     # Both are one-thread spreads of the same model: close to each other (and to 1), never the 2-thread tail's.
     assert est.spread == pytest.approx(host.p90 / host.p50, abs=0.3)
+    # A one-thread run made already (the sweep's host run) is used as it is, with no second run.
+    capsys.readouterr()
+    [given] = benchmark([float_tflite], options, device="raspberry-pi-4", one_thread_runs=[one])
+    assert "for the estimate's p90/p50" not in capsys.readouterr().err
+    if given.measurement.threads > 1:
+        assert given.device.estimate.spread == one.latency_ms.p90 / one.latency_ms.p50
 
 
 def test_the_estimate_is_for_the_devices_threads_whatever_the_host_has(float_tflite, calibrated):

@@ -226,9 +226,11 @@ def measure(tflite: Path, settings: BenchmarkSettings, devices: tuple[str, ...],
     on_stage("benchmark")
     host = benchmark([tflite], options)[0].measurement
     out: dict[str, Any] = {"host": _host_summary(host), "devices": {}}
+    # A one-thread host run is what the device estimates take their p90/p50 from: no second run for it.
+    one_thread = [host] if host.threads == 1 and host.latency_ms is not None else None
     for device in devices:
         on_stage(device)
-        result = benchmark([tflite], options, device=device)[0]
+        result = benchmark([tflite], options, device=device, one_thread_runs=one_thread)[0]
         assert result.device is not None  # benchmark() under a device always describes it
         # A dict, as the host's summary: the stage's output is what the record is made from (run.py).
         out["devices"][device] = dataclasses.asdict(_device_summary(result.measurement, result.device))
