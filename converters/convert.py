@@ -120,8 +120,9 @@ def to_tflite(
     tf = import_tf("converting to TFLite")
     function, owner = fixed_batch_function(tf, loaded)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], owner)
-    names = [s.name for s in loaded.inputs]
-    representative = (lambda: ([feed[n] for n in names] for feed in samples.samples())) if samples else None
+    # Samples go in as {signature input name: value}: the converted model does not keep Keras's input order,
+    # so a list in Keras order would feed one input's samples to another.
+    representative = (lambda: samples.samples()) if samples else None
     configure(converter, tf, quantize, io_type, representative, allow_flex)
     # The converter prints pages of MLIR diagnostics on fd 2; its exception carries the same text, so the
     # captured output is dropped (the failure is caught inside the block, which keeps it from being replayed).
