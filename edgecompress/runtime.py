@@ -75,11 +75,16 @@ def load_interpreter(
     num_threads: int | None = None,
     use_xnnpack: bool = True,
     prefer: str | None = None,
+    preserve_all_tensors: bool = False,
 ) -> tuple[Any, RuntimeInfo]:
-    """Create and allocate an interpreter for PATH; bad files become UserError, not crashes."""
+    """Create and allocate an interpreter for PATH; bad files become UserError, not crashes.
+
+    PRESERVE_ALL_TENSORS keeps every intermediate tensor readable after invoke (no buffer reuse)."""
     check_tflite_file(path)
     interpreter_cls, resolver, info = _load_runtime(prefer)
     kwargs: dict[str, Any] = {"model_path": str(path)}
+    if preserve_all_tensors:
+        kwargs["experimental_preserve_all_tensors"] = True
     if num_threads is not None:
         kwargs["num_threads"] = num_threads
     if not use_xnnpack and resolver is not None:
