@@ -163,8 +163,9 @@ def to_tflite(
     return run_converter(converter.convert, quantize)
 
 
-def run_converter(call: Callable[[], T], quantize: str) -> T:
-    """CALL (a conversion) with the converter's stderr muted and its failures explained in one line."""
+def run_converter(call: Callable[[], T], quantize: str, flex_option: bool = True) -> T:
+    """CALL (a conversion) with the converter's stderr muted and its failures explained in one line
+    (FLEX_OPTION: whether the caller offers Flex ops as a way out)."""
     # The converter prints pages of MLIR diagnostics on fd 2; its exception carries the same text, so the
     # captured output is dropped (the failure is caught inside the block, which keeps it from being replayed).
     with quiet_native_stderr():
@@ -172,7 +173,7 @@ def run_converter(call: Callable[[], T], quantize: str) -> T:
             return call()
         except Exception as exc:  # noqa: BLE001 - ConverterError and friends; re-raised when not understood
             failure = exc
-    raise _explain(failure, quantize) from failure
+    raise _explain(failure, quantize, flex_option) from failure
 
 
 def fixed_batch_function(tf: Any, loaded: LoadedModel) -> tuple[Any, Any]:
@@ -213,10 +214,15 @@ def flex_ops(data: bytes) -> list[str]:
     return sorted({m.decode() for m in _FLEX_CODE.findall(data)})
 
 
-def _explain(exc: Exception, quantize: str) -> Exception:
+def _explain(exc: Exception, quantize: str, flex_option: bool = True) -> Exception:
     """Turn the converter's page-long message into one line that says what to do, when we understand it."""
     text = str(exc)
     select = re.search(r"TF Select ops: ([^\n]+)", text)
+    if select and not flex_option:
+        return UserError(
+            f"the model needs TensorFlow ops that TFLite's built-in kernels lack ({select.group(1).strip()}): "
+            f"{quantize} needs a built-in kernel for every op, so replace those layers with built-in ones"
+        )
     if select:
         return UserError(
             f"the model needs TensorFlow ops that TFLite's built-in kernels lack ({select.group(1).strip()}): "

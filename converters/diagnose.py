@@ -109,7 +109,8 @@ class Int8Debugger:
         converter = self._tf.lite.TFLiteConverter.from_concrete_functions([function], owner)
         configure(converter, self._tf, "int8", "float32", samples.samples, allow_flex=False)
         debugger_cls = self._tf.lite.experimental.QuantizationDebugger
-        self._debugger = run_converter(lambda: debugger_cls(converter=converter, debug_dataset=self._feeds), "int8")
+        self._debugger = run_converter(lambda: debugger_cls(converter=converter, debug_dataset=self._feeds), "int8",
+                                       flex_option=False)
         # The calibrated model is the float model with each tensor's observed range: same ops, same names.
         self._calibrated = self._debugger.calibrated_model
         self._graph = parse_model(self._calibrated).main

@@ -7,6 +7,7 @@ are missing, so a Raspberry Pi with only the runtime side never loads it.
 from __future__ import annotations
 
 import importlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,9 @@ def load_interpreter(
         kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
         # The runtime announces its XNNPACK delegate on stderr; load errors come back in the exception.
-        with quiet_native_stderr(replay_on_error=False):
+        with quiet_native_stderr(replay_on_error=False), warnings.catch_warnings():
+            # preserve_all_tensors is asked for on purpose (per-layer comparison); its memory warning is noise
+            warnings.simplefilter("ignore", UserWarning)
             interpreter = interpreter_cls(**kwargs)
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:

@@ -159,3 +159,57 @@ def test_bad_num_samples(digits_model_path, calib_npz, out_dir, run_cli):
                                str(calib_npz), "--num-samples", "0"))
     assert code == 2 and "Traceback" not in err and "--num-samples" in err
     no_leftovers(out_dir)
+
+
+@pytest.fixture()
+def unlabelled_npz(digits, tmp_path):
+    path = tmp_path / "unlabelled.npz"
+    np.savez(path, x=digits.val.x[:20])
+    return path
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--max-drop", "1"], ("max_drop", "--eval-data")),
+    (["--eval-data", "EVAL"], ("--max-drop",)),
+    (["--max-drop", "1", "--eval-data", "EVAL", "--quantize", "dynamic"], ("--max-drop", "int8", "dynamic")),
+    (["--max-drop", "1", "--eval-data", "EVAL", "--quantize", "int8", "--io-type", "int8"], ("float32",)),
+    (["--max-drop", "-1", "--eval-data", "EVAL", "--quantize", "int8"], ("max_drop", ">= 0")),
+])
+def test_max_drop_options(digits_model_path, calib_npz, test_npz, out_dir, run_cli, extra, words):
+    extra = [str(test_npz) if e == "EVAL" else e for e in extra]
+    args = convert(digits_model_path, out_dir / "m.tflite", "--calibration", str(calib_npz), *extra)
+    if "--quantize" not in extra:
+        args += ["--quantize", "int8"]
+    bad(run_cli, args, *words)
+    no_leftovers(out_dir)
+
+
+def test_max_drop_needs_labels(digits_model_path, calib_npz, unlabelled_npz, out_dir, run_cli):
+    bad(run_cli, convert(digits_model_path, out_dir / "m.tflite", "--quantize", "int8", "--calibration",
+                         str(calib_npz), "--eval-data", str(unlabelled_npz), "--max-drop", "1"), "no labels", "'y'")
+    no_leftovers(out_dir)
+
+
+def test_diagnose_needs_labels_and_calibration(digits_model_path, calib_npz, unlabelled_npz, run_cli):
+    bad(run_cli, ["diagnose", str(digits_model_path), "--calibration", str(calib_npz), "--data",
+                  str(unlabelled_npz)], "no labels", "'y'")
+    bad(run_cli, ["diagnose", str(digits_model_path)], "--calibration")
+
+
+def test_diagnose_of_a_model_int8_cannot_take(tmp_path, run_cli):
+    """An op with no TFLite kernel: diagnose says so in one line (and does not suggest a flag it lacks)."""
+    from edgecompress.models import import_tf
+
+    tf = import_tf()
+
+    class Inverse(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 2, 2], tf.float32, name="m")])
+        def __call__(self, m):
+            return {"inv": tf.linalg.inv(m + 2 * tf.eye(2))}
+
+    module = Inverse()
+    tf.saved_model.save(module, str(tmp_path / "inv"), signatures=module.__call__)
+    np.savez(tmp_path / "m.npz", m=np.random.default_rng(0).random((20, 2, 2), dtype=np.float32))
+    line = bad(run_cli, ["diagnose", str(tmp_path / "inv"), "--calibration", str(tmp_path / "m.npz")],
+               "MatrixInverse")
+    assert "--allow-flex" not in line
