@@ -72,6 +72,8 @@ def with_outlier_channel(model: Any, layer: str = "conv1", magnitude: float = 1e
     spec["config"]["filters"] += 1
     broken = keras.Sequential.from_config(config)
     after = [l.name for l in model.layers].index(layer) + 1
+    if type(model.layers[after]).__name__ != "Conv2D":
+        raise ValueError(f"the layer after {layer} must be a Conv2D (it reads the outlier channel with zero weights)")
     rng = np.random.default_rng(seed)
     for source, target in zip(model.layers, broken.layers):
         weights = source.get_weights()
