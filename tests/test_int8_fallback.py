@@ -73,7 +73,11 @@ def test_broken_int8_export_warns(run_cli, broken_path, calib_npz, tmp_path):
     assert "warning:" in err and "edgecompress diagnose" in err
 
 
-def test_sound_int8_export_does_not_warn(run_cli, digits_model_path, calib_npz, tmp_path):
+def test_max_drop_stops_at_full_int8_when_it_is_good_enough(run_cli, digits_model_path, calib_npz, val_npz,
+                                                           tmp_path):
     code, result, err = run_json(run_cli, ["convert", digits_model_path, "-o", tmp_path / "ok.tflite", "--quantize",
-                                           "int8", "--calibration", calib_npz, "--num-samples", "100"])
-    assert code == 0 and result["warnings"] == [] and "warning" not in err
+                                           "int8", "--calibration", calib_npz, "--num-samples", "100",
+                                           "--eval-data", val_npz, "--max-drop", "1"])
+    assert code == 0, err
+    assert len(result["steps"]) == 1 and result["float_layers"] == [] and result["target_met"] is True
+    assert result["drop"] <= 1 and result["warnings"] == [] and "warning" not in err
