@@ -138,7 +138,9 @@ def test_lambda_layer_converts_with_unsafe(lambda_model, out_dir, run_cli):
     assert (out_dir / "m.tflite").read_bytes()[4:8] == b"TFL3"
 
 
-def test_flex_op_is_reported_with_the_option(tmp_path, out_dir, run_cli):
+@pytest.fixture()
+def inverse_model(tmp_path):
+    """A SavedModel whose only op (MatrixInverse) has no TFLite built-in kernel."""
     from edgecompress.models import import_tf
 
     tf = import_tf()
@@ -150,7 +152,11 @@ def test_flex_op_is_reported_with_the_option(tmp_path, out_dir, run_cli):
 
     module = Inverse()
     tf.saved_model.save(module, str(tmp_path / "inv"), signatures=module.__call__)
-    bad(run_cli, convert(tmp_path / "inv", out_dir / "m.tflite"), "MatrixInverse", "--allow-flex")
+    return tmp_path / "inv"
+
+
+def test_flex_op_is_reported_with_the_option(inverse_model, out_dir, run_cli):
+    bad(run_cli, convert(inverse_model, out_dir / "m.tflite"), "MatrixInverse", "--allow-flex")
     no_leftovers(out_dir)
 
 
@@ -196,20 +202,8 @@ def test_diagnose_needs_labels_and_calibration(digits_model_path, calib_npz, unl
     bad(run_cli, ["diagnose", str(digits_model_path)], "--calibration")
 
 
-def test_diagnose_of_a_model_int8_cannot_take(tmp_path, run_cli):
+def test_diagnose_of_a_model_int8_cannot_take(inverse_model, tmp_path, run_cli):
     """An op with no TFLite kernel: diagnose says so in one line (and does not suggest a flag it lacks)."""
-    from edgecompress.models import import_tf
-
-    tf = import_tf()
-
-    class Inverse(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None, 2, 2], tf.float32, name="m")])
-        def __call__(self, m):
-            return {"inv": tf.linalg.inv(m + 2 * tf.eye(2))}
-
-    module = Inverse()
-    tf.saved_model.save(module, str(tmp_path / "inv"), signatures=module.__call__)
     np.savez(tmp_path / "m.npz", m=np.random.default_rng(0).random((20, 2, 2), dtype=np.float32))
-    line = bad(run_cli, ["diagnose", str(tmp_path / "inv"), "--calibration", str(tmp_path / "m.npz")],
-               "MatrixInverse")
+    line = bad(run_cli, ["diagnose", str(inverse_model), "--calibration", str(tmp_path / "m.npz")], "MatrixInverse")
     assert "--allow-flex" not in line
