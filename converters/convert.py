@@ -82,7 +82,7 @@ def convert_model(
 
     start = time.perf_counter()
     check_options(quantize, io_type, calibration is not None)
-    check_fallback_options(quantize, io_type, max_drop, eval_data)
+    check_fallback_options(quantize, io_type, max_drop, eval_data, allow_flex)
     out = check_output(output, force)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, unsafe=unsafe)
     reference = evaluate_keras(loaded, eval_data) if eval_data is not None else None  # bad labels fail first

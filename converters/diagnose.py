@@ -155,8 +155,9 @@ class Int8Debugger:
                 name=layer_name(name), op=op.name, tensor=name, signal_lost=lost[name], rmse=rmse,
                 rmse_over_scale=rmse / scale if rmse is not None else None, range=255 * scale,
             ))
-        order = {layer.tensor: i for i, layer in enumerate(layers)}
-        return sorted(layers, key=lambda l: (-np.nan_to_num(l.signal_lost, nan=-1.0), order[l.tensor]))
+        # worst first; a tie (a pass-through op shares its input's scale) goes to the earlier op, the cause
+        ranked = sorted(enumerate(layers), key=lambda item: (-np.nan_to_num(item[1].signal_lost, nan=-1.0), item[0]))
+        return [layer for _, layer in ranked]
 
     def _feeds(self) -> Any:
         """Samples as the debugger takes them: a list in the converted model's input order."""

@@ -42,8 +42,10 @@ class FallbackSearch:
         return self.steps[self.chosen]
 
 
-def check_fallback_options(quantize: str, io_type: str, max_drop: float | None, eval_data: object) -> None:
-    """max_drop and eval_data go together, with full-integer int8 and float I/O; caught before any work."""
+def check_fallback_options(
+    quantize: str, io_type: str, max_drop: float | None, eval_data: object, allow_flex: bool = False
+) -> None:
+    """max_drop and eval_data go together, with full-integer int8, float I/O and built-in ops; caught before any work."""
     if max_drop is None:
         if eval_data is not None:
             raise UserError("eval_data (--eval-data) is only used with max_drop (--max-drop POINTS): set both")
@@ -57,6 +59,8 @@ def check_fallback_options(quantize: str, io_type: str, max_drop: float | None, 
         raise UserError(f"max_drop (--max-drop) keeps layers of an int8 model in float: use quantize int8, not {quantize!r}")
     if io_type != "float32":
         raise UserError(f"max_drop (--max-drop) leaves some layers in float, so I/O stays float32: drop io_type {io_type}")
+    if allow_flex:
+        raise UserError("max_drop (--max-drop) works on built-in ops only: drop allow_flex (--allow-flex)")
     if not (max_drop >= 0 and math.isfinite(max_drop)):
         raise UserError(f"max_drop must be a number of points >= 0, not {max_drop}")
 

@@ -59,8 +59,11 @@ def drop_points(reference: EvalResult, other: EvalResult) -> float:
     """How much worse OTHER is than REFERENCE: top-1 points for a classifier, MAE increase in % for regression."""
     if reference.task == "classification":
         return 100.0 * (reference.accuracy - other.accuracy)  # type: ignore[operator]
-    if reference.mae == 0:
-        return 0.0 if other.mae == 0 else float("inf")
+    if not reference.mae:
+        raise UserError(
+            f"{reference.model} reproduces the labels exactly (MAE 0), so a relative MAE drop is undefined: "
+            "give real targets, not the model's own outputs"
+        )
     return 100.0 * (other.mae - reference.mae) / reference.mae  # type: ignore[operator]
 
 

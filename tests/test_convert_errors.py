@@ -180,6 +180,7 @@ def unlabelled_npz(digits, tmp_path):
     (["--max-drop", "1", "--eval-data", "EVAL", "--quantize", "dynamic"], ("--max-drop", "int8", "dynamic")),
     (["--max-drop", "1", "--eval-data", "EVAL", "--quantize", "int8", "--io-type", "int8"], ("float32",)),
     (["--max-drop", "-1", "--eval-data", "EVAL", "--quantize", "int8"], ("max_drop", ">= 0")),
+    (["--max-drop", "1", "--eval-data", "EVAL", "--quantize", "int8", "--allow-flex"], ("--allow-flex",)),
 ])
 def test_max_drop_options(digits_model_path, calib_npz, test_npz, out_dir, run_cli, extra, words):
     extra = [str(test_npz) if e == "EVAL" else e for e in extra]

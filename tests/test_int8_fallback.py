@@ -81,3 +81,28 @@ def test_max_drop_stops_at_full_int8_when_it_is_good_enough(run_cli, digits_mode
     assert code == 0, err
     assert len(result["steps"]) == 1 and result["float_layers"] == [] and result["target_met"] is True
     assert result["drop"] <= 1 and result["warnings"] == [] and "warning" not in err
+
+
+def test_max_drop_on_a_regression_model(run_cli, digits, tmp_path):
+    """Float labels: the drop is the MAE increase in % of the original's MAE."""
+    import numpy as np
+
+    from edgecompress.models import import_tf_keras
+
+    keras = import_tf_keras()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1), name="image"), keras.layers.Flatten(),
+                              keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mae")
+    targets = digits.train.y.astype(np.float32)
+    model.fit(digits.train.x, targets, epochs=5, verbose=0)
+    model.save(tmp_path / "reg.keras")
+    np.savez(tmp_path / "reg.npz", x=digits.val.x, y=digits.val.y.astype(np.float32)[:, None])
+    code, result, err = run_json(run_cli, ["convert", tmp_path / "reg.keras", "-o", tmp_path / "reg.tflite",
+                                           "--quantize", "int8", "--calibration", tmp_path / "reg.npz",
+                                           "--eval-data", tmp_path / "reg.npz", "--max-drop", "5"])
+    assert code == 0, err
+    first = result["steps"][0]
+    assert result["source_accuracy"] > 0 and first["drop"] == pytest.approx(
+        100 * (first["accuracy"] - result["source_accuracy"]) / result["source_accuracy"])
+    assert result["target_met"] is True and result["drop"] <= 5
