@@ -49,6 +49,7 @@ class ConversionResult:
     # With max_drop: the layers kept in float, the kept model's and the original's accuracy (MAE for
     # regression) on eval_data, every step tried, and whether the target was met.
     float_layers: list[str] = field(default_factory=list)
+    metric: str | None = None  # what accuracy holds: "accuracy" (top-1) or "mae"
     accuracy: float | None = None
     source_accuracy: float | None = None
     drop: float | None = None  # top-1 points, or MAE increase in %
@@ -125,6 +126,7 @@ def convert_model(
         seconds=time.perf_counter() - start,
         warnings=warnings,
         float_layers=search.kept.float_layers if search else [],
+        metric=search.metric if search else None,
         accuracy=search.kept.accuracy if search else None,
         source_accuracy=search.source_accuracy if search else None,
         drop=search.kept.drop if search else None,

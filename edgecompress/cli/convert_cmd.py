@@ -94,7 +94,7 @@ def render_conversion(result: Any) -> str:
     parts.append(key_values(rows, title="Validation against the original"))
     if result.steps:
         parts.append(table(
-            ["layers in float", "size (bytes)", "accuracy", "drop", "kept"],
+            ["layers in float", "size (bytes)", result.metric, "drop", "kept"],
             [[", ".join(s.float_layers) or "(none: full int8)", s.size_bytes, s.accuracy, s.drop,
               s.float_layers == result.float_layers] for s in result.steps],
             title=f"Accuracy-driven int8 (original: {fmt(result.source_accuracy)})",

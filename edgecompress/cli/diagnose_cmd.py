@@ -8,6 +8,7 @@ import click
 from edgecompress.calibration.sources import IMAGE_SCALES
 from edgecompress.converters.convert import DEFAULT_CALIBRATION_SAMPLES
 from edgecompress.tables import key_values, table
+from edgecompress.cli.convert_cmd import IMAGE_SCALE_HELP
 from edgecompress.cli.options import emit, json_option, unsafe_option
 
 
@@ -19,7 +20,8 @@ from edgecompress.cli.options import emit, json_option, unsafe_option
               help="Labelled samples (.npz with labels under `y`): adds float vs int8 accuracy.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=DEFAULT_CALIBRATION_SAMPLES, show_default=True,
               help="Calibration samples to quantize with and compare on.")
-@click.option("--image-scale", type=click.Choice(list(IMAGE_SCALES)), default="unit", show_default=True)
+@click.option("--image-scale", type=click.Choice(list(IMAGE_SCALES)), default="unit", show_default=True,
+              help=IMAGE_SCALE_HELP)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for choosing samples.")
 @unsafe_option
 @json_option
