@@ -31,6 +31,7 @@ class VariantSettings:
     alpha: float | None = None
     epochs: int | None = None  # overrides [training] for this variant
     learning_rate: float | None = None
+    max_drop: float | None = None  # int8: keep layers in float until the loss on data.val is at most this
 
     @property
     def techniques(self) -> list[str]:
@@ -60,6 +61,9 @@ class VariantSettings:
         """(field, why) when the settings contradict each other, else None."""
         if self.io_type != "float32" and self.quantize != "int8":
             return "io_type", f"io_type {self.io_type} needs quantize = \"int8\" (full-integer model), not {self.quantize!r}"
+        if self.max_drop is not None and (self.quantize != "int8" or self.io_type != "float32"):
+            return "max_drop", (f"max_drop keeps layers of an int8 model in float (float32 I/O): it needs "
+                                f"quantize = \"int8\" and io_type = \"float32\", not {self.quantize!r}/{self.io_type!r}")
         if self.qat and self.quantize != "int8":
             return "qat", f"qat trains for int8: it needs quantize = \"int8\", not {self.quantize!r}"
         if self.prune and self.prune_pattern:
@@ -89,6 +93,8 @@ class VariantSettings:
         parts.append("float32" if self.quantize == "none" else self.quantize)
         if self.io_type != "float32":
             parts.append(f"io{self.io_type}")
+        if self.max_drop is not None:
+            parts.append(f"maxdrop{_num(self.max_drop)}")
         if self.epochs is not None:
             parts.append(f"ep{self.epochs}")
         if self.learning_rate is not None:
@@ -124,6 +130,7 @@ def normalized(settings: VariantSettings) -> VariantSettings:
         temperature=None if settings.temperature is None else float(settings.temperature),
         alpha=None if settings.alpha is None else float(settings.alpha),
         learning_rate=None if settings.learning_rate is None else float(settings.learning_rate),
+        max_drop=None if settings.max_drop is None else float(settings.max_drop),
     )
 
 

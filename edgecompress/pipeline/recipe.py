@@ -14,7 +14,7 @@ from the recipe's folder. Format (all sections but `model`, `data` and the varia
     [constraints] max_accuracy_drop (points), max_size_kb, max_gzip_kb,
                  max_latency_ms (a number for every device, or a table device -> ms)
     [grid]       any variant field -> list of values (the cross product is tried)
-    [[variants]] name, quantize, io_type, prune, prune_pattern, cluster, qat, low_rank,
+    [[variants]] name, quantize, io_type, max_drop, prune, prune_pattern, cluster, qat, low_rank,
                  distill_student, temperature, alpha, epochs, learning_rate
 """
 from __future__ import annotations
@@ -385,6 +385,8 @@ def _setting(check: _Checker, key: str, value: Any, where: tuple[Any, ...]) -> A
         return check.number(value, where, low=1, integer=True)
     if key == "learning_rate":
         return float(check.number(value, where, low=0, low_open=True))
+    if key == "max_drop":
+        return float(check.number(value, where, low=0))
     raise check.fail(where, f"unknown field: use one of {', '.join(VARIANT_KEYS)}")
 
 
@@ -447,3 +449,6 @@ def _check_data_needs(check: _Checker, settings: VariantSettings, data: DataFile
         raise check.fail(where, f"{technique} fine-tunes the model: set data.train to a training .npz file")
     if settings.needs_calibration and data.calibration is None:
         raise check.fail(where + ("quantize",), f"{settings.quantize} needs calibration data: set data.calibration")
+    if settings.max_drop is not None and data.val is None:
+        raise check.fail(where + ("max_drop",), "max_drop measures the loss on labelled validation data (the test "
+                                                "split stays for scoring): set data.val")

@@ -83,6 +83,8 @@ def _keys(recipe: Recipe) -> _Keys:
             parts["train"] = file_digest(data.train)
             parts["val"] = file_digest(data.val) if data.val else None
             parts["training"] = asdict(recipe.training)
+        if s.max_drop is not None:  # the fallback decision is measured on val
+            parts["val"] = file_digest(data.val)
         build[v.name] = make_key(parts)
         record[v.name] = make_key({"build": build[v.name], "benchmark": asdict(recipe.benchmark),
                                    "devices": list(recipe.devices)})

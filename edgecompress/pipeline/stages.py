@@ -164,12 +164,18 @@ def _convert(task: BuildTask, source: Path) -> dict[str, Any]:
         io_type=s.io_type,
         force=True,  # the variant's folder is ours: a file here is a leftover of an interrupted stage
         seed=task.training.seed,
+        # the fallback decision is made on val, so the test split that scores the variant stays unseen
+        eval_data=task.data.val if s.max_drop is not None else None,
+        max_drop=s.max_drop,
     )
     return {
         "size_bytes": result.size_bytes,
         "gzip_bytes": result.gzip_bytes,
         "validation": dataclasses.asdict(result.validation) if result.validation else None,
         "flex_ops": result.flex_ops,
+        "warnings": result.warnings,
+        "float_layers": result.float_layers,
+        "target_met": result.target_met,
     }
 
 
