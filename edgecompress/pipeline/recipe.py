@@ -66,6 +66,15 @@ class BenchmarkSettings:
 
 
 @dataclass(frozen=True)
+class Execution:
+    """Where the builds run: local worker processes, or Ray tasks (a private local instance when address is
+    None, else the cluster at address: "auto" or "ray://HOST:PORT")."""
+
+    executor: str = "local"
+    address: str | None = None
+
+
+@dataclass(frozen=True)
 class Constraints:
     max_accuracy_drop: float | None = None  # points (percent)
     max_size_kb: float | None = None
@@ -91,6 +100,7 @@ class Recipe:
     objective: str
     variants: tuple[Variant, ...]
     notes: tuple[str, ...] = ()  # grid combinations left out, duplicates merged
+    execution: Execution = Execution()
 
 
 # ---------------------------------------------------------------------------------------------- lines
@@ -233,10 +243,13 @@ def _type(value: Any) -> str:
 
 # ------------------------------------------------------------------------------------------- parsing
 
-TOP_KEYS = ("model", "devices", "objective", "data", "training", "benchmark", "constraints", "grid", "variants")
+TOP_KEYS = ("model", "devices", "objective", "data", "training", "benchmark", "execution", "constraints", "grid",
+            "variants")
 DATA_KEYS = ("train", "val", "test", "calibration", "calibration_samples")
 TRAINING_KEYS = ("epochs", "batch_size", "learning_rate", "seed")
 BENCHMARK_KEYS = ("runs", "warmup", "min_secs", "threads")
+EXECUTION_KEYS = ("executor", "address")
+EXECUTORS = ("local", "ray")
 CONSTRAINT_KEYS = ("max_accuracy_drop", "max_size_kb", "max_gzip_kb", "max_latency_ms")
 VARIANT_KEYS = ("name",) + SETTING_FIELDS
 
@@ -271,6 +284,7 @@ def load_recipe(path: str | Path, known_devices: Callable[[], list[str]] | None 
         objective=check.choice(raw.get("objective", "smallest"), ("objective",), OBJECTIVES, "objective"),
         variants=tuple(variants),
         notes=tuple(notes),
+        execution=_execution(check, raw.get("execution", {})),
     )
 
 
@@ -312,6 +326,17 @@ def _benchmark(check: _Checker, raw: Any) -> BenchmarkSettings:
         min_secs=float(check.number(raw.get("min_secs", 1.0), w + ("min_secs",), low=0)),
         threads=check.number(raw.get("threads", 1), w + ("threads",), low=1, integer=True),
     )
+
+
+def _execution(check: _Checker, raw: Any) -> Execution:
+    check.table(raw, ("execution",), EXECUTION_KEYS)
+    executor = check.choice(raw.get("executor", "local"), ("execution", "executor"), EXECUTORS, "executor")
+    address = raw.get("address")
+    if address is not None and (not isinstance(address, str) or not address.strip()):
+        raise check.fail(("execution", "address"), 'must be "auto" or "ray://HOST:PORT"')
+    if address is not None and executor != "ray":
+        raise check.fail(("execution", "address"), 'is the Ray cluster to join: it needs executor = "ray"')
+    return Execution(executor, address)
 
 
 def _devices(check: _Checker, raw: Any, known: Callable[[], list[str]]) -> tuple[str, ...]:

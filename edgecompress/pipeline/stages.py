@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from edgecompress.pipeline.cache import VariantDir, read_json, write_json
+from edgecompress.pipeline.executor import TaskFiles
 from edgecompress.pipeline.grid import Variant
 from edgecompress.pipeline.recipe import BenchmarkSettings, DataFiles, Training
 from edgecompress.pipeline.record import DeviceResult
@@ -45,6 +47,9 @@ class BaselineTask:
     key: str
     file: Path
 
+    def files(self) -> TaskFiles:
+        return TaskFiles((self.model, self.eval_data), (self.file, self.file.with_suffix(".log")))
+
 
 @dataclass(frozen=True)
 class BuildTask:
@@ -54,6 +59,17 @@ class BuildTask:
     model: Path
     data: DataFiles
     training: Training
+
+    @property
+    def trains(self) -> bool:
+        return self.variant.settings.needs_training
+
+    def files(self) -> TaskFiles:
+        d = self.data
+        inputs = {self.model, *(p for p in (d.train, d.val, d.test, d.calibration) if p is not None)}
+        if self.variant.settings.distill_student is not None:
+            inputs.add(self.variant.settings.distill_student)
+        return TaskFiles(tuple(sorted(inputs)), (self.dir.path,))
 
 
 def build_stages(variant: Variant) -> tuple[str, ...]:
@@ -94,7 +110,8 @@ def build(task: BuildTask, emit: Callable[[str], None]) -> dict[str, Any]:
     stages["convert"] = _stage(vdir.path / "convert.json", lambda: _convert(task, source))
     emit("evaluate")
     stages["evaluate"] = _stage(vdir.path / "evaluate.json", lambda: _evaluate(task))
-    summary = {"key": task.key, "tflite": vdir.tflite.name, **stages}
+    # where the build ran (a Ray worker node, or this machine): timings are always taken by the driver
+    summary = {"key": task.key, "tflite": vdir.tflite.name, "built_on": platform.node(), **stages}
     write_json(vdir.build_file, summary)
     return summary
 
