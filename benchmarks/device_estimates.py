@@ -1,6 +1,6 @@
 """How good are the device latency estimates? Leave-one-out over the published reference latencies.
 
-For every published point (shared ANCHORS.md, copied into devices/profiles/*.toml) the device is calibrated
+For every published point (devices/profiles/*.toml, each with its source) the device is calibrated
 without that point and the point is predicted from its host timing; the script prints each prediction and,
 per device and overall, the share of points within 10% and within 20% (goal: 80% within 20%). Derived
 profiles (Pi Zero 2W, Pi 5) have nothing published to check against and are not scored.

@@ -9,7 +9,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from edgecompress.calibration import InputStats, SampleSet, load_samples
 from edgecompress.errors import UserError
@@ -18,10 +18,12 @@ from edgecompress.models import LoadedModel, import_tf, load_model
 from edgecompress.quiet import quiet_native_stderr
 from edgecompress.progress import note
 from edgecompress.converters.quantize import CALIBRATED_MODES, check_options, configure
-from edgecompress.converters.validate import Validation, generated_feeds, validate
+from edgecompress.converters.validate import Validation, generated_feeds, validate, validation_warnings
+from edgecompress.evaluate import evaluate_keras
 
 DEFAULT_CALIBRATION_SAMPLES = 300  # TFLite's guide suggests a few hundred representative samples
 VALIDATION_SAMPLES = 100
+T = TypeVar("T")
 
 # Flex ops are custom ops whose code is the TensorFlow op name prefixed with "Flex".
 _FLEX_CODE = re.compile(rb"Flex([A-Z][A-Za-z0-9]+)")
@@ -42,6 +44,16 @@ class ConversionResult:
     calibration: list[InputStats] = field(default_factory=list)
     flex_ops: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # a validation that says the export is broken
+    # With max_drop: the layers kept in float, the kept model's and the original's accuracy (MAE for
+    # regression) on eval_data, every step tried, and whether the target was met.
+    float_layers: list[str] = field(default_factory=list)
+    metric: str | None = None  # what accuracy holds: "accuracy" (top-1) or "mae"
+    accuracy: float | None = None
+    source_accuracy: float | None = None
+    drop: float | None = None  # top-1 points, or MAE increase in %
+    steps: list[Any] = field(default_factory=list)  # converters.fallback.FallbackStep
+    target_met: bool | None = None
 
 
 def convert_model(
@@ -57,18 +69,33 @@ def convert_model(
     image_scale: str = "unit",
     seed: int = 0,
     validation_samples: int = VALIDATION_SAMPLES,
+    eval_data: str | Path | None = None,
+    max_drop: float | None = None,
 ) -> ConversionResult:
-    """Convert MODEL (a path or a LoadedModel) to OUTPUT, validate it, and keep it only if all went well."""
+    """Convert MODEL (a path or a LoadedModel) to OUTPUT, validate it, and keep it only if all went well.
+
+    With MAX_DROP (int8 only): keep the fewest layers in float that bring the loss on labelled EVAL_DATA within
+    MAX_DROP points (converters.fallback); the best attempt is written even when none does (target_met False).
+    """
+    # fallback builds on this module's converter helpers, so it is imported here rather than at the top
+    from edgecompress.converters.fallback import accuracy_driven_int8, check_fallback_options
+
     start = time.perf_counter()
     check_options(quantize, io_type, calibration is not None)
+    check_fallback_options(quantize, io_type, max_drop, eval_data, allow_flex)
     out = check_output(output, force)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, unsafe=unsafe)
+    reference = evaluate_keras(loaded, eval_data) if eval_data is not None else None  # bad labels fail first
     samples = None
     if calibration is not None:
         samples = load_samples(calibration, loaded.inputs, num_samples, seed, image_scale)
     note(f"converting {loaded.path.name} ({loaded.flavour}) to {quantize}"
          + (f", calibrating on {len(samples)} samples" if samples and quantize in CALIBRATED_MODES else ""))
-    data = to_tflite(loaded, quantize, io_type, samples, allow_flex)
+    search = None
+    if reference is not None and samples is not None and max_drop is not None:
+        data, search = accuracy_driven_int8(loaded, samples, eval_data, max_drop, reference)  # type: ignore[arg-type]
+    else:
+        data = to_tflite(loaded, quantize, io_type, samples, allow_flex)
     flex = flex_ops(data)
     validation = None
     with atomic_path(out) as tmp:
@@ -78,6 +105,9 @@ def convert_model(
                  "so it was not validated")
         else:
             validation = _validate(tmp, loaded, samples, validation_samples, seed)
+    warnings = validation_warnings(validation, quantize) if validation is not None else []
+    for warning in warnings:
+        note(f"warning: {warning}")
     source_size, source_gzip = _source_sizes(loaded.path)
     return ConversionResult(
         output=str(out),
@@ -93,6 +123,14 @@ def convert_model(
         calibration=samples.stats if samples else [],
         flex_ops=flex,
         seconds=time.perf_counter() - start,
+        warnings=warnings,
+        float_layers=search.kept.float_layers if search else [],
+        metric=search.metric if search else None,
+        accuracy=search.kept.accuracy if search else None,
+        source_accuracy=search.source_accuracy if search else None,
+        drop=search.kept.drop if search else None,
+        steps=search.steps if search else [],
+        target_met=search.target_met if search else None,
     )
 
 
@@ -119,17 +157,24 @@ def to_tflite(
     tf = import_tf("converting to TFLite")
     function, owner = fixed_batch_function(tf, loaded)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], owner)
-    names = [s.name for s in loaded.inputs]
-    representative = (lambda: ([feed[n] for n in names] for feed in samples.samples())) if samples else None
+    # Samples go in as {signature input name: value}: the converted model does not keep Keras's input order,
+    # so a list in Keras order would feed one input's samples to another.
+    representative = (lambda: samples.samples()) if samples else None
     configure(converter, tf, quantize, io_type, representative, allow_flex)
+    return run_converter(converter.convert, quantize)
+
+
+def run_converter(call: Callable[[], T], quantize: str, flex_option: bool = True) -> T:
+    """CALL (a conversion) with the converter's stderr muted and its failures explained in one line
+    (FLEX_OPTION: whether the caller offers Flex ops as a way out)."""
     # The converter prints pages of MLIR diagnostics on fd 2; its exception carries the same text, so the
     # captured output is dropped (the failure is caught inside the block, which keeps it from being replayed).
     with quiet_native_stderr():
         try:
-            return converter.convert()
+            return call()
         except Exception as exc:  # noqa: BLE001 - ConverterError and friends; re-raised when not understood
             failure = exc
-    raise _explain(failure, quantize) from failure
+    raise _explain(failure, quantize, flex_option) from failure
 
 
 def fixed_batch_function(tf: Any, loaded: LoadedModel) -> tuple[Any, Any]:
@@ -170,10 +215,15 @@ def flex_ops(data: bytes) -> list[str]:
     return sorted({m.decode() for m in _FLEX_CODE.findall(data)})
 
 
-def _explain(exc: Exception, quantize: str) -> Exception:
+def _explain(exc: Exception, quantize: str, flex_option: bool = True) -> Exception:
     """Turn the converter's page-long message into one line that says what to do, when we understand it."""
     text = str(exc)
     select = re.search(r"TF Select ops: ([^\n]+)", text)
+    if select and not flex_option:
+        return UserError(
+            f"the model needs TensorFlow ops that TFLite's built-in kernels lack ({select.group(1).strip()}): "
+            f"{quantize} needs a built-in kernel for every op, so replace those layers with built-in ones"
+        )
     if select:
         return UserError(
             f"the model needs TensorFlow ops that TFLite's built-in kernels lack ({select.group(1).strip()}): "

@@ -47,7 +47,7 @@ def configure(
     tf: Any,
     quantize: str,
     io_type: str,
-    representative: Callable[[], Iterable[list[Any]]] | None,
+    representative: Callable[[], Iterable[dict[str, Any]]] | None,
     allow_flex: bool,
 ) -> None:
     """Set CONVERTER up for QUANTIZE with IO_TYPE inputs/outputs (see TFLite's post-training guide)."""

@@ -23,6 +23,30 @@ class Validation:
     mean_abs_error: float
     top1_agreement: float | None  # None when no output is a vector of class scores
     runtime: str
+    relative_error: float | None = None  # mean abs error / the original's output range (None for a constant output)
+
+
+# A sound int8 classifier keeps the original's top class on well over 95% of samples (the example CNN: 100%);
+# below 90% the export is broken, not noisy. Without class scores: a mean error above 5% of the output's range.
+MIN_TOP1_AGREEMENT = 0.90
+MAX_RELATIVE_ERROR = 0.05
+
+
+def validation_warnings(validation: Validation, quantize: str) -> list[str]:
+    """Why VALIDATION says the export no longer computes what the original did, with the next step; [] if fine."""
+    v = validation
+    if v.top1_agreement is not None and v.top1_agreement < MIN_TOP1_AGREEMENT:
+        found = f"agrees with the original on only {v.top1_agreement:.1%} of samples (top-1; below {MIN_TOP1_AGREEMENT:.0%})"
+    elif v.top1_agreement is None and v.relative_error is not None and v.relative_error > MAX_RELATIVE_ERROR:
+        found = (f"is off by {v.relative_error:.1%} of the original's output range on average "
+                 f"(above {MAX_RELATIVE_ERROR:.0%})")
+    else:
+        return []
+    return [
+        f"the {quantize} export {found}, max abs error {v.max_abs_error:.3g}: find the layers at fault with "
+        "`edgecompress diagnose MODEL --calibration DATA`, or keep them in float with "
+        "`--max-drop POINTS --eval-data LABELLED.npz` (quantize int8)"
+    ]
 
 
 def generated_feeds(inputs: Sequence[TensorSpec], count: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -54,6 +78,7 @@ def validate(tflite_path: str | Path, model: LoadedModel, feeds: dict[str, np.nd
         if ref.ndim == 2 and ref.shape[1] > 1:  # class scores: does the top class stay the same?
             agree.append(np.argmax(actual, axis=1) == np.argmax(ref, axis=1))
     diff = np.concatenate(diffs)
+    spread = max(float(np.ptp(ref)) for ref in expected)
     return Validation(
         samples=count,
         data=data,
@@ -61,6 +86,7 @@ def validate(tflite_path: str | Path, model: LoadedModel, feeds: dict[str, np.nd
         mean_abs_error=float(diff.mean()),
         top1_agreement=float(np.concatenate(agree).mean()) if agree else None,
         runtime=f"{runner.runtime.name} {runner.runtime.version}",
+        relative_error=float(diff.mean()) / spread if spread > 0 else None,
     )
 
 

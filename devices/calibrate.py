@@ -107,7 +107,8 @@ def load_timings(host: Host | None = None) -> HostTimings:
     return HostTimings(host, {(r["model"], r["precision"], int(r["threads"])): float(r["min_ms"]) for r in rows})
 
 
-def _save(timings: HostTimings) -> None:
+def save_timings(timings: HostTimings) -> None:
+    """Write TIMINGS to their host's cache file (atomically)."""
     path = _cache_file(timings.host)
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [{"model": m, "precision": p, "threads": t, "min_ms": v} for (m, p, t), v in sorted(timings.ms.items())]
@@ -164,7 +165,7 @@ def calibrate(
             fastest[key] = min(fastest.get(key, math.inf), _time_reference(*key))
     ms.update(fastest)
     timings = HostTimings(cached.host, ms)
-    _save(timings)
+    save_timings(timings)
     return CalibrationRun(timings, todo, built, time.perf_counter() - start)
 
 

@@ -20,15 +20,24 @@ The geometric mean because ratios multiply: one slow outlier should not dominate
 Every estimate says which rule and references made it, and carries the device's NESTED leave-one-out
 score: for each published point, everything (the exponent, the thread fraction, the shift, k) is fitted
 on the other points only, and the point is predicted. The measured accuracy, not a claimed one.
+
+Everything that does not depend on the model (e, the thread scaling, the nested leave-one-out, k per
+precision and thread count) is a DeviceFit, made by fit_for() once per profile and host timings in a
+process: a benchmark of many models, or a sweep of many variants, fits each device once.
+
+Only the p50 goes through the rule (a fit of typical latencies); the p90 is the estimated p50 times a
+p90/p50 spread measured on this host, which the caller chooses (edgecompress.benchmark takes it from a
+one-thread run, see there).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import Sequence
 
 from edgecompress.errors import UserError
-from edgecompress.devices.calibrate import HostTimings, ensure_timings
+from edgecompress.progress import note
+from edgecompress.devices.calibrate import Host, HostTimings, TimingKey, ensure_timings
 from edgecompress.devices.profiles import DeviceProfile, ReferenceLatency, measured_profiles
 from edgecompress.devices.references import REFERENCE_MODELS
 from edgecompress.devices.threads import ThreadScaling, thread_scaling
@@ -63,9 +72,11 @@ class LooPoint:
 class DeviceEstimate:
     device: str
     precision: str
-    threads: int
+    threads: int  # the device's threads the estimate is for
+    host_threads: int  # the host threads of the measurement it scales (threads capped at the host's cores)
     p50_ms: float
     p90_ms: float
+    spread: float  # p90 / p50 of the host run the p90 comes from
     factor: float  # k of the rule
     exponent: float  # e of the rule (1.0 without the model's MACs)
     rule: str
@@ -74,6 +85,17 @@ class DeviceEstimate:
     leave_one_out_within_20pct: float | None  # None for derived profiles: nothing published to check against
     leave_one_out_points: int
     kind: str = "estimate"
+
+    def calibration(self) -> dict[str, object]:
+        """What the estimate rests on, as the `calibration` object of the JSON outputs."""
+        return {
+            "references": list(self.references),
+            "rule": self.rule,
+            "factor": self.factor,
+            "exponent": self.exponent,
+            "derived": self.derived,
+            "leave_one_out_within_20pct": self.leave_one_out_within_20pct,
+        }
 
 
 @dataclass(frozen=True)
@@ -157,10 +179,12 @@ def fit_factor(
     pair_profiles: Sequence[DeviceProfile],
     exclude: Excluded = frozenset(),
     exponent: float = 1.0,
+    scaling: ThreadScaling | None = None,
 ) -> Factor | None:
-    """k for PRECISION at THREADS device threads with exponent e, by the rules in the module docstring."""
+    """k for PRECISION at THREADS device threads with exponent e, by the rules in the module docstring;
+    SCALING, when given, is the thread scaling already fitted on the same points."""
     pool = _pool(profile, pair_profiles)
-    scaling = thread_scaling([p for p in pool if not p.is_derived], timings, exclude)
+    scaling = scaling or thread_scaling([p for p in pool if not p.is_derived], timings, exclude)
     host_threads = timings.host_threads(threads)
     own = _points(profile, timings, exclude)
     same = [pt for pt in own if pt.ref.precision == precision]
@@ -230,68 +254,93 @@ def share_within(points: Sequence[LooPoint], tolerance: float) -> float | None:
     return sum(1 for p in points if p.error is not None and abs(p.error) <= tolerance) / len(points)
 
 
-def estimate_for(
-    profile: DeviceProfile,
-    measurement_p50_ms: float,
-    measurement_p90_ms: float,
-    is_integer: bool,
-    threads: int | None = None,
-    timings: HostTimings | None = None,
-    macs: int | None = None,
-) -> DeviceEstimate:
-    """Estimate PROFILE's latency for a model measured on this host (with the device's thread count, capped).
+@dataclass(frozen=True)
+class DeviceFit:
+    """PROFILE's fit on these host timings: everything an estimate needs but the model's own measurement."""
 
-    MACS (the model's multiply-accumulates, from edgecompress.inspect) enables the exponent; without it the
-    estimate is host scaling alone (e = 1) and its leave-one-out score is that rule's. The p90 keeps the
-    host's p90/p50 spread. timings defaults to this host's cached calibration, measured on demand (which
-    needs TensorFlow to build the references: CalibrationUnavailable otherwise).
-    """
-    timings = timings if timings is not None else ensure_timings(profile)
-    precision = "int8" if is_integer else "float"
-    threads = threads or profile.threads
-    pool = _pool(profile, measured_profiles())
-    exponent = choose_exponent(pool, timings) if macs else 1.0
-    factor = fit_factor(profile, precision, threads, timings, pool, exponent=exponent)
-    if factor is None:
-        raise UserError(
-            f"no calibrated reference for {profile.name} ({precision}): run `edgecompress devices calibrate --device {profile.name}`"
+    profile: DeviceProfile
+    timings: HostTimings
+    pool: tuple[DeviceProfile, ...]  # the published profiles shared quantities are learned from
+    exponent: float  # e for a model with a MAC count (1 when no point can be predicted from the others)
+    scaling: ThreadScaling
+    loo: tuple[LooPoint, ...]  # nested, the exponent chosen without each point
+    loo_host_only: tuple[LooPoint, ...]  # e = 1: the rule for a model without a MAC count
+    _factors: dict[tuple[str, int, float], Factor | None] = field(default_factory=dict, compare=False, repr=False)
+
+    def factor(self, precision: str, threads: int, exponent: float) -> Factor | None:
+        """k for PRECISION at THREADS device threads (memoised: one fit per precision and thread count)."""
+        key = (precision, threads, exponent)
+        if key not in self._factors:
+            self._factors[key] = fit_factor(self.profile, precision, threads, self.timings, self.pool,
+                                            exponent=exponent, scaling=self.scaling)
+        return self._factors[key]
+
+    def estimate(
+        self, host_p50_ms: float, spread: float, is_integer: bool, threads: int | None = None, macs: int | None = None
+    ) -> DeviceEstimate:
+        """The device's latency at THREADS (default: the profile's) for a model whose p50 on this host, at the
+        host's share of those threads (capped at its cores), is HOST_P50_MS; its p90 is the p50 times SPREAD.
+
+        MACS (the model's multiply-accumulates, from edgecompress.inspect) enables the exponent; without it
+        the estimate is host scaling alone (e = 1) and its leave-one-out score is that rule's.
+        """
+        precision = "int8" if is_integer else "float"
+        threads = threads or self.profile.threads
+        exponent = self.exponent if macs else 1.0
+        factor = self.factor(precision, threads, exponent)
+        if factor is None:
+            raise UserError(
+                f"no calibrated reference for {self.profile.name} ({precision}): "
+                f"run `edgecompress devices calibrate --device {self.profile.name}`"
+            )
+        loo = self.loo if macs else self.loo_host_only
+        p50 = factor.value * cost(host_p50_ms, macs, exponent)
+        return DeviceEstimate(
+            device=self.profile.name,
+            precision=precision,
+            threads=threads,
+            host_threads=self.timings.host_threads(threads),
+            p50_ms=p50,
+            p90_ms=p50 * spread,
+            spread=spread,
+            factor=factor.value,
+            exponent=exponent,
+            rule=factor.rule,
+            references=factor.references,
+            derived=self.profile.is_derived,
+            leave_one_out_within_20pct=share_within(loo, 0.2),
+            leave_one_out_points=len(loo),
         )
-    loo = leave_one_out(profile, timings, pool, use_macs=bool(macs))
-    p50 = factor.value * cost(measurement_p50_ms, macs, exponent)
-    return DeviceEstimate(
-        device=profile.name,
-        precision=precision,
-        threads=threads,
-        p50_ms=p50,
-        p90_ms=p50 * measurement_p90_ms / measurement_p50_ms,
-        factor=factor.value,
-        exponent=exponent,
-        rule=factor.rule,
-        references=factor.references,
-        derived=profile.is_derived,
-        leave_one_out_within_20pct=share_within(loo, 0.2),
-        leave_one_out_points=len(loo),
+
+
+def fit_device(profile: DeviceProfile, timings: HostTimings, pair_profiles: Sequence[DeviceProfile] | None = None) -> DeviceFit:
+    """Fit PROFILE on TIMINGS (no cache: see fit_for); PAIR_PROFILES default to the shipped published ones."""
+    pool = tuple(_pool(profile, measured_profiles() if pair_profiles is None else pair_profiles))
+    return DeviceFit(
+        profile=profile,
+        timings=timings,
+        pool=pool,
+        exponent=choose_exponent(pool, timings),
+        scaling=thread_scaling([p for p in pool if not p.is_derived], timings),
+        loo=tuple(leave_one_out(profile, timings, pool)),
+        loo_host_only=tuple(leave_one_out(profile, timings, pool, use_macs=False)),
     )
 
 
-def device_summary(
-    profile: DeviceProfile, estimate: DeviceEstimate | None, threads_used: int, threads_capped: bool
-) -> dict[str, Any]:
-    """The `device` object of `benchmark --json` (issue 3); estimated_latency_ms is None without calibration."""
-    return {
-        "name": profile.name,
-        "threads_used": threads_used,
-        "threads_capped": threads_capped,
-        "memory_budget_mb": profile.memory_budget_mb,
-        "estimated_latency_ms": None if estimate is None else {"p50": estimate.p50_ms, "p90": estimate.p90_ms, "kind": "estimate"},
-        "calibration": None
-        if estimate is None
-        else {
-            "references": list(estimate.references),
-            "rule": estimate.rule,
-            "factor": estimate.factor,
-            "exponent": estimate.exponent,
-            "derived": estimate.derived,
-            "leave_one_out_within_20pct": estimate.leave_one_out_within_20pct,
-        },
-    }
+_FITS: dict[tuple[DeviceProfile, Host, frozenset[tuple[TimingKey, float]]], DeviceFit] = {}
+
+
+def fit_for(profile: DeviceProfile, timings: HostTimings | None = None) -> DeviceFit:
+    """PROFILE's fit, made once per profile and host timings in this process (with a progress note).
+
+    TIMINGS default to this host's cached calibration, measured first when some are missing (building the
+    references needs TensorFlow: CalibrationUnavailable otherwise). The fit itself took 0.05-0.6 s per
+    shipped profile here (the nested leave-one-out refits a few hundred factors), so it is kept in memory only:
+    the minutes go into the host timings, which are cached on disk.
+    """
+    timings = timings if timings is not None else ensure_timings(profile)
+    key = (profile, timings.host, frozenset(timings.ms.items()))
+    if key not in _FITS:
+        note(f"fitting the {profile.name} estimate to this host's timings (exponent, thread scaling, nested leave-one-out)")
+        _FITS[key] = fit_device(profile, timings)
+    return _FITS[key]

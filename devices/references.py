@@ -1,7 +1,7 @@
 """The reference architectures behind the published device latencies, as cached .tflite files.
 
 Device estimates compare host timings of these architectures with their published on-device latencies
-(shared ANCHORS), so each one is rebuilt here with random weights (timing does not depend on the weights)
+(each profile's references name their source), so each one is rebuilt here with random weights (timing does not depend on the weights)
 and converted to the precisions that some profile cites. Building needs TensorFlow, which the benchmark
 process must never import: `build()` runs `python -m edgecompress.devices.reference_builders NAME:PRECISION`
 in a child process, one per architecture, and on a runtime-only install says that calibration needs

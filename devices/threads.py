@@ -26,8 +26,8 @@ class ThreadPair:
     source: str
 
 
-# Published pairs of devices without a profile (shared ANCHORS.md). "Multi-threaded" without a count:
-# recorded as 4, as the Pixel 3a profile records its own pair.
+# Published pairs of devices without a profile (the XNNPACK README's FP32 MobileNet v2 table). Its
+# "multi-threaded" column gives no count: recorded as 4, as the Pixel 3a profile records its own pair.
 XNNPACK_PAIRS = (
     ThreadPair("Pixel", "mobilenet_v2", 49, 4, 26, "XNNPACK README (2022-02-08), FP32 MobileNet v2, Pixel, 1 thread vs multi-threaded"),
     ThreadPair("Pixel 2", "mobilenet_v2", 53, 4, 18, "XNNPACK README (2022-02-08), FP32 MobileNet v2, Pixel 2, 1 thread vs multi-threaded"),

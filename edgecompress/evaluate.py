@@ -29,6 +29,11 @@ class EvalResult:
     mae: float | None
     runtime: str
 
+    @property
+    def score(self) -> float:
+        """The figure this result is judged by: accuracy for a classifier, MAE for regression."""
+        return self.accuracy if self.task == "classification" else self.mae  # type: ignore[return-value]
+
     def summary(self) -> dict[str, Any]:
         """The JSON contract: {accuracy or mae, samples}, plus what ran."""
         metric = {"accuracy": self.accuracy} if self.task == "classification" else {"mae": self.mae}
@@ -39,14 +44,38 @@ def evaluate(model_path: str | Path, data_path: str | Path, unsafe: bool = False
     """Run MODEL_PATH (.tflite, or a Keras model) over DATA_PATH (.npz with inputs and labels under `y`)."""
     path = Path(model_path)
     if path.suffix.lower() == ".tflite" or (path.is_file() and _looks_like_tflite(path)):
-        inputs, batches, runtime = _tflite(path)
-    else:
-        inputs, batches, runtime = _keras(path, unsafe)
+        return _run(str(path), *_tflite(path), data_path)
+    from edgecompress.models import load_model
+
+    return evaluate_keras(load_model(path, unsafe=unsafe), data_path)
+
+
+def evaluate_keras(loaded: Any, data_path: str | Path) -> EvalResult:
+    """Score an already loaded Keras model (an edgecompress.models.LoadedModel) on DATA_PATH."""
+    return _run(str(loaded.path), *_keras(loaded), data_path)
+
+
+def drop_points(reference: EvalResult, other: EvalResult) -> float:
+    """How much worse OTHER is than REFERENCE: top-1 points for a classifier, MAE increase in % for regression."""
+    if reference.task == "classification":
+        return 100.0 * (reference.accuracy - other.accuracy)  # type: ignore[operator]
+    if not reference.mae:
+        raise UserError(
+            f"{reference.model} reproduces the labels exactly (MAE 0), so a relative MAE drop is undefined: "
+            "give real targets, not the model's own outputs"
+        )
+    return 100.0 * (other.mae - reference.mae) / reference.mae  # type: ignore[operator]
+
+
+def _run(
+    model: str, inputs: list[TensorSpec], batches: Callable[[Source], Iterator[np.ndarray]], runtime: str,
+    data_path: str | Path,
+) -> EvalResult:
     source = open_source(data_path, inputs)
     check_source(source, inputs)
     labels = check_labels(source)
     predictions = np.concatenate(list(batches(source)))
-    return _score(str(path), predictions, labels, runtime)
+    return _score(model, predictions, labels, runtime)
 
 
 def _looks_like_tflite(path: Path) -> bool:
@@ -72,10 +101,9 @@ def _float_inputs(inputs: list[TensorSpec]) -> list[TensorSpec]:
     return [TensorSpec(s.name, s.shape, "float32") if s.dtype in ("int8", "uint8", "int16") else s for s in inputs]
 
 
-def _keras(path: Path, unsafe: bool) -> tuple[list[TensorSpec], Callable[[Source], Iterator[np.ndarray]], str]:
-    from edgecompress.models import import_tf, load_model
+def _keras(loaded: Any) -> tuple[list[TensorSpec], Callable[[Source], Iterator[np.ndarray]], str]:
+    from edgecompress.models import import_tf
 
-    loaded = load_model(path, unsafe=unsafe)
     tf = import_tf()
 
     def batches(source: Source) -> Iterator[np.ndarray]:

@@ -58,3 +58,31 @@ def train_digits_cnn(
 def accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
     probs = model.predict(x, verbose=0)
     return float(np.mean(np.argmax(probs, axis=-1) == y))
+
+
+def with_outlier_channel(model: Any, layer: str = "conv1", magnitude: float = 1e4, seed: int = 0) -> Any:
+    """A copy of a Sequential CNN whose Conv2D LAYER gets one more output channel, with activations around
+    MAGNITUDE, that the next Conv2D reads with zero weights: the float outputs are unchanged, but the tensor's
+    single int8 scale becomes so coarse that every other channel rounds to zero. A model built to break
+    full-integer int8 the way real outlier channels do."""
+    keras = import_tf_keras("building the example model")
+    config = model.get_config()
+    names = [spec["config"]["name"] for spec in config["layers"]]
+    spec = config["layers"][names.index(layer)]
+    spec["config"]["filters"] += 1
+    broken = keras.Sequential.from_config(config)
+    after = [l.name for l in model.layers].index(layer) + 1
+    if type(model.layers[after]).__name__ != "Conv2D":
+        raise ValueError(f"the layer after {layer} must be a Conv2D (it reads the outlier channel with zero weights)")
+    rng = np.random.default_rng(seed)
+    for source, target in zip(model.layers, broken.layers):
+        weights = source.get_weights()
+        if source.name == layer:
+            kernel, bias = weights
+            loud = magnitude * np.abs(rng.normal(size=(*kernel.shape[:-1], 1)))
+            weights = [np.concatenate([kernel, loud], -1), np.append(bias, magnitude)]
+        elif source is model.layers[after]:
+            kernel, bias = weights
+            weights = [np.concatenate([kernel, np.zeros((*kernel.shape[:2], 1, kernel.shape[3]))], 2), bias]
+        target.set_weights([w.astype(np.float32) for w in weights])
+    return broken

@@ -7,6 +7,7 @@ are missing, so a Raspberry Pi with only the runtime side never loads it.
 from __future__ import annotations
 
 import importlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,18 +76,25 @@ def load_interpreter(
     num_threads: int | None = None,
     use_xnnpack: bool = True,
     prefer: str | None = None,
+    preserve_all_tensors: bool = False,
 ) -> tuple[Any, RuntimeInfo]:
-    """Create and allocate an interpreter for PATH; bad files become UserError, not crashes."""
+    """Create and allocate an interpreter for PATH; bad files become UserError, not crashes.
+
+    PRESERVE_ALL_TENSORS keeps every intermediate tensor readable after invoke (no buffer reuse)."""
     check_tflite_file(path)
     interpreter_cls, resolver, info = _load_runtime(prefer)
     kwargs: dict[str, Any] = {"model_path": str(path)}
+    if preserve_all_tensors:
+        kwargs["experimental_preserve_all_tensors"] = True
     if num_threads is not None:
         kwargs["num_threads"] = num_threads
     if not use_xnnpack and resolver is not None:
         kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
         # The runtime announces its XNNPACK delegate on stderr; load errors come back in the exception.
-        with quiet_native_stderr(replay_on_error=False):
+        with quiet_native_stderr(replay_on_error=False), warnings.catch_warnings():
+            # preserve_all_tensors is asked for on purpose (per-layer comparison); its memory warning is noise
+            warnings.simplefilter("ignore", UserWarning)
             interpreter = interpreter_cls(**kwargs)
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:

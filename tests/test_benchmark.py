@@ -17,7 +17,10 @@ import numpy as np
 import pytest
 
 from edgecompress.benchmark import benchmark
+from edgecompress.devices.calibrate import HostTimings, current_host, needed_keys, save_timings
+from edgecompress.devices.estimate import fit_for
 from edgecompress.devices.profiles import load_profile
+from edgecompress.devices.references import REFERENCE_MODELS
 from edgecompress.errors import UserError
 from edgecompress.fileio import gzip_size
 from edgecompress.measure import MeasureOptions, measure
@@ -64,6 +67,13 @@ def test_min_secs_extends_the_timed_phase(float_tflite):
     # A tiny model runs far faster than 0.3 s per inference, so the time bound, not --runs, ends the phase.
     m = measure(float_tflite, MeasureOptions(runs=1, min_secs=0.3, warmup=0, warmup_min_secs=0.0))
     assert m.latency_ms.count > 1 and m.warmup_count == 0
+    # The measurement says which condition ended the timed runs, and the readable report repeats it.
+    assert (m.timed.runs, m.timed.stopped_by) == (m.latency_ms.count, "min_secs") and m.timed.seconds >= 0.3
+    counted = measure(float_tflite, QUICK)
+    assert (counted.timed.runs, counted.timed.stopped_by, counted.timed.rule.runs) == (3, "runs", 3)
+    out = _cli(str(float_tflite), "--runs", "1", "--min-secs", "0.3").stdout
+    assert "the minimum time (0.3 s) ran out after the run count (1)" in out
+    assert "3 in " in _cli(str(float_tflite), "--runs", "3", "--min-secs", "0").stdout
 
 
 def test_int8_model_gets_int8_random_inputs_and_quantized_npz(int8_tflite, test_npz):
@@ -148,9 +158,9 @@ def test_device_run_uses_profile_threads_capped_and_pinned(float_tflite, tmp_pat
     m, cores = r.measurement, len(os.sched_getaffinity(0))
     assert m.ok, m.error
     assert m.threads == min(4, cores) and len(m.cpus) == m.threads
-    assert r.device["threads_used"] == m.threads and r.device["threads_capped"] == (cores < 4)
-    assert r.device["memory_budget_mb"] == 3072 and m.memory_limit_mb == 3072
-    assert r.device["estimated_latency_ms"] is None
+    assert r.device.threads_used == m.threads and r.device.threads_capped == (cores < 4) and r.device.threads == 4
+    assert r.device.memory_budget_mb == 3072 and m.memory_limit_mb == 3072
+    assert r.device.estimate is None
 
 
 def test_cli_json_shape(float_tflite, int8_tflite):
@@ -246,3 +256,112 @@ def test_runtime_only_environment_never_imports_tensorflow(runtime_venv, float_t
     [row] = json.loads(result.stdout)
     assert row["error"] is None and row["latency_ms"]["count"] == 3
     assert not (tmp_path / "imported").exists(), (tmp_path / "imported").read_text()
+
+
+# ------------------------------------------------------------------- under a device profile, with its estimate
+
+
+def _recorded_calibration(root: Path, scale: float) -> HostTimings:
+    """This host's calibration file for the Raspberry Pi 4 with RECORDED timings (no reference is built): the
+    fit and the estimates are real, only their host half is given. SCALE makes the timings (and so the fit's
+    in-process cache key) differ between tests."""
+    host = current_host()
+    keys = needed_keys([load_profile("raspberry-pi-4")], host.cores)
+    # About 20 ms per GMAC at one thread, int8 a little faster, two threads 0.6x: this host's order of magnitude.
+    timings = HostTimings(host, {
+        (m, p, t): scale * REFERENCE_MODELS[m].macs / 1e9 * 20 * (0.8 if p == "int8" else 1) * (0.6 if t > 1 else 1)
+        for m, p, t in keys
+    })
+    save_timings(timings)
+    return timings
+
+
+@pytest.fixture
+def calibrated(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGECOMPRESS_CACHE", str(tmp_path / "cache"))
+    return lambda scale: _recorded_calibration(tmp_path / "cache", scale)
+
+
+def test_the_device_result_is_typed_and_the_json_is_made_from_it(float_tflite, calibrated):
+    calibrated(1.0)
+    [r] = benchmark([float_tflite], QUICK, device="raspberry-pi-4")
+    device, est = r.device, r.device.estimate
+    assert device.name == "raspberry-pi-4" and device.memory_budget_mb == 3584 and est.kind == "estimate"
+    assert est.p50_ms > 0 and est.references and 0 <= est.leave_one_out_within_20pct <= 1
+    row = r.to_dict()["device"]
+    assert row["estimated_latency_ms"]["p50"] == est.p50_ms and row["calibration"]["rule"] == est.rule
+    # The CLI's JSON keeps the keys it had, and its text report reads the same typed result.
+    result = _cli(str(float_tflite), "--device", "raspberry-pi-4", "--runs", "3", "--min-secs", "0", "--json")
+    assert result.returncode == 0, result.stderr
+    [cli_row] = json.loads(result.stdout)
+    assert set(cli_row["device"]) >= DEVICE_KEYS
+    assert set(cli_row["device"]["estimated_latency_ms"]) >= {"p50", "p90", "kind"}
+    assert set(cli_row["device"]["calibration"]) == set(row["calibration"]) >= {"references", "rule", "factor", "exponent"}
+    text = _cli(str(float_tflite), "--device", "raspberry-pi-4", "--runs", "3", "--min-secs", "0").stdout
+    assert "ESTIMATED p50 / p90" in text and "leave-one-out within 20%" in text
+
+
+def test_the_device_fit_is_made_once_per_profile_before_any_model_runs(float_tflite, int8_tflite, calibrated,
+                                                                        monkeypatch, capsys):
+    """The fit's nested leave-one-out calls choose_exponent once per published point (plus once for the fit's
+    own exponent): counted through a wrapper that calls the real function."""
+    import edgecompress.devices.estimate as estimate
+
+    timings = calibrated(1.1)
+    calls = []
+    real = estimate.choose_exponent
+    monkeypatch.setattr(estimate, "choose_exponent", lambda *a, **k: calls.append(1) or real(*a, **k))
+    estimate.fit_device(load_profile("raspberry-pi-4"), timings)
+    one_fit = len(calls)
+    assert one_fit > 1
+    calls.clear()
+    capsys.readouterr()
+    first = benchmark([float_tflite, int8_tflite], QUICK, device="raspberry-pi-4")
+    again = benchmark([float_tflite], QUICK, device="raspberry-pi-4")
+    assert len(calls) == one_fit  # two models, two benchmark calls: one fit
+    assert all(r.device.estimate is not None for r in first + again)
+    err = capsys.readouterr().err
+    assert err.count("fitting the raspberry-pi-4 estimate") == 1
+    assert err.index("fitting the raspberry-pi-4 estimate") < err.index("[1/2] measuring")
+
+
+def test_the_estimated_p90_keeps_the_spread_of_a_one_thread_run(float_tflite, calibrated, capsys):
+    """A multi-threaded run of a model this small has a slow mode (waits for a worker thread) whose share
+    decides its p90; the estimate takes its p90/p50 from a one-thread run instead, whatever the device run."""
+    calibrated(1.0)
+    options = MeasureOptions(runs=200, min_secs=0.0, warmup_min_secs=0.0)
+    one = benchmark([float_tflite], options)[0].measurement
+    host = one.latency_ms
+    [own] = benchmark([float_tflite], options, device="raspberry-pi-4")  # makes its own one-thread run
+    est = own.device.estimate
+    assert own.device.spread_threads == 1 and est.p90_ms == pytest.approx(est.p50_ms * est.spread)
+    # Both are one-thread spreads of the same model: close to each other (and to 1), never the 2-thread tail's.
+    assert est.spread == pytest.approx(host.p90 / host.p50, abs=0.3)
+    # A one-thread run made already (the sweep's host run) is used as it is, with no second run.
+    capsys.readouterr()
+    [given] = benchmark([float_tflite], options, device="raspberry-pi-4", one_thread_runs=[one])
+    assert "for the estimate's p90/p50" not in capsys.readouterr().err
+    if given.measurement.threads > 1:
+        assert given.device.estimate.spread == one.latency_ms.p90 / one.latency_ms.p50
+
+
+def test_the_estimate_is_for_the_devices_threads_whatever_the_host_has(float_tflite, calibrated):
+    calibrated(1.0)
+    cores = len(os.sched_getaffinity(0))
+    [r] = benchmark([float_tflite], QUICK, device="raspberry-pi-4")
+    assert (r.device.threads, r.device.threads_used, r.measurement.threads) == (4, min(4, cores), min(4, cores))
+    est = r.device.estimate
+    assert (est.threads, est.host_threads) == (4, min(4, cores))
+    fit = fit_for(load_profile("raspberry-pi-4"))
+    assert est.factor == fit.factor("float", 4, est.exponent).value
+    # An explicit thread count is the device's: measured at as many host threads, estimated for it.
+    [one] = benchmark([float_tflite], QUICK, device="raspberry-pi-4", device_threads=1)
+    assert (one.device.threads, one.measurement.threads, one.device.estimate.threads) == (1, 1, 1)
+    assert one.device.estimate.factor == fit.factor("float", 1, est.exponent).value
+    result = _cli(str(float_tflite), "--device", "raspberry-pi-4", "--threads", "1", "--runs", "3", "--min-secs", "0", "--json")
+    assert result.returncode == 0, result.stderr
+    [row] = json.loads(result.stdout)
+    assert row["threads"] == 1 and row["device"]["threads"] == 1 and row["device"]["estimated_latency_ms"]["threads"] == 1
+    if cores < 4:  # the output says at how many threads it measured and for how many it estimates
+        text = _cli(str(float_tflite), "--device", "raspberry-pi-4", "--runs", "3", "--min-secs", "0").stdout
+        assert f"4 (measured at {cores} host threads" in text and "moved to 4 by Amdahl's law" in text

@@ -58,6 +58,7 @@ def test_validation_against_the_original(conversions, mode, max_error):
     assert v.max_abs_error < max_error
     assert v.mean_abs_error < max_error / 10
     assert v.top1_agreement >= 0.98
+    assert conversions[mode].warnings == []  # a sound export says nothing alarming
     assert [s.name for s in conversions[mode].calibration] == ["image"]
     assert conversions[mode].calibration[0].count == 200
 
@@ -117,6 +118,38 @@ def test_multi_input_tf_keras_to_int8(tmp_path):
     result = convert_model(path, tmp_path / "two.tflite", "int8", calibration=data, io_type="int8")
     assert sorted(s.name for s in TFLiteRunner(result.output).inputs) == ["large", "small"]
     assert result.validation.max_abs_error < 0.05
+    assert result.validation.top1_agreement >= 0.95
+
+
+def _quantized_input_ranges(path) -> dict[str, float]:
+    """The real range each int8 input covers (its scale times 255), by signature name."""
+    return {p.spec.name: p.scale * 255 for p in TFLiteRunner(path).in_ports}
+
+
+@pytest.mark.parametrize("names", [("image", "features"), ("image", "features", "extra"), ("zeta", "mid", "alpha")])
+def test_multi_input_calibration_follows_signature_names(tmp_path, names):
+    """Inputs on very different scales: calibration must feed each one its own samples. The converted model's
+    input order is not Keras's (image/features and image/features/extra come out reordered; zeta/mid/alpha
+    happens to keep Keras order), so only feeding by name is right for all three."""
+    keras = import_tf_keras()
+    keras.utils.set_random_seed(2)
+    image = keras.Input((32, 32, 1), name=names[0])
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu")(image))
+    vectors = [keras.Input((5,), name=n) for n in names[1:]]
+    x = keras.layers.Concatenate()([x, *[keras.layers.Rescaling(0.001 * 10 ** i)(v) for i, v in enumerate(vectors)]])
+    model = keras.Model([image, *vectors], keras.layers.Dense(3, activation="softmax")(x))
+    path = tmp_path / "multi.keras"
+    model.save(path)
+    rng = np.random.default_rng(0)
+    scales = {names[0]: 1.0, **{n: 1000.0 * 10 ** i for i, n in enumerate(names[1:])}}
+    feeds = {n: (scales[n] * rng.random((60, *model.get_layer(n).output.shape[1:]))).astype(np.float32)
+             for n in names}
+    data = tmp_path / "multi.npz"
+    np.savez(data, **feeds)
+    result = convert_model(path, tmp_path / "multi.tflite", "int8", calibration=data, io_type="int8")
+    ranges = _quantized_input_ranges(result.output)
+    for name in names:  # each input's int8 range was calibrated on its own data
+        assert 0.9 * scales[name] < ranges[name] < 1.1 * scales[name], ranges
     assert result.validation.top1_agreement >= 0.95
 
 

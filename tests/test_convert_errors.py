@@ -138,7 +138,9 @@ def test_lambda_layer_converts_with_unsafe(lambda_model, out_dir, run_cli):
     assert (out_dir / "m.tflite").read_bytes()[4:8] == b"TFL3"
 
 
-def test_flex_op_is_reported_with_the_option(tmp_path, out_dir, run_cli):
+@pytest.fixture()
+def inverse_model(tmp_path):
+    """A SavedModel whose only op (MatrixInverse) has no TFLite built-in kernel."""
     from edgecompress.models import import_tf
 
     tf = import_tf()
@@ -150,7 +152,11 @@ def test_flex_op_is_reported_with_the_option(tmp_path, out_dir, run_cli):
 
     module = Inverse()
     tf.saved_model.save(module, str(tmp_path / "inv"), signatures=module.__call__)
-    bad(run_cli, convert(tmp_path / "inv", out_dir / "m.tflite"), "MatrixInverse", "--allow-flex")
+    return tmp_path / "inv"
+
+
+def test_flex_op_is_reported_with_the_option(inverse_model, out_dir, run_cli):
+    bad(run_cli, convert(inverse_model, out_dir / "m.tflite"), "MatrixInverse", "--allow-flex")
     no_leftovers(out_dir)
 
 
@@ -159,3 +165,46 @@ def test_bad_num_samples(digits_model_path, calib_npz, out_dir, run_cli):
                                str(calib_npz), "--num-samples", "0"))
     assert code == 2 and "Traceback" not in err and "--num-samples" in err
     no_leftovers(out_dir)
+
+
+@pytest.fixture()
+def unlabelled_npz(digits, tmp_path):
+    path = tmp_path / "unlabelled.npz"
+    np.savez(path, x=digits.val.x[:20])
+    return path
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--max-drop", "1"], ("max_drop", "--eval-data")),
+    (["--eval-data", "EVAL"], ("--max-drop",)),
+    (["--max-drop", "1", "--eval-data", "EVAL", "--quantize", "dynamic"], ("--max-drop", "int8", "dynamic")),
+    (["--max-drop", "1", "--eval-data", "EVAL", "--quantize", "int8", "--io-type", "int8"], ("float32",)),
+    (["--max-drop", "-1", "--eval-data", "EVAL", "--quantize", "int8"], ("max_drop", ">= 0")),
+    (["--max-drop", "1", "--eval-data", "EVAL", "--quantize", "int8", "--allow-flex"], ("--allow-flex",)),
+])
+def test_max_drop_options(digits_model_path, calib_npz, test_npz, out_dir, run_cli, extra, words):
+    extra = [str(test_npz) if e == "EVAL" else e for e in extra]
+    args = convert(digits_model_path, out_dir / "m.tflite", "--calibration", str(calib_npz), *extra)
+    if "--quantize" not in extra:
+        args += ["--quantize", "int8"]
+    bad(run_cli, args, *words)
+    no_leftovers(out_dir)
+
+
+def test_max_drop_needs_labels(digits_model_path, calib_npz, unlabelled_npz, out_dir, run_cli):
+    bad(run_cli, convert(digits_model_path, out_dir / "m.tflite", "--quantize", "int8", "--calibration",
+                         str(calib_npz), "--eval-data", str(unlabelled_npz), "--max-drop", "1"), "no labels", "'y'")
+    no_leftovers(out_dir)
+
+
+def test_diagnose_needs_labels_and_calibration(digits_model_path, calib_npz, unlabelled_npz, run_cli):
+    bad(run_cli, ["diagnose", str(digits_model_path), "--calibration", str(calib_npz), "--data",
+                  str(unlabelled_npz)], "no labels", "'y'")
+    bad(run_cli, ["diagnose", str(digits_model_path)], "--calibration")
+
+
+def test_diagnose_of_a_model_int8_cannot_take(inverse_model, tmp_path, run_cli):
+    """An op with no TFLite kernel: diagnose says so in one line (and does not suggest a flag it lacks)."""
+    np.savez(tmp_path / "m.npz", m=np.random.default_rng(0).random((20, 2, 2), dtype=np.float32))
+    line = bad(run_cli, ["diagnose", str(inverse_model), "--calibration", str(tmp_path / "m.npz")], "MatrixInverse")
+    assert "--allow-flex" not in line

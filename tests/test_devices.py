@@ -12,7 +12,7 @@ import pytest
 
 from edgecompress.cli.main import main
 from edgecompress.devices.calibrate import Host, HostTimings, calibrate, load_timings
-from edgecompress.devices.estimate import EXPONENTS, choose_exponent, device_summary, estimate_for, leave_one_out, share_within
+from edgecompress.devices.estimate import EXPONENTS, choose_exponent, fit_device, leave_one_out, share_within
 from edgecompress.devices.references import REFERENCE_MODELS
 from edgecompress.devices.profiles import list_profiles, load_profile
 from edgecompress.errors import UserError
@@ -29,6 +29,11 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
         code = exc.code or 0
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def estimate_for(profile, p50_ms, p90_ms, is_integer, threads=None, timings=None, macs=None):
+    """The estimate for a model measured at P50_MS / P90_MS on this host, from a fresh fit on TIMINGS."""
+    return fit_device(profile, timings).estimate(p50_ms, p90_ms / p50_ms, is_integer, threads, macs)
 
 
 def recorded(**ms: float) -> HostTimings:
@@ -200,15 +205,6 @@ def test_the_nested_leave_one_out_finds_the_exponent_the_points_follow(tmp_path)
         nested = leave_one_out(board, timings, boards)
         assert len(nested) == 4 and all(abs(p.error) < 1e-9 for p in nested)
         assert max(abs(p.error) for p in leave_one_out(board, timings, boards, use_macs=False)) > 0.1
-
-
-def test_device_summary_has_the_fields_of_the_benchmark_json():
-    pi4 = load_profile("raspberry-pi-4")
-    est = estimate_for(pi4, 2.0, 3.0, False, timings=recorded(**MOBILENETS))
-    summary = device_summary(pi4, est, threads_used=2, threads_capped=True)
-    assert summary["estimated_latency_ms"]["p50"] == est.p50_ms and summary["memory_budget_mb"] == 3584
-    assert set(summary["calibration"]) >= {"references", "leave_one_out_within_20pct"}
-    assert device_summary(pi4, None, 2, True)["estimated_latency_ms"] is None
 
 
 def test_no_calibrated_reference_is_a_user_error():

@@ -24,7 +24,7 @@ class FakeClock:
 
 def _run(rule: PhaseRule, durations: list[float]) -> tuple[list[float], FakeClock]:
     clock = FakeClock(durations)
-    return run_phase(clock.step, rule, clock), clock
+    return run_phase(clock.step, rule, clock)[0], clock
 
 
 def test_count_bound_when_runs_take_longer_than_min_secs():
@@ -60,3 +60,17 @@ def test_zero_runs_and_zero_seconds_skip_the_phase():
 )
 def test_keep_going(run, elapsed, expected):
     assert PhaseRule(runs=50, min_secs=1.0, max_secs=150.0).keep_going(run, elapsed) is expected
+
+
+@pytest.mark.parametrize(
+    "rule, durations, stopped_by",
+    [
+        (PhaseRule(runs=5, min_secs=1.0), [0.5], "runs"),  # 5 runs take 2.5 s: the count was met last
+        (PhaseRule(runs=2, min_secs=1.0), [0.125], "min_secs"),  # 2 runs take 0.25 s: the time was
+        (PhaseRule(runs=50, min_secs=0.0, max_secs=10.0), [1.0], "max_secs"),  # 11 of 50 runs: cut short
+    ],
+)
+def test_a_phase_says_which_condition_ended_it(rule, durations, stopped_by):
+    clock = FakeClock(durations)
+    times, end = run_phase(clock.step, rule, clock)
+    assert (end.runs, end.seconds, end.stopped_by, end.rule) == (len(times), sum(times), stopped_by, rule)

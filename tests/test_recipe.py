@@ -116,6 +116,10 @@ BAD = [
     ('model = "model.keras"', 'model = "data/train.npz"', 'model = "data/train.npz"',
      ["model", "train.npz is not a Keras model file"]),
     ('test = "data/test.npz"', 'test = "data/unlabelled.npz"', "unlabelled.npz", ["data.test", "no labels `y`"]),
+    ('io_type = "int8"', 'io_type = "float32"\nmax_drop = 1', "max_drop = 1", ["variants[0].max_drop", "data.val"]),
+    ('quantize = "int8"\nqat = true', 'quantize = "dynamic"\nmax_drop = 1', "max_drop = 1",
+     ["variants[1].max_drop", "int8"]),
+    ('io_type = "int8"', 'io_type = "float32"\nmax_drop = -1', "max_drop = -1", ["variants[0].max_drop", "0"]),
 ]
 
 
@@ -172,3 +176,11 @@ def test_run_command_reports_a_bad_recipe_in_one_line(folder, capsys):
     assert exit_.value.code == 2
     assert err.count("\n") == 1 and err.startswith("error: recipe recipe.toml line ") and "Traceback" not in err
     assert not (folder / "run").exists()  # nothing written for a recipe that does not load
+
+
+def test_max_drop_variant_uses_val(folder):
+    np.savez(folder / "data" / "val.npz", x=np.zeros((2, 8, 8, 1), np.float32), y=np.zeros(2, np.int64))
+    text = GOOD.replace('test = "data/test.npz"', 'test = "data/test.npz"\nval = "data/val.npz"')
+    text = text.replace('io_type = "int8"', 'io_type = "float32"\nmax_drop = 0.5')
+    settings = load_recipe(write(folder, text)).variants[0].settings
+    assert settings.max_drop == 0.5 and settings.auto_name() == "int8-maxdrop0.5"

@@ -31,22 +31,45 @@ def _inputs_line(inputs: list) -> str:
     return "; ".join(f"{u.name} {list(u.shape)} {u.dtype}: {u.source}" for u in inputs) or "-"
 
 
-def _device_pairs(device: dict[str, Any]) -> list[tuple[str, Any]]:
-    threads = f"{device['threads_used']}" + (" (capped by this host's cores)" if device["threads_capped"] else "")
+def _device_pairs(device) -> list[tuple[str, Any]]:
+    """The device lines of one result (DEVICE is an edgecompress.benchmark.DeviceRunResult)."""
+    threads = str(device.threads)
+    if device.threads_capped:
+        threads += f" (measured at {device.threads_used} host threads, all this host has"
+        threads += f"; the estimate is moved to {device.threads} by Amdahl's law)" if device.estimate else ")"
     pairs: list[tuple[str, Any]] = [
-        ("device", device["name"]),
+        ("device", device.name),
         ("device threads", threads),
-        ("memory budget", f"{device['memory_budget_mb']} MB (hard limit)"),
+        ("memory budget", f"{device.memory_budget_mb} MB (hard limit)"),
     ]
-    est, cal = device["estimated_latency_ms"], device["calibration"]
+    est = device.estimate
     if est is None:
-        pairs.append(("estimated latency", "unavailable (no calibration on this host)"))
+        pairs.append(("estimated latency", f"unavailable ({device.unavailable or 'no calibration on this host'})"))
         return pairs
-    pairs.append(("ESTIMATED p50 / p90", f"{fmt(est['p50'])} / {fmt(est['p90'])} ms (estimate, not a measurement)"))
-    pairs.append(("estimate calibrated by", ", ".join(cal["references"]) + (" (derived)" if cal["derived"] else "")))
-    loo = cal["leave_one_out_within_20pct"]
+    pairs.append(("ESTIMATED p50 / p90", f"{fmt(est.p50_ms)} / {fmt(est.p90_ms)} ms at {est.threads} device threads "
+                  "(estimate, not a measurement)"))
+    pairs.append(("estimated p90", f"p50 x {est.spread:.2f}, the p90/p50 of a {device.spread_threads}-thread run "
+                  "on this host"))
+    pairs.append(("estimate calibrated by", ", ".join(est.references) + (" (derived)" if est.derived else "")))
+    loo = est.leave_one_out_within_20pct
     pairs.append(("leave-one-out within 20%", "-" if loo is None else f"{loo:.0%}"))
     return pairs
+
+
+# What ended the timed runs: benchmark_model runs while run < runs OR elapsed < min seconds.
+STOPPED_BY = {
+    "runs": "the run count ({runs}) was reached after the minimum time ({min_secs:g} s)",
+    "min_secs": "the minimum time ({min_secs:g} s) ran out after the run count ({runs})",
+    "max_secs": "cut short at the maximum time ({max_secs:g} s)",
+}
+
+
+def _timed_runs(m) -> str:
+    if m.timed is None or m.latency_ms is None:
+        return "-"
+    end = m.timed
+    why = STOPPED_BY[end.stopped_by].format(runs=end.rule.runs, min_secs=end.rule.min_secs, max_secs=end.rule.max_secs)
+    return f"{end.runs:,} in {end.seconds:.2f} s: {why}"
 
 
 def render_one(result) -> str:
@@ -59,6 +82,7 @@ def render_one(result) -> str:
         ("init", _ms(m.init_ms)),
         ("first inference", _ms(m.first_ms)),
         ("warm-up avg", f"{_ms(m.warmup_avg_ms)} ({m.warmup_count} runs)"),
+        ("timed runs", _timed_runs(m)),
         ("peak RSS (process)", _mb(m.peak_rss_mb)),
         ("load RSS (model)", _mb(m.model_load_rss_mb)),
         ("size", f"{m.size_bytes:,} B"),
@@ -88,14 +112,14 @@ def render(results: list) -> str:
         rows = []
         for r in results:
             m, s = r.measurement, r.measurement.latency_ms
-            est = (r.device or {}).get("estimated_latency_ms")
+            est = r.device.estimate if r.device else None
             rows.append(
                 [
                     Path(m.model).name,
                     None if s is None else s.p50,
                     None if s is None else s.avg,
                     None if s is None else s.p90,
-                    None if est is None else est["p50"],
+                    None if est is None else est.p50_ms,
                     r.speedup_vs_first,
                     m.peak_rss_mb,
                     m.size_bytes,
@@ -111,7 +135,9 @@ def render(results: list) -> str:
 @click.command("benchmark")
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--device", help="A device profile name (see `edgecompress devices list`) or a PROFILE.toml file.")
-@click.option("--threads", type=int, default=None, help="Interpreter threads (default 1; a --device sets its own).")
+@click.option("--threads", type=int, default=None,
+              help="Interpreter threads (default 1). With --device: the device's threads (default the profile's), "
+              "measured at as many as this host has.")
 @click.option("--runs", type=int, default=DEFAULT_RUNS, show_default=True, help="Minimum timed runs.")
 @click.option("--warmup", type=int, default=DEFAULT_WARMUP, show_default=True, help="Minimum warm-up runs.")
 @click.option("--min-secs", type=float, default=DEFAULT_MIN_SECS, show_default=True, help="Minimum seconds of timed runs.")
@@ -131,16 +157,15 @@ def benchmark_command(
 ) -> None:
     """Measure MODEL.tflite files like TFLite's benchmark_model: init, first inference, warm-up, timed runs.
 
-    Each phase runs while run < N or elapsed < min seconds. Each model runs in its own process, so a model
-    that crashes the runtime becomes an error row. Exit code 1 when any model failed to run.
+    Each phase runs while run < N or elapsed < min seconds (the report says which ended later). With
+    --device the run takes the device's threads, memory budget and an estimated device latency. Each
+    model runs in its own process, so a model that crashes the runtime becomes an error row. Exit code 1
+    when any model failed to run.
     """
     from edgecompress.benchmark import benchmark
-    from edgecompress.errors import UserError
     from edgecompress.measure import MeasureOptions
     from edgecompress.progress import note
 
-    if threads is not None and device is not None:
-        raise UserError("--threads and --device conflict: the device profile sets the thread count; drop one")
     options = MeasureOptions(
         threads=1 if threads is None else threads,
         runs=runs,
@@ -149,7 +174,7 @@ def benchmark_command(
         use_xnnpack=not no_xnnpack,
         inputs=inputs,
     )
-    results = benchmark(list(models), options, device)
+    results = benchmark(list(models), options, device, device_threads=threads)
     click.echo(to_json([r.to_dict() for r in results]) if as_json else render(results))
     failed = [r for r in results if r.measurement.error]
     if failed:

@@ -37,22 +37,35 @@ IMAGE_SCALE_HELP = "How image-folder pixels become inputs: " + "; ".join(f"{k} =
               help="Samples the .tflite and the original both run to measure the error.")
 @click.option("--allow-flex", is_flag=True,
               help="Allow TensorFlow (Flex / SELECT_TF_OPS) ops; stock runtimes cannot run the result.")
+@click.option("--max-drop", type=float, metavar="POINTS",
+              help="With --quantize int8: keep the most damaging layers in float until the loss on --eval-data is at "
+                   "most POINTS (top-1 points; MAE increase in % for regression). Exits 2 if no attempt gets there "
+                   "(the best one is written).")
+@click.option("--eval-data", type=click.Path(path_type=str),
+              help="Labelled samples (.npz with the input(s) and labels under `y`) that --max-drop measures on.")
 @force_option
 @unsafe_option
 @json_option
 def convert_command(model: str, output: str, quantize: str, calibration: str | None, num_samples: int,
                     io_type: str, image_scale: str, seed: int, validation_samples: int, allow_flex: bool,
-                    force: bool, unsafe: bool, as_json: bool) -> None:
+                    max_drop: float | None, eval_data: str | None, force: bool, unsafe: bool, as_json: bool) -> None:
     """Convert a Keras MODEL (.keras, .h5 or SavedModel folder) to a .tflite with a fixed batch of 1,
     then check it against the original on validation samples."""
     from edgecompress.converters import convert_model
+    from edgecompress.errors import UserError
 
     result = convert_model(
         model, output, quantize=quantize, calibration=calibration, num_samples=num_samples, io_type=io_type,
         force=force, unsafe=unsafe, allow_flex=allow_flex, image_scale=image_scale, seed=seed,
-        validation_samples=validation_samples,
+        validation_samples=validation_samples, eval_data=eval_data, max_drop=max_drop,
     )
     emit(result, as_json, render_conversion)
+    if result.target_met is False:
+        raise UserError(
+            f"no int8 model came within --max-drop {max_drop:g} (best: drop {result.drop:.2f} with "
+            f"{len(result.float_layers)} layer(s) in float, written to {result.output}): raise --max-drop, "
+            "or use --quantize dynamic or float16"
+        )
 
 
 def render_conversion(result: Any) -> str:
@@ -79,6 +92,13 @@ def render_conversion(result: Any) -> str:
         rows += [("flex ops", ", ".join(result.flex_ops)),
                  ("validated on", "not validated: stock runtimes cannot run Flex ops")]
     parts.append(key_values(rows, title="Validation against the original"))
+    if result.steps:
+        parts.append(table(
+            ["layers in float", "size (bytes)", result.metric, "drop", "kept"],
+            [[", ".join(s.float_layers) or "(none: full int8)", s.size_bytes, s.accuracy, s.drop,
+              s.float_layers == result.float_layers] for s in result.steps],
+            title=f"Accuracy-driven int8 (original: {fmt(result.source_accuracy)})",
+        ))
     return "\n\n".join(parts)
 
 

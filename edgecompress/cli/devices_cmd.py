@@ -46,20 +46,17 @@ def list_cmd(as_json: bool) -> None:
 
 
 def _calibration_rows(profile: Any, timings: Any) -> list[list[Any]]:
-    from edgecompress.devices.estimate import choose_exponent, fit_factor, leave_one_out, share_within
-    from edgecompress.devices.profiles import measured_profiles
+    from edgecompress.devices.estimate import fit_for, share_within
 
-    pairs = measured_profiles()
-    loo = leave_one_out(profile, timings, pairs)
-    exponent = choose_exponent(pairs, timings)  # as benchmark --device fits it for a model with a MAC count
+    fit = fit_for(profile, timings)  # as benchmark --device fits it
     rows = []
     for precision in ("float", "int8"):
-        factor = fit_factor(profile, precision, profile.threads, timings, pairs, exponent=exponent)
+        factor = fit.factor(precision, profile.threads, fit.exponent)  # for a model with a MAC count
         rows.append([
             precision,
             factor.value if factor else None,
             factor.rule if factor else "not calibrated",
-            "derived, not scored" if profile.is_derived else share_within([p for p in loo if f"/{precision}/" in p.reference], 0.2),
+            "derived, not scored" if profile.is_derived else share_within([p for p in fit.loo if f"/{precision}/" in p.reference], 0.2),
         ])
     return rows
 
@@ -125,16 +122,15 @@ def show_cmd(device: str, as_json: bool) -> None:
 def calibrate_cmd(device: str | None, models: tuple[str, ...], skip_large: bool, rounds: int, as_json: bool) -> None:
     """(Re)measure the reference models on this host: the host side of the device estimates."""
     from edgecompress.devices.calibrate import calibrate
-    from edgecompress.devices.estimate import leave_one_out, share_within
-    from edgecompress.devices.profiles import list_profiles, load_profile, measured_profiles
+    from edgecompress.devices.estimate import fit_for, share_within
+    from edgecompress.devices.profiles import list_profiles, load_profile
     from edgecompress.tables import table
 
     profiles = [load_profile(device)] if device else [load_profile(n) for n in list_profiles()]
     run = calibrate(profiles, set(models) or None, force=True, large=not skip_large, rounds=rounds)
-    pairs = measured_profiles()
     summary = []
     for profile in profiles:
-        loo = leave_one_out(profile, run.timings, pairs)
+        loo = fit_for(profile, run.timings).loo
         summary.append({
             "name": profile.name,
             "derived": profile.is_derived,

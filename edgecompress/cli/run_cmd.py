@@ -34,15 +34,25 @@ def render_run(result: Any) -> str:
               help="Variants built at once, each in its own worker process.")
 @click.option("--worker-memory-mb", type=click.IntRange(min=256), default=None,
               help="Memory budget of each worker (default: 80% of RAM shared by the jobs).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
+              help="Where builds run (default: the recipe's [execution], else local worker processes).")
+@click.option("--address", default=None,
+              help="With --executor ray: the cluster to join (auto or ray://HOST:PORT); default a private local instance.")
 @json_option
-def run_command(recipe: str, run_dir: str | None, jobs: int, worker_memory_mb: int | None, as_json: bool) -> None:
+def run_command(recipe: str, run_dir: str | None, jobs: int, worker_memory_mb: int | None, executor: str | None,
+                address: str | None, as_json: bool) -> None:
     """Optimize, convert, evaluate and benchmark every variant of RECIPE (TOML); report the best per device.
 
     Exits 2 on a bad recipe or files (before any work), 1 when no variant finished (the report says why).
     """
+    from edgecompress.errors import UserError
+    from edgecompress.pipeline.recipe import Execution
     from edgecompress.pipeline.run import run_recipe
 
-    result = run_recipe(recipe, run_dir, jobs=jobs, worker_memory_mb=worker_memory_mb)
+    if address is not None and executor != "ray":
+        raise UserError("--address names a Ray cluster: add --executor ray")
+    execution = Execution(executor, address) if executor is not None else None
+    result = run_recipe(recipe, run_dir, jobs=jobs, worker_memory_mb=worker_memory_mb, execution=execution)
     emit(result.to_dict() if as_json else result, as_json, render_run)
     if not any(r.ok for r in result.records):  # a run that produced nothing failed, whatever the report says
         click.echo(f"error: no variant finished: {result.report.markdown} says why for each", err=True)

@@ -79,6 +79,7 @@ class _Result:
     first_ms: float | None = None
     warmup: dict[str, Any] | None = None
     latency_ms: dict[str, Any] | None = None
+    timed: dict[str, Any] | None = None  # phases.PhaseEnd of the timed runs
     peak_rss_mb: float | None = None
     model_load_rss_mb: float | None = None
     inputs: list[dict[str, Any]] = field(default_factory=list)
@@ -161,10 +162,11 @@ def _run_phases(req: ChildRequest, invoke: Callable[[], None], result: _Result) 
     t0 = time.perf_counter()
     invoke()
     result.first_ms = (time.perf_counter() - t0) * 1000.0
-    warm = _ms(phases.run_phase(invoke, phases.PhaseRule(req.warmup, req.warmup_min_secs, req.max_secs)))
+    warm = _ms(phases.run_phase(invoke, phases.PhaseRule(req.warmup, req.warmup_min_secs, req.max_secs))[0])
     result.warmup = {"count": len(warm), "avg": sum(warm) / len(warm) if warm else None}
-    timed = _ms(phases.run_phase(invoke, phases.PhaseRule(req.runs, req.min_secs, req.max_secs)))
-    result.latency_ms = dataclasses.asdict(latency_stats(timed))
+    timed, end = phases.run_phase(invoke, phases.PhaseRule(req.runs, req.min_secs, req.max_secs))
+    result.latency_ms = dataclasses.asdict(latency_stats(_ms(timed)))
+    result.timed = dataclasses.asdict(end)
 
 
 def _first_inference_works(req: ChildRequest) -> bool:

@@ -84,6 +84,7 @@ class Measurement:
     warmup_count: int = 0
     warmup_avg_ms: float | None = None
     latency_ms: LatencyStats | None = None
+    timed: phases.PhaseEnd | None = None  # how many timed runs were made, and which condition ended them
     peak_rss_mb: float | None = None
     model_load_rss_mb: float | None = None
     inputs: list[InputUsed] = field(default_factory=list)
@@ -166,10 +167,15 @@ def _from_child(base: Measurement, data: dict[str, Any]) -> Measurement:
         warmup_count=warmup.get("count", 0),
         warmup_avg_ms=warmup.get("avg"),
         latency_ms=LatencyStats(**data["latency_ms"]) if data["latency_ms"] else None,
+        timed=_phase_end(data["timed"]),
         peak_rss_mb=data["peak_rss_mb"],
         model_load_rss_mb=data["model_load_rss_mb"],
         inputs=[InputUsed(**{**u, "shape": tuple(u["shape"])}) for u in data["inputs"]],
     )
+
+
+def _phase_end(data: dict[str, Any] | None) -> phases.PhaseEnd | None:
+    return None if data is None else phases.PhaseEnd(**{**data, "rule": phases.PhaseRule(**data["rule"])})
 
 
 def _input_details(model: TFLiteModel) -> list[dict[str, Any]]:

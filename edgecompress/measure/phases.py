@@ -29,9 +29,28 @@ class PhaseRule:
             return False
         return run < self.runs or elapsed < self.min_secs
 
+    def stopped_by(self, runs_made: int, elapsed: float) -> str:
+        """Which condition ended a phase of RUNS_MADE runs over ELAPSED seconds: "runs" (the count was the
+        last to be met), "min_secs" (the time was) or "max_secs" (the cap cut it short)."""
+        if elapsed > self.max_secs or runs_made < self.runs:
+            return "max_secs"
+        return "min_secs" if runs_made > self.runs else "runs"
 
-def run_phase(step: Callable[[], object], rule: PhaseRule, clock: Callable[[], float] = time.perf_counter) -> list[float]:
-    """Call STEP under RULE; return each call's duration in seconds (as measured by CLOCK)."""
+
+@dataclass(frozen=True)
+class PhaseEnd:
+    """How many runs a phase made and why it stopped then (see PhaseRule.stopped_by)."""
+
+    runs: int  # made
+    seconds: float
+    stopped_by: str  # "runs", "min_secs" or "max_secs"
+    rule: PhaseRule
+
+
+def run_phase(
+    step: Callable[[], object], rule: PhaseRule, clock: Callable[[], float] = time.perf_counter
+) -> tuple[list[float], PhaseEnd]:
+    """Call STEP under RULE; return each call's duration in seconds (as measured by CLOCK) and how it ended."""
     times: list[float] = []
     start = clock()
     now = start
@@ -41,4 +60,4 @@ def run_phase(step: Callable[[], object], rule: PhaseRule, clock: Callable[[], f
         step()
         now = clock()
         times.append(now - t0)
-    return times
+    return times, PhaseEnd(len(times), now - start, rule.stopped_by(len(times), now - start), rule)

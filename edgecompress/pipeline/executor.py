@@ -8,11 +8,9 @@ The interface (Executor) is one method:
 event to the parent, which passes it to `on_event(index, text)`. An item whose fn raises, or whose worker
 dies (native crash, out of memory), gives an Outcome with `error` set; the other items go on.
 
-LocalExecutor is the implementation for one machine. A sweep that outgrows it runs on Ray through the same
-interface: submit `ray.remote(fn).remote(item, emit)` for each item (with `emit` forwarding to a
-`ray.util.queue.Queue` the parent drains into on_event), then turn `ray.wait` completions into Outcomes,
-catching `ray.exceptions.RayTaskError` / `WorkerCrashedError` as `error`. Nothing else in the pipeline
-knows which executor runs it.
+LocalExecutor is the implementation for one machine; RayExecutor (ray_executor.py) runs the same items as
+Ray tasks on a cluster, shipping the files an item declares through `files()` (TaskFiles). Nothing else in
+the pipeline knows which executor runs it.
 """
 from __future__ import annotations
 
@@ -47,8 +45,25 @@ class Outcome(Generic[R]):
     crashed: bool = False  # the worker died (signal, memory budget): worth retrying, unlike a raised error
 
 
+@dataclass(frozen=True)
+class TaskFiles:
+    """The files an item reads (INPUTS) and the files or folders it writes (WRITES, whose current content it
+    may reuse): what an executor without a shared filesystem ships to the worker and back."""
+
+    inputs: tuple[Path, ...]
+    writes: tuple[Path, ...]
+
+
+def error_summary(exc: BaseException) -> str:
+    """One line for the report: a UserError's message already says what is wrong and how to fix it; others
+    need their type."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return first if isinstance(exc, UserError) else f"{type(exc).__name__}: {first}"
+
+
 class Executor(Protocol):
     jobs: int
+    where: str  # for the report: what ran the builds
 
     def map(
         self, fn: Callable[[Any, Emit], R], items: Sequence[Any],
@@ -79,6 +94,7 @@ class LocalExecutor:
             raise ValueError("jobs must be at least 1")
         self.jobs = jobs
         self.memory_mb = memory_mb or default_memory_mb(jobs)
+        self.where = f"{jobs} local worker process{'es' if jobs > 1 else ''}"
 
     def map(
         self, fn: Callable[[Any, Emit], R], items: Sequence[Any],
@@ -159,10 +175,7 @@ def _child(conn: Any, fn: Callable[[Any, Emit], Any], item: Any, parent_pid: int
     try:
         result = fn(item, emit)
     except BaseException as exc:  # noqa: BLE001 - every failure becomes the item's recorded error
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        # a UserError's message already says what is wrong and how to fix it; others need their type
-        summary = first if isinstance(exc, UserError) else f"{type(exc).__name__}: {first}"
-        conn.send(("error", (summary, traceback.format_exc())))
+        conn.send(("error", (error_summary(exc), traceback.format_exc())))
     else:
         conn.send(("ok", result))
     finally:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from edgecompress.errors import UserError
+from edgecompress.converters.fallback import check_fallback_options
 from edgecompress.converters.quantize import CALIBRATED_MODES, options_conflict, qat_conflict
 from edgecompress.optimize.base import techniques_from_settings
 from edgecompress.optimize.distill import DISTILLATION
@@ -32,6 +33,7 @@ class VariantSettings:
     alpha: float | None = None
     epochs: int | None = None  # overrides [training] for this variant
     learning_rate: float | None = None
+    max_drop: float | None = None  # int8: keep layers in float until the loss on data.val is at most this
 
     @property
     def techniques(self) -> list[str]:
@@ -52,6 +54,10 @@ class VariantSettings:
         problem = options_conflict(self.quantize, self.io_type)
         if problem is not None:
             return problem
+        try:  # the converter's rules for accuracy-driven int8 (its held-out data is the recipe's data.val)
+            check_fallback_options(self.quantize, self.io_type, self.max_drop, "data.val" if self.max_drop is not None else None)
+        except UserError as exc:
+            return "max_drop", str(exc)
         if self.qat and (why := qat_conflict(self.quantize)) is not None:
             return "qat", why
         try:  # the techniques' own rules (e.g. prune and prune_pattern exclude each other)
@@ -83,6 +89,8 @@ class VariantSettings:
         parts.append("float32" if self.quantize == "none" else self.quantize)
         if self.io_type != "float32":
             parts.append(f"io{self.io_type}")
+        if self.max_drop is not None:
+            parts.append(f"maxdrop{_num(self.max_drop)}")
         if self.epochs is not None:
             parts.append(f"ep{self.epochs}")
         if self.learning_rate is not None:
@@ -118,6 +126,7 @@ def normalized(settings: VariantSettings) -> VariantSettings:
         temperature=None if settings.temperature is None else float(settings.temperature),
         alpha=None if settings.alpha is None else float(settings.alpha),
         learning_rate=None if settings.learning_rate is None else float(settings.learning_rate),
+        max_drop=None if settings.max_drop is None else float(settings.max_drop),
     )
 
 

@@ -14,7 +14,7 @@ from the recipe's folder. Format (all sections but `model`, `data` and the varia
     [constraints] max_accuracy_drop (points), max_size_kb, max_gzip_kb,
                  max_latency_ms (a number for every device, or a table device -> ms)
     [grid]       any variant field -> list of values (the cross product is tried)
-    [[variants]] name, quantize, io_type, prune, prune_pattern, cluster, qat, low_rank,
+    [[variants]] name, quantize, io_type, max_drop, prune, prune_pattern, cluster, qat, low_rank,
                  distill_student, temperature, alpha, epochs, learning_rate
 """
 from __future__ import annotations
@@ -72,6 +72,15 @@ class BenchmarkSettings:
 
 
 @dataclass(frozen=True)
+class Execution:
+    """Where the builds run: local worker processes, or Ray tasks (a private local instance when address is
+    None, else the cluster at address: "auto" or "ray://HOST:PORT")."""
+
+    executor: str = "local"
+    address: str | None = None
+
+
+@dataclass(frozen=True)
 class Constraints:
     max_accuracy_drop: float | None = None  # points (percent)
     max_size_kb: float | None = None
@@ -97,6 +106,7 @@ class Recipe:
     objective: str
     variants: tuple[Variant, ...]
     notes: tuple[str, ...] = ()  # grid combinations left out, duplicates merged
+    execution: Execution = Execution()
 
 
 # ---------------------------------------------------------------------------------------------- lines
@@ -224,10 +234,13 @@ _KIND_TEXT = {".npz": "a .npz file", ".npy": "a .npy file", "folder": "an image 
 
 # ------------------------------------------------------------------------------------------- parsing
 
-TOP_KEYS = ("model", "devices", "objective", "data", "training", "benchmark", "constraints", "grid", "variants")
+TOP_KEYS = ("model", "devices", "objective", "data", "training", "benchmark", "execution", "constraints", "grid",
+            "variants")
 DATA_KEYS = ("train", "val", "test", "calibration", "calibration_samples")
 TRAINING_KEYS = ("epochs", "batch_size", "learning_rate", "seed")
 BENCHMARK_KEYS = ("runs", "warmup", "min_secs", "threads")
+EXECUTION_KEYS = ("executor", "address")
+EXECUTORS = ("local", "ray")
 CONSTRAINT_KEYS = ("max_accuracy_drop", "max_size_kb", "max_gzip_kb", "max_latency_ms")
 VARIANT_KEYS = ("name",) + SETTING_FIELDS
 
@@ -262,6 +275,7 @@ def load_recipe(path: str | Path, known_devices: Callable[[], list[str]] | None 
         objective=check.choice(raw.get("objective", "smallest"), ("objective",), OBJECTIVES, "objective"),
         variants=tuple(variants),
         notes=tuple(notes),
+        execution=_execution(check, raw.get("execution", {})),
     )
 
 
@@ -303,6 +317,17 @@ def _benchmark(check: _Checker, raw: Any) -> BenchmarkSettings:
         min_secs=float(check.number(raw.get("min_secs", 1.0), w + ("min_secs",), low=0)),
         threads=check.number(raw.get("threads", 1), w + ("threads",), low=1, integer=True),
     )
+
+
+def _execution(check: _Checker, raw: Any) -> Execution:
+    check.table(raw, ("execution",), EXECUTION_KEYS)
+    executor = check.choice(raw.get("executor", "local"), ("execution", "executor"), EXECUTORS, "executor")
+    address = raw.get("address")
+    if address is not None and (not isinstance(address, str) or not address.strip()):
+        raise check.fail(("execution", "address"), 'must be "auto" or "ray://HOST:PORT"')
+    if address is not None and executor != "ray":
+        raise check.fail(("execution", "address"), 'is the Ray cluster to join: it needs executor = "ray"')
+    return Execution(executor, address)
 
 
 def _devices(check: _Checker, raw: Any, known: Callable[[], list[str]]) -> tuple[str, ...]:
@@ -376,6 +401,8 @@ def _setting(check: _Checker, key: str, value: Any, where: tuple[Any, ...]) -> A
         return check.number(value, where, low=1, integer=True)
     if key == "learning_rate":
         return float(check.number(value, where, low=0, low_open=True))
+    if key == "max_drop":
+        return float(check.number(value, where, low=0))
     raise check.fail(where, f"unknown field: use one of {', '.join(VARIANT_KEYS)}")
 
 
@@ -438,3 +465,6 @@ def _check_data_needs(check: _Checker, settings: VariantSettings, data: DataFile
         raise check.fail(where, f"{technique} fine-tunes the model: set data.train to a training .npz file")
     if settings.needs_calibration and data.calibration is None:
         raise check.fail(where + ("quantize",), f"{settings.quantize} needs calibration data: set data.calibration")
+    if settings.max_drop is not None and data.val is None:
+        raise check.fail(where + ("max_drop",), "max_drop measures the loss on labelled validation data (the test "
+                                                "split stays for scoring): set data.val")

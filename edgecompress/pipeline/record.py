@@ -8,8 +8,9 @@ from typing import Any
 @dataclass
 class DeviceResult:
     estimated_p50_ms: float | None = None  # an estimate: host timing scaled by the device's calibrated factor
-    estimated_p90_ms: float | None = None
-    threads: int | None = None
+    estimated_p90_ms: float | None = None  # the estimated p50 times the p90/p50 of a one-thread host run
+    threads: int | None = None  # host threads of the run (the device's, capped at the host's cores)
+    estimated_threads: int | None = None  # device threads the estimate is for
     memory_budget_mb: float | None = None
     calibration: dict[str, Any] | None = None
     error: str | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from edgecompress.progress import bar, note
 from edgecompress.pipeline.cache import RunDir, VariantDir, file_digest, make_key, read_json, write_json
 from edgecompress.pipeline.executor import Executor, LocalExecutor
 from edgecompress.pipeline.grid import Variant
-from edgecompress.pipeline.recipe import Constraints, Recipe, load_recipe
+from edgecompress.pipeline.recipe import Constraints, Execution, Recipe, load_recipe
 from edgecompress.pipeline.record import DeviceResult, VariantRecord
 from edgecompress.pipeline.report import Report, write_report
 from edgecompress.pipeline.select import Selection, select
@@ -87,6 +88,8 @@ def _keys(recipe: Recipe) -> _Keys:
             parts["train"] = file_digest(data.train)
             parts["val"] = file_digest(data.val) if data.val else None
             parts["training"] = asdict(recipe.training)
+        if s.max_drop is not None:  # the fallback decision is measured on val
+            parts["val"] = file_digest(data.val)
         build[v.name] = make_key(parts)
         record[v.name] = make_key({"build": build[v.name], "benchmark": asdict(recipe.benchmark),
                                    "devices": list(recipe.devices)})
@@ -123,14 +126,18 @@ def run_recipe(
     progress: bool = True,
     executor: Executor | None = None,
     worker_memory_mb: int | None = None,
+    execution: Execution | None = None,
 ) -> RunResult:
-    """Run every variant of the recipe at RECIPE_PATH into RUN_DIR (reusing what is finished there)."""
+    """Run every variant of the recipe at RECIPE_PATH into RUN_DIR (reusing what is finished there).
+
+    EXECUTION (local processes or Ray) overrides the recipe's [execution]; an EXECUTOR object overrides both.
+    """
     start = time.perf_counter()
     recipe = load_recipe(recipe_path)
     if jobs < 1:
         raise UserError(f"jobs {jobs} must be 1 or more", settings=("jobs",))
     out = Path(run_dir) if run_dir is not None else default_run_dir(recipe.path)
-    executor = executor or LocalExecutor(jobs, worker_memory_mb)
+    executor = executor or make_executor(execution or recipe.execution, jobs, worker_memory_mb)
     notes = list(recipe.notes)
     with RunDir(out).open(recipe.path) as rd:
         keys = _keys(recipe)
@@ -163,12 +170,28 @@ def run_recipe(
                     _measure_one(recipe, v, dirs[v.name], keys, bar_, failures)
         records = [_final_record(v, dirs[v.name], keys.record[v.name], finished[v.name], failures.get(v.name), baseline)
                    for v in recipe.variants]
+        notes.append(_where_note(executor, [dirs[v.name].built(keys.build[v.name]) for v in recipe.variants]))
         targets = list(recipe.devices) or ["host"]
         selections = [select(records, recipe.constraints, recipe.objective, t) for t in targets]
         report = write_report(rd.path, recipe.path, recipe.objective, recipe.constraints, baseline, records,
                               selections, targets, notes)
     return RunResult(rd.path, recipe.path, recipe.objective, recipe.constraints, targets, baseline, records,
                      selections, report, notes, [v.name for v in todo], time.perf_counter() - start)
+
+
+def _where_note(executor: Executor, builds: list[dict[str, Any] | None]) -> str:
+    """Where the figures came from: builds on the executor's nodes, timings always on this machine."""
+    nodes = sorted({b["built_on"] for b in builds if b and b.get("built_on")})
+    return (f"variants built by {executor.where}" + (f" (on {', '.join(nodes)})" if nodes else "")
+            + f"; host timings and device estimates measured on {platform.node()}, one variant at a time")
+
+
+def make_executor(execution: Execution, jobs: int, worker_memory_mb: int | None) -> Executor:
+    if execution.executor == "ray":
+        from edgecompress.pipeline.ray_executor import RayExecutor
+
+        return RayExecutor(jobs, execution.address, worker_memory_mb)
+    return LocalExecutor(jobs, worker_memory_mb)
 
 
 def _final_record(variant: Variant, vdir: VariantDir, key: str, finished: dict[str, Any] | None,

@@ -19,15 +19,22 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import platform
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from edgecompress.pipeline.cache import VariantDir, read_json, write_json
+from edgecompress.pipeline.executor import TaskFiles
 from edgecompress.pipeline.grid import Variant
 from edgecompress.pipeline.recipe import BenchmarkSettings, DataFiles, Training
+from edgecompress.pipeline.record import DeviceResult
+
+if TYPE_CHECKING:
+    from edgecompress.benchmark import DeviceRunResult
+    from edgecompress.measure import Measurement
 
 BUILD_STAGES = ("optimize", "convert", "evaluate")
 LOG_NAME = "log.txt"
@@ -42,6 +49,9 @@ class BaselineTask:
     key: str
     file: Path
 
+    def files(self) -> TaskFiles:
+        return TaskFiles((self.model, self.eval_data), (self.file, self.file.with_suffix(".log")))
+
 
 @dataclass(frozen=True)
 class BuildTask:
@@ -52,6 +62,17 @@ class BuildTask:
     data: DataFiles
     training: Training
 
+    @property
+    def trains(self) -> bool:
+        return self.variant.settings.needs_training
+
+    def files(self) -> TaskFiles:
+        d = self.data
+        inputs = {self.model, *(p for p in (d.train, d.val, d.test, d.calibration) if p is not None)}
+        if self.variant.settings.distill_student is not None:
+            inputs.add(self.variant.settings.distill_student)
+        return TaskFiles(tuple(sorted(inputs)), (self.dir.path,))
+
 
 @dataclass(frozen=True)
 class CheckTask:
@@ -60,6 +81,11 @@ class CheckTask:
     data: DataFiles
     training: bool  # some variant fine-tunes: data.train (and val) must fit the models
     calibration: bool  # some variant is calibrated on data.calibration
+
+    def files(self) -> TaskFiles:
+        d = self.data
+        inputs = {self.model, *self.students, *(p for p in (d.train, d.val, d.test, d.calibration) if p is not None)}
+        return TaskFiles(tuple(sorted(inputs)), ())
 
 
 def check_files(task: CheckTask) -> tuple[str, str] | None:
@@ -135,7 +161,8 @@ def build(task: BuildTask, emit: Callable[[str], None]) -> dict[str, Any]:
     stages["convert"] = _stage(vdir.path / "convert.json", lambda: _convert(task, source))
     emit("evaluate")
     stages["evaluate"] = _stage(vdir.path / "evaluate.json", lambda: _evaluate(task))
-    summary = {"key": task.key, "tflite": vdir.tflite.name, **stages}
+    # where the build ran (a Ray worker node, or this machine): timings are always taken by the driver
+    summary = {"key": task.key, "tflite": vdir.tflite.name, "built_on": platform.node(), **stages}
     write_json(vdir.build_file, summary)
     return summary
 
@@ -197,12 +224,18 @@ def _convert(task: BuildTask, source: Path) -> dict[str, Any]:
         io_type=s.io_type,
         force=True,  # the variant's folder is ours: a file here is a leftover of an interrupted stage
         seed=task.training.seed,
+        # the fallback decision is made on val, so the test split that scores the variant stays unseen
+        eval_data=task.data.val if s.max_drop is not None else None,
+        max_drop=s.max_drop,
     )
     return {
         "size_bytes": result.size_bytes,
         "gzip_bytes": result.gzip_bytes,
         "validation": dataclasses.asdict(result.validation) if result.validation else None,
         "flex_ops": result.flex_ops,
+        "warnings": result.warnings,
+        "float_layers": result.float_layers,
+        "target_met": result.target_met,
     }
 
 
@@ -259,20 +292,28 @@ def measure(tflite: Path, settings: BenchmarkSettings, devices: tuple[str, ...],
     on_stage("benchmark")
     host = benchmark([tflite], options)[0].measurement
     out: dict[str, Any] = {"host": _host_summary(host), "devices": {}}
+    # A one-thread host run is what the device estimates take their p90/p50 from: no second run for it.
+    one_thread = [host] if host.threads == 1 and host.latency_ms is not None else None
     for device in devices:
         on_stage(device)
-        result = benchmark([tflite], options, device=device)[0]
-        m = result.measurement
-        estimate = (result.device or {}).get("estimated_latency_ms")
-        out["devices"][device] = {
-            "estimated_p50_ms": estimate["p50"] if estimate else None,
-            "estimated_p90_ms": estimate["p90"] if estimate else None,
-            "threads": m.threads,
-            "memory_budget_mb": (result.device or {}).get("memory_budget_mb"),
-            "calibration": (result.device or {}).get("calibration"),
-            "error": m.error or (None if estimate else "no estimate: the device could not be calibrated on this host"),
-        }
+        result = benchmark([tflite], options, device=device, one_thread_runs=one_thread)[0]
+        assert result.device is not None  # benchmark() under a device always describes it
+        # A dict, as the host's summary: the stage's output is what the record is made from (run.py).
+        out["devices"][device] = dataclasses.asdict(_device_summary(result.measurement, result.device))
     return out
+
+
+def _device_summary(m: Measurement, device: DeviceRunResult) -> DeviceResult:
+    est = device.estimate
+    return DeviceResult(
+        estimated_p50_ms=est.p50_ms if est else None,
+        estimated_p90_ms=est.p90_ms if est else None,
+        threads=m.threads,
+        estimated_threads=device.threads,
+        memory_budget_mb=device.memory_budget_mb,
+        calibration=est.calibration() if est else None,
+        error=m.error or (None if est else f"no estimate: {device.unavailable or 'the device could not be calibrated on this host'}"),
+    )
 
 
 def _host_summary(m: Any) -> dict[str, Any]:

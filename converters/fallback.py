@@ -1,0 +1,103 @@
+"""Accuracy-driven int8: full int8 first; while it loses more than max_drop on labelled data, keep more layers
+in float, cumulatively in the order diagnose ranks them (Intel Neural Compressor's "basic" strategy), and stop
+at the first model within the target.
+
+The ranking is the per-tensor signal lost (converters.diagnose), not the accuracy impact of falling back each
+layer alone: it costs one pass over the calibration samples instead of one conversion and one evaluation per
+layer, and it names the tensor whose range is at fault rather than the layers downstream that inherit the damage.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgecompress.calibration import SampleSet
+from edgecompress.errors import UserError
+from edgecompress.evaluate import EvalResult, drop_points
+from edgecompress.models import LoadedModel
+from edgecompress.progress import note
+from edgecompress.converters.diagnose import Int8Debugger, evaluate_bytes, layer_name
+
+
+@dataclass(frozen=True)
+class FallbackStep:
+    float_layers: list[str]
+    size_bytes: int
+    accuracy: float  # top-1 on the labelled data, or MAE for regression
+    drop: float  # top-1 points, or MAE increase in %
+
+
+@dataclass
+class FallbackSearch:
+    metric: str  # "accuracy" or "mae"
+    source_accuracy: float  # the original Keras model on the same data
+    max_drop: float
+    steps: list[FallbackStep] = field(default_factory=list)
+    chosen: int = 0  # the step whose model was kept
+    target_met: bool = False
+
+    @property
+    def kept(self) -> FallbackStep:
+        return self.steps[self.chosen]
+
+
+def check_fallback_options(
+    quantize: str, io_type: str, max_drop: float | None, eval_data: object, allow_flex: bool = False
+) -> None:
+    """max_drop and eval_data go together, with full-integer int8, float I/O and built-in ops; caught before any work."""
+    if max_drop is None:
+        if eval_data is not None:
+            raise UserError("eval_data is only used with max_drop: set both", settings=("eval_data", "max_drop"))
+        return
+    if eval_data is None:
+        raise UserError(
+            "max_drop needs labelled data to measure the drop: set eval_data (a .npz with the inputs plus labels "
+            "under 'y')", settings=("max_drop", "eval_data")
+        )
+    if quantize != "int8":
+        raise UserError(f"max_drop keeps layers of an int8 model in float: use quantize int8, not {quantize!r}",
+                        settings=("max_drop", "quantize"))
+    if io_type != "float32":
+        raise UserError(f"max_drop leaves some layers in float, so I/O stays float32: drop io_type {io_type}",
+                        settings=("max_drop", "io_type"))
+    if allow_flex:
+        raise UserError("max_drop works on built-in ops only: drop allow_flex", settings=("max_drop", "allow_flex"))
+    if not (max_drop >= 0 and math.isfinite(max_drop)):
+        raise UserError(f"max_drop must be a number of points >= 0, not {max_drop}", settings=("max_drop",))
+
+
+def accuracy_driven_int8(
+    loaded: LoadedModel, samples: SampleSet, eval_data: str | Path, max_drop: float, reference: EvalResult
+) -> tuple[bytes, FallbackSearch]:
+    """The int8 model of LOADED that loses at most MAX_DROP against REFERENCE on EVAL_DATA with the fewest layers
+    in float, or the best attempt when none does (search.target_met says which)."""
+    debugger = Int8Debugger(loaded, samples)
+    search = FallbackSearch("accuracy" if reference.task == "classification" else "mae", reference.score, max_drop)
+    best: bytes = b""
+
+    def attempt(tensors: list[str]) -> bool:
+        nonlocal best
+        data = debugger.quantized(tensors)
+        result = evaluate_bytes(data, eval_data)
+        layers = list(dict.fromkeys(layer_name(op) for op in debugger.float_ops(tensors)))
+        step = FallbackStep(layers, len(data), result.score, drop_points(reference, result))
+        search.steps.append(step)
+        note(f"  {len(layers)} layer(s) in float{': ' + ', '.join(layers) if layers else ''}: "
+             f"{search.metric} {step.accuracy:.4g}, drop {step.drop:.2f} (max {max_drop:g}), {len(data):,} bytes")
+        met = step.drop <= max_drop
+        if met or len(search.steps) == 1 or step.drop < search.kept.drop:
+            search.chosen, search.target_met, best = len(search.steps) - 1, met, data
+        return met
+
+    note(f"accuracy-driven int8: original {search.metric} {reference.score:.4g}; full int8 first")
+    if attempt([]):
+        return best, search
+    ranking = [layer.tensor for layer in debugger.layer_errors() if layer.signal_lost > 0]
+    kept: list[str] = []
+    for tensor in ranking:
+        before = set(debugger.float_ops(kept))
+        kept.append(tensor)
+        if set(debugger.float_ops(kept)) != before and attempt(kept):  # skip what an earlier layer made float
+            break
+    return best, search

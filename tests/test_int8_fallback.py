@@ -1,0 +1,108 @@
+"""Accuracy-driven int8 on a model built to break it: the bundled digits CNN with one outlier channel whose
+activations (about 1e4) leave the float output unchanged but make full int8 round every other channel to zero.
+`diagnose` must name the layer at fault first, `convert --max-drop 1` must bring int8 back within a point of the
+original while staying at least twice smaller than float32, and a plain int8 export must warn loudly."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgecompress.examples import with_outlier_channel
+
+
+@pytest.fixture(scope="module")
+def broken_path(digits_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("broken") / "outlier.keras"
+    with_outlier_channel(digits_model, layer="conv1").save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def val_npz(digits, tmp_path_factory):
+    """Labelled data for the fallback decision: the validation split, not the test split."""
+    return digits.val.save_npz(tmp_path_factory.mktemp("val") / "val.npz")
+
+
+def run_json(run_cli, args) -> tuple[int, dict, str]:
+    code, out, err = run_cli([*args, "--json"])
+    return code, json.loads(out), err
+
+
+def test_diagnose_names_the_outlier_layer_first(run_cli, broken_path, calib_npz, val_npz):
+    code, report, _ = run_json(run_cli, ["diagnose", broken_path, "--calibration", calib_npz, "--data", val_npz,
+                                         "--num-samples", "100"])
+    assert code == 0
+    layers = report["layers"]
+    assert layers[0]["name"] == "conv1" and layers[0]["op"] == "CONV_2D"
+    assert layers[0]["signal_lost"] > 0.5 and all(l["signal_lost"] < 0.1 for l in layers[1:])
+    assert layers[0]["range"] > 1000 * layers[1]["range"]  # the outlier's scale is what destroys the rest
+    assert {"rmse", "rmse_over_scale", "tensor"} <= set(layers[0])
+    accuracy = report["accuracy"]
+    assert accuracy["float"] > 0.9 and accuracy["int8"] < 0.5 and accuracy["drop"] > 40
+
+
+def test_max_drop_keeps_the_damaging_layers_in_float(run_cli, broken_path, calib_npz, val_npz, test_npz, tmp_path):
+    from edgecompress.evaluate import evaluate
+
+    code, plain, _ = run_json(run_cli, ["convert", broken_path, "-o", tmp_path / "float.tflite"])
+    assert code == 0
+    out = tmp_path / "fallback.tflite"
+    code, result, err = run_json(run_cli, ["convert", broken_path, "-o", out, "--quantize", "int8",
+                                           "--calibration", calib_npz, "--eval-data", val_npz, "--max-drop", "1"])
+    assert code == 0, err
+    steps = result["steps"]
+    assert steps[0]["float_layers"] == [] and steps[0]["drop"] > 40  # full int8 collapses
+    assert "conv1" in result["float_layers"] and result["target_met"] is True
+    assert result["source_accuracy"] - result["accuracy"] <= 0.01
+    assert steps[-1]["float_layers"] == result["float_layers"] and len(steps) <= 3
+    assert 2 * result["size_bytes"] <= plain["size_bytes"]
+    assert result["validation"]["top1_agreement"] >= 0.95 and result["warnings"] == []
+    held_out = evaluate(out, test_npz)  # runs in ai-edge-litert, on data the search never saw
+    assert held_out.runtime.startswith("ai-edge-litert")
+    assert held_out.accuracy >= evaluate(broken_path, test_npz).accuracy - 0.02
+
+
+def test_broken_int8_export_warns(run_cli, broken_path, calib_npz, tmp_path):
+    out = tmp_path / "int8.tflite"
+    code, result, err = run_json(run_cli, ["convert", broken_path, "-o", out, "--quantize", "int8",
+                                           "--calibration", calib_npz, "--num-samples", "100"])
+    assert code == 0 and out.exists()  # the file is written: the user may still want to look at it
+    assert result["validation"]["top1_agreement"] < 0.5
+    assert len(result["warnings"]) == 1 and "diagnose" in result["warnings"][0] and "--max-drop" in result["warnings"][0]
+    assert "warning:" in err and "edgecompress diagnose" in err
+
+
+def test_max_drop_stops_at_full_int8_when_it_is_good_enough(run_cli, digits_model_path, calib_npz, val_npz,
+                                                           tmp_path):
+    code, result, err = run_json(run_cli, ["convert", digits_model_path, "-o", tmp_path / "ok.tflite", "--quantize",
+                                           "int8", "--calibration", calib_npz, "--num-samples", "100",
+                                           "--eval-data", val_npz, "--max-drop", "1"])
+    assert code == 0, err
+    assert len(result["steps"]) == 1 and result["float_layers"] == [] and result["target_met"] is True
+    assert result["drop"] <= 1 and result["warnings"] == [] and "warning" not in err
+
+
+def test_max_drop_on_a_regression_model(run_cli, digits, tmp_path):
+    """Float labels: the drop is the MAE increase in % of the original's MAE."""
+    import numpy as np
+
+    from edgecompress.models import import_tf_keras
+
+    keras = import_tf_keras()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1), name="image"), keras.layers.Flatten(),
+                              keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mae")
+    targets = digits.train.y.astype(np.float32)
+    model.fit(digits.train.x, targets, epochs=5, verbose=0)
+    model.save(tmp_path / "reg.keras")
+    np.savez(tmp_path / "reg.npz", x=digits.val.x, y=digits.val.y.astype(np.float32)[:, None])
+    code, result, err = run_json(run_cli, ["convert", tmp_path / "reg.keras", "-o", tmp_path / "reg.tflite",
+                                           "--quantize", "int8", "--calibration", tmp_path / "reg.npz",
+                                           "--eval-data", tmp_path / "reg.npz", "--max-drop", "5"])
+    assert code == 0, err
+    first = result["steps"][0]
+    assert result["source_accuracy"] > 0 and first["drop"] == pytest.approx(
+        100 * (first["accuracy"] - result["source_accuracy"]) / result["source_accuracy"])
+    assert result["target_met"] is True and result["drop"] <= 5
