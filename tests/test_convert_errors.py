@@ -175,11 +175,11 @@ def unlabelled_npz(digits, tmp_path):
 
 
 @pytest.mark.parametrize("extra, words", [
-    (["--max-drop", "1"], ("max_drop", "--eval-data")),
+    (["--max-drop", "1"], ("--max-drop needs labelled data", "--eval-data")),
     (["--eval-data", "EVAL"], ("--max-drop",)),
     (["--max-drop", "1", "--eval-data", "EVAL", "--quantize", "dynamic"], ("--max-drop", "int8", "dynamic")),
     (["--max-drop", "1", "--eval-data", "EVAL", "--quantize", "int8", "--io-type", "int8"], ("float32",)),
-    (["--max-drop", "-1", "--eval-data", "EVAL", "--quantize", "int8"], ("max_drop", ">= 0")),
+    (["--max-drop", "-1", "--eval-data", "EVAL", "--quantize", "int8"], ("--max-drop must be", ">= 0")),
     (["--max-drop", "1", "--eval-data", "EVAL", "--quantize", "int8", "--allow-flex"], ("--allow-flex",)),
 ])
 def test_max_drop_options(digits_model_path, calib_npz, test_npz, out_dir, run_cli, extra, words):
