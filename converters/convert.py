@@ -17,7 +17,8 @@ from edgecompress.fileio import atomic_path, check_output, gzip_size, path_size
 from edgecompress.models import LoadedModel, import_tf, load_model
 from edgecompress.quiet import quiet_native_stderr
 from edgecompress.progress import note
-from edgecompress.converters.quantize import CALIBRATED_MODES, check_options, configure
+from edgecompress.converters.litert_quantize import quantize_weights
+from edgecompress.converters.quantize import CALIBRATED_MODES, WEIGHT_MODES, check_options, configure
 from edgecompress.converters.validate import Validation, generated_feeds, validate
 
 DEFAULT_CALIBRATION_SAMPLES = 300  # TFLite's guide suggests a few hundred representative samples
@@ -43,6 +44,7 @@ class ConversionResult:
     calibration: list[InputStats] = field(default_factory=list)
     flex_ops: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    block_size: int | None = None  # int4 only: input channels per weight scale in FULLY_CONNECTED layers
 
 
 def convert_model(
@@ -58,10 +60,11 @@ def convert_model(
     image_scale: str = "unit",
     seed: int = 0,
     validation_samples: int = VALIDATION_SAMPLES,
+    block_size: int | None = None,
 ) -> ConversionResult:
     """Convert MODEL (a path or a LoadedModel) to OUTPUT, validate it, and keep it only if all went well."""
     start = time.perf_counter()
-    check_options(quantize, io_type, calibration is not None)
+    check_options(quantize, io_type, calibration is not None, block_size)
     out = check_output(output, force)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, unsafe=unsafe)
     samples = None
@@ -69,7 +72,7 @@ def convert_model(
         samples = load_samples(calibration, loaded.inputs, num_samples, seed, image_scale)
     note(f"converting {loaded.path.name} ({loaded.flavour}) with --quantize {quantize}"
          + (f", calibrating on {len(samples)} samples" if samples and quantize in CALIBRATED_MODES else ""))
-    data = to_tflite(loaded, quantize, io_type, samples, allow_flex)
+    data = to_tflite(loaded, quantize, io_type, samples, allow_flex, block_size)
     flex = flex_ops(data)
     validation = None
     with atomic_path(out) as tmp:
@@ -94,6 +97,7 @@ def convert_model(
         calibration=samples.stats if samples else [],
         flex_ops=flex,
         seconds=time.perf_counter() - start,
+        block_size=block_size,
     )
 
 
@@ -114,9 +118,10 @@ def to_tflite(
     io_type: str = "float32",
     samples: SampleSet | None = None,
     allow_flex: bool = False,
+    block_size: int | None = None,
 ) -> bytes:
     """The .tflite bytes of LOADED (fixed batch 1); SAMPLES feed calibration in int8/int16x8."""
-    check_options(quantize, io_type, samples is not None)
+    check_options(quantize, io_type, samples is not None, block_size)
     tf = import_tf("converting to TFLite")
     function, owner = fixed_batch_function(tf, loaded)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], owner)
@@ -127,10 +132,14 @@ def to_tflite(
     # captured output is dropped (the failure is caught inside the block, which keeps it from being replayed).
     with quiet_native_stderr():
         try:
-            return converter.convert()
+            data = converter.convert()
         except Exception as exc:  # noqa: BLE001 - ConverterError and friends; re-raised when not understood
             failure = exc
-    raise _explain(failure, quantize) from failure
+        else:
+            failure = None
+    if failure is not None:
+        raise _explain(failure, quantize) from failure
+    return quantize_weights(data, quantize, block_size, loaded.path.name) if quantize in WEIGHT_MODES else data
 
 
 def fixed_batch_function(tf: Any, loaded: LoadedModel) -> tuple[Any, Any]:
