@@ -10,9 +10,10 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterable
 
-QUANTIZE_MODES = ("none", "dynamic", "float16", "int8", "int16x8")
-IO_TYPES = ("float32", "int8", "uint8")
-INTEGER_MODES = ("int8", "int16x8")  # the modes that need calibration data
+# The converter's own vocabulary, re-exported for recipe.py (those modules import no TensorFlow).
+from edgecompress.converters.litert_quantize import BLOCK_MODES, BLOCK_SIZES  # noqa: F401
+from edgecompress.converters.quantize import CALIBRATED_MODES as INTEGER_MODES  # they need calibration data
+from edgecompress.converters.quantize import IO_TYPES, QUANTIZE_MODES  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,7 @@ class VariantSettings:
 
     quantize: str = "none"
     io_type: str = "float32"
+    block_size: int | None = None  # int4 only: blockwise FULLY_CONNECTED weights
     prune: float = 0.0
     prune_pattern: str | None = None
     cluster: int = 0
@@ -60,6 +62,8 @@ class VariantSettings:
         """(field, why) when the settings contradict each other, else None."""
         if self.io_type != "float32" and self.quantize != "int8":
             return "io_type", f"io_type {self.io_type} needs quantize = \"int8\" (full-integer model), not {self.quantize!r}"
+        if self.block_size is not None and self.quantize not in BLOCK_MODES:
+            return "block_size", f"block_size applies to quantize = \"int4\" only, not {self.quantize!r}"
         if self.qat and self.quantize != "int8":
             return "qat", f"qat trains for int8: it needs quantize = \"int8\", not {self.quantize!r}"
         if self.prune and self.prune_pattern:
@@ -87,6 +91,8 @@ class VariantSettings:
         if self.qat:
             parts.append("qat")
         parts.append("float32" if self.quantize == "none" else self.quantize)
+        if self.block_size is not None:
+            parts.append(f"b{self.block_size}")
         if self.io_type != "float32":
             parts.append(f"io{self.io_type}")
         if self.epochs is not None:

@@ -14,7 +14,7 @@ from the recipe's folder. Format (all sections but `model`, `data` and the varia
     [constraints] max_accuracy_drop (points), max_size_kb, max_gzip_kb,
                  max_latency_ms (a number for every device, or a table device -> ms)
     [grid]       any variant field -> list of values (the cross product is tried)
-    [[variants]] name, quantize, io_type, prune, prune_pattern, cluster, qat, low_rank,
+    [[variants]] name, quantize, io_type, block_size, prune, prune_pattern, cluster, qat, low_rank,
                  distill_student, temperature, alpha, epochs, learning_rate
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from edgecompress.errors import UserError
 from edgecompress.optimize.prune import SUPPORTED_PATTERNS
-from edgecompress.pipeline.grid import IO_TYPES, QUANTIZE_MODES, SETTING_FIELDS, Variant, VariantSettings, dedupe, expand_grid, normalized
+from edgecompress.pipeline.grid import BLOCK_SIZES, IO_TYPES, QUANTIZE_MODES, SETTING_FIELDS, Variant, VariantSettings, dedupe, expand_grid, normalized
 
 import tomllib
 
@@ -362,6 +362,11 @@ def _setting(check: _Checker, key: str, value: Any, where: tuple[Any, ...]) -> A
         return check.choice(value, where, QUANTIZE_MODES, "quantization mode")
     if key == "io_type":
         return check.choice(value, where, IO_TYPES, "io_type")
+    if key == "block_size":
+        size = check.number(value, where, low=1, integer=True)
+        if size not in BLOCK_SIZES:
+            raise check.fail(where, f"block size {size} is not supported: use one of {', '.join(map(str, BLOCK_SIZES))}")
+        return size
     if key == "prune":
         return float(check.number(value, where, low=0, high=1, high_open=True))
     if key == "prune_pattern":
