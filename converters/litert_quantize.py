@@ -18,17 +18,21 @@ from __future__ import annotations
 
 import contextlib
 import io
+import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from edgecompress.errors import MissingExtraError, UserError
 from edgecompress.fileio import atomic_path, check_output, gzip_size
 from edgecompress.progress import note
 from edgecompress.quiet import quiet_native_stderr
-from edgecompress.runtime import check_tflite_file
+from edgecompress.runner import TFLiteRunner
+from edgecompress.runtime import check_tflite_file, first_line
 from edgecompress.tflite_reader import Tensor, TFLiteModel, parse_model
 from edgecompress.converters.validate import Validation, generated_feeds, validate_tflite
 
@@ -74,11 +78,19 @@ def quantize_weights(data: bytes, quantize: str, block_size: int | None = None, 
     if block_size is not None:
         _check_blocks(model, block_size, source)
     aeq = _import_quantizer()
-    quantizer = aeq.quantizer.Quantizer(bytearray(data))
-    quantizer.load_quantization_recipe(_recipe(aeq, quantize, block_size))
+    recipe = _recipe(aeq, quantize, block_size)
     # It prints a size report (and sometimes more) on stdout, which must stay clean for --json.
-    with contextlib.redirect_stdout(io.StringIO()), quiet_native_stderr():
-        result = quantizer.quantize(enable_progress_bar=False, enable_progress_report=False)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), quiet_native_stderr(replay_on_error=False):
+            quantizer = aeq.quantizer.Quantizer(bytearray(data))
+            quantizer.load_quantization_recipe(recipe)
+            result = quantizer.quantize(enable_progress_bar=False, enable_progress_report=False)
+    # The quantizer reads more of the flatbuffer than parse_model does: damaged files that got past it fail
+    # here (seen when fuzzing: struct.error, TypeError, IndexError, ValueError, UnicodeDecodeError).
+    except (struct.error, IndexError, TypeError, OverflowError, ValueError) as exc:
+        raise UserError(
+            f"ai-edge-quantizer cannot quantize {source} ({first_line(exc)}): is it damaged? re-export it"
+        ) from exc
     return bytes(result.quantized_model)
 
 
@@ -102,12 +114,13 @@ def quantize_tflite(
     check_block_size(quantize, block_size)
     out = check_output(output, force)
     data = check_tflite_file(path)
+    reference = TFLiteRunner(path)  # a file the runtime cannot run is refused before any work
     quantized = quantize_weights(data, quantize, block_size, str(path))
     note(f"quantized {path.name} ({quantize}" + (f", blocks of {block_size}" if block_size else "")
          + f"): {len(data)} -> {len(quantized)} bytes")
     with atomic_path(out) as tmp:
         tmp.write_bytes(quantized)
-        validation = _validate(tmp, path, inputs, validation_samples, seed)
+        validation = _validate(tmp, reference, inputs, validation_samples, seed)
     return WeightQuantization(
         input=str(path),
         output=str(out),
@@ -123,16 +136,14 @@ def quantize_tflite(
     )
 
 
-def _validate(tflite: Path, reference: Path, inputs: str | Path | None, count: int, seed: int) -> Validation:
+def _validate(tflite: Path, reference: TFLiteRunner, inputs: str | Path | None, count: int, seed: int) -> Validation:
     from edgecompress.calibration import load_samples
-    from edgecompress.runner import TFLiteRunner
 
-    specs = TFLiteRunner(reference).inputs
     if inputs is not None:
-        feeds, origin = load_samples(inputs, specs, count, seed).batch(count), "given"
+        feeds, origin = load_samples(inputs, reference.inputs, count, seed).batch(count), "given"
     else:
-        feeds, origin = generated_feeds(specs, count, seed), "generated"
-    note(f"validating against {reference.name} on {len(next(iter(feeds.values())))} {origin} samples")
+        feeds, origin = generated_feeds(reference.inputs, count, seed), "generated"
+    note(f"validating against {reference.path.name} on {len(next(iter(feeds.values())))} {origin} samples")
     return validate_tflite(tflite, reference, feeds, origin)
 
 
@@ -164,7 +175,8 @@ def _recipe(aeq: ModuleType, quantize: str, block_size: int | None) -> Any:
 
 
 def _check_float(model: TFLiteModel, source: str) -> None:
-    """Quantizing twice compounds the error, and the quantizer expects float weights: refuse a quantized file."""
+    """Quantizing twice compounds the error, and the quantizer expects float weights: refuse a quantized file,
+    and weights that are not finite (their scale would be inf, which the runtime then refuses to load)."""
     for sg in model.subgraphs:
         for t in sg.tensors:
             if t.quantization.is_quantized or (t.is_constant and t.dtype in ("float16", "bfloat16", "int8", "int4")):
@@ -172,6 +184,8 @@ def _check_float(model: TFLiteModel, source: str) -> None:
                     f"model {source} is already quantized ({t.dtype} tensor {t.name!r}): quantize a float32 .tflite "
                     "(`edgecompress convert --quantize none` makes one)"
                 )
+            if t.dtype == "float32" and t.data is not None and not np.isfinite(t.data).all():
+                raise UserError(f"model {source}: weight tensor {t.name!r} holds inf or NaN values: re-export the model")
 
 
 def _check_blocks(model: TFLiteModel, block_size: int, source: str) -> None:

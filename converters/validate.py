@@ -45,10 +45,10 @@ def validate(tflite_path: str | Path, model: LoadedModel, feeds: dict[str, np.nd
 
 
 def validate_tflite(
-    tflite_path: str | Path, reference_path: str | Path, feeds: dict[str, np.ndarray], data: str
+    tflite_path: str | Path, reference: TFLiteRunner, feeds: dict[str, np.ndarray], data: str
 ) -> Validation:
     """The same comparison with a .tflite as the reference (no TensorFlow): a quantized file against its source."""
-    return compare(TFLiteRunner(tflite_path), _run_all(TFLiteRunner(reference_path), feeds), feeds, data)
+    return compare(TFLiteRunner(tflite_path), _run_all(reference, feeds), feeds, data)
 
 
 def compare(runner: TFLiteRunner, expected: list[np.ndarray], feeds: dict[str, np.ndarray], data: str) -> Validation:
