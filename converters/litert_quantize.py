@@ -89,7 +89,8 @@ def quantize_weights(data: bytes, quantize: str, block_size: int | None = None, 
     # here (seen when fuzzing: struct.error, TypeError, IndexError, ValueError, UnicodeDecodeError).
     except (struct.error, IndexError, TypeError, OverflowError, ValueError) as exc:
         raise UserError(
-            f"ai-edge-quantizer cannot quantize {source} ({first_line(exc)}): is it damaged? re-export it"
+            f"ai-edge-quantizer cannot quantize {source} ({first_line(exc)}): check that it is an undamaged "
+            "float32 .tflite, or re-export it"
         ) from exc
     return bytes(result.quantized_model)
 
