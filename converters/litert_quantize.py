@@ -77,7 +77,7 @@ def quantize_weights(data: bytes, quantize: str, block_size: int | None = None, 
     _check_float(model, source)
     if block_size is not None:
         _check_blocks(model, block_size, source)
-    aeq = _import_quantizer()
+    aeq = require_quantizer()
     recipe = _recipe(aeq, quantize, block_size)
     # It prints a size report (and sometimes more) on stdout, which must stay clean for --json.
     try:
@@ -148,7 +148,8 @@ def _validate(tflite: Path, reference: TFLiteRunner, inputs: str | Path | None, 
     return validate_tflite(tflite, reference, feeds, origin)
 
 
-def _import_quantizer() -> ModuleType:
+def require_quantizer() -> ModuleType:
+    """ai-edge-quantizer, or a one-line error naming the extra that installs it."""
     try:
         import ai_edge_quantizer
         from ai_edge_quantizer import qtyping, quantizer, recipe_manager  # noqa: F401

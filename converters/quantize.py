@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 from edgecompress.errors import UserError
-from edgecompress.converters.litert_quantize import check_block_size
+from edgecompress.converters.litert_quantize import check_block_size, require_quantizer
 
 # Made by a float32 conversion, then ai-edge-quantizer (TFLiteConverter has no int4): see litert_quantize.
 WEIGHT_MODES = ("int4", "int8-weights")
@@ -19,6 +19,8 @@ def check_options(quantize: str, io_type: str, has_calibration: bool, block_size
     if quantize not in QUANTIZE_MODES:
         raise UserError(f"unknown quantization {quantize!r}: use one of {', '.join(QUANTIZE_MODES)}")
     check_block_size(quantize, block_size)
+    if quantize in WEIGHT_MODES:
+        require_quantizer()  # before the conversion, not after it
     if io_type not in IO_TYPES:
         raise UserError(f"unknown I/O type {io_type!r}: use one of {', '.join(IO_TYPES)}")
     if quantize in CALIBRATED_MODES and not has_calibration:

@@ -126,13 +126,16 @@ def test_convert_block_size_needs_int4(digits_model_path, tmp_path, run_cli):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_missing_quantizer_names_the_extra(float_tflite, tmp_path):
-    """Without ai-edge-quantizer installed (hidden from imports here), one line says which extra to install."""
+def without_quantizer(*args) -> subprocess.CompletedProcess:
+    """The CLI with ai-edge-quantizer hidden from imports, as if the [quantize] extra were not installed."""
     hide = ("import sys; sys.modules['ai_edge_quantizer'] = None\n"
             "from edgecompress.cli.main import main; main(sys.argv[1:])")
+    return subprocess.run([sys.executable, "-c", hide, *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+def test_missing_quantizer_names_the_extra(float_tflite, tmp_path):
     out = tmp_path / "out.tflite"
-    done = subprocess.run([sys.executable, "-c", hide, "quantize", str(float_tflite), "-o", str(out),
-                           "--quantize", "int4"], capture_output=True, text=True, timeout=120)
+    done = without_quantizer("quantize", float_tflite, "-o", out, "--quantize", "int4")
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "pip install 'edgecompress[quantize]'" in done.stderr
     assert not out.exists()
@@ -160,3 +163,10 @@ def test_damaged_files_are_refused_in_one_line(float_tflite, tmp_path, run_cli):
         out.unlink(missing_ok=True)
         codes.append(code)
     assert codes.count(2) >= 20  # most damage is caught
+
+
+def test_convert_int4_without_the_quantizer_fails_before_converting(digits_model_path, tmp_path):
+    out = tmp_path / "m.tflite"
+    done = without_quantizer("convert", digits_model_path, "-o", out, "--quantize", "int4")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr  # no "converting" line first
+    assert "pip install 'edgecompress[quantize]'" in done.stderr and not out.exists()
