@@ -97,7 +97,7 @@ BAD = [
     ('name = "full-int8"\nquantize = "int8"', 'name = "full-int8"\nquantize = "int8"\nblock_size = 32',
      "block_size = 32", ["variants[0].block_size", "int4"]),
     ('name = "full-int8"\nquantize = "int8"', 'name = "full-int8"\nquantize = "int4"\nblock_size = 48',
-     "block_size = 48", ["variants[0].block_size", "48", "32, 64, 128, 256"]),
+     "block_size = 48", ["variants[0].block_size", "48", "0 (per channel)", "32, 64, 128, 256"]),
     ('quantize = "int8"\nio_type', 'quantize = "float16"\nio_type', 'io_type = "int8"',
      ["variants[0].io_type", "needs quantize", "int8"]),
     ('quantize = "int8"\nqat = true', 'quantize = "dynamic"\nqat = true', "qat = true", ["variants[1].qat", "int8"]),
@@ -168,3 +168,13 @@ def test_run_command_reports_a_bad_recipe_in_one_line(folder, capsys):
     assert exit_.value.code == 2
     assert err.count("\n") == 1 and err.startswith("error: recipe recipe.toml line ") and "Traceback" not in err
     assert not (folder / "run").exists()  # nothing written for a recipe that does not load
+
+
+def test_a_grid_crosses_int4_blocks_with_other_modes(folder):
+    text = GOOD.replace("prune = [0, 0.5]", "block_size = [0, 32]").replace(
+        'quantize = ["dynamic", "int8"]', 'quantize = ["int8-weights", "int4"]')
+    assert text != GOOD
+    recipe = load_recipe(write(folder, text))
+    names = [v.name for v in recipe.variants]
+    assert {"int8-weights", "int4", "int4-b32"} <= set(names) and "int8-weights-b32" not in names
+    assert any("int8-weights-b32" in n and "int4" in n for n in recipe.notes)

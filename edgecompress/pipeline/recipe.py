@@ -362,11 +362,12 @@ def _setting(check: _Checker, key: str, value: Any, where: tuple[Any, ...]) -> A
         return check.choice(value, where, QUANTIZE_MODES, "quantization mode")
     if key == "io_type":
         return check.choice(value, where, IO_TYPES, "io_type")
-    if key == "block_size":
-        size = check.number(value, where, low=1, integer=True)
-        if size not in BLOCK_SIZES:
-            raise check.fail(where, f"block size {size} is not supported: use one of {', '.join(map(str, BLOCK_SIZES))}")
-        return size
+    if key == "block_size":  # 0 turns blocks off (one scale per channel), so a grid can cross both
+        size = check.number(value, where, low=0, integer=True)
+        if size and size not in BLOCK_SIZES:
+            raise check.fail(where, f"block size {size} is not supported: use 0 (per channel) or one of "
+                                    f"{', '.join(map(str, BLOCK_SIZES))}")
+        return size or None
     if key == "prune":
         return float(check.number(value, where, low=0, high=1, high_open=True))
     if key == "prune_pattern":
