@@ -17,7 +17,8 @@ from edgecompress.fileio import atomic_path, check_output, gzip_size, path_size
 from edgecompress.models import LoadedModel, import_tf, load_model
 from edgecompress.quiet import quiet_native_stderr
 from edgecompress.progress import note
-from edgecompress.converters.quantize import CALIBRATED_MODES, check_options, configure
+from edgecompress.converters.litert_quantize import quantize_weights
+from edgecompress.converters.quantize import CALIBRATED_MODES, WEIGHT_MODES, check_options, configure
 from edgecompress.converters.validate import Validation, generated_feeds, validate, validation_warnings
 from edgecompress.evaluate import evaluate_keras
 
@@ -54,6 +55,7 @@ class ConversionResult:
     drop: float | None = None  # top-1 points, or MAE increase in %
     steps: list[Any] = field(default_factory=list)  # converters.fallback.FallbackStep
     target_met: bool | None = None
+    block_size: int | None = None  # int4 only: input channels per weight scale in FULLY_CONNECTED layers
 
 
 def convert_model(
@@ -71,6 +73,7 @@ def convert_model(
     validation_samples: int = VALIDATION_SAMPLES,
     eval_data: str | Path | None = None,
     max_drop: float | None = None,
+    block_size: int | None = None,
 ) -> ConversionResult:
     """Convert MODEL (a path or a LoadedModel) to OUTPUT, validate it, and keep it only if all went well.
 
@@ -81,7 +84,7 @@ def convert_model(
     from edgecompress.converters.fallback import accuracy_driven_int8, check_fallback_options
 
     start = time.perf_counter()
-    check_options(quantize, io_type, calibration is not None)
+    check_options(quantize, io_type, calibration is not None, block_size)
     check_fallback_options(quantize, io_type, max_drop, eval_data, allow_flex)
     out = check_output(output, force)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, unsafe=unsafe)
@@ -95,7 +98,7 @@ def convert_model(
     if reference is not None and samples is not None and max_drop is not None:
         data, search = accuracy_driven_int8(loaded, samples, eval_data, max_drop, reference)  # type: ignore[arg-type]
     else:
-        data = to_tflite(loaded, quantize, io_type, samples, allow_flex)
+        data = to_tflite(loaded, quantize, io_type, samples, allow_flex, block_size)
     flex = flex_ops(data)
     validation = None
     with atomic_path(out) as tmp:
@@ -131,6 +134,7 @@ def convert_model(
         drop=search.kept.drop if search else None,
         steps=search.steps if search else [],
         target_met=search.target_met if search else None,
+        block_size=block_size,
     )
 
 
@@ -151,9 +155,10 @@ def to_tflite(
     io_type: str = "float32",
     samples: SampleSet | None = None,
     allow_flex: bool = False,
+    block_size: int | None = None,
 ) -> bytes:
     """The .tflite bytes of LOADED (fixed batch 1); SAMPLES feed calibration in int8/int16x8."""
-    check_options(quantize, io_type, samples is not None)
+    check_options(quantize, io_type, samples is not None, block_size)
     tf = import_tf("converting to TFLite")
     function, owner = fixed_batch_function(tf, loaded)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], owner)
@@ -161,7 +166,8 @@ def to_tflite(
     # so a list in Keras order would feed one input's samples to another.
     representative = (lambda: samples.samples()) if samples else None
     configure(converter, tf, quantize, io_type, representative, allow_flex)
-    return run_converter(converter.convert, quantize)
+    data = run_converter(converter.convert, quantize)
+    return quantize_weights(data, quantize, block_size, loaded.path.name) if quantize in WEIGHT_MODES else data
 
 
 def run_converter(call: Callable[[], T], quantize: str, flex_option: bool = True) -> T:

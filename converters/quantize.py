@@ -7,8 +7,11 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 from edgecompress.errors import UserError
+from edgecompress.converters.litert_quantize import check_block_size, require_quantizer
 
-QUANTIZE_MODES = ("none", "dynamic", "float16", "int8", "int16x8")
+# Made by a float32 conversion, then ai-edge-quantizer (TFLiteConverter has no int4): see litert_quantize.
+WEIGHT_MODES = ("int4", "int8-weights")
+QUANTIZE_MODES = ("none", "dynamic", "float16", "int8", "int16x8", *WEIGHT_MODES)
 IO_TYPES = ("float32", "int8", "uint8")
 # Modes that compute activations in integers: they need representative samples.
 CALIBRATED_MODES = ("int8", "int16x8")
@@ -27,11 +30,14 @@ def qat_conflict(quantize: str) -> str | None:
     return None if quantize == "int8" else f"qat trains for int8: it needs quantize int8, not {quantize}"
 
 
-def check_options(quantize: str, io_type: str, has_calibration: bool) -> None:
+def check_options(quantize: str, io_type: str, has_calibration: bool, block_size: int | None = None) -> None:
     """Contradictory or incomplete options are bad input, caught before any work is done."""
     if quantize not in QUANTIZE_MODES:
         raise UserError(f"unknown quantize mode {quantize!r}: use one of {', '.join(QUANTIZE_MODES)}",
                         settings=("quantize",))
+    check_block_size(quantize, block_size)
+    if quantize in WEIGHT_MODES:
+        require_quantizer()  # before the conversion, not after it
     if io_type not in IO_TYPES:
         raise UserError(f"unknown io_type {io_type!r}: use one of {', '.join(IO_TYPES)}", settings=("io_type",))
     if quantize in CALIBRATED_MODES and not has_calibration:
@@ -50,10 +56,12 @@ def configure(
     representative: Callable[[], Iterable[dict[str, Any]]] | None,
     allow_flex: bool,
 ) -> None:
-    """Set CONVERTER up for QUANTIZE with IO_TYPE inputs/outputs (see TFLite's post-training guide)."""
+    """Set CONVERTER up for QUANTIZE with IO_TYPE inputs/outputs (see TFLite's post-training guide).
+
+    WEIGHT_MODES convert to float32 here; their weights are quantized afterwards."""
     builtins = tf.lite.OpsSet.TFLITE_BUILTINS
     ops = [builtins]
-    if quantize != "none":
+    if quantize not in ("none", *WEIGHT_MODES):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]

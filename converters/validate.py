@@ -64,23 +64,30 @@ def generated_feeds(inputs: Sequence[TensorSpec], count: int, seed: int = 0) -> 
 
 def validate(tflite_path: str | Path, model: LoadedModel, feeds: dict[str, np.ndarray], data: str) -> Validation:
     """Run FEEDS (batches per input name) through both models and compare every output."""
-    runner = TFLiteRunner(tflite_path)
     count = len(next(iter(feeds.values())))
-    expected = _reference(model, feeds, count)
-    got = [[] for _ in expected]
-    for i in range(count):
-        for slot, value in zip(got, runner.run({k: v[i:i + 1] for k, v in feeds.items()})):
-            slot.append(value)
+    return compare(TFLiteRunner(tflite_path), _reference(model, feeds, count), feeds, data)
+
+
+def validate_tflite(
+    tflite_path: str | Path, reference: TFLiteRunner, feeds: dict[str, np.ndarray], data: str
+) -> Validation:
+    """The same comparison with a .tflite as the reference (no TensorFlow): a quantized file against its source."""
+    return compare(TFLiteRunner(tflite_path), _run_all(reference, feeds), feeds, data)
+
+
+def compare(runner: TFLiteRunner, expected: list[np.ndarray], feeds: dict[str, np.ndarray], data: str) -> Validation:
+    """Run FEEDS through RUNNER and measure how far its outputs are from EXPECTED (one array per output)."""
+    got = _run_all(runner, feeds)
     diffs, agree = [], []
-    for ref, outs in zip(expected, got):
-        actual = np.concatenate(outs).reshape(ref.shape).astype(np.float64)
+    for ref, out in zip(expected, got):
+        actual = out.reshape(ref.shape).astype(np.float64)
         diffs.append(np.abs(actual - ref.astype(np.float64)).ravel())
         if ref.ndim == 2 and ref.shape[1] > 1:  # class scores: does the top class stay the same?
             agree.append(np.argmax(actual, axis=1) == np.argmax(ref, axis=1))
     diff = np.concatenate(diffs)
     spread = max(float(np.ptp(ref)) for ref in expected)
     return Validation(
-        samples=count,
+        samples=len(next(iter(feeds.values()))),
         data=data,
         max_abs_error=float(diff.max()),
         mean_abs_error=float(diff.mean()),
@@ -88,6 +95,13 @@ def validate(tflite_path: str | Path, model: LoadedModel, feeds: dict[str, np.nd
         runtime=f"{runner.runtime.name} {runner.runtime.version}",
         relative_error=float(diff.mean()) / spread if spread > 0 else None,
     )
+
+
+def _run_all(runner: TFLiteRunner, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """RUNNER's outputs for every sample of FEEDS, one sample at a time (batch 1), stacked per output."""
+    count = len(next(iter(feeds.values())))
+    per_sample = [runner.run({k: v[i:i + 1] for k, v in feeds.items()}) for i in range(count)]
+    return [np.concatenate(outs) for outs in zip(*per_sample)]
 
 
 def _reference(model: LoadedModel, feeds: dict[str, np.ndarray], count: int) -> list[np.ndarray]:

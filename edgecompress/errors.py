@@ -22,9 +22,9 @@ class UserError(Exception):
 
 
 class MissingExtraError(UserError):
-    """A command needs the conversion/training side, which is not installed."""
+    """A command needs an optional part (the conversion/training side by default), which is not installed."""
 
-    def __init__(self, what: str, module: str) -> None:
+    def __init__(self, what: str, module: str, extra: str = "full") -> None:
         super().__init__(
-            f"{what} needs {module}, which is not installed: pip install 'edgecompress[full]'"
+            f"{what} needs {module}, which is not installed: pip install 'edgecompress[{extra}]'"
         )

@@ -91,9 +91,10 @@ class WeightStats:
     dtype: str
     elements: int
     stored_bytes: int
-    quantized: str  # "no", "per-tensor" or "per-channel"
+    quantized: str  # "no", "per-tensor", "per-channel" or "blockwise"
     sparsity: float | None  # share of zeros; None when the values cannot be read (strings, bfloat16, ...)
     distinct_values: int | None
+    block_size: int | None = None  # values per scale when blockwise
 
 
 @dataclass
@@ -124,7 +125,9 @@ def inspect_model(path: str | Path) -> InspectReport:
     weights = _weight_tensors(model)
     stats = [_weight_stats(t) for t in weights]
     # The converter may point several tensors at one buffer (identical constants): bytes count it once.
+    # int4 buffers hold two values per byte, so their stored size is already the packed one.
     weight_bytes = sum({t.buffer: t.stored_bytes for t in weights}.values())
+    scales = _block_scale_ids(model)
     ops = _op_summaries(model)
     return InspectReport(
         path=str(path),
@@ -137,7 +140,7 @@ def inspect_model(path: str | Path) -> InspectReport:
         outputs=[_io_spec(t) for t in model.outputs],
         operators=ops,
         dtypes=_dtype_summaries(model),
-        parameter_count=sum(t.elements for t in weights),
+        parameter_count=sum(t.elements for t in weights if id(t) not in scales),
         weight_bytes=weight_bytes,
         other_bytes=len(data) - weight_bytes,
         macs_total=sum(o.macs for o in ops),
@@ -226,16 +229,29 @@ def _weight_tensors(model: TFLiteModel) -> list[Tensor]:
     return weights
 
 
+def _block_scale_ids(model: TFLiteModel) -> set[int]:
+    """id() of the tensors holding blockwise scales: weight bytes, but quantization parameters, not parameters."""
+    found = set()
+    for sg in model.subgraphs:
+        for t in sg.tensors:
+            if t.quantization.block_size and 0 <= t.quantization.block_scales < len(sg.tensors):
+                found.add(id(sg.tensors[t.quantization.block_scales]))
+    return found
+
+
 def _weight_stats(t: Tensor) -> WeightStats:
     q = t.quantization
     quantized = "per-channel" if q.per_channel else ("per-tensor" if q.is_quantized else "no")
+    if q.block_size:
+        quantized = "blockwise"
     sparsity = distinct = None
     if t.data is not None and t.data.size:
         values = t.data
         zero = _zero_values(t)
         sparsity = float(np.mean(values == zero))
         distinct = int(np.unique(values).size)
-    return WeightStats(t.name, list(t.shape), t.dtype, t.elements, t.stored_bytes, quantized, sparsity, distinct)
+    return WeightStats(t.name, list(t.shape), t.dtype, t.elements, t.stored_bytes, quantized, sparsity, distinct,
+                       q.block_size or None)
 
 
 def _zero_values(t: Tensor) -> np.ndarray | int:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgecompress.errors import UserError
-from edgecompress.runtime import dequantize, load_interpreter, quantize
+from edgecompress.runtime import dequantize, first_line, load_interpreter, quantize
 from edgecompress.specs import TensorSpec
 
 _TENSOR_NAME = re.compile(r"^(?:serving_default_)?(?P<name>.+?)(?::\d+)?$")
@@ -52,7 +52,12 @@ class TFLiteRunner:
     def __init__(self, path: str | Path, num_threads: int | None = None, prefer: str | None = None) -> None:
         self.path = Path(path)
         self.interpreter, self.runtime = load_interpreter(path, num_threads=num_threads, prefer=prefer)
-        self.in_ports, self.out_ports = self._ports()
+        try:
+            self.in_ports, self.out_ports = self._ports()
+        # A damaged file can load yet hold unreadable names or dtypes (seen when fuzzing).
+        except (TypeError, ValueError, KeyError, IndexError) as exc:
+            raise UserError(f"{self.runtime.name} cannot read the inputs and outputs of {path} ({first_line(exc)}): "
+                            "is it damaged? re-export it") from exc
 
     @property
     def inputs(self) -> list[TensorSpec]:

@@ -98,11 +98,12 @@ def load_interpreter(
             interpreter = interpreter_cls(**kwargs)
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
-        raise UserError(f"{info.name} {info.version} cannot load {path}: {_first_line(exc)}") from exc
+        raise UserError(f"{info.name} {info.version} cannot load {path}: {first_line(exc)}") from exc
     return interpreter, info
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An exception's first non-empty line (native errors run to pages), or its type's name."""
     text = str(exc).strip()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     # The runtime's useful sentence is usually the first; Flex/custom op errors name the op there.

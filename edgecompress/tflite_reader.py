@@ -40,15 +40,21 @@ _CUSTOM = "CUSTOM"
 
 @dataclass(frozen=True)
 class Quantization:
-    """Affine quantization: real = scale * (stored - zero_point), per tensor or per channel along `axis`."""
+    """Affine quantization: real = scale * (stored - zero_point), per tensor or per channel along `axis`.
+
+    Blockwise (int4 from ai-edge-quantizer): one scale per `block_size` values along the last dimension, held
+    in the constant tensor `block_scales` (an index in the same subgraph) instead of in `scale`.
+    """
 
     scale: tuple[float, ...] = ()
     zero_point: tuple[int, ...] = ()
     axis: int = 0
+    block_size: int = 0  # 0 unless blockwise
+    block_scales: int = -1
 
     @property
     def is_quantized(self) -> bool:
-        return len(self.scale) > 0
+        return len(self.scale) > 0 or self.block_size > 0
 
     @property
     def per_channel(self) -> bool:
@@ -259,7 +265,7 @@ def _subgraph(
     dtype_names: dict[int, str],
     source: str,
 ) -> Subgraph:
-    tensors = [_tensor(sg.Tensors(i), i, buffers, dtype_names, source) for i in range(sg.TensorsLength())]
+    tensors = [_tensor(schema, sg.Tensors(i), i, buffers, dtype_names, source) for i in range(sg.TensorsLength())]
     operators = [_operator(schema, sg.Operators(i), i, opcodes, len(tensors), source) for i in range(sg.OperatorsLength())]
     inputs, outputs = _ints(sg, "Inputs"), _ints(sg, "Outputs")
     _check_indices(inputs + outputs, len(tensors), source)
@@ -271,7 +277,9 @@ def _check_indices(indices: tuple[int, ...], count: int, source: str) -> None:
         raise UserError(f"model {source} refers to a tensor that does not exist (damaged file): re-export it")
 
 
-def _tensor(t: Any, index: int, buffers: list[memoryview], dtype_names: dict[int, str], source: str) -> Tensor:
+def _tensor(
+    schema: Any, t: Any, index: int, buffers: list[memoryview], dtype_names: dict[int, str], source: str
+) -> Tensor:
     shape = _ints(t, "Shape")
     signature = _ints(t, "ShapeSignature") or shape
     dtype = dtype_names.get(int(t.Type()), f"type{int(t.Type())}")
@@ -281,7 +289,11 @@ def _tensor(t: Any, index: int, buffers: list[memoryview], dtype_names: dict[int
     raw = buffers[buffer_index]
     q = t.Quantization()
     quant = Quantization()
-    if q is not None and not q.ScaleIsNone():
+    if q is not None and q.DetailsType() == schema.QuantizationDetails.BlockwiseQuantization:
+        details, blockwise = q.Details(), schema.BlockwiseQuantization()
+        blockwise.Init(details.Bytes, details.Pos)
+        quant = Quantization(block_size=int(blockwise.BlockSize()), block_scales=int(blockwise.Scales()))
+    elif q is not None and not q.ScaleIsNone():
         quant = Quantization(
             tuple(float(s) for s in q.ScaleAsNumpy()),
             _ints(q, "ZeroPoint"),

@@ -97,13 +97,14 @@ def int8_tflite(digits_model, digits, session_dir) -> Path:
 def runtime_venv(tmp_path_factory) -> Path:
     """A virtual environment with only the runtime side installed: returns its python executable.
 
-    This is what a Raspberry Pi user has (pip install edgecompress): numpy, click, ai-edge-litert.
+    This is what a Raspberry Pi user has (pip install 'edgecompress[quantize]'): numpy, click, ai-edge-litert,
+    and ai-edge-quantizer for `quantize` (it brings no TensorFlow).
     """
     root = tmp_path_factory.mktemp("runtime-venv")
     subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
     python = root / "bin" / "python"
     pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    subprocess.run(pip + [str(REPO)], check=True)
+    subprocess.run(pip + [f"{REPO}[quantize]"], check=True)
     probe = subprocess.run([str(python), "-c", "import tensorflow"], capture_output=True)
     assert probe.returncode != 0, "the runtime-only environment must not have TensorFlow"
     return python

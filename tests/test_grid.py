@@ -45,3 +45,9 @@ def test_names_cover_every_technique():
     assert pattern.auto_name() == "prune2of4-dynamic" and pattern.techniques == ["prune"]
     assert not VariantSettings(quantize="float16").needs_training
     assert VariantSettings(prune=0.5, prune_pattern="2:4").conflict()[0] == "prune_pattern"  # the pattern fixes it
+
+
+def test_int4_block_sizes_cross_only_with_int4():
+    kept, skipped = expand_grid({"quantize": ["int4", "int8-weights"], "block_size": [None, 32]})
+    assert [s.auto_name() for s in kept] == ["int4", "int4-b32", "int8-weights"]
+    assert len(skipped) == 1 and skipped[0].startswith("int8-weights-b32:") and "int4" in skipped[0]

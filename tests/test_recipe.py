@@ -94,8 +94,12 @@ BAD = [
     ('quantize = "int8"\nqat = true', 'quantize = "int8"\nqat = true\nsparsity = 0.5', "sparsity = 0.5",
      ["variants[1].sparsity", "unknown field"]),
     ('io_type = "int8"', 'io_type = "int8"\ndistill = true', "distill = true", ["variants[0].distill", "unknown field"]),
-    ('name = "full-int8"\nquantize = "int8"', 'name = "full-int8"\nquantize = "int4"', 'quantize = "int4"',
-     ["variants[0].quantize", "int4", "int16x8"]),
+    ('name = "full-int8"\nquantize = "int8"', 'name = "full-int8"\nquantize = "int2"', 'quantize = "int2"',
+     ["variants[0].quantize", "int2", "int16x8", "int4", "int8-weights"]),
+    ('name = "full-int8"\nquantize = "int8"', 'name = "full-int8"\nquantize = "int8"\nblock_size = 32',
+     "block_size = 32", ["variants[0].block_size", "int4"]),
+    ('name = "full-int8"\nquantize = "int8"', 'name = "full-int8"\nquantize = "int4"\nblock_size = 48',
+     "block_size = 48", ["variants[0].block_size", "48", "0 (per channel)", "32, 64, 128, 256"]),
     ('quantize = "int8"\nio_type', 'quantize = "float16"\nio_type', 'io_type = "int8"',
      ["variants[0].io_type", "needs quantize", "int8"]),
     ('quantize = "int8"\nqat = true', 'quantize = "dynamic"\nqat = true', "qat = true", ["variants[1].qat", "int8"]),
@@ -184,3 +188,13 @@ def test_max_drop_variant_uses_val(folder):
     text = text.replace('io_type = "int8"', 'io_type = "float32"\nmax_drop = 0.5')
     settings = load_recipe(write(folder, text)).variants[0].settings
     assert settings.max_drop == 0.5 and settings.auto_name() == "int8-maxdrop0.5"
+
+
+def test_a_grid_crosses_int4_blocks_with_other_modes(folder):
+    text = GOOD.replace("prune = [0, 0.5]", "block_size = [0, 32]").replace(
+        'quantize = ["dynamic", "int8"]', 'quantize = ["int8-weights", "int4"]')
+    assert text != GOOD
+    recipe = load_recipe(write(folder, text))
+    names = [v.name for v in recipe.variants]
+    assert {"int8-weights", "int4", "int4-b32"} <= set(names) and "int8-weights-b32" not in names
+    assert any("int8-weights-b32" in n and "int4" in n for n in recipe.notes)

@@ -9,11 +9,17 @@ from edgecompress.calibration.sources import IMAGE_SCALES
 from edgecompress.converters.convert import DEFAULT_CALIBRATION_SAMPLES, VALIDATION_SAMPLES
 from edgecompress.converters.quantize import IO_TYPES, QUANTIZE_MODES
 from edgecompress.tables import fmt, key_values, table
-from edgecompress.cli.options import emit, force_option, json_option, unsafe_option
+from edgecompress.cli.options import emit, force_option, json_option, unsafe_option, validation_rows
 
 QUANTIZE_HELP = (
     "none: float32; dynamic: int8 weights, float activations; float16: half-size weights; "
-    "int8: full integer (needs --calibration); int16x8: int16 activations, int8 weights (needs --calibration)."
+    "int8: full integer (needs --calibration); int16x8: int16 activations, int8 weights (needs --calibration); "
+    "int4: 4-bit weights, float activations quantized on the fly; int8-weights: weight-only int8, float compute "
+    "(both: float32 conversion, then ai-edge-quantizer)."
+)
+BLOCK_SIZE_HELP = (
+    "int4 only: one scale per this many input channels of FULLY_CONNECTED weights (32, 64, 128 or 256) "
+    "instead of one per output channel; convolutions stay per channel."
 )
 IMAGE_SCALE_HELP = "How image-folder pixels become inputs: " + "; ".join(f"{k} = {v}" for k, v in IMAGE_SCALES.items())
 
@@ -35,6 +41,7 @@ IMAGE_SCALE_HELP = "How image-folder pixels become inputs: " + "; ".join(f"{k} =
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for choosing samples.")
 @click.option("--validation-samples", type=click.IntRange(min=1), default=VALIDATION_SAMPLES, show_default=True,
               help="Samples the .tflite and the original both run to measure the error.")
+@click.option("--block-size", type=int, help=BLOCK_SIZE_HELP)
 @click.option("--allow-flex", is_flag=True,
               help="Allow TensorFlow (Flex / SELECT_TF_OPS) ops; stock runtimes cannot run the result.")
 @click.option("--max-drop", type=float, metavar="POINTS",
@@ -47,8 +54,9 @@ IMAGE_SCALE_HELP = "How image-folder pixels become inputs: " + "; ".join(f"{k} =
 @unsafe_option
 @json_option
 def convert_command(model: str, output: str, quantize: str, calibration: str | None, num_samples: int,
-                    io_type: str, image_scale: str, seed: int, validation_samples: int, allow_flex: bool,
-                    max_drop: float | None, eval_data: str | None, force: bool, unsafe: bool, as_json: bool) -> None:
+                    io_type: str, image_scale: str, seed: int, validation_samples: int, block_size: int | None,
+                    allow_flex: bool, max_drop: float | None, eval_data: str | None, force: bool, unsafe: bool,
+                    as_json: bool) -> None:
     """Convert a Keras MODEL (.keras, .h5 or SavedModel folder) to a .tflite with a fixed batch of 1,
     then check it against the original on validation samples."""
     from edgecompress.converters import convert_model
@@ -57,7 +65,7 @@ def convert_command(model: str, output: str, quantize: str, calibration: str | N
     result = convert_model(
         model, output, quantize=quantize, calibration=calibration, num_samples=num_samples, io_type=io_type,
         force=force, unsafe=unsafe, allow_flex=allow_flex, image_scale=image_scale, seed=seed,
-        validation_samples=validation_samples, eval_data=eval_data, max_drop=max_drop,
+        validation_samples=validation_samples, block_size=block_size, eval_data=eval_data, max_drop=max_drop,
     )
     emit(result, as_json, render_conversion)
     if result.target_met is False:
@@ -79,15 +87,13 @@ def render_conversion(result: Any) -> str:
     parts.append(table(
         ["", "size (bytes)", "gzip (bytes)"],
         [["original", result.source_size_bytes, result.source_gzip_bytes],
-         [f"tflite ({result.quantize}, {result.io_type} I/O)", result.size_bytes, result.gzip_bytes]],
+         [f"tflite ({_mode(result)}, {result.io_type} I/O)", result.size_bytes, result.gzip_bytes]],
         title=f"Wrote {result.output}",
     ))
     v = result.validation
     rows = [("size ratio", f"{fmt(result.ratio)}x smaller" if result.ratio else None)]
     if v is not None:
-        rows += [("max abs error", v.max_abs_error), ("mean abs error", v.mean_abs_error),
-                 ("top-1 agreement", f"{v.top1_agreement:.1%}" if v.top1_agreement is not None else None),
-                 ("validated on", f"{v.samples} {v.data} samples with {v.runtime}")]
+        rows += validation_rows(v)
     else:
         rows += [("flex ops", ", ".join(result.flex_ops)),
                  ("validated on", "not validated: stock runtimes cannot run Flex ops")]
@@ -100,6 +106,10 @@ def render_conversion(result: Any) -> str:
             title=f"Accuracy-driven int8 (original: {fmt(result.source_accuracy)})",
         ))
     return "\n\n".join(parts)
+
+
+def _mode(result: Any) -> str:
+    return result.quantize + (f", blocks of {result.block_size}" if result.block_size else "")
 
 
 @click.command("evaluate")

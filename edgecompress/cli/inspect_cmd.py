@@ -24,6 +24,10 @@ def _short(name: str, width: int = 48) -> str:
     return last if len(last) <= width else "..." + last[-(width - 3):]
 
 
+def _granularity(w) -> str:
+    return f"blockwise ({w.block_size})" if w.block_size else w.quantized
+
+
 def render(report) -> str:
     from edgecompress.tables import key_values, table
 
@@ -59,7 +63,7 @@ def render(report) -> str:
         table(
             ["weight tensor", "shape", "dtype", "quantized", "bytes", "sparsity", "distinct"],
             [
-                [_short(w.name), str(w.shape), w.dtype, w.quantized, w.stored_bytes, w.sparsity, w.distinct_values]
+                [_short(w.name), str(w.shape), w.dtype, _granularity(w), w.stored_bytes, w.sparsity, w.distinct_values]
                 for w in report.weights
             ],
             title="Weight tensors",

@@ -35,3 +35,10 @@ def in_flags(error: UserError) -> str:
 def emit(result: Any, as_json: bool, render: Callable[[Any], str]) -> None:
     """Print RESULT as JSON (stdout, nothing else) or through RENDER as readable text."""
     click.echo(to_json(result) if as_json else render(result))
+
+
+def validation_rows(v: Any) -> list[tuple[str, Any]]:
+    """A converters Validation as key/value rows: how far the .tflite's outputs are from the reference's."""
+    return [("max abs error", v.max_abs_error), ("mean abs error", v.mean_abs_error),
+            ("top-1 agreement", f"{v.top1_agreement:.1%}" if v.top1_agreement is not None else None),
+            ("validated on", f"{v.samples} {v.data} samples with {v.runtime}")]

@@ -12,6 +12,7 @@ from typing import Any, Iterable
 
 from edgecompress.errors import UserError
 from edgecompress.converters.fallback import check_fallback_options
+from edgecompress.converters.litert_quantize import check_block_size
 from edgecompress.converters.quantize import CALIBRATED_MODES, options_conflict, qat_conflict
 from edgecompress.optimize.base import techniques_from_settings
 from edgecompress.optimize.distill import DISTILLATION
@@ -23,6 +24,7 @@ class VariantSettings:
 
     quantize: str = "none"
     io_type: str = "float32"
+    block_size: int | None = None  # int4 only: blockwise FULLY_CONNECTED weights
     prune: float = 0.0
     prune_pattern: str | None = None
     cluster: int = 0
@@ -54,6 +56,10 @@ class VariantSettings:
         problem = options_conflict(self.quantize, self.io_type)
         if problem is not None:
             return problem
+        try:  # int4's blocks
+            check_block_size(self.quantize, self.block_size)
+        except UserError as exc:
+            return "block_size", str(exc)
         try:  # the converter's rules for accuracy-driven int8 (its held-out data is the recipe's data.val)
             check_fallback_options(self.quantize, self.io_type, self.max_drop, "data.val" if self.max_drop is not None else None)
         except UserError as exc:
@@ -87,6 +93,8 @@ class VariantSettings:
         if self.qat:
             parts.append("qat")
         parts.append("float32" if self.quantize == "none" else self.quantize)
+        if self.block_size is not None:
+            parts.append(f"b{self.block_size}")
         if self.io_type != "float32":
             parts.append(f"io{self.io_type}")
         if self.max_drop is not None:

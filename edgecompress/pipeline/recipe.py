@@ -14,7 +14,7 @@ from the recipe's folder. Format (all sections but `model`, `data` and the varia
     [constraints] max_accuracy_drop (points), max_size_kb, max_gzip_kb,
                  max_latency_ms (a number for every device, or a table device -> ms)
     [grid]       any variant field -> list of values (the cross product is tried)
-    [[variants]] name, quantize, io_type, max_drop, prune, prune_pattern, cluster, qat, low_rank,
+    [[variants]] name, quantize, io_type, block_size, max_drop, prune, prune_pattern, cluster, qat, low_rank,
                  distill_student, temperature, alpha, epochs, learning_rate
 """
 from __future__ import annotations
@@ -31,6 +31,7 @@ from edgecompress.models import keras_flavour
 from edgecompress.specs import LABEL_KEY
 from edgecompress.tomlfields import FieldChecker, field_name, type_name
 from edgecompress.optimize.prune import SUPPORTED_PATTERNS
+from edgecompress.converters.litert_quantize import BLOCK_SIZES
 from edgecompress.converters.quantize import IO_TYPES, QUANTIZE_MODES
 from edgecompress.pipeline.grid import SETTING_FIELDS, Variant, VariantSettings, dedupe, expand_grid, normalized
 
@@ -378,6 +379,12 @@ def _setting(check: _Checker, key: str, value: Any, where: tuple[Any, ...]) -> A
         return check.choice(value, where, QUANTIZE_MODES, "quantization mode")
     if key == "io_type":
         return check.choice(value, where, IO_TYPES, "io_type")
+    if key == "block_size":  # 0 turns blocks off (one scale per channel), so a grid can cross both
+        size = check.number(value, where, low=0, integer=True)
+        if size and size not in BLOCK_SIZES:
+            raise check.fail(where, f"block size {size} is not supported: use 0 (per channel) or one of "
+                                    f"{', '.join(map(str, BLOCK_SIZES))}")
+        return size or None
     if key == "prune":
         return float(check.number(value, where, low=0, high=1, high_open=True))
     if key == "prune_pattern":

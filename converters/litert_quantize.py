@@ -1,0 +1,221 @@
+"""A float32 .tflite -> int4 or int8 weights with Google's ai-edge-quantizer: no TensorFlow, so it runs on a
+Raspberry Pi with the runtime side plus the [quantize] extra.
+
+TFLiteConverter has no int4, so these modes quantize an existing .tflite (ai-edge-quantizer rewrites the
+flatbuffer). Activations stay float32 in all of them:
+- int4: 4-bit weights, dynamic: the hybrid kernels quantize activations on the fly (FULLY_CONNECTED, CONV_2D,
+  EMBEDDING_LOOKUP; DEPTHWISE_CONV_2D has no int4 kernel and stays float). Dynamic rather than weight-only
+  because only the dynamic kernels take blockwise int4, and weight-only adds DEQUANTIZE ops that give the
+  runtime float copies of the weights. One scale per output channel, chosen by a search that minimises the
+  squared error (with 16 levels, clipping outliers matters: on the digits CNN min/max lost 1.3 points of
+  held-out accuracy, the search none). With block_size, FULLY_CONNECTED weights get one scale per block of
+  input channels (min/max: the quantizer has no search for blocks), convolutions stay per channel.
+- int8-weights: 8-bit weights, weight-only: DEQUANTIZE ops restore float weights and every op computes in
+  float, so outputs stay closest to float32.
+- dynamic: 8-bit weights with the int8 hybrid kernels, as TFLiteConverter's dynamic-range mode.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from edgecompress.errors import MissingExtraError, UserError
+from edgecompress.fileio import atomic_path, check_output, gzip_size
+from edgecompress.progress import note
+from edgecompress.quiet import quiet_native_stderr
+from edgecompress.runner import TFLiteRunner
+from edgecompress.runtime import check_tflite_file, first_line
+from edgecompress.tflite_reader import Tensor, TFLiteModel, parse_model
+from edgecompress.converters.validate import Validation, generated_feeds, validate_tflite
+
+TFLITE_MODES = ("int4", "int8-weights", "dynamic")
+BLOCK_MODES = ("int4",)
+BLOCK_SIZES = (32, 64, 128, 256)  # the granularities ai-edge-quantizer and LiteRT's kernels support
+EXTRA = "quantize"
+_KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+@dataclass
+class WeightQuantization:
+    input: str
+    output: str
+    quantize: str
+    block_size: int | None
+    size_bytes: int
+    gzip_bytes: int
+    source_size_bytes: int
+    source_gzip_bytes: int
+    ratio: float  # input size / output size
+    validation: Validation
+    seconds: float
+
+
+def check_block_size(quantize: str, block_size: int | None) -> None:
+    """block_size only means something for int4, and only in the sizes the kernels support."""
+    if block_size is None:
+        return
+    if quantize not in BLOCK_MODES:
+        raise UserError(f"block_size applies to int4 weights only, not to quantize {quantize!r}: drop it",
+                        settings=("block_size", "quantize"))
+    if block_size not in BLOCK_SIZES:
+        raise UserError(f"block_size {block_size} is not supported: use one of {', '.join(map(str, BLOCK_SIZES))}",
+                        settings=("block_size",))
+
+
+def quantize_weights(data: bytes, quantize: str, block_size: int | None = None, source: str = "<bytes>") -> bytes:
+    """DATA (a float32 .tflite) with its weights quantized in mode QUANTIZE (see the module docstring)."""
+    if quantize not in TFLITE_MODES:
+        raise UserError(f"unknown weight quantization {quantize!r}: use one of {', '.join(TFLITE_MODES)}")
+    check_block_size(quantize, block_size)
+    model = parse_model(data, source)
+    _check_float(model, source)
+    if block_size is not None:
+        _check_blocks(model, block_size, source)
+    aeq = require_quantizer()
+    recipe = _recipe(aeq, quantize, block_size)
+    # It prints a size report (and sometimes more) on stdout, which must stay clean for --json.
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), quiet_native_stderr(replay_on_error=False):
+            quantizer = aeq.quantizer.Quantizer(bytearray(data))
+            quantizer.load_quantization_recipe(recipe)
+            result = quantizer.quantize(enable_progress_bar=False, enable_progress_report=False)
+    # The quantizer reads more of the flatbuffer than parse_model does: damaged files that got past it fail
+    # here (seen when fuzzing: struct.error, TypeError, IndexError, ValueError, UnicodeDecodeError).
+    except (struct.error, IndexError, TypeError, OverflowError, ValueError) as exc:
+        raise UserError(
+            f"ai-edge-quantizer cannot quantize {source} ({first_line(exc)}): check that it is an undamaged "
+            "float32 .tflite, or re-export it"
+        ) from exc
+    return bytes(result.quantized_model)
+
+
+def quantize_tflite(
+    model: str | Path,
+    output: str | Path,
+    quantize: str,
+    block_size: int | None = None,
+    inputs: str | Path | None = None,
+    force: bool = False,
+    seed: int = 0,
+    validation_samples: int = 100,
+) -> WeightQuantization:
+    """Quantize the float32 .tflite MODEL into OUTPUT, validated against MODEL on INPUTS (.npz) or generated samples."""
+    start = time.perf_counter()
+    path = Path(model)
+    if path.suffix.lower() in _KERAS_SUFFIXES or path.is_dir():
+        raise UserError(
+            f"{path} is a Keras model, not a .tflite: quantize it with `edgecompress convert --quantize {quantize}`"
+        )
+    check_block_size(quantize, block_size)
+    out = check_output(output, force)
+    data = check_tflite_file(path)
+    reference = TFLiteRunner(path)  # a file the runtime cannot run is refused before any work
+    quantized = quantize_weights(data, quantize, block_size, str(path))
+    note(f"quantized {path.name} ({quantize}" + (f", blocks of {block_size}" if block_size else "")
+         + f"): {len(data)} -> {len(quantized)} bytes")
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(quantized)
+        validation = _validate(tmp, reference, inputs, validation_samples, seed)
+    return WeightQuantization(
+        input=str(path),
+        output=str(out),
+        quantize=quantize,
+        block_size=block_size,
+        size_bytes=len(quantized),
+        gzip_bytes=gzip_size(quantized),
+        source_size_bytes=len(data),
+        source_gzip_bytes=gzip_size(data),
+        ratio=len(data) / len(quantized),
+        validation=validation,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _validate(tflite: Path, reference: TFLiteRunner, inputs: str | Path | None, count: int, seed: int) -> Validation:
+    from edgecompress.calibration import load_samples
+
+    if inputs is not None:
+        feeds, origin = load_samples(inputs, reference.inputs, count, seed).batch(count), "given"
+    else:
+        feeds, origin = generated_feeds(reference.inputs, count, seed), "generated"
+    note(f"validating against {reference.path.name} on {len(next(iter(feeds.values())))} {origin} samples")
+    return validate_tflite(tflite, reference, feeds, origin)
+
+
+def require_quantizer() -> ModuleType:
+    """ai-edge-quantizer, or a one-line error naming the extra that installs it."""
+    try:
+        import ai_edge_quantizer
+        from ai_edge_quantizer import qtyping, quantizer, recipe_manager  # noqa: F401
+    except ImportError as exc:
+        raise MissingExtraError("int4 and weight-only quantization", "ai-edge-quantizer", EXTRA) from exc
+    return ai_edge_quantizer
+
+
+def _recipe(aeq: ModuleType, quantize: str, block_size: int | None) -> Any:
+    """The quantizer's recipe: rules of (layer-name regex, op, algorithm, config), later rules refining earlier ones."""
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    ops, granularity = aeq.qtyping.TFLOperationName, aeq.qtyping.QuantGranularity
+    manager = aeq.recipe_manager.RecipeManager()
+    if quantize == "int8-weights":
+        manager.add_weight_only_config(".*", ops.ALL_SUPPORTED, num_bits=8)
+    elif quantize == "dynamic":
+        manager.add_dynamic_config(".*", ops.ALL_SUPPORTED, num_bits=8)
+    else:
+        manager.add_dynamic_config(".*", ops.ALL_SUPPORTED, num_bits=4, algorithm_key=AlgorithmName.MSE)
+        if block_size is not None:
+            manager.add_dynamic_config(".*", ops.FULLY_CONNECTED, num_bits=4,
+                                       granularity=granularity(f"BLOCKWISE_{block_size}"))
+    return manager.get_quantization_recipe()
+
+
+def _check_float(model: TFLiteModel, source: str) -> None:
+    """Quantizing twice compounds the error, and the quantizer expects float weights: refuse a quantized file,
+    and weights that are not finite (their scale would be inf, which the runtime then refuses to load)."""
+    for sg in model.subgraphs:
+        for t in sg.tensors:
+            if t.quantization.is_quantized or (t.is_constant and t.dtype in ("float16", "bfloat16", "int8", "int4")):
+                raise UserError(
+                    f"model {source} is already quantized ({t.dtype} tensor {t.name!r}): quantize a float32 .tflite "
+                    "(`edgecompress convert --quantize none` makes one)"
+                )
+            if t.dtype == "float32" and t.data is not None and not np.isfinite(t.data).all():
+                raise UserError(f"model {source}: weight tensor {t.name!r} holds inf or NaN values: re-export the model")
+
+
+def _check_blocks(model: TFLiteModel, block_size: int, source: str) -> None:
+    """Blocks run along a FULLY_CONNECTED weight's input channels, so they must divide them."""
+    weights = _fully_connected_weights(model)
+    if not weights:
+        raise UserError(
+            f"block_size applies to FULLY_CONNECTED weights and {source} has none: drop block_size "
+            "(its other layers are quantized per channel)"
+        )
+    for t in weights:
+        channels = t.shape[-1]
+        if channels % block_size:
+            fits = [str(b) for b in BLOCK_SIZES if all(w.shape[-1] % b == 0 for w in weights)]
+            hint = f"use {' or '.join(fits)}" if fits else "drop block_size (no supported size divides every layer)"
+            raise UserError(
+                f"block_size {block_size} does not divide the {channels} input channels of FULLY_CONNECTED "
+                f"weight {t.name!r}: {hint}"
+            )
+
+
+def _fully_connected_weights(model: TFLiteModel) -> list[Tensor]:
+    found = []
+    for sg in model.subgraphs:
+        for op in sg.operators:
+            weight = sg.tensor(op.inputs[1]) if op.name == "FULLY_CONNECTED" and len(op.inputs) > 1 else None
+            if weight is not None and weight.is_constant and len(weight.shape) == 2:
+                found.append(weight)
+    return found

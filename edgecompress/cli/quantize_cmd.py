@@ -1,0 +1,55 @@
+"""`edgecompress quantize`: a thin shell over converters.litert_quantize (no TensorFlow: works on a Raspberry Pi)."""
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from edgecompress.converters.litert_quantize import TFLITE_MODES
+from edgecompress.cli.options import emit, force_option, json_option, validation_rows
+MODE_HELP = (
+    "int4: 4-bit weights, float activations quantized on the fly; int8-weights: int8 weights dequantized to "
+    "float, float compute; dynamic: int8 weights, float activations quantized on the fly."
+)
+
+
+@click.command("quantize")
+@click.argument("model", type=click.Path(path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=str), help="The .tflite file to write.")
+@click.option("--quantize", type=click.Choice(TFLITE_MODES), required=True, help=MODE_HELP)
+@click.option("--block-size", type=int,
+              help="int4 only: one scale per this many input channels of FULLY_CONNECTED weights "
+                   "(32, 64, 128 or 256) instead of one per output channel.")
+@click.option("--inputs", type=click.Path(path_type=str),
+              help="Validation samples: a .npz (one array per input name, or `x`) or .npy; random ones otherwise.")
+@click.option("--validation-samples", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Samples both .tflite files run to measure the error.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for choosing or generating samples.")
+@force_option
+@json_option
+def quantize_command(model: str, output: str, quantize: str, block_size: int | None, inputs: str | None,
+                     validation_samples: int, seed: int, force: bool, as_json: bool) -> None:
+    """Quantize the weights of a float32 .tflite MODEL with ai-edge-quantizer (no TensorFlow needed),
+    then check the result against MODEL."""
+    from edgecompress.converters.litert_quantize import quantize_tflite
+
+    result = quantize_tflite(model, output, quantize, block_size=block_size, inputs=inputs, force=force,
+                             seed=seed, validation_samples=validation_samples)
+    emit(result, as_json, render)
+
+
+def render(result: Any) -> str:
+    from edgecompress.tables import fmt, key_values, table
+
+    mode = result.quantize + (f", blocks of {result.block_size}" if result.block_size else "")
+    sizes = table(
+        ["", "size (bytes)", "gzip (bytes)"],
+        [["input", result.source_size_bytes, result.source_gzip_bytes],
+         [f"quantized ({mode})", result.size_bytes, result.gzip_bytes]],
+        title=f"Wrote {result.output}",
+    )
+    rows = [("size ratio", f"{fmt(result.ratio)}x smaller"), *validation_rows(result.validation)]
+    return sizes + "\n\n" + key_values(rows, title=f"Validation against {result.input}")
+
+
+COMMANDS = [quantize_command]

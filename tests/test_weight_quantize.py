@@ -1,0 +1,172 @@
+"""int4 and weight-only int8 through ai-edge-quantizer: `convert --quantize int4/int8-weights` from Keras,
+`quantize` on an existing float .tflite, what inspect shows of the result, and every bad input (exit 2, one
+line, nothing written)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def exported(digits_model_path, tmp_path_factory, test_npz):
+    """The digits CNN converted as float32, int4 and int8-weights: {mode: (result as JSON, accuracy, path)}."""
+    from edgecompress.converters import convert_model
+    from edgecompress.evaluate import evaluate
+    from edgecompress.tables import to_json
+
+    folder = tmp_path_factory.mktemp("weights")
+    results = {}
+    for mode in ("none", "int4", "int8-weights"):
+        result = convert_model(digits_model_path, folder / f"{mode}.tflite", quantize=mode)
+        results[mode] = (json.loads(to_json(result)), evaluate(result.output, test_npz).accuracy, Path(result.output))
+    return results
+
+
+def test_int4_is_over_6x_smaller_than_float32_at_float_accuracy(exported):
+    (f32, f32_acc, _), (int4, int4_acc, _) = exported["none"], exported["int4"]
+    assert f32["size_bytes"] / int4["size_bytes"] >= 6.0
+    assert int4_acc >= f32_acc - 0.005  # held-out accuracy within half a point
+    v = int4["validation"]  # validated against the Keras original, like every mode
+    assert v["samples"] == 100 and 0 < v["mean_abs_error"] < 0.05 and v["runtime"].startswith("ai-edge-litert")
+
+
+def test_int8_weights_is_about_4x_smaller_and_closest_to_float(exported):
+    (f32, f32_acc, _), (int8w, acc, _), (int4, _, _) = exported["none"], exported["int8-weights"], exported["int4"]
+    assert 3.5 <= f32["size_bytes"] / int8w["size_bytes"] < 4.0
+    assert acc >= f32_acc - 0.005
+    assert int8w["validation"]["mean_abs_error"] < int4["validation"]["mean_abs_error"] / 4
+
+
+def test_inspect_shows_packed_int4_weights(exported, run_cli):
+    code, out, _ = run_cli(["inspect", exported["int4"][2], "--json"])
+    assert code == 0
+    report = json.loads(out)
+    int4 = [w for w in report["weights"] if w["dtype"] == "int4"]
+    assert {w["name"].split("/")[1] for w in int4} == {"conv1", "conv2", "dense", "probs"}
+    for w in int4:
+        assert w["stored_bytes"] == (w["elements"] + 1) // 2 and w["quantized"] == "per-channel"
+        assert w["distinct_values"] <= 16
+    assert report["weight_bytes"] < report["parameter_count"] * 0.6  # 4 bits a weight, plus float biases
+    assert report["integer_model"] is False
+
+
+def test_quantize_cli_blockwise_int4_and_what_inspect_shows(float_tflite, test_npz, tmp_path, run_cli):
+    out = tmp_path / "b32.tflite"
+    code, stdout, err = run_cli(["quantize", float_tflite, "-o", out, "--quantize", "int4", "--block-size", "32",
+                                 "--inputs", test_npz, "--json"])
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["block_size"] == 32 and result["ratio"] > 4.5
+    v = result["validation"]
+    assert v["data"] == "given" and v["samples"] == 100 and v["top1_agreement"] >= 0.97
+    code, stdout, _ = run_cli(["inspect", out, "--json"])
+    weights = {w["name"]: w for w in json.loads(stdout)["weights"]}
+    dense = weights["digits_cnn/dense/MatMul"]
+    assert (dense["dtype"], dense["quantized"], dense["block_size"], dense["stored_bytes"]) == (
+        "int4", "blockwise", 32, 128 * 512 // 2)
+    assert weights["digits_cnn/conv2/Conv2D"]["quantized"] == "per-channel"  # convolutions stay per channel
+    code, table, _ = run_cli(["inspect", out])
+    assert "blockwise (32)" in table
+
+
+def bad(run_cli, args, *words) -> None:
+    code, out, err = run_cli(args)
+    assert code == 2, err
+    assert out == "" and err.count("\n") == 1 and err.startswith("error:") and "Traceback" not in err
+    for word in words:
+        assert word in err, err
+
+
+@pytest.fixture(scope="module")
+def int4_tflite(float_tflite, tmp_path_factory) -> Path:
+    from edgecompress.converters.litert_quantize import quantize_tflite
+
+    return Path(quantize_tflite(float_tflite, tmp_path_factory.mktemp("int4") / "int4.tflite", "int4").output)
+
+
+BAD = [
+    # (input fixture or file, extra arguments, words the message must hold)
+    ("int8_tflite", ["--quantize", "int4"], ["already quantized", "int8", "float32 .tflite"]),
+    ("int4_tflite", ["--quantize", "int8-weights"], ["already quantized", "int4"]),
+    ("float_tflite", ["--quantize", "int4", "--block-size", "256"], ["256", "does not divide", "128", "32 or 64 or 128"]),
+    ("float_tflite", ["--quantize", "int4", "--block-size", "48"], ["48", "not supported", "32, 64, 128, 256"]),
+    ("float_tflite", ["--quantize", "int8-weights", "--block-size", "32"], ["block_size", "int4", "int8-weights"]),
+    ("digits_model_path", ["--quantize", "int4"], ["Keras model", "convert --quantize int4"]),
+    ("test_npz", ["--quantize", "int4"], ["not a TFLite flatbuffer"]),
+]
+
+
+@pytest.mark.parametrize("source,extra,words", BAD, ids=[f"{b[0]}-{'-'.join(b[1][1:])}" for b in BAD])
+def test_bad_quantize_input(source, extra, words, request, tmp_path, run_cli, capsys):
+    model = request.getfixturevalue(source)
+    capsys.readouterr()  # what building the fixture printed
+    out = tmp_path / "out.tflite"
+    bad(run_cli, ["quantize", model, "-o", out, *extra], *words)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_needs_force(float_tflite, tmp_path, run_cli):
+    out = tmp_path / "out.tflite"
+    out.write_bytes(b"keep me")
+    bad(run_cli, ["quantize", float_tflite, "-o", out, "--quantize", "dynamic"], "already exists", "--force")
+    assert out.read_bytes() == b"keep me"
+    code, _, err = run_cli(["quantize", float_tflite, "-o", out, "--quantize", "dynamic", "--force"])
+    assert code == 0, err
+    assert out.read_bytes()[4:8] == b"TFL3"
+
+
+def test_convert_block_size_needs_int4(digits_model_path, tmp_path, run_cli):
+    bad(run_cli, ["convert", digits_model_path, "-o", tmp_path / "m.tflite", "--quantize", "dynamic",
+                  "--block-size", "32"], "block_size", "int4")
+    assert list(tmp_path.iterdir()) == []
+
+
+def without_quantizer(*args) -> subprocess.CompletedProcess:
+    """The CLI with ai-edge-quantizer hidden from imports, as if the [quantize] extra were not installed."""
+    hide = ("import sys; sys.modules['ai_edge_quantizer'] = None\n"
+            "from edgecompress.cli.main import main; main(sys.argv[1:])")
+    return subprocess.run([sys.executable, "-c", hide, *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+def test_missing_quantizer_names_the_extra(float_tflite, tmp_path):
+    out = tmp_path / "out.tflite"
+    done = without_quantizer("quantize", float_tflite, "-o", out, "--quantize", "int4")
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "pip install 'edgecompress[quantize]'" in done.stderr
+    assert not out.exists()
+
+
+def test_damaged_files_are_refused_in_one_line(float_tflite, tmp_path, run_cli):
+    """Seeded byte mutations of a good file: each is quantized or refused (exit 2, one line, nothing written),
+    never an internal error. ai-edge-quantizer reads more of the file than the checks before it."""
+    rng = np.random.default_rng(0)
+    good = float_tflite.read_bytes()
+    codes = []
+    for i in range(60):
+        data = np.frombuffer(good, dtype=np.uint8).copy()
+        at = rng.integers(0, 4000 if i % 2 else len(data), size=int(rng.choice([1, 4, 16, 64])))
+        data[at] = rng.integers(0, 256, size=len(at))
+        damaged = tmp_path / f"damaged{i}.tflite"
+        damaged.write_bytes(data.tobytes()[: None if i % 5 else int(rng.integers(8, len(data)))])
+        out = tmp_path / "out.tflite"
+        code, _, err = run_cli(["quantize", damaged, "-o", out, "--quantize", "int4", "--validation-samples", "2",
+                                "--force"])
+        assert code in (0, 2) and "Traceback" not in err, err
+        if code == 2:  # progress lines may come first
+            assert err.count("error:") == 1 and err.rstrip("\n").splitlines()[-1].startswith("error:"), err
+            assert not out.exists()
+        out.unlink(missing_ok=True)
+        codes.append(code)
+    assert codes.count(2) >= 20  # most damage is caught
+
+
+def test_convert_int4_without_the_quantizer_fails_before_converting(digits_model_path, tmp_path):
+    out = tmp_path / "m.tflite"
+    done = without_quantizer("convert", digits_model_path, "-o", out, "--quantize", "int4")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr  # no "converting" line first
+    assert "pip install 'edgecompress[quantize]'" in done.stderr and not out.exists()
