@@ -95,7 +95,7 @@ BAD = [
     ("int4_tflite", ["--quantize", "int8-weights"], ["already quantized", "int4"]),
     ("float_tflite", ["--quantize", "int4", "--block-size", "256"], ["256", "does not divide", "128", "32 or 64 or 128"]),
     ("float_tflite", ["--quantize", "int4", "--block-size", "48"], ["48", "not supported", "32, 64, 128, 256"]),
-    ("float_tflite", ["--quantize", "int8-weights", "--block-size", "32"], ["block_size", "int4", "int8-weights"]),
+    ("float_tflite", ["--quantize", "int8-weights", "--block-size", "32"], ["--block-size", "int4", "int8-weights"]),
     ("digits_model_path", ["--quantize", "int4"], ["Keras model", "convert --quantize int4"]),
     ("test_npz", ["--quantize", "int4"], ["not a TFLite flatbuffer"]),
 ]
@@ -122,7 +122,7 @@ def test_existing_output_needs_force(float_tflite, tmp_path, run_cli):
 
 def test_convert_block_size_needs_int4(digits_model_path, tmp_path, run_cli):
     bad(run_cli, ["convert", digits_model_path, "-o", tmp_path / "m.tflite", "--quantize", "dynamic",
-                  "--block-size", "32"], "block_size", "int4")
+                  "--block-size", "32"], "--block-size", "int4")
     assert list(tmp_path.iterdir()) == []
 
 
