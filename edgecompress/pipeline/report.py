@@ -13,6 +13,8 @@ from edgecompress.fileio import atomic_path, write_text_atomic
 from edgecompress.tables import fmt
 from edgecompress.pipeline.record import VariantRecord
 from edgecompress.pipeline.select import Selection, pareto_front
+from edgecompress.pipeline.search import SearchResult
+from edgecompress.pipeline.search_report import search_markdown, write_search_plot
 
 PLOTS = "plots"
 
@@ -191,9 +193,17 @@ def markdown(recipe: Path, baseline: dict[str, Any] | None, records: Sequence[Va
 
 
 def write_report(run_dir: Path, recipe: Path, baseline: dict[str, Any] | None, records: Sequence[VariantRecord],
-                 selections: Sequence[Selection], targets: Sequence[str], notes: Sequence[str]) -> Report:
-    results = write_results(run_dir / "results.json", results_data(recipe, baseline, records, selections, notes))
+                 selections: Sequence[Selection], targets: Sequence[str], notes: Sequence[str],
+                 search: SearchResult | None = None) -> Report:
+    data = results_data(recipe, baseline, records, selections, notes)
+    if search is not None:
+        data["search"] = search.to_dict()
+    results = write_results(run_dir / "results.json", data)
     plots = write_plots(run_dir / PLOTS, records, selections)
+    if search is not None:
+        plots.append(write_search_plot(run_dir / PLOTS, search))
     text = markdown(recipe, baseline, records, selections, targets, plots, notes, run_dir)
+    if search is not None:
+        text += "\n" + search_markdown(search)
     md = write_text_atomic(run_dir / "report.md", text)
     return Report(results, md, plots)
