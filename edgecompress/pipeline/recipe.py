@@ -82,6 +82,21 @@ class Execution:
 
 
 @dataclass(frozen=True)
+class SearchSettings:
+    """How the variants are explored (search.py): all of them in order (grid), or a budget of `trials`
+    chosen at random or by TPE; stop_when = "met" ends at the first batch with a variant meeting everything."""
+
+    strategy: str = "grid"
+    trials: int | None = None
+    stop_when: str | None = None
+    seed: int = 0
+
+    @property
+    def exhaustive(self) -> bool:
+        return self.strategy == "grid" and self.trials is None and self.stop_when is None
+
+
+@dataclass(frozen=True)
 class Constraints:
     max_accuracy_drop: float | None = None  # points (percent)
     max_size_kb: float | None = None
@@ -108,6 +123,7 @@ class Recipe:
     variants: tuple[Variant, ...]
     notes: tuple[str, ...] = ()  # grid combinations left out, duplicates merged
     execution: Execution = Execution()
+    search: SearchSettings = SearchSettings()
 
 
 # ---------------------------------------------------------------------------------------------- lines
@@ -235,13 +251,15 @@ _KIND_TEXT = {".npz": "a .npz file", ".npy": "a .npy file", "folder": "an image 
 
 # ------------------------------------------------------------------------------------------- parsing
 
-TOP_KEYS = ("model", "devices", "objective", "data", "training", "benchmark", "execution", "constraints", "grid",
-            "variants")
+TOP_KEYS = ("model", "devices", "objective", "data", "training", "benchmark", "execution", "search", "constraints",
+            "grid", "variants")
 DATA_KEYS = ("train", "val", "test", "calibration", "calibration_samples")
 TRAINING_KEYS = ("epochs", "batch_size", "learning_rate", "seed")
 BENCHMARK_KEYS = ("runs", "warmup", "min_secs", "threads")
 EXECUTION_KEYS = ("executor", "address")
 EXECUTORS = ("local", "ray")
+SEARCH_KEYS = ("strategy", "trials", "stop_when", "seed")
+STRATEGIES = ("grid", "random", "tpe")
 CONSTRAINT_KEYS = ("max_accuracy_drop", "max_size_kb", "max_gzip_kb", "max_latency_ms")
 VARIANT_KEYS = ("name",) + SETTING_FIELDS
 
@@ -277,6 +295,7 @@ def load_recipe(path: str | Path, known_devices: Callable[[], list[str]] | None 
         variants=tuple(variants),
         notes=tuple(notes),
         execution=_execution(check, raw.get("execution", {})),
+        search=_search(check, raw.get("search", {})),
     )
 
 
@@ -329,6 +348,19 @@ def _execution(check: _Checker, raw: Any) -> Execution:
     if address is not None and executor != "ray":
         raise check.fail(("execution", "address"), 'is the Ray cluster to join: it needs executor = "ray"')
     return Execution(executor, address)
+
+
+def _search(check: _Checker, raw: Any) -> SearchSettings:
+    check.table(raw, ("search",), SEARCH_KEYS)
+    w = ("search",)
+    trials = raw.get("trials")
+    stop_when = raw.get("stop_when")
+    return SearchSettings(
+        strategy=check.choice(raw.get("strategy", "grid"), w + ("strategy",), STRATEGIES, "strategy"),
+        trials=None if trials is None else check.number(trials, w + ("trials",), low=1, integer=True),
+        stop_when=None if stop_when is None else check.choice(stop_when, w + ("stop_when",), ("met",), "stop_when"),
+        seed=check.number(raw.get("seed", 0), w + ("seed",), low=0, integer=True),
+    )
 
 
 def _devices(check: _Checker, raw: Any, known: Callable[[], list[str]]) -> tuple[str, ...]:

@@ -14,6 +14,8 @@ from edgecompress.tables import duration_unit, fmt, fmt_duration, fmt_points
 from edgecompress.pipeline.recipe import Constraints
 from edgecompress.pipeline.record import VariantRecord
 from edgecompress.pipeline.select import OBJECTIVE_TEXT, Selection, describe_constraints, pareto_front, status, violations
+from edgecompress.pipeline.search import SearchResult
+from edgecompress.pipeline.search_report import search_markdown, write_search_plot
 
 PLOTS = "plots"
 
@@ -264,11 +266,17 @@ def markdown(recipe: Path, objective: str, constraints: Constraints, baseline: d
 
 def write_report(run_dir: Path, recipe: Path, objective: str, constraints: Constraints,
                  baseline: dict[str, Any] | None, records: Sequence[VariantRecord], selections: Sequence[Selection],
-                 targets: Sequence[str], notes: Sequence[str]) -> Report:
+                 targets: Sequence[str], notes: Sequence[str], search: SearchResult | None = None) -> Report:
     data = results_data(recipe, objective, constraints, baseline, records, selections, notes)
+    if search is not None:
+        data["search"] = search.to_dict()
     results = write_results(run_dir / "results.json", data)
     shown = write_plots(run_dir / PLOTS, records, selections, constraints)
     plots = list(shown)
+    if search is not None:
+        plots.append(write_search_plot(run_dir / PLOTS, search))
     text = markdown(recipe, objective, constraints, baseline, records, selections, targets, plots, notes, run_dir)
+    if search is not None:
+        text += "\n" + search_markdown(search)
     md = write_text_atomic(run_dir / "report.md", text)
     return Report(results, md, plots, {p.name: s for p, s in shown.items()})

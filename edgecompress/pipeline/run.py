@@ -21,6 +21,7 @@ from edgecompress.pipeline.cache import RunDir, VariantDir, file_digest, make_ke
 from edgecompress.pipeline.executor import Executor, LocalExecutor
 from edgecompress.pipeline.grid import Variant
 from edgecompress.pipeline.recipe import Constraints, Execution, Recipe, load_recipe
+from edgecompress.pipeline.search import SearchResult, run_search
 from edgecompress.pipeline.record import DeviceResult, VariantRecord
 from edgecompress.pipeline.report import Report, write_report
 from edgecompress.pipeline.select import Selection, select
@@ -41,6 +42,7 @@ class RunResult:
     notes: list[str]
     redone: list[str] = field(default_factory=list)  # variants (re)built or re-measured in this run
     seconds: float = 0.0
+    search: SearchResult | None = None  # with a [search] other than the full grid
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +59,7 @@ class RunResult:
             "notes": self.notes,
             "redone": self.redone,
             "seconds": self.seconds,
+            "search": self.search.to_dict() if self.search else None,
         }
 
 
@@ -71,12 +74,12 @@ class _Keys:
     record: dict[str, str]
 
 
-def _keys(recipe: Recipe) -> _Keys:
+def _keys(recipe: Recipe, variants: list[Variant]) -> _Keys:
     """Each variant's cache keys: only the inputs and settings it depends on are hashed into them."""
     data = recipe.data
     model, evaluation = file_digest(recipe.model), file_digest(data.eval)
     build, record = {}, {}
-    for v in recipe.variants:
+    for v in variants:
         s = v.settings
         settings = s.as_dict()
         if s.distill_student is not None:
@@ -139,44 +142,72 @@ def run_recipe(
     out = Path(run_dir) if run_dir is not None else default_run_dir(recipe.path)
     executor = executor or make_executor(execution or recipe.execution, jobs, worker_memory_mb)
     notes = list(recipe.notes)
+    targets = list(recipe.devices) or ["host"]
+    search = None
     with RunDir(out).open(recipe.path) as rd:
-        keys = _keys(recipe)
-        dirs = {v.name: rd.variant(v.name) for v in recipe.variants}
-        finished = {v.name: dirs[v.name].finished(keys.record[v.name]) for v in recipe.variants}
-        todo = [v for v in recipe.variants if finished[v.name] is None]
+        batches = _Batches(recipe, rd, executor, progress, notes)
+        if recipe.search.exhaustive:
+            records = batches.run(list(recipe.variants))
+        else:
+            search = run_search(recipe, targets, batches.run, executor.jobs)
+            records = search.records
+            notes.append(f"{recipe.search.strategy} search: {search.stopped}")
+        notes.append(_where_note(executor, batches.builds))
+        selections = [select(records, recipe.constraints, recipe.objective, t) for t in targets]
+        report = write_report(rd.path, recipe.path, recipe.objective, recipe.constraints, batches.baseline, records,
+                              selections, targets, notes, search)
+    return RunResult(rd.path, recipe.path, recipe.objective, recipe.constraints, targets, batches.baseline, records,
+                     selections, report, notes, batches.redone, time.perf_counter() - start, search)
+
+
+class _Batches:
+    """Builds, measures and records lists of variants in one run folder; the baseline is scored once."""
+
+    def __init__(self, recipe: Recipe, rd: RunDir, executor: Executor, progress: bool, notes: list[str]) -> None:
+        self.recipe, self.rd, self.executor, self.progress, self.notes = recipe, rd, executor, progress, notes
+        self.baseline: dict[str, Any] | None = None
+        self.builds: list[dict[str, Any] | None] = []
+        self.redone: list[str] = []
+        self._calibrated = False
+        self._checked = False
+
+    def run(self, variants: list[Variant]) -> list[VariantRecord]:
+        recipe, rd = self.recipe, self.rd
+        keys = _keys(recipe, variants)
+        dirs = {v.name: rd.variant(v.name) for v in variants}
+        finished = {v.name: dirs[v.name].finished(keys.record[v.name]) for v in variants}
+        todo = [v for v in variants if finished[v.name] is None]
         to_build = [v for v in todo if dirs[v.name].built(keys.build[v.name]) is None]
         baseline_file = rd.path / "baseline.json"
-        baseline = read_json(baseline_file)
+        baseline = self.baseline or read_json(baseline_file)
         baseline = baseline if baseline and baseline.get("key") == keys.baseline else None
-        if len(todo) < len(recipe.variants):
-            note(f"{len(recipe.variants) - len(todo)} of {len(recipe.variants)} variants finished in an earlier run: reused")
-        if to_build or baseline is None:
-            _check_files(executor, recipe, to_build)
-        if todo:
-            _calibrate_devices(recipe.devices, notes)
+        if len(todo) < len(variants):
+            note(f"{len(variants) - len(todo)} of {len(variants)} variants finished in an earlier run: reused")
+        if not self._checked and (to_build or baseline is None):  # once: every candidate's files at the start
+            _check_files(self.executor, recipe, list(recipe.variants))
+            self._checked = True
+        if todo and not self._calibrated:
+            _calibrate_devices(recipe.devices, self.notes)
+            self._calibrated = True
         total = (sum(len(build_stages(v)) for v in to_build) + (baseline is None)
                  + len(todo) * len(measure_stages(recipe.devices)))
         failures: dict[str, tuple[str, str, bool]] = {}
-        with _Progress(total, progress) as bar_:
+        with _Progress(total, self.progress) as bar_:
             tasks: list[Any] = [BuildTask(v, keys.build[v.name], dirs[v.name], recipe.model, recipe.data, recipe.training)
                                 for v in sorted(to_build, key=lambda v: -_training_cost(v, recipe))]
             if baseline is None:  # quick: last, so that the long builds start first
                 tasks.append(BaselineTask(recipe.model, recipe.data.eval, keys.baseline, baseline_file))
-            baseline = _build_all(executor, tasks, bar_, failures) or baseline
+            baseline = _build_all(self.executor, tasks, bar_, failures) or baseline
             if baseline is None:
                 raise UserError(f"the source model could not be scored on the held-out data: {failures['(baseline)'][1]}")
             for v in todo:
                 if v.name not in failures:
                     _measure_one(recipe, v, dirs[v.name], keys, bar_, failures)
-        records = [_final_record(v, dirs[v.name], keys.record[v.name], finished[v.name], failures.get(v.name), baseline)
-                   for v in recipe.variants]
-        notes.append(_where_note(executor, [dirs[v.name].built(keys.build[v.name]) for v in recipe.variants]))
-        targets = list(recipe.devices) or ["host"]
-        selections = [select(records, recipe.constraints, recipe.objective, t) for t in targets]
-        report = write_report(rd.path, recipe.path, recipe.objective, recipe.constraints, baseline, records,
-                              selections, targets, notes)
-    return RunResult(rd.path, recipe.path, recipe.objective, recipe.constraints, targets, baseline, records,
-                     selections, report, notes, [v.name for v in todo], time.perf_counter() - start)
+        self.baseline = baseline
+        self.builds += [dirs[v.name].built(keys.build[v.name]) for v in variants]
+        self.redone += [v.name for v in todo]
+        return [_final_record(v, dirs[v.name], keys.record[v.name], finished[v.name], failures.get(v.name), baseline)
+                for v in variants]
 
 
 def _where_note(executor: Executor, builds: list[dict[str, Any] | None]) -> str:
