@@ -27,7 +27,7 @@ def _render(result: Any) -> str:
         "applied in order: " + " -> ".join(result.plan),
         table(("", "before", "after"), rows, title=f"\nwrote {result.output}"),
         table(("stage", "epochs run", "max", "kept epoch", "val accuracy", "why it stopped"), stages,
-              title=f"\ntraining (early stopping on {result.stopped_on})"),
+              title=f"\ntraining, early stopping on {result.stopped_on}"),
     ]
     for name, details in result.details.items():
         for key, value in details.items():
