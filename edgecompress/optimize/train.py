@@ -4,9 +4,11 @@
 broken by the lower loss). An epoch improves when it beats the best accuracy or the best loss so far: on a few
 hundred validation samples accuracy moves in coarse steps while the loss still shows progress (a student trained
 from scratch stopped at 95% on accuracy alone, 2 points short of where it went on to). The learning rate halves
-after LR_PATIENCE epochs without improvement, and the stage stops after `patience` such epochs. The snapshot is every variable of the model being trained, TF-MOT's pruning masks and
-cluster assignments included, so restoring it never undoes a technique; epochs before a technique's schedule
-has finished (pruning's sparsity ramp) are not compared at all, so the model kept is always at full strength.
+after LR_PATIENCE epochs without improvement, and the stage stops after `patience` such epochs.
+
+The snapshot is every variable of the model being trained, TF-MOT's pruning masks and cluster assignments
+included, so restoring it never undoes a technique; epochs before a technique's schedule has finished
+(pruning's sparsity ramp) are not compared at all, so the model kept is always at full strength.
 """
 from __future__ import annotations
 
