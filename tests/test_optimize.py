@@ -255,7 +255,8 @@ def test_convergence_keeps_the_best_epoch_lowers_the_rate_and_stops():
     callback.on_train_end()
     assert callback.best_epoch == 4
     np.testing.assert_array_equal(model.layers[0].kernel.numpy(), kernels[3])
-    assert callback.reason() == "stopped at epoch 9: val accuracy and loss did not improve for 3 epochs; restored epoch 4"
+    assert callback.reason() == ("stopped at epoch 9: val accuracy and loss did not improve for 3 epochs; "
+                                 "restored epoch 4")
 
 
 def test_holdout_is_a_seeded_disjoint_share_of_the_training_data(digits):
@@ -294,8 +295,8 @@ def test_early_stopping_restores_the_best_epoch_and_says_why(digits_model_path, 
     report = json.loads(captured.out)
     [stage] = report["training"]
     assert stage["best_epoch"] < stage["epochs_run"] < 20
-    assert stage["stop_reason"] == (f"stopped at epoch {stage['epochs_run']}: val accuracy and loss did not improve for "
-                                    f"2 epochs; restored epoch {stage['best_epoch']}")
+    assert stage["stop_reason"] == (f"stopped at epoch {stage['epochs_run']}: val accuracy and loss did not "
+                                    f"improve for 2 epochs; restored epoch {stage['best_epoch']}")
     assert f"cluster: {stage['stop_reason']}" in captured.err
     assert report["after"]["val_accuracy"] == pytest.approx(stage["best_val_accuracy"])  # the kept epoch is saved
 

@@ -179,8 +179,8 @@ def convergence(model: Any, optimizer: Any, metric: str, patience: int, max_epoc
                         f"(epoch {first_compared}): nothing compared, last epoch kept")
             restored = f"; restored epoch {self.best_epoch}" if self.best_epoch != self.epochs_run else ""
             if self.stopped_early:
-                return (f"stopped at epoch {self.epochs_run}: val accuracy and loss did not improve for {patience} epochs"
-                        f"{restored}")
+                return (f"stopped at epoch {self.epochs_run}: val accuracy and loss did not improve for "
+                        f"{patience} epochs{restored}")
             return f"reached the maximum of {max_epochs} epochs{restored}"
 
     return Convergence()
