@@ -3,7 +3,7 @@
 `epochs` is a maximum. Each stage keeps the weights of its best validation epoch (the highest accuracy, ties
 broken by the lower loss). An epoch improves when it beats the best accuracy or the best loss so far: on a few
 hundred validation samples accuracy moves in coarse steps while the loss still shows progress (a student trained
-from scratch stopped at 95% on accuracy alone, 2 points short of where it went on to). The learning rate halves
+from scratch stopped at 95.3% on accuracy alone; on the loss as well it went on to 96.7%). The learning rate halves
 after LR_PATIENCE epochs without improvement, and the stage stops after `patience` such epochs.
 
 The snapshot is every variable of the model being trained, TF-MOT's pruning masks and cluster assignments
@@ -27,7 +27,7 @@ from edgecompress.optimize.distill import DistillationConfig, build_distiller
 # Fine-tuning an already trained model converges in a few epochs; early stopping usually ends it well before.
 FINE_TUNE_EPOCHS = 30
 # Distillation alone trains the student, often from scratch: it needs many more epochs to converge, and a
-# larger step (on validation data, a student from scratch: 97.3% at 3e-3 against 96.3% at 1e-3).
+# larger step (on validation data, the example CNN's student from scratch: 97.7% at 3e-3, 97.3% at 1e-3).
 TRAIN_EPOCHS = 100
 FINE_TUNE_RATE = 1e-3
 TRAIN_RATE = 3e-3
