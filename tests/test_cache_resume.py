@@ -7,7 +7,6 @@ modification times, and the final results mark those variants as reused.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

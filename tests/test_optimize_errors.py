@@ -45,6 +45,8 @@ CASES = {
     "label out of range": (["--prune", "0.5", "--train", "{d}/label_range.npz"], "class indices in [0, 10)"),
     "teacher with other classes": (["--distill-from", "{d}/teacher5.keras"], "teacher output shape"),
     "bad temperature": (["--distill-from", "{d}/teacher5.keras", "--temperature", "0"], "try --temperature 4"),
+    "no patience": (["--prune", "0.5", "--patience", "0"], "patience 0 must be at least 1"),
+    "no epochs": (["--prune", "0.5", "--epochs", "0"], "epochs 0 must be at least 1"),
 }
 
 

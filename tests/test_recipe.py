@@ -22,6 +22,7 @@ test = "data/test.npz"
 
 [training]
 epochs = 1
+patience = 2
 
 [constraints]
 max_accuracy_drop = 1.5
@@ -77,6 +78,8 @@ def test_good_recipe_parses_with_paths_from_its_folder(folder, monkeypatch):
     assert recipe.objective == "fastest"
     assert recipe.constraints.max_latency_ms == {"raspberry-pi-4": 5.0, "pixel-3a": 2.5}
     assert recipe.constraints.max_gzip_kb == 100.0
+    assert (recipe.training.epochs, recipe.training.patience) == (1, 2)
+    assert load_recipe(write(folder, GOOD.replace("epochs = 1\npatience = 2\n", ""))).training.epochs is None
     names = [v.name for v in recipe.variants]
     # explicit variants first, then the grid in a stable order
     assert names == ["full-int8", "cluster8-qat-int8", "dynamic", "prune0.5-dynamic", "int8", "prune0.5-int8"]

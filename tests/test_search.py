@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 from edgecompress.errors import UserError
 from edgecompress.pipeline.grid import Variant
-from edgecompress.pipeline.recipe import Constraints, SearchSettings, load_recipe
+from edgecompress.pipeline.recipe import SearchSettings, load_recipe
 from edgecompress.pipeline.record import VariantRecord
 from edgecompress.pipeline.run import run_recipe
 from edgecompress.pipeline.search import axes, run_search

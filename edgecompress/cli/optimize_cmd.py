@@ -20,9 +20,13 @@ def _render(result: Any) -> str:
         ("saved size gzipped (bytes)", b.saved_gzip_bytes, a.saved_gzip_bytes),
         ("validation accuracy", b.val_accuracy, a.val_accuracy),
     ]
+    stages = [(t.stage, t.epochs_run, t.max_epochs, t.best_epoch or "-", t.best_val_accuracy, t.stop_reason)
+              for t in result.training]
     parts = [
         "applied in order: " + " -> ".join(result.plan),
         table(("", "before", "after"), rows, title=f"\nwrote {result.output}"),
+        table(("stage", "epochs run", "max", "kept epoch", "val accuracy", "why it stopped"), stages,
+              title=f"\ntraining, early stopping on {result.stopped_on}"),
     ]
     for name, details in result.details.items():
         for key, value in details.items():
@@ -36,7 +40,7 @@ def _render(result: Any) -> str:
 
 
 def _summary(result: Any) -> dict[str, Any]:
-    """The JSON contract: output, techniques, skipped_layers, before, after (plus the plan and details)."""
+    """The JSON contract: output, techniques, skipped_layers, before, after, training (plus the plan and details)."""
     return {
         "output": str(result.output),
         "techniques": result.techniques,
@@ -45,6 +49,8 @@ def _summary(result: Any) -> dict[str, Any]:
         "before": result.before,
         "after": result.after,
         "details": result.details,
+        "training": result.training,
+        "stopped_on": result.stopped_on,
     }
 
 
@@ -52,7 +58,9 @@ def _summary(result: Any) -> dict[str, Any]:
 @click.argument("model", type=click.Path(dir_okay=True))
 @click.option("-o", "--output", required=True, type=click.Path(), help="The optimized model (.keras; .h5 with --qat).")
 @click.option("--train", "train", required=True, type=click.Path(), help=".npz with the inputs (x) and labels (y).")
-@click.option("--val", "val", type=click.Path(), help=".npz for validation accuracy (same keys as --train).")
+@click.option("--val", "val", type=click.Path(),
+              help=".npz for validation accuracy and early stopping (same keys as --train); without it, "
+              "a seeded 10% of --train is held out.")
 @click.option("--prune", type=float, help="Magnitude pruning to this final sparsity, in [0, 1).")
 @click.option("--prune-pattern", help="Structured M:N sparsity instead: 2:4 (also 1:2, 4:8).")
 @click.option("--cluster", type=int, help="Weight clustering into this many shared values per kernel.")
@@ -61,9 +69,13 @@ def _summary(result: Any) -> dict[str, Any]:
 @click.option("--temperature", type=float, default=4.0, show_default=True, help="Distillation temperature T.")
 @click.option("--alpha", type=float, default=0.1, show_default=True, help="Weight of the hard-label loss.")
 @click.option("--low-rank", type=float, help="Factorise Dense / 1x1 Conv2D layers keeping this energy.")
-@click.option("--epochs", type=int, default=3, show_default=True, help="Fine-tuning epochs after each technique.")
+@click.option("--epochs", type=int, help="The most epochs each stage trains; it stops sooner once the validation "
+              "accuracy stops improving [default: 30; 100 for --distill-from alone].")
+@click.option("--patience", type=int, default=5, show_default=True,
+              help="Epochs without a better validation accuracy before a stage stops (its best epoch is kept).")
 @click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--learning-rate", type=float, default=1e-3, show_default=True)
+@click.option("--learning-rate", type=float,
+              help="Adam's initial step; halved when validation stalls [default: 1e-3; 3e-3 for --distill-from alone].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Makes the fine-tuning reproducible.")
 @force_option
 @unsafe_option
@@ -71,8 +83,8 @@ def _summary(result: Any) -> dict[str, Any]:
 def optimize_cmd(
     model: str, output: str, train: str, val: str | None, prune: float | None, prune_pattern: str | None,
     cluster: int | None, qat: bool, distill_from: str | None, temperature: float, alpha: float,
-    low_rank: float | None, epochs: int, batch_size: int, learning_rate: float, seed: int, force: bool, unsafe: bool,
-    as_json: bool,
+    low_rank: float | None, epochs: int | None, patience: int, batch_size: int, learning_rate: float | None, seed: int,
+    force: bool, unsafe: bool, as_json: bool,
 ) -> None:
     """Make MODEL smaller before conversion; techniques run in the order low-rank -> prune -> cluster -> QAT."""
     from edgecompress.optimize import DistillationConfig, TrainSettings, optimize, techniques_from_settings
@@ -80,7 +92,8 @@ def optimize_cmd(
     techniques = techniques_from_settings(
         {"prune": prune, "prune_pattern": prune_pattern, "cluster": cluster, "qat": qat, "low_rank": low_rank})
     distill = DistillationConfig(Path(distill_from), temperature, alpha) if distill_from is not None else None
-    settings = TrainSettings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
+    settings = TrainSettings(epochs=epochs, patience=patience, batch_size=batch_size, learning_rate=learning_rate,
+                             seed=seed)
     result = optimize(model, output, train, techniques, val=val, settings=settings, distill=distill,
                       force=force, unsafe=unsafe)
     emit(_summary(result) if as_json else result, as_json, _render)

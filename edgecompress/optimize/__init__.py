@@ -12,11 +12,11 @@ from edgecompress.optimize.lowrank import LowRank
 from edgecompress.optimize.prune import Prune, parse_pattern
 from edgecompress.optimize.qat import QAT
 from edgecompress.optimize.report import ModelStats, OptimizeResult
-from edgecompress.optimize.train import TrainSettings
+from edgecompress.optimize.train import StageTraining, TrainSettings
 
 __all__ = [
-    "optimize", "OptimizeResult", "ModelStats", "SkippedLayer", "TrainSettings", "Technique", "DistillationConfig",
-    "Prune", "Cluster", "QAT", "LowRank", "REGISTRY", "techniques_from_settings", "parse_pattern",
+    "optimize", "OptimizeResult", "ModelStats", "SkippedLayer", "TrainSettings", "StageTraining", "Technique",
+    "DistillationConfig", "Prune", "Cluster", "QAT", "LowRank", "REGISTRY", "techniques_from_settings", "parse_pattern",
 ]
 
 

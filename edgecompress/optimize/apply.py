@@ -21,7 +21,9 @@ from edgecompress.optimize.distill import DISTILLATION, DistillationConfig, load
 from edgecompress.optimize.layers import SkippedLayer, freeze, import_tfmot, independent_copy, unfreeze
 from edgecompress.optimize.rebuild import as_tf_keras
 from edgecompress.optimize.report import ModelStats, OptimizeResult, stats
-from edgecompress.optimize.train import Objective, TrainSettings, classification, fine_tune
+from edgecompress.optimize.train import (
+    Objective, StageTraining, TrainSettings, classification, fine_tune, holdout_split,
+)
 
 
 def save_model(model: Any, path: Path, quantized: bool) -> None:
@@ -54,7 +56,8 @@ def optimize(
 ) -> OptimizeResult:
     """Compress MODEL (a .keras/.h5 path or an in-memory tf-keras model) into OUTPUT.
 
-    TRAIN and VAL are .npz files with the model's inputs (`x` for a single input) and labels `y`.
+    TRAIN and VAL are .npz files with the model's inputs (`x` for a single input) and labels `y`. Each stage
+    trains until VAL's accuracy stops improving (without VAL, on a seeded share of TRAIN held out for it).
     With DISTILL, every fine-tuning uses the teacher's soft targets; alone, it trains MODEL as a student.
     """
     if not techniques and distill is None:
@@ -87,26 +90,38 @@ def optimize(
 
     before = _source_stats(source, source_path, val_data)
     steps = ordered(techniques)
-    ctx = Context(frozenset(names), settings.steps_per_epoch(len(train_data)), settings.epochs)
     plan = [t.describe() for t in steps] + ([distill.describe() + " in every fine-tuning"] if distill else [])
     note("optimizing: " + " -> ".join(plan))
-    objective = classification(source, train_data, teacher, distill)
+    fit_data, stop_data, stopped_on = _stopping_data(train_data, val_data, settings)
+    ctx = Context(frozenset(names), settings.steps_per_epoch(len(fit_data)), settings.max_epochs(not steps))
+    objective = classification(source, fit_data, teacher, distill)
 
-    work, skipped, details = _apply_all(source, steps, ctx, objective, train_data, val_data, settings)
+    work, skipped, details, training = _apply_all(source, steps, ctx, objective, fit_data, stop_data, settings)
     save_model(work, out, quantized="qat" in names)
     after = stats(work, out, val_data)
     used = [t.name for t in steps] + ([DISTILLATION] if distill else [])
-    return OptimizeResult(out, used, plan, skipped, before, after, details)
+    return OptimizeResult(out, used, plan, skipped, before, after, details, training, stopped_on)
+
+
+def _stopping_data(train: Labeled, val: Labeled | None, settings: TrainSettings) -> tuple[Labeled, Labeled, str]:
+    """(data to fit, data to stop on, what the latter is): VAL, else a seeded share of TRAIN held out."""
+    if val is not None:
+        return train, val, "validation data"
+    fit, held = holdout_split(train, settings.holdout, settings.seed)
+    what = f"{len(held)} training samples held out ({settings.holdout:.0%}, seed {settings.seed})"
+    note(f"no validation data: early stopping watches {what}, training uses the other {len(fit)}")
+    return fit, held, what
 
 
 def _apply_all(
-    source: Any, steps: list[Technique], ctx: Context, objective: Objective, train: Labeled, val: Labeled | None,
+    source: Any, steps: list[Technique], ctx: Context, objective: Objective, train: Labeled, val: Labeled,
     settings: TrainSettings,
-) -> tuple[Any, list[SkippedLayer], dict[str, Any]]:
+) -> tuple[Any, list[SkippedLayer], dict[str, Any], list[StageTraining]]:
     """Apply each technique to an independent copy of the previous result, fine-tune, strip."""
     work = source
     skipped: list[SkippedLayer] = []
     details: dict[str, Any] = {}
+    training: list[StageTraining] = []
     constrained: set[str] = set()  # layers earlier techniques pruned or clustered
     for technique in steps:
         applied = technique.apply(independent_copy(work), ctx)
@@ -116,14 +131,15 @@ def _apply_all(
         frozen = freeze(applied.model, constrained - applied.compressed)
         if frozen:
             note(f"{technique.name}: {', '.join(frozen)} frozen while fine-tuning, to keep what earlier techniques did")
-        fine_tune(applied.model, objective, train, val, settings, technique.callbacks(), technique.name)
+        training.append(fine_tune(applied.model, objective, train, val, settings, technique.callbacks(),
+                                  technique.name, first_compared=technique.first_compared_epoch(ctx)))
         work = technique.strip(applied.model)
         unfreeze(work, frozen)
         constrained |= applied.compressed
-    if not steps:  # distillation alone: the student is trained as it is
+    if not steps:  # distillation alone: the student is trained as it is, for the longer budget
         work = independent_copy(source)
-        fine_tune(work, objective, train, val, settings, [], DISTILLATION)
-    return work, skipped, details
+        training.append(fine_tune(work, objective, train, val, settings, [], DISTILLATION, training_alone=True))
+    return work, skipped, details, training
 
 
 def _source_stats(source: Any, path: Path | None, val: Labeled | None) -> ModelStats:

@@ -22,11 +22,7 @@ class Context:
 
     techniques: frozenset[str]
     steps_per_epoch: int
-    epochs: int
-
-    @property
-    def total_steps(self) -> int:
-        return self.steps_per_epoch * self.epochs
+    epochs: int  # the most this stage may train; early stopping may end it sooner
 
 
 @dataclass
@@ -62,6 +58,11 @@ class Technique(ABC):
 
     def callbacks(self) -> list[Any]:
         return []
+
+    def first_compared_epoch(self, ctx: Context) -> int:
+        """The first epoch (1-based) at whose end the technique is at full strength: early stopping keeps and
+        counts epochs from there on, so a kept model never has, say, less than the final sparsity."""
+        return 1
 
     def strip(self, model: Any) -> Any:
         """The fine-tuned model without the training-only wrappers that the saved file must not keep."""

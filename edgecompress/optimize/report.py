@@ -10,6 +10,7 @@ import numpy as np
 from edgecompress.fileio import gzip_size
 from edgecompress.optimize.data import Labeled
 from edgecompress.optimize.layers import SkippedLayer, import_tfmot
+from edgecompress.optimize.train import StageTraining
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class OptimizeResult:
     before: ModelStats
     after: ModelStats
     details: dict[str, Any]  # per-technique extras, e.g. the ranks low-rank factorization chose
+    training: list[StageTraining]  # per fine-tuning stage: epochs run, epoch kept, why it stopped
+    stopped_on: str  # the data early stopping watched: the validation data or a held-out share of the training
 
 
 def model_weights(model: Any) -> list[np.ndarray]:

@@ -9,7 +9,8 @@ from the recipe's folder. Format (all sections but `model`, `data` and the varia
     objective = "smallest"                 # smallest (gzip size) | fastest | most_accurate
 
     [data]       train, val, test, calibration (.npz with x and y), calibration_samples
-    [training]   epochs, batch_size, learning_rate, seed      (for prune/cluster/qat/low_rank/distill)
+    [training]   epochs (the most per stage), patience, batch_size, learning_rate, seed
+                 (for prune/cluster/qat/low_rank/distill; each stage stops once val accuracy stops improving)
     [benchmark]  runs, warmup, min_secs, threads               (host measurement)
     [constraints] max_accuracy_drop (points), max_size_kb, max_gzip_kb,
                  max_latency_ms (a number for every device, or a table device -> ms)
@@ -58,7 +59,8 @@ class DataFiles:
 
 @dataclass(frozen=True)
 class Training:
-    epochs: int = 2
+    epochs: int | None = None  # the most per stage; None: edgecompress.optimize's defaults
+    patience: int | None = None  # None: edgecompress.optimize's default
     batch_size: int = 32
     learning_rate: float | None = None
     seed: int = 0
@@ -254,7 +256,7 @@ _KIND_TEXT = {".npz": "a .npz file", ".npy": "a .npy file", "folder": "an image 
 TOP_KEYS = ("model", "devices", "objective", "data", "training", "benchmark", "execution", "search", "constraints",
             "grid", "variants")
 DATA_KEYS = ("train", "val", "test", "calibration", "calibration_samples")
-TRAINING_KEYS = ("epochs", "batch_size", "learning_rate", "seed")
+TRAINING_KEYS = ("epochs", "patience", "batch_size", "learning_rate", "seed")
 BENCHMARK_KEYS = ("runs", "warmup", "min_secs", "threads")
 EXECUTION_KEYS = ("executor", "address")
 EXECUTORS = ("local", "ray")
@@ -320,8 +322,13 @@ def _training(check: _Checker, raw: Any) -> Training:
     check.table(raw, ("training",), TRAINING_KEYS)
     w = ("training",)
     lr = raw.get("learning_rate")
+
+    def optional_count(key: str) -> int | None:
+        return None if key not in raw else check.number(raw[key], w + (key,), low=1, integer=True)
+
     return Training(
-        epochs=check.number(raw.get("epochs", 2), w + ("epochs",), low=1, integer=True),
+        epochs=optional_count("epochs"),
+        patience=optional_count("patience"),
         batch_size=check.number(raw.get("batch_size", 32), w + ("batch_size",), low=1, integer=True),
         learning_rate=None if lr is None else float(check.number(lr, w + ("learning_rate",), low=0, low_open=True)),
         seed=check.number(raw.get("seed", 0), w + ("seed",), low=0, integer=True),

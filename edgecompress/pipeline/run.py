@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from edgecompress.errors import UserError
+from edgecompress.optimize.train import FINE_TUNE_EPOCHS
 from edgecompress.progress import bar, note
 from edgecompress.pipeline.cache import RunDir, VariantDir, file_digest, make_key, read_json, write_json
 from edgecompress.pipeline.executor import Executor, LocalExecutor
@@ -245,7 +246,7 @@ def _training_cost(variant: Variant, recipe: Recipe) -> int:
     """A rough cost, to start the longest builds first: with N workers the run ends with the last one, and
     a long training started last would keep one worker busy while the others idle."""
     s = variant.settings
-    return (s.epochs or recipe.training.epochs) * len(s.techniques) if s.needs_training else 0
+    return (s.epochs or recipe.training.epochs or FINE_TUNE_EPOCHS) * len(s.techniques) if s.needs_training else 0
 
 
 def _check_files(executor: Executor, recipe: Recipe, variants: list[Variant]) -> None:

@@ -183,10 +183,12 @@ def _optimize(task: BuildTask) -> dict[str, Any]:
 
     s = task.variant.settings
     techniques = techniques_from_settings(s.as_dict())
+    patience = {"patience": task.training.patience} if task.training.patience is not None else {}
     training = TrainSettings(
         epochs=s.epochs or task.training.epochs,
+        **patience,
         batch_size=task.training.batch_size,
-        learning_rate=s.learning_rate or task.training.learning_rate or TrainSettings.learning_rate,
+        learning_rate=s.learning_rate or task.training.learning_rate,
         seed=task.training.seed,
     )
     # TF-MOT's quantize wrappers only load back from .h5 (edgecompress.optimize refuses .keras with QAT)
@@ -208,6 +210,8 @@ def _optimize(task: BuildTask) -> dict[str, Any]:
         "before": dataclasses.asdict(result.before),
         "after": dataclasses.asdict(result.after),
         "details": result.details,
+        "training": [dataclasses.asdict(t) for t in result.training],
+        "stopped_on": result.stopped_on,
     }
 
 
