@@ -143,6 +143,10 @@ def render(results: list) -> str:
 @click.option("--min-secs", type=float, default=DEFAULT_MIN_SECS, show_default=True, help="Minimum seconds of timed runs.")
 @click.option("--inputs", type=click.Path(path_type=Path), help="A .npz with one array per input (or x) instead of random data.")
 @click.option("--no-xnnpack", is_flag=True, help="Run without the XNNPACK delegate (the builtin kernels).")
+@click.option("--on", "on", metavar="ssh://USER@HOST[:PORT]|adb[:SERIAL]", help="Measure on that device instead of this host.")
+@click.option("--remote-python", default="python3", show_default=True, help="With --on ssh://: the device's Python that has edgecompress.")
+@click.option("--ssh-config", type=click.Path(path_type=Path), help="With --on ssh://: an ssh_config file (as `ssh -F`).")
+@click.option("--benchmark-binary", type=click.Path(path_type=Path), help="With --on adb: TFLite's benchmark_model for the phone's ABI.")
 @json_option
 def benchmark_command(
     models: tuple[Path, ...],
@@ -153,6 +157,10 @@ def benchmark_command(
     min_secs: float,
     inputs: Path | None,
     no_xnnpack: bool,
+    on: str | None,
+    remote_python: str,
+    ssh_config: Path | None,
+    benchmark_binary: Path | None,
     as_json: bool,
 ) -> None:
     """Measure MODEL.tflite files like TFLite's benchmark_model: init, first inference, warm-up, timed runs.
@@ -174,6 +182,11 @@ def benchmark_command(
         use_xnnpack=not no_xnnpack,
         inputs=inputs,
     )
+    if on is not None or ssh_config is not None or benchmark_binary is not None:
+        from edgecompress.cli.remote_output import benchmark_on
+
+        benchmark_on(on, list(models), options, device, remote_python, ssh_config, benchmark_binary, as_json)
+        return
     results = benchmark(list(models), options, device, device_threads=threads)
     click.echo(to_json([r.to_dict() for r in results]) if as_json else render(results))
     failed = [r for r in results if r.measurement.error]

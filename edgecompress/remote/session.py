@@ -1,0 +1,157 @@
+"""benchmark_over_ssh: the same harness as a local `benchmark`, run on the device through SSH.
+
+The host checks each model (reading the .tflite, no TensorFlow), asks the device who it is (edgecompress's
+agent there: protocol, CPU, OS, Python, runtime, free memory), copies the models into a fresh folder on the
+device and measures them one by one there. A device that drops mid-run turns the remaining models into
+error rows; the models measured before keep their results.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from edgecompress import __version__
+from edgecompress.benchmark import BenchmarkResult, _speedups
+from edgecompress.errors import UserError
+from edgecompress.fileio import gzip_size
+from edgecompress.measure import Measurement, MeasureOptions
+from edgecompress.measure.harness import check_model
+from edgecompress.progress import note
+from edgecompress.remote.protocol import PROTOCOL, DeviceIdentity, measurement_from_dict, options_to_dict
+from edgecompress.remote.ssh import ConnectionLost, SshTarget, run_ssh
+
+AGENT = "edgecompress.remote.agent"
+HELLO_TIMEOUT_S = 120.0  # the first import of numpy and the runtime on a cold SD card is slow
+COPY_TIMEOUT_S = 600.0
+NOT_FOUND = (126, 127)  # the device's shell: not executable / command not found
+
+
+@dataclass
+class RemoteBenchmark:
+    """What `benchmark --on` returns: who measured, and the results (labelled measured)."""
+
+    target: str
+    identity: DeviceIdentity
+    results: list[BenchmarkResult]
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {"measured_on": self.target, "kind": "measured", "device": asdict(self.identity),
+                "results": [r.to_dict() for r in self.results]}
+
+
+def _agent(python: str, *args: str) -> list[str]:
+    return [python, "-m", AGENT, *args]
+
+
+def _hello_failure(target: SshTarget, python: str, proc) -> UserError:
+    err = proc.stderr
+    if proc.returncode in NOT_FOUND or "No such file or directory" in err:
+        return UserError(f"no Python at {python!r} on {target.url}: install python3 there, or pass "
+                         "--remote-python PATH naming the Python that has edgecompress")
+    if f"No module named {AGENT.split('.')[0]!r}" in err or "No module named 'edgecompress'" in err:
+        return UserError(f"edgecompress is not installed for {python} on {target.url}: run "
+                         f"`{python} -m pip install edgecompress` there (it brings the ai-edge-litert runtime)")
+    if "No module named 'edgecompress.remote" in err:
+        return UserError(f"edgecompress on {target.url} is older than remote benchmarking: run "
+                         f"`{python} -m pip install -U edgecompress=={__version__}` there")
+    last = next((ln.strip() for ln in reversed(err.splitlines()) if ln.strip()), f"exit code {proc.returncode}")
+    return UserError(f"edgecompress's agent failed on {target.url}: {last}")
+
+
+def hello(target: SshTarget, python: str) -> tuple[DeviceIdentity, str]:
+    """The device's identity and a fresh working folder there; every way this fails is one UserError."""
+    try:
+        proc = run_ssh(target, _agent(python, "hello"), HELLO_TIMEOUT_S)
+    except ConnectionLost as exc:
+        raise UserError(str(exc)) from None
+    if proc.returncode != 0:
+        raise _hello_failure(target, python, proc)
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    ident = DeviceIdentity(**data["identity"])
+    if ident.protocol != PROTOCOL:
+        raise UserError(f"edgecompress {ident.edgecompress} on {target.url} speaks protocol {ident.protocol}, this "
+                        f"host {PROTOCOL}: run `{python} -m pip install -U edgecompress=={__version__}` there")
+    if ident.edgecompress != __version__:
+        note(f"edgecompress {ident.edgecompress} on the device, {__version__} here; protocol {PROTOCOL} matches: running")
+    return ident, data["workdir"]
+
+
+def _check_fits(paths: Sequence[Path], ident: DeviceIdentity, target: SshTarget) -> None:
+    if ident.mem_available_mb is None:
+        return
+    for p in paths:
+        mb = p.stat().st_size / 2**20
+        if mb > ident.mem_available_mb:
+            raise UserError(f"model {p} ({mb:,.0f} MB) is larger than the free memory of {target.url} "
+                            f"({ident.mem_available_mb:,.0f} MB): free memory there or use a smaller variant")
+
+
+def _error_row(path: Path, options: MeasureOptions, error: str, kind: str) -> Measurement:
+    data = path.read_bytes()
+    return Measurement(model=str(path), runtime={}, threads=options.threads, xnnpack=options.use_xnnpack,
+                       size_bytes=len(data), gzip_bytes=gzip_size(data), error=error, error_kind=kind)
+
+
+def _send(target: SshTarget, python: str, local: Path, remote_path: str) -> None:
+    proc = run_ssh(target, _agent(python, "receive", remote_path), COPY_TIMEOUT_S, stdin=local)
+    if proc.returncode != 0:
+        raise ConnectionLost(f"copying {local.name} failed: {proc.stderr.strip() or proc.returncode}")
+
+
+def _measure_one(target: SshTarget, python: str, workdir: str, path: Path, options: MeasureOptions,
+                 remote_inputs: str | None) -> Measurement:
+    remote_model = f"{workdir}/{path.name}"
+    _send(target, python, path, remote_model)
+    args = [remote_model, json.dumps(options_to_dict(options))] + ([remote_inputs] if remote_inputs else [])
+    proc = run_ssh(target, _agent(python, "measure", *args), options.timeout + HELLO_TIMEOUT_S)
+    if proc.returncode != 0:
+        last = next((ln for ln in reversed(proc.stderr.splitlines()) if ln.strip()), f"exit code {proc.returncode}")
+        return _error_row(path, options, f"on {target.url}: {last.strip()}", "remote")
+    return measurement_from_dict(json.loads(proc.stdout.strip().splitlines()[-1]), str(path))
+
+
+def benchmark_over_ssh(
+    paths: Sequence[str | os.PathLike],
+    options: MeasureOptions,
+    target: SshTarget,
+    remote_python: str = "python3",
+) -> RemoteBenchmark:
+    """Measure each model on TARGET with the device's own edgecompress and runtime (see the module doc)."""
+    if not paths:
+        raise UserError("no model given: pass one or more .tflite files")
+    options.validate()
+    models = [Path(p) for p in paths]
+    for p in models:
+        check_model(p, options.inputs)
+    note(f"connecting to {target.url}")
+    ident, workdir = hello(target, remote_python)
+    _check_fits(models, ident, target)
+    measurements: list[Measurement] = []
+    try:
+        remote_inputs = None
+        if options.inputs is not None:
+            remote_inputs = f"{workdir}/inputs.npz"
+            _send(target, remote_python, Path(options.inputs), remote_inputs)
+        for i, path in enumerate(models, 1):
+            note(f"[{i}/{len(models)}] measuring {path} on {target.url} ({options.threads} thread(s))")
+            try:
+                m = _measure_one(target, remote_python, workdir, path, options, remote_inputs)
+            except ConnectionLost as exc:
+                m = _error_row(path, options, f"the device dropped: {exc}", "connection")
+            if m.error:
+                note(f"[{i}/{len(models)}] {path}: {m.error}")
+            measurements.append(m)
+    except ConnectionLost as exc:  # while copying the inputs: nothing was measured
+        raise UserError(f"the device dropped before measuring: {exc}") from None
+    finally:
+        try:
+            run_ssh(target, _agent(remote_python, "cleanup", workdir), HELLO_TIMEOUT_S)
+        except ConnectionLost:
+            note(f"could not remove {workdir} on {target.url} (the connection is gone)")
+    results = [BenchmarkResult(m, s) for m, s in zip(measurements, _speedups(measurements))]
+    return RemoteBenchmark(target.url, ident, results)
