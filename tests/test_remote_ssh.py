@@ -1,0 +1,144 @@
+"""`benchmark --on ssh://...` through a real OpenSSH server on 127.0.0.1 (tools/loopback_sshd.py: its own
+host key and a throwaway client key; openssh-server is installed with apt-get when missing, as root in CI).
+
+Both sides are the runtime-only environment (no TensorFlow): the host CLI and the device's Python.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgecompress.errors import UserError
+from edgecompress.remote.protocol import PROTOCOL, DeviceIdentity
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from loopback_sshd import loopback_sshd  # noqa: E402
+
+RUN_FAST = ["--runs", "5", "--min-secs", "0"]
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    with loopback_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+def _cli(runtime_venv: Path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(runtime_venv).parent / "edgecompress"), "benchmark", *map(str, args)],
+                          capture_output=True, text=True, timeout=600, cwd="/")
+
+
+def _one_error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and proc.stderr.rstrip().splitlines()[-1] == errors[0], proc.stderr
+    return errors[0]
+
+
+def test_benchmark_on_the_device_through_ssh(sshd, runtime_venv, float_tflite, int8_tflite):
+    proc = _cli(runtime_venv, float_tflite, int8_tflite, "--on", sshd.url, "--ssh-config", sshd.client_config,
+                "--remote-python", runtime_venv, *RUN_FAST, "--threads", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["kind"] == "measured" and data["measured_on"] == sshd.url
+    device = data["device"]
+    probe = subprocess.run([str(runtime_venv), "-c", "import platform; print(platform.python_version())"],
+                           capture_output=True, text=True, check=True)
+    assert device["python"] == probe.stdout.strip()  # the device's Python, not the host's
+    assert device["runtime"] == "ai-edge-litert" and device["protocol"] == PROTOCOL
+    assert device["cores"] == len(os.sched_getaffinity(0)) and device["mem_available_mb"] > 100
+    assert device["cpu_model"] and device["os"]
+    results = data["results"]
+    assert [r["model"] for r in results] == [str(float_tflite), str(int8_tflite)]
+    for r in results:
+        assert r["error"] is None and r["latency_ms"]["count"] >= 5 and r["latency_ms"]["p50"] > 0
+        assert r["init_ms"] > 0 and r["peak_rss_mb"] > r["model_load_rss_mb"] > 0
+        assert r["inputs"][0]["shape"] == [1, 8, 8, 1]
+    assert results[1]["inputs"][0]["dtype"] == "int8" and results[1]["speedup_vs_first"] > 0
+
+    table = _cli(runtime_venv, float_tflite, "--on", sshd.url, "--ssh-config", sshd.client_config,
+                 "--remote-python", runtime_venv, *RUN_FAST)
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.startswith(f"MEASURED on {sshd.url}") and "timed runs (ms)" in table.stdout
+    assert "ai-edge-litert" in table.stdout and "free memory" in table.stdout
+
+
+def test_unreachable_port(sshd, runtime_venv, float_tflite):
+    from loopback_sshd import free_port
+
+    url = f"ssh://{sshd.url.split('//')[1].split('@')[0]}@127.0.0.1:{free_port()}"
+    line = _one_error_line(_cli(runtime_venv, float_tflite, "--on", url, "--ssh-config", sshd.client_config))
+    assert "unreachable" in line and "Connection refused" in line
+
+
+def test_refused_key(sshd, runtime_venv, float_tflite):
+    line = _one_error_line(_cli(runtime_venv, float_tflite, "--on", sshd.url, "--ssh-config", sshd.bad_key_config,
+                                "--remote-python", runtime_venv))
+    assert "authentication refused" in line
+
+
+def test_missing_edgecompress_and_missing_python(sshd, runtime_venv, float_tflite, tmp_path):
+    bare = tmp_path / "bare"  # a Python with nothing installed: what a fresh device has
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    line = _one_error_line(_cli(runtime_venv, float_tflite, "--on", sshd.url, "--ssh-config", sshd.client_config,
+                                "--remote-python", bare / "bin" / "python"))
+    assert "edgecompress is not installed" in line and "pip install edgecompress" in line
+    line = _one_error_line(_cli(runtime_venv, float_tflite, "--on", sshd.url, "--ssh-config", sshd.client_config,
+                                "--remote-python", tmp_path / "no-such-python"))
+    assert "no Python at" in line and "--remote-python" in line
+
+
+def test_a_device_that_drops_mid_run_gives_an_error_row(sshd, runtime_venv, float_tflite, int8_tflite, tmp_path):
+    """The device's Python is a wrapper that kills its own SSH session when asked to measure the second model:
+    the connection really drops (ssh exits 255) in the middle of the run."""
+    second = tmp_path / "second.tflite"
+    second.write_bytes(int8_tflite.read_bytes())
+    wrapper = tmp_path / "dropping-python"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *measure*second.tflite*) kill -9 "$(cut -d" " -f4 /proc/$PPID/stat)" "$PPID" ;; esac\n'
+        f'exec {runtime_venv} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    proc = _cli(runtime_venv, float_tflite, second, "--on", sshd.url, "--ssh-config", sshd.client_config,
+                "--remote-python", wrapper, *RUN_FAST, "--json")
+    assert proc.returncode == 1, proc.stderr
+    first, dropped = json.loads(proc.stdout)["results"]
+    assert first["error"] is None and first["latency_ms"]["count"] >= 5
+    assert dropped["error_kind"] == "connection" and dropped["latency_ms"] is None
+    assert "dropped" in dropped["error"]
+
+
+def test_a_model_larger_than_the_free_memory_is_refused(tmp_path):
+    from edgecompress.remote.session import _check_fits
+    from edgecompress.remote.ssh import parse_target
+
+    model = tmp_path / "big.tflite"
+    model.write_bytes(b"\0" * (3 * 2**20))
+    ident = DeviceIdentity("pi", "aarch64", "Raspberry Pi 4", 4, "Debian 12", "3.11.2", "ai-edge-litert", "2.3.0",
+                           mem_available_mb=2.0, edgecompress="0.1.0", protocol=PROTOCOL)
+    with pytest.raises(UserError, match=r"big.tflite \(3 MB\) is larger than the free memory of ssh://pi@pi.local \(2 MB\)"):
+        _check_fits([model], ident, parse_target("ssh://pi@pi.local"))
+    _check_fits([model], DeviceIdentity(**{**ident.__dict__, "mem_available_mb": 4.0}), parse_target("ssh://pi@pi.local"))
+
+
+@pytest.mark.parametrize("url", ["http://pi", "ssh://", "ssh://pi:secret@host", "ssh://pi@host:99999", "ssh://pi@host/x"])
+def test_bad_addresses_are_refused(url):
+    from edgecompress.remote.ssh import parse_target
+
+    with pytest.raises(UserError, match="ssh://USER@HOST|port"):
+        parse_target(url)
+
+
+def test_remote_arguments_are_quoted_for_the_device_shell():
+    from edgecompress.remote.ssh import parse_target
+
+    argv = parse_target("ssh://pi@pi.local:2222").ssh_argv(["python3", "-m", "x", "a b; rm -rf ~", "$(id)"])
+    assert argv[:5] == ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+    assert argv[-3:] == ["pi@pi.local", "--", "python3 -m x 'a b; rm -rf ~' '$(id)'"]
