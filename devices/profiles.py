@@ -27,6 +27,16 @@ class Runtime:
 
 
 @dataclass(frozen=True)
+class UserlandSpec:
+    """The device's OS userland (see edgecompress.devices.userland): Debian release, architecture, Python."""
+
+    os: str
+    suite: str
+    arch: str
+    python: str
+
+
+@dataclass(frozen=True)
 class ReferenceLatency:
     """A device latency for a reference architecture: published (with its source) or derived from one."""
 
@@ -64,6 +74,7 @@ class DeviceProfile:
     runtime: Runtime
     references: tuple[ReferenceLatency, ...]
     derived_from: Derivation | None = None
+    userland: UserlandSpec | None = None  # optional: Android profiles have none
     path: str = field(default="", compare=False)
 
     @property
@@ -135,8 +146,16 @@ def _parse(text: str, where: str, path: Path | None = None) -> DeviceProfile:
         runtime=Runtime(runtime.text("name"), runtime.text("version")),
         references=references,
         derived_from=derivation,
+        userland=_userland(data, where),
         path=str(path) if path else "",
     )
+
+
+def _userland(data: dict[str, Any], where: str) -> UserlandSpec | None:
+    if "userland" not in data:
+        return None
+    get = _Fields(_Fields(data, where).table("userland"), f"{where}, [userland]")
+    return UserlandSpec(get.text("os"), get.text("suite"), get.text("arch"), get.text("python"))
 
 
 def _derivation(data: dict[str, Any], where: str) -> Derivation | None:
