@@ -1,0 +1,111 @@
+"""`edgecompress check`: operator versions against a runtime, and one inference on the Raspberry Pi OS
+userland (Debian bookworm arm64) under QEMU against the host's.
+
+The userland and the aarch64 wheels are fetched once into the edgecompress cache (about 235 MB + wheels);
+qemu-user-static and debootstrap are installed with apt-get when missing (root in CI), since the command
+itself installs nothing as root.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from edgecompress.errors import UserError
+
+PI = "raspberry-pi-4"
+BOTH = ["--runtime", "ai-edge-litert==2.3.0", "--runtime", "tflite-runtime==2.14.0"]
+
+
+@pytest.fixture(scope="module")
+def emulation_tools():
+    from edgecompress.devices.userland import missing_tools
+
+    missing = missing_tools()
+    if missing:
+        assert os.geteuid() == 0 and shutil.which("apt-get"), f"install {' '.join(missing)} to run these tests"
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        if subprocess.run(["apt-get", "install", "-y", "-q", *missing], **quiet).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], check=True, **quiet)
+            subprocess.run(["apt-get", "install", "-y", "-q", *missing], check=True, **quiet)
+
+
+@pytest.fixture(scope="module")
+def dynamic_tflite(digits_model, session_dir):
+    """Dynamic-range quantization by TF 2.21's converter: FULLY_CONNECTED at a version newer than TFLite 2.14."""
+    import tensorflow as tf
+
+    fn = tf.function(lambda x: digits_model(x, training=False)).get_concrete_function(tf.TensorSpec([1, 8, 8, 1], tf.float32))
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([fn], digits_model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    path = session_dir / "digits_dynamic.tflite"
+    path.write_bytes(conv.convert())
+    return path
+
+
+def test_static_operator_versions(int8_tflite, dynamic_tflite):
+    from edgecompress.devices.compat import model_ops, static_check
+
+    int8 = model_ops(int8_tflite)
+    assert int8.min_runtime_version and ("CONV_2D", 3) in int8.ops
+    assert static_check(int8, "tflite-runtime", "2.14.0").ok is True
+    dynamic = model_ops(dynamic_tflite)
+    fc = max(v for n, v in dynamic.ops if n == "FULLY_CONNECTED")
+    assert fc >= 12 and dynamic.min_runtime_version == "2.17.0"
+    old = static_check(dynamic, "tflite-runtime", "2.14.0")
+    assert old.ok is False and f"FULLY_CONNECTED v{fc}" in old.message and "2.17.0" in old.message
+    assert static_check(dynamic, "ai-edge-litert", "2.3.0").ok is True
+    assert static_check(dynamic, "ai-edge-litert", "0.9.0").ok is None  # unknown release: no guess
+
+
+def test_android_profiles_get_the_static_check(run_cli, dynamic_tflite):
+    code, out, _ = run_cli(["check", dynamic_tflite, "--device", "pixel-3a", "--runtime", "tflite-runtime==2.14.0", "--json"])
+    report = json.loads(out)
+    assert code == 1 and report["userland"] is None
+    (verdict,) = report["verdicts"]
+    assert verdict["runs"] is False and verdict["emulated"] is False and "FULLY_CONNECTED" in verdict["static"]["message"]
+    code, out, _ = run_cli(["check", dynamic_tflite, "--device", "pixel-3a", "--json"])
+    assert code == 0 and json.loads(out)["verdicts"][0]["runs"] is True
+
+
+def test_int8_runs_on_the_pi_userland_under_both_runtimes(run_cli, emulation_tools, int8_tflite):
+    code, out, err = run_cli(["check", int8_tflite, "--device", PI, *BOTH, "--json"])
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["userland"].startswith("Raspberry Pi OS") and report["host_runtime"].startswith("ai-edge-litert")
+    for verdict in report["verdicts"]:
+        assert verdict["runs"] is True and verdict["emulated"] is True, verdict
+        assert verdict["guest"]["machine"] == "aarch64" and verdict["guest"]["python"].startswith("3.11")
+        (out0,) = verdict["agreement"]
+        assert out0["dtype"] == "int8" and out0["max_steps"] is not None and out0["max_steps"] <= 2
+    numpies = {v["runtime"]: v["guest"]["numpy"] for v in report["verdicts"]}
+    assert numpies["tflite-runtime 2.14.0"].startswith("1.")  # the old runtime needs numpy<2 in the guest
+    code, table, _ = run_cli(["check", int8_tflite, "--device", PI])
+    assert code == 0 and "RUNS (on the emulated userland)" in table and "integer step" in table
+    assert "not latency" in table or "says nothing about the device's latency" in table
+
+
+def test_an_operator_version_the_old_runtime_lacks_is_named(run_cli, emulation_tools, dynamic_tflite):
+    code, out, err = run_cli(["check", dynamic_tflite, "--device", PI, *BOTH, "--json"])
+    assert code == 1, err
+    new, old = json.loads(out)["verdicts"]
+    assert new["runs"] is True and new["agreement"][0]["max_abs_error"] < 1e-4
+    assert old["runs"] is False and old["emulated"] is True
+    assert old["missing_op"].startswith("FULLY_CONNECTED v1")  # the runtime's own refusal, parsed
+    assert "ai-edge-litert==2.3.0" in old["advice"] and "--quantize int8" in old["advice"]
+
+
+def test_missing_host_tools_are_named_not_installed(float_tflite, monkeypatch, tmp_path):
+    from edgecompress.check import check
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(UserError, match=r"needs .*qemu-user-static.*sudo apt-get install"):
+        check(float_tflite, PI)
+
+
+def test_bad_runtime_spec(run_cli, float_tflite):
+    code, _, err = run_cli(["check", float_tflite, "--device", PI, "--runtime", "tflite-runtime"])
+    assert code == 2 and "NAME==VERSION" in err and err.count("\n") == 1
