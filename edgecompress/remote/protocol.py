@@ -36,7 +36,7 @@ class DeviceIdentity:
 
     def pairs(self) -> list[tuple[str, Any]]:
         free = "-" if self.mem_available_mb is None else f"{self.mem_available_mb:,.0f} MB"
-        return [
+        pairs = [
             ("device", self.host),
             ("CPU", f"{self.cpu_model} ({self.machine}), {self.cores} cores"),
             ("OS", self.os),
@@ -45,6 +45,7 @@ class DeviceIdentity:
             ("free memory", free),
             ("edgecompress", f"{self.edgecompress} (protocol {self.protocol})"),
         ]
+        return [(k, v) for k, v in pairs if not str(v).startswith("-")]  # adb: no Python, no edgecompress there
 
 
 def options_to_dict(options: MeasureOptions) -> dict[str, Any]:
