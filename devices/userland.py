@@ -18,6 +18,7 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from edgecompress.devices.profiles import UserlandSpec as Userland
 from edgecompress.devices.references import cache_root
@@ -179,18 +180,29 @@ class GuestRun:
     error: str | None = None
 
 
-def run_in_userland(userland: Userland, runtime: RuntimeSpec, model: Path, feeds: Path, out: Path,
-                    threads: int = 1) -> GuestRun:
-    """One inference of MODEL on FEEDS (in0, in1, ... .npz) inside the userland; outputs to OUT (.npz)."""
+def guest_python(userland: Userland, runtime: RuntimeSpec, extra_paths: Sequence[Path] = (),
+                 argv0: str | None = None) -> list[str]:
+    """The command that starts the userland's Python with RUNTIME (and EXTRA_PATHS) importable, made ready once.
+
+    ARGV0 becomes the guest's sys.executable: a wrapper script that runs this command lets the guest start
+    child Pythons of its own (as the benchmark harness does) without binfmt.
+    """
     require_tools()
     root = ensure_rootfs(userland)
     write_pi_cpuinfo(root, os.cpu_count() or 1)
     site = ensure_site(userland, runtime)
     qemu, _ = ARCHES[userland.arch]
+    path = ":".join(str(p) for p in (*extra_paths, site))
     # -cpu cortex-a72: the Pi 4's instruction set (no dot product), so XNNPACK picks the kernels a Pi 4 runs.
-    cmd = [qemu, "-cpu", "cortex-a72", "-L", str(root), "-E", f"PYTHONPATH={site}", "-U", "PYTHONHOME",
-           str(root / "usr/bin" / f"python{userland.python}"), "-s", "-c", GUEST, runtime.name,
-           str(model.resolve()), str(feeds.resolve()), str(out.resolve()), str(threads)]
+    return [qemu, "-cpu", "cortex-a72", "-L", str(root), *(["-0", argv0] if argv0 else []),
+            "-E", f"PYTHONPATH={path}", "-U", "PYTHONHOME", str(root / "usr/bin" / f"python{userland.python}"), "-s"]
+
+
+def run_in_userland(userland: Userland, runtime: RuntimeSpec, model: Path, feeds: Path, out: Path,
+                    threads: int = 1) -> GuestRun:
+    """One inference of MODEL on FEEDS (in0, in1, ... .npz) inside the userland; outputs to OUT (.npz)."""
+    cmd = guest_python(userland, runtime) + ["-c", GUEST, runtime.name, str(model.resolve()), str(feeds.resolve()),
+                                             str(out.resolve()), str(threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=GUEST_TIMEOUT_S, cwd=str(out.parent))
     lines = proc.stdout.strip().splitlines()
     if proc.returncode < 0:  # the runtime crashed on the model: a finding about the device, not our failure

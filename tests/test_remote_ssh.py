@@ -102,7 +102,10 @@ def test_a_device_that_drops_mid_run_gives_an_error_row(sshd, runtime_venv, floa
     wrapper = tmp_path / "dropping-python"
     wrapper.write_text(
         "#!/bin/sh\n"
-        'case "$*" in *measure*second.tflite*) kill -9 "$(cut -d" " -f4 /proc/$PPID/stat)" "$PPID" ;; esac\n'
+        # the nearest sshd above this process serves this session only (the listener is further up)
+        'case "$*" in *measure*second.tflite*)\n'
+        '  p=$PPID; while [ "$(cat /proc/$p/comm)" != sshd ]; do p=$(cut -d" " -f4 /proc/$p/stat); done\n'
+        '  kill -9 "$p" ;;\nesac\n'
         f'exec {runtime_venv} "$@"\n'
     )
     wrapper.chmod(0o755)
@@ -142,3 +145,45 @@ def test_remote_arguments_are_quoted_for_the_device_shell():
     argv = parse_target("ssh://pi@pi.local:2222").ssh_argv(["python3", "-m", "x", "a b; rm -rf ~", "$(id)"])
     assert argv[:5] == ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
     assert argv[-3:] == ["pi@pi.local", "--", "python3 -m x 'a b; rm -rf ~' '$(id)'"]
+
+
+@pytest.fixture(scope="module")
+def pi_python(tmp_path_factory) -> Path:
+    """A wrapper that is the Raspberry Pi OS arm64 userland's Python 3.11 under QEMU, with ai-edge-litert's
+    aarch64 wheels and this checkout's edgecompress (a pure-Python wheel) importable: the device's Python."""
+    import shlex
+    import shutil
+
+    import click
+
+    from apt_packages import ensure_packages
+    from edgecompress.devices.profiles import load_profile
+    from edgecompress.devices.userland import RuntimeSpec, guest_python, missing_tools
+
+    ensure_packages(missing_tools())
+    folder = tmp_path_factory.mktemp("pi-python")
+    wheel = folder / "wheel"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check", "-w",
+                    str(wheel), str(Path(__file__).resolve().parents[1])], check=True, capture_output=True)
+    extra = folder / "site"
+    for whl in wheel.glob("*.whl"):
+        shutil.unpack_archive(whl, extra, "zip")
+    shutil.copytree(Path(click.__file__).parent, extra / "click")  # pure Python
+    wrapper = folder / "python3"
+    cmd = guest_python(load_profile("raspberry-pi-4").userland, RuntimeSpec("ai-edge-litert", "2.3.0"), [extra], str(wrapper))
+    wrapper.write_text(f"#!/bin/sh\nexec {' '.join(map(shlex.quote, cmd))} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def test_benchmark_on_the_pi_userland_through_ssh(sshd, runtime_venv, pi_python, int8_tflite):
+    """End to end on aarch64: the device's Python is Raspberry Pi OS's under QEMU. Only that it runs there is
+    checked: QEMU time is instruction translation, never a latency."""
+    proc = _cli(runtime_venv, int8_tflite, "--on", sshd.url, "--ssh-config", sshd.client_config,
+                "--remote-python", pi_python, "--runs", "2", "--min-secs", "0", "--warmup", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    device, (result,) = data["device"], data["results"]
+    assert device["machine"] == "aarch64" and device["python"].startswith("3.11") and "bookworm" in device["os"]
+    assert device["runtime"] == "ai-edge-litert" and device["cpu_model"].startswith("Raspberry Pi 4")
+    assert result["error"] is None and result["latency_ms"]["count"] >= 2 and result["peak_rss_mb"] > 0

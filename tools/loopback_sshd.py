@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -21,18 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from apt_packages import ensure_packages
+
 SSHD = Path("/usr/sbin/sshd")
 
 
 def ensure_sshd() -> None:
-    if SSHD.exists():
-        return
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise RuntimeError("needs OpenSSH's server: run `sudo apt-get install openssh-server` first")
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    if subprocess.run(["apt-get", "install", "-y", "-q", "openssh-server"], **quiet).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], check=True, **quiet)
-        subprocess.run(["apt-get", "install", "-y", "-q", "openssh-server"], check=True, **quiet)
+    if not SSHD.exists():
+        ensure_packages(["openssh-server"])
 
 
 def free_port() -> int:
