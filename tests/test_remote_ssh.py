@@ -28,9 +28,10 @@ def sshd(tmp_path_factory):
         yield server
 
 
-def _cli(runtime_venv: Path, *args) -> subprocess.CompletedProcess:
+def _cli(runtime_venv: Path, *args, cache: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **({"EDGECOMPRESS_CACHE": str(cache)} if cache else {})}
     return subprocess.run([str(Path(runtime_venv).parent / "edgecompress"), "benchmark", *map(str, args)],
-                          capture_output=True, text=True, timeout=600, cwd="/")
+                          capture_output=True, text=True, timeout=600, cwd="/", env=env)
 
 
 def _one_error_line(proc: subprocess.CompletedProcess) -> str:
@@ -41,9 +42,9 @@ def _one_error_line(proc: subprocess.CompletedProcess) -> str:
     return errors[0]
 
 
-def test_benchmark_on_the_device_through_ssh(sshd, runtime_venv, float_tflite, int8_tflite):
+def test_benchmark_on_the_device_through_ssh(sshd, runtime_venv, float_tflite, int8_tflite, tmp_path, monkeypatch):
     proc = _cli(runtime_venv, float_tflite, int8_tflite, "--on", sshd.url, "--ssh-config", sshd.client_config,
-                "--remote-python", runtime_venv, *RUN_FAST, "--threads", "1", "--json")
+                "--remote-python", runtime_venv, *RUN_FAST, "--threads", "1", "--json", cache=tmp_path)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["kind"] == "measured" and data["measured_on"] == sshd.url
@@ -61,6 +62,14 @@ def test_benchmark_on_the_device_through_ssh(sshd, runtime_venv, float_tflite, i
         assert r["init_ms"] > 0 and r["peak_rss_mb"] > r["model_load_rss_mb"] > 0
         assert r["inputs"][0]["shape"] == [1, 8, 8, 1]
     assert results[1]["inputs"][0]["dtype"] == "int8" and results[1]["speedup_vs_first"] > 0
+
+    from edgecompress.remote.store import load_measurements
+
+    monkeypatch.setenv("EDGECOMPRESS_CACHE", str(tmp_path))
+    kept = load_measurements()  # every device measurement is kept, with what a refit needs
+    assert [k["model"]["name"] for k in kept] == [float_tflite.name, int8_tflite.name]
+    assert [k["model"]["integer"] for k in kept] == [False, True] and kept[0]["model"]["macs"] > 370_000
+    assert kept[1]["figures_ms"]["p50"] == results[1]["latency_ms"]["p50"] and kept[0]["device"] == device
 
     table = _cli(runtime_venv, float_tflite, "--on", sshd.url, "--ssh-config", sshd.client_config,
                  "--remote-python", runtime_venv, *RUN_FAST)

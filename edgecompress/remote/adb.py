@@ -19,6 +19,7 @@ from edgecompress.fileio import gzip_size, require_file
 from edgecompress.measure import Measurement, MeasureOptions
 from edgecompress.measure.harness import check_model
 from edgecompress.progress import note
+from edgecompress.remote import store
 from edgecompress.remote.benchmark_model import command, parse_output
 from edgecompress.remote.protocol import DeviceIdentity
 from edgecompress.remote.session import RemoteBenchmark
@@ -186,4 +187,6 @@ def benchmark_over_adb(paths: Sequence[str | Path], options: MeasureOptions, ser
             m = _measurement(path, options, None, str(exc))
         measurements.append(m)
     results = [BenchmarkResult(m, s) for m, s in zip(measurements, _speedups(measurements))]
-    return RemoteBenchmark(f"adb:{serial}" if serial else "adb", ident, results)
+    run = RemoteBenchmark(f"adb:{serial}" if serial else "adb", ident, results)
+    store.record(run)
+    return run

@@ -20,6 +20,7 @@ from edgecompress.fileio import gzip_size
 from edgecompress.measure import Measurement, MeasureOptions
 from edgecompress.measure.harness import check_model
 from edgecompress.progress import note
+from edgecompress.remote import store
 from edgecompress.remote.protocol import PROTOCOL, DeviceIdentity, measurement_from_dict, options_to_dict
 from edgecompress.remote.ssh import ConnectionLost, SshTarget, run_ssh
 
@@ -53,7 +54,7 @@ def _hello_failure(target: SshTarget, python: str, proc) -> UserError:
     if proc.returncode in NOT_FOUND or "No such file or directory" in err:
         return UserError(f"no Python at {python!r} on {target.url}: install python3 there, or pass "
                          "--remote-python PATH naming the Python that has edgecompress")
-    if f"No module named {AGENT.split('.')[0]!r}" in err or "No module named 'edgecompress'" in err:
+    if "No module named 'edgecompress'" in err:
         return UserError(f"edgecompress is not installed for {python} on {target.url}: run "
                          f"`{python} -m pip install edgecompress` there (it brings the ai-edge-litert runtime)")
     if "No module named 'edgecompress.remote" in err:
@@ -154,4 +155,6 @@ def benchmark_over_ssh(
         except ConnectionLost:
             note(f"could not remove {workdir} on {target.url} (the connection is gone)")
     results = [BenchmarkResult(m, s) for m, s in zip(measurements, _speedups(measurements))]
-    return RemoteBenchmark(target.url, ident, results)
+    run = RemoteBenchmark(target.url, ident, results)
+    store.record(run)
+    return run
