@@ -196,3 +196,39 @@ def test_benchmark_on_the_pi_userland_through_ssh(sshd, runtime_venv, pi_python,
     assert device["machine"] == "aarch64" and device["python"].startswith("3.11") and "bookworm" in device["os"]
     assert device["runtime"] == "ai-edge-litert" and device["cpu_model"].startswith("Raspberry Pi 4")
     assert result["error"] is None and result["latency_ms"]["count"] >= 2 and result["peak_rss_mb"] > 0
+
+
+@pytest.fixture()
+def other_release(runtime_venv, tmp_path):
+    """A device Python whose edgecompress is another release: this package copied with its version (and, when
+    asked, its protocol) changed, put first on the path by a wrapper around the runtime-only venv's Python."""
+    import shutil
+
+    site = subprocess.run([str(runtime_venv), "-c", "import edgecompress, os; print(os.path.dirname(edgecompress.__file__))"],
+                          capture_output=True, text=True, check=True, cwd="/").stdout.strip()
+
+    def make(version: str, protocol: int | None = None) -> Path:
+        package = tmp_path / version / "edgecompress"
+        shutil.copytree(site, package)
+        init = package / "__init__.py"
+        init.write_text(init.read_text().replace('__version__ = "', f'__version__ = "{version}"  # was "', 1))
+        if protocol is not None:
+            proto = package / "remote" / "protocol.py"
+            proto.write_text(proto.read_text().replace("\nPROTOCOL = ", f"\nPROTOCOL = {protocol}  # was ", 1))
+        wrapper = tmp_path / version / "python"
+        wrapper.write_text(f'#!/bin/sh\nPYTHONPATH={package.parent} exec {runtime_venv} "$@"\n')
+        wrapper.chmod(0o755)
+        return wrapper
+
+    return make
+
+
+def test_another_release_on_the_device(sshd, runtime_venv, float_tflite, other_release):
+    same_protocol = _cli(runtime_venv, float_tflite, "--on", sshd.url, "--ssh-config", sshd.client_config,
+                         "--remote-python", other_release("0.0.9"), *RUN_FAST, "--json")
+    assert same_protocol.returncode == 0, same_protocol.stderr
+    assert "edgecompress 0.0.9 on the device" in same_protocol.stderr and "matches: running" in same_protocol.stderr
+    assert json.loads(same_protocol.stdout)["device"]["edgecompress"] == "0.0.9"
+    line = _one_error_line(_cli(runtime_venv, float_tflite, "--on", sshd.url, "--ssh-config", sshd.client_config,
+                                "--remote-python", other_release("9.0.0", protocol=PROTOCOL + 1)))
+    assert f"speaks protocol {PROTOCOL + 1}" in line and "pip install -U edgecompress==" in line
