@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Sequence
 
-from edgecompress.benchmark import BenchmarkResult
+from edgecompress.benchmark import BenchmarkResult, _speedups
 from edgecompress.errors import UserError
 from edgecompress.fileio import gzip_size, require_file
 from edgecompress.measure import Measurement, MeasureOptions
@@ -148,12 +148,6 @@ def _measurement(path: Path, options: MeasureOptions, output: str | None, error:
     # benchmark_model reports footprint deltas from its own start, not RSS: the peak is the closest figure.
     base.peak_rss_mb, base.model_load_rss_mb = run.peak_footprint_mb, run.init_footprint_mb
     return base
-
-
-def _speedups(ms: list[Measurement]) -> list[float | None]:
-    """First model's average / this model's (benchmark_model's old builds print no median)."""
-    first = ms[0].latency_ms if ms else None
-    return [first.avg / m.latency_ms.avg if first and m.latency_ms and m.latency_ms.avg > 0 else None for m in ms]
 
 
 def benchmark_over_adb(paths: Sequence[str | Path], options: MeasureOptions, serial: str | None,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgecompress.measure import Measurement, MeasureOptions
+from edgecompress.measure.harness import _phase_end
 from edgecompress.measure.inputs import InputUsed
 from edgecompress.measure.stats import LatencyStats
 
@@ -64,6 +65,7 @@ def measurement_from_dict(data: dict[str, Any], model: str) -> Measurement:
             **{f.name: data[f.name] for f in dataclasses.fields(Measurement) if f.name in data},
             "model": model,
             "latency_ms": LatencyStats(**stats) if stats else None,
+            "timed": _phase_end(data.get("timed")),
             "inputs": [InputUsed(**{**u, "shape": tuple(u["shape"])}) for u in data.get("inputs", [])],
         }
     )
