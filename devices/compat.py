@@ -9,6 +9,7 @@ When the model needs more, the operators with the newest versions are the ones t
 """
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def model_ops(path: str | Path) -> ModelOps:
     model = parse_model(data, str(path))
     try:
         needed = min_runtime_version(data)
-    except (IndexError, ValueError, TypeError):
+    except (struct.error, IndexError, ValueError, TypeError, OverflowError, MemoryError):
         raise UserError(f"model {path} has damaged metadata: re-export it with a TFLite converter") from None
     ops = tuple(sorted({(op.name, op.version) for op in model.operators}))
     return ModelOps(model, ops, needed)

@@ -109,3 +109,22 @@ def test_missing_host_tools_are_named_not_installed(float_tflite, monkeypatch, t
 def test_bad_runtime_spec(run_cli, float_tflite):
     code, _, err = run_cli(["check", float_tflite, "--device", PI, "--runtime", "tflite-runtime"])
     assert code == 2 and "NAME==VERSION" in err and err.count("\n") == 1
+
+
+def test_damaged_files_are_refused_in_one_line(int8_tflite, tmp_path):
+    """Mutated copies of a real model: every one is read or refused with a UserError, never a crash."""
+    import random
+
+    from edgecompress.devices.compat import model_ops, static_check
+
+    data, rng = int8_tflite.read_bytes(), random.Random(0)
+    for i in range(150):
+        mutated = bytearray(data)
+        for _ in range(rng.randint(1, 20)):
+            mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+        path = tmp_path / f"m{i}.tflite"
+        path.write_bytes(mutated[: rng.randrange(len(mutated))] if rng.random() < 0.3 else mutated)
+        try:
+            static_check(model_ops(path), "tflite-runtime", "2.14.0")
+        except UserError as exc:
+            assert "\n" not in str(exc)
