@@ -128,3 +128,21 @@ def test_damaged_files_are_refused_in_one_line(int8_tflite, tmp_path):
             static_check(model_ops(path), "tflite-runtime", "2.14.0")
         except UserError as exc:
             assert "\n" not in str(exc)
+
+
+def test_a_metadata_entry_pointing_outside_the_file(int8_tflite, tmp_path):
+    """The min_runtime_version entry's buffer index overwritten with a huge one: refused, not a struct.error."""
+    import struct
+
+    from ai_edge_litert import schema_py_generated as schema
+
+    from edgecompress.devices.compat import model_ops
+
+    data = bytearray(int8_tflite.read_bytes())
+    root = schema.Model.GetRootAs(bytes(data), 0)
+    (meta,) = [root.Metadata(i) for i in range(root.MetadataLength()) if root.Metadata(i).Name() == b"min_runtime_version"]
+    struct.pack_into("<I", data, meta._tab.Pos + meta._tab.Offset(6), 1_000_000)  # field 1 of Metadata: buffer
+    path = tmp_path / "damaged.tflite"
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="damaged"):
+        model_ops(path)
