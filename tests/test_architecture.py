@@ -25,11 +25,13 @@ FORBIDDEN = {
     "optimize": ("converters", "devices", "benchmark", "pipeline", "cli"),
     "devices": ("converters", "optimize", "benchmark", "pipeline", "cli"),
     "benchmark": ("converters", "optimize", "pipeline", "cli"),
+    "remote": ("converters", "optimize", "pipeline", "cli"),
+    "check": ("converters", "optimize", "pipeline", "cli"),
     "pipeline": ("cli",),
     "demo": ("cli",),
 }
 NO_TENSORFLOW_ON_IMPORT = RUNTIME_SIDE + BASE + ("models", "calibration", "converters", "optimize", "devices",
-                                                 "benchmark", "pipeline", "demo", "cli")
+                                                 "benchmark", "remote", "check", "pipeline", "demo", "cli")
 
 
 def _module(root: Path, path: Path) -> str:
