@@ -201,3 +201,47 @@ def test_a_grid_crosses_int4_blocks_with_other_modes(folder):
     names = [v.name for v in recipe.variants]
     assert {"int8-weights", "int4", "int4-b32"} <= set(names) and "int8-weights-b32" not in names
     assert any("int8-weights-b32" in n and "int4" in n for n in recipe.notes)
+
+
+TABLED = GOOD.replace('devices = ["raspberry-pi-4", "pixel-3a"]\n', "") + """
+[devices.raspberry-pi-4]
+on = "ssh://pi@raspberrypi.local:2222"
+
+[devices.pixel-3a]
+"""
+
+
+def test_devices_as_tables_name_the_ones_measured_over_ssh(folder):
+    from edgecompress.pipeline.recipe import DeviceAccess
+
+    recipe = load_recipe(write(folder, TABLED))
+    assert recipe.devices == ("raspberry-pi-4", "pixel-3a")
+    assert recipe.measured == {"raspberry-pi-4": DeviceAccess("ssh://pi@raspberrypi.local:2222")}
+    assert load_recipe(write(folder, GOOD)).measured == {}
+    # a board no profile describes can be measured (its figures are never estimated)
+    board = TABLED.replace("[devices.raspberry-pi-4]", "[devices.my-board]").replace('"raspberry-pi-4" = 5', "my-board = 5")
+    assert load_recipe(write(folder, board)).measured["my-board"].on == "ssh://pi@raspberrypi.local:2222"
+
+
+BAD_DEVICES = [
+    ('on = "ssh://pi@raspberrypi.local:2222"', 'on = "http://raspberrypi.local"', "http://",
+     ["devices.raspberry-pi-4.on", "ssh://USER@HOST[:PORT]"]),
+    ('on = "ssh://pi@raspberrypi.local:2222"', 'on = "ssh://pi@raspberrypi.local:2222"\nport = 22', "port = 22",
+     ["devices.raspberry-pi-4.port", "unknown field", "remote_python"]),
+    ('on = "ssh://pi@raspberrypi.local:2222"', 'on = "ssh://pi@raspberrypi.local:2222"\nssh_config = "nope"',
+     'ssh_config = "nope"', ["devices.raspberry-pi-4.ssh_config", "does not exist"]),
+    ("[devices.pixel-3a]\n", '[devices.pixel-3a]\nremote_python = "python3"\n', "remote_python",
+     ["devices.pixel-3a.remote_python", 'add on = "ssh://']),
+    ("[devices.pixel-3a]\n", "[devices.pixel-3a]\n\n[devices.pixel-99]\n", "[devices.pixel-99]",
+     ["devices.pixel-99", "unknown device 'pixel-99'", "measure it"]),
+]
+
+
+@pytest.mark.parametrize("old,new,at,words", BAD_DEVICES, ids=[b[2][:20] for b in BAD_DEVICES])
+def test_bad_device_table_names_field_and_line(folder, old, new, at, words):
+    text = TABLED.replace(old, new, 1)
+    with pytest.raises(UserError) as err:
+        load_recipe(write(folder, text))
+    message = str(err.value)
+    assert f"line {line_of(text, at)}:" in message, message
+    assert all(word in message for word in words), message

@@ -5,7 +5,9 @@ UserError naming the file, the line and the field, and saying how to fix it. Rel
 from the recipe's folder. Format (all sections but `model`, `data` and the variants are optional):
 
     model = "model.keras"                  # the trained baseline (also the teacher for distillation)
-    devices = ["raspberry-pi-4"]           # device profiles to estimate latency on
+    devices = ["raspberry-pi-4"]           # device profiles to estimate latency on, or a table per device:
+    [devices.raspberry-pi-4]               #   with `on`, measured there over SSH instead of estimated:
+    on = "ssh://pi@raspberrypi.local"      #   on = "ssh://USER@HOST[:PORT]", remote_python, ssh_config
     objective = "smallest"                 # smallest (gzip size) | fastest | most_accurate
 
     [data]       train, val, test, calibration (.npz with x and y), calibration_samples
@@ -99,6 +101,15 @@ class SearchSettings:
 
 
 @dataclass(frozen=True)
+class DeviceAccess:
+    """A device the sweep measures on over SSH (its figures are measured there, not estimated)."""
+
+    on: str  # ssh://USER@HOST[:PORT]
+    remote_python: str = "python3"  # the device's Python that has edgecompress
+    ssh_config: Path | None = None  # an ssh_config file (as `ssh -F`)
+
+
+@dataclass(frozen=True)
 class Constraints:
     max_accuracy_drop: float | None = None  # points (percent)
     max_size_kb: float | None = None
@@ -126,6 +137,7 @@ class Recipe:
     notes: tuple[str, ...] = ()  # grid combinations left out, duplicates merged
     execution: Execution = Execution()
     search: SearchSettings = SearchSettings()
+    measured: dict[str, DeviceAccess] = field(default_factory=dict)  # devices measured over SSH, by name
 
 
 # ---------------------------------------------------------------------------------------------- lines
@@ -262,6 +274,7 @@ EXECUTION_KEYS = ("executor", "address")
 EXECUTORS = ("local", "ray")
 SEARCH_KEYS = ("strategy", "trials", "stop_when", "seed")
 STRATEGIES = ("grid", "random", "tpe")
+DEVICE_KEYS = ("on", "remote_python", "ssh_config")
 CONSTRAINT_KEYS = ("max_accuracy_drop", "max_size_kb", "max_gzip_kb", "max_latency_ms")
 VARIANT_KEYS = ("name",) + SETTING_FIELDS
 
@@ -283,7 +296,7 @@ def load_recipe(path: str | Path, known_devices: Callable[[], list[str]] | None 
         raise check.fail(("model",), 'is missing: add model = "path/to/model.keras" at the top of the recipe')
     model = check.model(raw["model"], ("model",), "model")
     data = _data(check, raw.get("data", {}))
-    devices = _devices(check, raw.get("devices", []), known_devices or _profile_names)
+    devices, measured = _devices(check, raw.get("devices", []), known_devices or _profile_names)
     variants, notes = _variants(check, raw, data)
     return Recipe(
         path=path.resolve(),
@@ -298,6 +311,7 @@ def load_recipe(path: str | Path, known_devices: Callable[[], list[str]] | None 
         notes=tuple(notes),
         execution=_execution(check, raw.get("execution", {})),
         search=_search(check, raw.get("search", {})),
+        measured=measured,
     )
 
 
@@ -370,17 +384,50 @@ def _search(check: _Checker, raw: Any) -> SearchSettings:
     )
 
 
-def _devices(check: _Checker, raw: Any, known: Callable[[], list[str]]) -> tuple[str, ...]:
-    if not isinstance(raw, list) or not all(isinstance(d, str) for d in raw):
-        raise check.fail(("devices",), f'must be a list of device names such as ["raspberry-pi-4"], not {type_name(raw)}')
-    names = known() if raw else None
+def _devices(check: _Checker, raw: Any, known: Callable[[], list[str]]) -> tuple[tuple[str, ...], dict[str, DeviceAccess]]:
+    """The device names, and those measured over SSH (a table per device with `on`)."""
+    measured: dict[str, DeviceAccess] = {}
+    if isinstance(raw, dict):
+        for name, entry in raw.items():
+            access = _device_access(check, entry, ("devices", name))
+            if access is not None:
+                measured[name] = access
+        raw = list(raw)
+    elif not isinstance(raw, list) or not all(isinstance(d, str) for d in raw):
+        raise check.fail(("devices",), f'must be a list of device names such as ["raspberry-pi-4"] or a table '
+                                       f'[devices.NAME], not {type_name(raw)}')
+    names = known() if len(measured) < len(raw) else None
     for i, name in enumerate(raw):
-        if names is not None and name not in names:
-            raise check.fail(("devices",), f"unknown device {name!r}: use one of {', '.join(names)} "
-                                           "(`edgecompress devices list` shows them)")
+        if name in measured:  # measured, not estimated: any board will do, its name labels the figures
+            if not NAME_RE.match(name):
+                raise check.fail(("devices", name), "is not a usable device name: use letters, digits, '.', '_' or '-'")
+        elif names is not None and name not in names:
+            raise check.fail(("devices", name) if measured or isinstance(raw, dict) else ("devices",),
+                             f"unknown device {name!r}: use one of {', '.join(names)} (`edgecompress devices list` "
+                             'shows them), or measure it: on = "ssh://USER@HOST" in its [devices.NAME] table')
         if name in raw[:i]:
             raise check.fail(("devices",), f"device {name!r} is listed twice")
-    return tuple(raw)
+    return tuple(raw), measured
+
+
+def _device_access(check: _Checker, entry: Any, where: tuple[Any, ...]) -> DeviceAccess | None:
+    """A [devices.NAME] table: with `on`, how to reach the device; without, None (the device is estimated)."""
+    from edgecompress.remote.ssh import parse_target
+
+    check.table(entry, where, DEVICE_KEYS)
+    if "on" not in entry:
+        for key in ("remote_python", "ssh_config"):
+            if key in entry:
+                raise check.fail(where + (key,), 'is for a measured device: add on = "ssh://USER@HOST[:PORT]"')
+        return None
+    on = check.text(entry["on"], where + ("on",))
+    python = check.text(entry.get("remote_python", "python3"), where + ("remote_python",))
+    config = check.file(entry["ssh_config"], where + ("ssh_config",), "ssh config") if "ssh_config" in entry else None
+    try:
+        parse_target(on, config)
+    except UserError as exc:
+        raise check.fail(where + ("on",), str(exc)) from None
+    return DeviceAccess(on, python, config)
 
 
 def _constraints(check: _Checker, raw: Any, devices: tuple[str, ...]) -> Constraints:

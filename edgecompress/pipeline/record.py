@@ -7,6 +7,8 @@ from typing import Any
 
 @dataclass
 class DeviceResult:
+    """A device's figures for one variant: measured on it over SSH (source "measured"), or estimated."""
+
     estimated_p50_ms: float | None = None  # an estimate: host timing scaled by the device's calibrated factor
     estimated_p90_ms: float | None = None  # the estimated p50 times the p90/p50 of a one-thread host run
     threads: int | None = None  # host threads of the run (the device's, capped at the host's cores)
@@ -14,6 +16,15 @@ class DeviceResult:
     memory_budget_mb: float | None = None
     calibration: dict[str, Any] | None = None
     error: str | None = None
+    source: str = "estimated"  # or "measured": timed on the device itself
+    measured_p50_ms: float | None = None
+    measured_p90_ms: float | None = None
+    measured_on: str | None = None  # the device's address (ssh://...)
+    identity: dict[str, Any] | None = None  # who measured: the device's CPU, OS, Python, runtime
+
+    @property
+    def p50_ms(self) -> float | None:
+        return self.measured_p50_ms if self.source == "measured" else self.estimated_p50_ms
 
 
 @dataclass
@@ -45,11 +56,16 @@ class VariantRecord:
         return self.error is None
 
     def latency(self, target: str) -> float | None:
-        """p50 latency for TARGET: the host's measurement, or a device's estimate."""
+        """p50 latency for TARGET: the host's measurement, a device's measurement, or its estimate."""
         if target == "host":
             return self.host_latency_ms
         device = self.devices.get(target)
-        return device.estimated_p50_ms if device else None
+        return device.p50_ms if device else None
+
+    def latency_source(self, target: str) -> str:
+        """"measured" or "estimated": where latency(TARGET) comes from."""
+        device = self.devices.get(target)
+        return "measured" if target == "host" or (device and device.source == "measured") else "estimated"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

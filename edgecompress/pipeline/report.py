@@ -28,9 +28,17 @@ class Report:
     shown: dict[str, Plotted] = field(default_factory=dict)  # plot file name -> what it shows
 
 
-def table_headers(targets: Sequence[str]) -> list[str]:
+def figure_sources(records: Sequence[VariantRecord], targets: Sequence[str]) -> dict[str, str]:
+    """Target -> "measured" (the host; a device timed over SSH) or "estimated" (a device profile's estimate)."""
+    return {t: "measured" if any(r.latency_source(t) == "measured" for r in records) or t == "host" else "estimated"
+            for t in targets}
+
+
+def table_headers(targets: Sequence[str], sources: dict[str, str] | None = None) -> list[str]:
+    """The table's columns; a device's latency column says whether its figures are measured or estimated."""
+    kind = {"measured": "measured", "estimated": "est."}
     return (["#", "variant", "techniques", "quantize", "size KB", "gzip KB", "accuracy %", "drop pts", "host p50"]
-            + [f"{t} est. p50" for t in targets if t != "host"] + ["status"])
+            + [f"{t} {kind[(sources or {}).get(t, 'estimated')]} p50" for t in targets if t != "host"] + ["status"])
 
 
 def table_rows(records: Sequence[VariantRecord], targets: Sequence[str], constraints: Constraints) -> list[list[Any]]:
@@ -197,11 +205,13 @@ def write_plots(folder: Path, records: Sequence[VariantRecord], selections: Sequ
         failing = {r.name for r in records if r.ok and violations(r, constraints, s.target)}
         latencies = [ms for r in records if (ms := r.latency(s.target)) is not None]
         factor, unit = duration_unit(max(latencies, default=1.0))
-        what = "measured p50 latency on this host" if s.target == "host" else f"estimated p50 latency on {s.target}"
+        source = figure_sources(records, [s.target])[s.target]
+        what = ("measured p50 latency on this host" if s.target == "host"
+                else f"{source} p50 latency on {s.target}" + (" (over SSH)" if source == "measured" else ""))
         shown = _scatter(ax, records, numbers, failing,
                          lambda r, t=s.target: None if r.latency(t) is None else r.latency(t) * factor,
                          chosen, f"{what} ({unit})")
-        ax.set_title(f"accuracy vs latency: {s.target}" + (" (estimate)" if s.target != "host" else ""))
+        ax.set_title(f"accuracy vs latency: {s.target}" + (f" ({source})" if s.target != "host" else ""))
         out[_save(fig, folder / f"accuracy_vs_latency_{s.target}.png")] = shown
         plt.close(fig)
     return out
@@ -223,7 +233,8 @@ def markdown(recipe: Path, objective: str, constraints: Constraints, baseline: d
              records: Sequence[VariantRecord], selections: Sequence[Selection], targets: Sequence[str],
              plots: Sequence[Path], notes: Sequence[str], run_dir: Path) -> str:
     out = [f"# edgecompress run: {recipe.name}", ""]
-    limits = describe_constraints(constraints)
+    sources = figure_sources(records, targets)
+    limits = describe_constraints(constraints, sources)
     out += [f"**Objective**: {objective}, {OBJECTIVE_TEXT[objective]} among the variants that meet the constraints.",
             "", "**Constraints**: " + ("; ".join(limits) if limits else "none (every finished variant qualifies)") + ".",
             "", "Status: ok meets every constraint; fails names the constraints a variant breaks; failed names the "
@@ -231,9 +242,18 @@ def markdown(recipe: Path, objective: str, constraints: Constraints, baseline: d
     if baseline and baseline.get("accuracy") is not None:
         out.append(f"Source model: {baseline.get('model')}, held-out accuracy {baseline['accuracy'] * 100:.2f}% "
                    f"on {baseline.get('samples')} samples. Accuracy drops are in points below it.")
-    out += ["", "Device latencies are estimates: the host's measurement scaled by each device's factor, calibrated "
-            "against published figures (`edgecompress devices show NAME`). Host latency is measured (p50).", ""]
-    out += ["## Variants", "", _md_table(table_headers(targets), table_rows(records, targets, constraints)), ""]
+    estimated = [t for t in targets if sources[t] == "estimated"]
+    measured = {t: r.devices[t].measured_on for r in records for t in targets
+                if t != "host" and sources[t] == "measured" and t in r.devices and r.devices[t].measured_on}
+    out.append("")
+    if estimated:
+        out.append(f"Estimated latencies ({', '.join(estimated)}): the host's measurement scaled by each device's "
+                   "factor, calibrated against published figures (`edgecompress devices show NAME`).")
+    if measured:
+        out.append("Measured latencies (p50, timed on the device itself over SSH): "
+                   + ", ".join(f"{t} on {on}" for t, on in measured.items()) + ".")
+    out += ["Host latency is measured (p50).", ""]
+    out += ["## Variants", "", _md_table(table_headers(targets, sources), table_rows(records, targets, constraints)), ""]
     for s in selections:
         title = "this host" if s.target == "host" else s.target
         out += [f"## Choice for {title} (objective: {s.objective})", ""]

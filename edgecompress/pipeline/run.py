@@ -95,8 +95,11 @@ def _keys(recipe: Recipe, variants: list[Variant]) -> _Keys:
         if s.max_drop is not None:  # the fallback decision is measured on val
             parts["val"] = file_digest(data.val)
         build[v.name] = make_key(parts)
-        record[v.name] = make_key({"build": build[v.name], "benchmark": asdict(recipe.benchmark),
-                                   "devices": list(recipe.devices)})
+        measuring: dict[str, Any] = {"build": build[v.name], "benchmark": asdict(recipe.benchmark),
+                                     "devices": list(recipe.devices)}
+        if recipe.measured:  # where a device is measured is part of its figures
+            measuring["measured"] = {n: [a.on, a.remote_python] for n, a in recipe.measured.items()}
+        record[v.name] = make_key(measuring)
     return _Keys(make_key({"baseline": model, "eval": evaluation}), build, record)
 
 
@@ -154,6 +157,8 @@ def run_recipe(
             records = search.records
             notes.append(f"{recipe.search.strategy} search: {search.stopped}")
         notes.append(_where_note(executor, batches.builds))
+        notes += [f"{name}: measured on the device over SSH ({access.on}), not estimated"
+                  for name, access in recipe.measured.items()]
         selections = [select(records, recipe.constraints, recipe.objective, t) for t in targets]
         report = write_report(rd.path, recipe.path, recipe.objective, recipe.constraints, batches.baseline, records,
                               selections, targets, notes, search)
@@ -188,7 +193,7 @@ class _Batches:
             _check_files(self.executor, recipe, list(recipe.variants))
             self._checked = True
         if todo and not self._calibrated:
-            _calibrate_devices(recipe.devices, self.notes)
+            _calibrate_devices(tuple(d for d in recipe.devices if d not in recipe.measured), self.notes)
             self._calibrated = True
         total = (sum(len(build_stages(v)) for v in to_build) + (baseline is None)
                  + len(todo) * len(measure_stages(recipe.devices)))
@@ -322,7 +327,7 @@ def _measure_one(recipe: Recipe, variant: Variant, vdir: VariantDir, keys: _Keys
     started = time.perf_counter()
     try:
         with _captured_stderr():
-            measured = measure(vdir.tflite, recipe.benchmark, recipe.devices, on_stage)
+            measured = measure(vdir.tflite, recipe.benchmark, recipe.devices, on_stage, recipe.measured)
     except UserError as exc:
         failures[variant.name] = (current[-1] if current else "benchmark", str(exc), False)
         progress.step(f"{variant.name}: failed", done=units - max(len(current) - 1, 0))

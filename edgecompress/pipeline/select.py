@@ -7,7 +7,7 @@ Also the Pareto fronts the report plots (size vs accuracy, latency vs accuracy).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from edgecompress.pipeline.record import VariantRecord
 from edgecompress.pipeline.recipe import Constraints
@@ -55,15 +55,16 @@ def violations(record: VariantRecord, constraints: Constraints, target: str) -> 
     if cap is not None:
         latency = record.latency(target)
         if latency is None:
-            out.append((f"no latency estimate for {target}", float("inf")))
+            what = "measured latency" if record.latency_source(target) == "measured" else "latency estimate"
+            out.append((f"no {what} for {target}", float("inf")))
         elif latency > cap:
-            out.append((f"estimated latency on {target} {fmt_duration(latency)} > {fmt_duration(cap)}",
+            out.append((f"{record.latency_source(target)} latency on {target} {fmt_duration(latency)} > {fmt_duration(cap)}",
                         latency / cap - 1))
     return out
 
 
-def describe_constraints(constraints: Constraints) -> list[str]:
-    """The constraints as the report states them, one phrase each."""
+def describe_constraints(constraints: Constraints, sources: Mapping[str, str] | None = None) -> list[str]:
+    """The constraints as the report states them, one phrase each (SOURCES: device -> "measured"/"estimated")."""
     out = []
     if constraints.max_accuracy_drop is not None:
         out.append(f"accuracy drop <= {fmt_points(constraints.max_accuracy_drop)} points below the source model")
@@ -71,7 +72,8 @@ def describe_constraints(constraints: Constraints) -> list[str]:
         out.append(f".tflite size <= {constraints.max_size_kb:g} KB")
     if constraints.max_gzip_kb is not None:
         out.append(f"gzip size <= {constraints.max_gzip_kb:g} KB")
-    out += [f"estimated latency on {device} <= {fmt_duration(ms)}" for device, ms in constraints.max_latency_ms.items()]
+    out += [f"{(sources or {}).get(device, 'estimated')} latency on {device} <= {fmt_duration(ms)}"
+            for device, ms in constraints.max_latency_ms.items()]
     return out
 
 

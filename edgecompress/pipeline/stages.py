@@ -10,6 +10,7 @@ Measure stages run in the parent, one variant at a time, after every build (so t
 disturbs a timing), and need no TensorFlow:
   benchmark edgecompress.benchmark.benchmark      (host, each model in its own child process)
   DEVICE    the same under the device profile     (its threads and memory budget, plus the estimate)
+            or, for a device with `on`, edgecompress.remote.session.benchmark_over_ssh on the device itself
 
 Each stage's summary is written atomically (JSON) after its output file, so a stage is done when its JSON
 exists; a resumed variant skips done stages.
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 from edgecompress.pipeline.cache import VariantDir, read_json, write_json
 from edgecompress.pipeline.executor import TaskFiles
 from edgecompress.pipeline.grid import Variant
-from edgecompress.pipeline.recipe import BenchmarkSettings, DataFiles, Training
+from edgecompress.pipeline.recipe import BenchmarkSettings, DataFiles, DeviceAccess, Training
 from edgecompress.pipeline.record import DeviceResult
 
 if TYPE_CHECKING:
@@ -285,8 +286,9 @@ def measure_stages(devices: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def measure(tflite: Path, settings: BenchmarkSettings, devices: tuple[str, ...],
-            on_stage: Callable[[str], None]) -> dict[str, Any]:
-    """Host latency and, per device, the emulated run and its estimated latency (runtime side only)."""
+            on_stage: Callable[[str], None], measured: dict[str, DeviceAccess] | None = None) -> dict[str, Any]:
+    """Host latency and, per device, the emulated run and its estimated latency (runtime side only); a device
+    in MEASURED is timed on the device itself over SSH instead."""
     from edgecompress.benchmark import benchmark
     from edgecompress.measure import MeasureOptions
 
@@ -301,11 +303,33 @@ def measure(tflite: Path, settings: BenchmarkSettings, devices: tuple[str, ...],
     one_thread = [host] if host.threads == 1 and host.latency_ms is not None else None
     for device in devices:
         on_stage(device)
-        result = benchmark([tflite], options, device=device, one_thread_runs=one_thread)[0]
-        assert result.device is not None  # benchmark() under a device always describes it
+        if measured and device in measured:
+            summary = _measured_summary(tflite, options, device, measured[device])
+        else:
+            result = benchmark([tflite], options, device=device, one_thread_runs=one_thread)[0]
+            assert result.device is not None  # benchmark() under a device always describes it
+            summary = _device_summary(result.measurement, result.device)
         # A dict, as the host's summary: the stage's output is what the record is made from (run.py).
-        out["devices"][device] = dataclasses.asdict(_device_summary(result.measurement, result.device))
+        out["devices"][device] = dataclasses.asdict(summary)
     return out
+
+
+def _measured_summary(tflite: Path, options: Any, name: str, access: DeviceAccess) -> DeviceResult:
+    """TFLITE timed on the device over SSH; a device that cannot be reached is this variant's error, not the run's."""
+    from edgecompress.errors import UserError
+    from edgecompress.remote.session import benchmark_over_ssh
+    from edgecompress.remote.ssh import parse_target
+
+    try:
+        run = benchmark_over_ssh([tflite], options, parse_target(access.on, access.ssh_config), access.remote_python,
+                                 device_name=name)
+    except UserError as exc:
+        return DeviceResult(source="measured", measured_on=access.on, threads=options.threads, error=str(exc))
+    m = run.results[0].measurement
+    lat = m.latency_ms
+    return DeviceResult(source="measured", measured_on=run.target, identity=dataclasses.asdict(run.identity),
+                        threads=m.threads, measured_p50_ms=lat.p50 if lat else None,
+                        measured_p90_ms=lat.p90 if lat else None, error=m.error)
 
 
 def _device_summary(m: Measurement, device: DeviceRunResult) -> DeviceResult:

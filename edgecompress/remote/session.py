@@ -37,6 +37,7 @@ class RemoteBenchmark:
     target: str
     identity: DeviceIdentity
     results: list[BenchmarkResult]
+    device_name: str | None = None  # the profile (or recipe device) these measurements belong to
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -121,8 +122,12 @@ def benchmark_over_ssh(
     options: MeasureOptions,
     target: SshTarget,
     remote_python: str = "python3",
+    device_name: str | None = None,
 ) -> RemoteBenchmark:
-    """Measure each model on TARGET with the device's own edgecompress and runtime (see the module doc)."""
+    """Measure each model on TARGET with the device's own edgecompress and runtime (see the module doc).
+
+    DEVICE_NAME (a profile's name) is kept with each measurement in the store: what
+    `devices calibrate NAME --from-measurements` refits that device from."""
     if not paths:
         raise UserError("no model given: pass one or more .tflite files")
     options.validate()
@@ -155,6 +160,6 @@ def benchmark_over_ssh(
         except ConnectionLost:
             note(f"could not remove {workdir} on {target.url} (the connection is gone)")
     results = [BenchmarkResult(m, s) for m, s in zip(measurements, _speedups(measurements))]
-    run = RemoteBenchmark(target.url, ident, results)
+    run = RemoteBenchmark(target.url, ident, results, device_name)
     store.record(run)
     return run

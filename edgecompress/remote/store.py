@@ -1,7 +1,7 @@
 """Every measurement made on a device is kept: $EDGECOMPRESS_CACHE/measurements.jsonl, one JSON object a line.
 
-A line holds who measured (the device's identity and address), the model (sha256, name, MACs, integer or
-float), the settings (threads, runs, XNNPACK) and the figures (ms). These are the user's own device points: the
+A line holds who measured (the device's identity and address, and the device profile's name when one was
+given), the model (sha256, name, absolute path, MACs, integer or float), the settings (threads, runs, XNNPACK) and the figures (ms). These are the user's own device points: the
 data to refit a device's estimate from. Failed runs are not kept. Lines are appended with one write each, so
 an interrupted run never leaves a half line behind a good one.
 """
@@ -31,6 +31,7 @@ def _model_facts(path: Path) -> dict[str, Any]:
     return {
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "name": path.name,
+        "path": str(path.resolve()),  # a refit times the same file on the host (when its sha256 still matches)
         "macs": total_macs(model),
         "integer": is_integer_model(model),
         "size_bytes": model.size_bytes,
@@ -47,6 +48,7 @@ def record(run: Any) -> int:
         entry = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "target": run.target,
+            "device_name": run.device_name,
             "device": dataclasses.asdict(run.identity),
             "model": _model_facts(Path(m.model)),
             "settings": {"threads": m.threads, "xnnpack": m.xnnpack, "runs": m.latency_ms.count},

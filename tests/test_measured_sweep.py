@@ -1,0 +1,122 @@
+"""A sweep with one device measured over SSH (a real OpenSSH server on 127.0.0.1, tools/loopback_sshd.py, the
+device's Python the runtime-only environment) and one estimated: the report labels each device's figures, the
+choice for the measured device follows its measured latency, and an unreachable device fails only its figures."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgecompress.pipeline.run import run_recipe
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from loopback_sshd import free_port, loopback_sshd  # noqa: E402
+
+RECIPE = """\
+model = "{model}"
+objective = "smallest"
+
+[devices.loopback-board]
+on = "{url}"
+ssh_config = "{config}"
+remote_python = "{python}"
+
+[devices.raspberry-pi-4]
+
+[devices.offline-board]
+on = "ssh://127.0.0.1:{closed_port}"
+ssh_config = "{config}"
+
+[data]
+test = "{test}"
+calibration = "{calib}"
+calibration_samples = 50
+
+[benchmark]
+runs = 5
+min_secs = 0.05
+{constraints}
+[[variants]]
+name = "float"
+quantize = "none"
+
+[[variants]]
+name = "int8"
+quantize = "int8"
+"""
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    with loopback_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+def _isolated_cache(tmp: Path, monkeypatch) -> Path:
+    """A fresh measurement store; the host's device calibration (slow to redo) is shared from the usual cache."""
+    from edgecompress.devices.references import cache_root
+
+    shared = cache_root()
+    cache = tmp / "cache"
+    cache.mkdir()
+    for part in ("references", "calibration"):
+        (shared / part).mkdir(parents=True, exist_ok=True)
+        (cache / part).symlink_to(shared / part)
+    monkeypatch.setenv("EDGECOMPRESS_CACHE", str(cache))
+    return cache
+
+
+def test_a_sweep_measures_one_device_over_ssh_and_estimates_another(
+        sshd, runtime_venv, digits_model_path, test_npz, calib_npz, tmp_path, monkeypatch):
+    _isolated_cache(tmp_path, monkeypatch)
+    recipe = tmp_path / "measured.toml"
+    closed_port = free_port()
+
+    def write(constraints: str = "") -> Path:
+        recipe.write_text(RECIPE.format(model=digits_model_path, url=sshd.url, config=sshd.client_config,
+                                        python=runtime_venv, closed_port=closed_port, test=test_npz, calib=calib_npz,
+                                        constraints=constraints))
+        return recipe
+
+    run_dir = tmp_path / "run"
+    first = run_recipe(write(), run_dir, progress=False)
+    by_name = {r.name: r for r in first.records}
+    for r in by_name.values():
+        assert r.ok, r.error
+        board, pi, offline = (r.devices[d] for d in ("loopback-board", "raspberry-pi-4", "offline-board"))
+        assert board.source == "measured" and board.error is None and board.measured_on == sshd.url
+        assert board.measured_p50_ms > 0 and board.measured_p90_ms >= board.measured_p50_ms
+        assert board.estimated_p50_ms is None and board.identity["runtime"] == "ai-edge-litert"
+        assert r.latency("loopback-board") == board.measured_p50_ms
+        assert pi.source == "estimated" and pi.estimated_p50_ms > 0 and r.latency("raspberry-pi-4") == pi.estimated_p50_ms
+        # the device that cannot be reached fails its own figures, not the variant
+        assert offline.source == "measured" and offline.measured_p50_ms is None and "unreachable" in offline.error
+
+    from edgecompress.remote.store import load_measurements
+
+    kept = load_measurements()  # each measured variant is in the store, under the recipe's device name
+    assert sorted(k["model"]["name"] for k in kept) == ["float.tflite", "int8.tflite"]
+    assert {k["device_name"] for k in kept} == {"loopback-board"}
+    assert all(Path(k["model"]["path"]).is_file() for k in kept)
+
+    # a latency cap between the two measured figures: only the measured-faster variant may be chosen there
+    p50 = {name: r.latency("loopback-board") for name, r in by_name.items()}
+    faster, slower = sorted(p50, key=p50.get)
+    cap = (p50[faster] + p50[slower]) / 2
+    second = run_recipe(write(f"\n[constraints]\nmax_latency_ms = {{ loopback-board = {cap!r} }}\n"), run_dir,
+                        progress=False)
+    assert second.redone == []  # the constraint changes the choice, not the figures: nothing is measured again
+    choice = {s.target: s for s in second.selections}["loopback-board"]
+    assert choice.chosen == faster, choice
+    assert "measured latency on loopback-board" in choice.rejected[slower], choice.rejected
+
+    md = second.report.markdown.read_text()
+    assert "| loopback-board measured p50 | raspberry-pi-4 est. p50 | offline-board measured p50 |" in md
+    assert "measured latency on loopback-board <= " in md  # the constraint as the report states it
+    assert f"loopback-board on {sshd.url}" in md and "Estimated latencies (raspberry-pi-4)" in md
+    shown = second.report.shown
+    assert shown["accuracy_vs_latency_loopback-board.png"].xlabel.startswith(
+        "measured p50 latency on loopback-board (over SSH)")
+    assert shown["accuracy_vs_latency_raspberry-pi-4.png"].xlabel.startswith("estimated p50 latency on raspberry-pi-4")
+    assert any("loopback-board: measured on the device over SSH" in n for n in second.notes)
