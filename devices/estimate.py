@@ -25,12 +25,17 @@ Everything that does not depend on the model (e, the thread scaling, the nested 
 precision and thread count) is a DeviceFit, made by fit_for() once per profile and host timings in a
 process: a benchmark of many models, or a sweep of many variants, fits each device once.
 
+A device the user has measured models on may carry a refit (measured_fit.py, made by `edgecompress devices
+calibrate NAME --from-measurements`): its k (and e) per precision replace the published fit's, and the estimate
+says "calibrated from N of your measurements".
+
 Only the p50 goes through the rule (a fit of typical latencies); the p90 is the estimated p50 times a
 p90/p50 spread measured on this host, which the caller chooses (edgecompress.benchmark takes it from a
 one-thread run, see there).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -38,6 +43,7 @@ from typing import Sequence
 from edgecompress.errors import UserError
 from edgecompress.progress import note
 from edgecompress.devices.calibrate import Host, HostTimings, TimingKey, ensure_timings
+from edgecompress.devices.measured_fit import MeasuredFit, load_measured_fit
 from edgecompress.devices.profiles import DeviceProfile, ReferenceLatency, measured_profiles
 from edgecompress.devices.references import REFERENCE_MODELS
 from edgecompress.devices.threads import ThreadScaling, thread_scaling
@@ -265,10 +271,14 @@ class DeviceFit:
     scaling: ThreadScaling
     loo: tuple[LooPoint, ...]  # nested, the exponent chosen without each point
     loo_host_only: tuple[LooPoint, ...]  # e = 1: the rule for a model without a MAC count
+    measured: MeasuredFit | None = None  # the refit from the user's own measurements, which takes precedence
     _factors: dict[tuple[str, int, float], Factor | None] = field(default_factory=dict, compare=False, repr=False)
 
     def factor(self, precision: str, threads: int, exponent: float) -> Factor | None:
         """k for PRECISION at THREADS device threads (memoised: one fit per precision and thread count)."""
+        m = self.measured
+        if m is not None and precision in m.k and exponent == m.exponent:
+            return Factor(m.k[precision], m.rule(precision), (), exponent)
         key = (precision, threads, exponent)
         if key not in self._factors:
             self._factors[key] = fit_factor(self.profile, precision, threads, self.timings, self.pool,
@@ -286,14 +296,17 @@ class DeviceFit:
         """
         precision = "int8" if is_integer else "float"
         threads = threads or self.profile.threads
-        exponent = self.exponent if macs else 1.0
+        refit = self.measured if self.measured is not None and precision in self.measured.k else None
+        exponent = (refit.exponent if refit else self.exponent) if macs else 1.0
         factor = self.factor(precision, threads, exponent)
         if factor is None:
             raise UserError(
                 f"no calibrated reference for {self.profile.name} ({precision}): "
-                f"run `edgecompress devices calibrate --device {self.profile.name}`"
+                f"run `edgecompress devices calibrate --device {self.profile.name}`, or refit it from models "
+                f"measured on it: `edgecompress devices calibrate {self.profile.name} --from-measurements`"
             )
         loo = self.loo if macs else self.loo_host_only
+        uses_refit = refit is not None and exponent == refit.exponent
         p50 = factor.value * cost(host_p50_ms, macs, exponent)
         return DeviceEstimate(
             device=self.profile.name,
@@ -308,8 +321,8 @@ class DeviceFit:
             rule=factor.rule,
             references=factor.references,
             derived=self.profile.is_derived,
-            leave_one_out_within_20pct=share_within(loo, 0.2),
-            leave_one_out_points=len(loo),
+            leave_one_out_within_20pct=refit.within_20pct if uses_refit and refit else share_within(loo, 0.2),
+            leave_one_out_points=sum(refit.points.values()) if uses_refit and refit else len(loo),
         )
 
 
@@ -343,4 +356,5 @@ def fit_for(profile: DeviceProfile, timings: HostTimings | None = None) -> Devic
     if key not in _FITS:
         note(f"fitting the {profile.name} estimate to this host's timings (exponent, thread scaling, nested leave-one-out)")
         _FITS[key] = fit_device(profile, timings)
-    return _FITS[key]
+    # the refit is read each time: `devices calibrate --from-measurements` may have made one since
+    return dataclasses.replace(_FITS[key], measured=load_measured_fit(profile.name, timings.host))

@@ -184,8 +184,11 @@ def _references(data: dict[str, Any], where: str, derivation: Derivation | None)
             for r in source.references
         )
     entries = data.get("references")
-    if not isinstance(entries, list) or not entries:
-        raise UserError(f"{where}: missing field 'references' (a list of [[references]] tables) or a [derived_from] table")
+    if entries == []:  # no published figures: estimates come from the user's measurements alone (a refit)
+        return ()
+    if not isinstance(entries, list):
+        raise UserError(f"{where}: missing field 'references' (a list of [[references]] tables, or references = [] "
+                        "for a board calibrated from your measurements alone) or a [derived_from] table")
     out = []
     for i, entry in enumerate(entries, 1):
         if not isinstance(entry, dict):

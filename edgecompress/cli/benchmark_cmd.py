@@ -134,7 +134,8 @@ def render(results: list) -> str:
 
 @click.command("benchmark")
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--device", help="A device profile name (see `edgecompress devices list`) or a PROFILE.toml file.")
+@click.option("--device", help="A device profile name (see `edgecompress devices list`) or a PROFILE.toml file. With --on ssh://: "
+              "the profile the measurements are kept under (`devices calibrate NAME --from-measurements` refits it).")
 @click.option("--threads", type=int, default=None,
               help="Interpreter threads (default 1). With --device: the device's threads (default the profile's), "
               "measured at as many as this host has.")

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from edgecompress.cli.options import emit, json_option
+from edgecompress.errors import UserError
 
 
 @click.group("devices")
@@ -109,6 +110,7 @@ def show_cmd(device: str, as_json: bool) -> None:
 
 
 @devices.command("calibrate")
+@click.argument("name", required=False)
 @click.option("--device", "device", default=None, help="One profile (NAME or PATH); default: all shipped profiles.")
 @click.option(
     "--reference", "models", multiple=True,
@@ -118,9 +120,31 @@ def show_cmd(device: str, as_json: bool) -> None:
               help="Leave out the large references (Inception V4, Inception-ResNet-V2): minutes quicker, rougher Pixel estimates.")
 @click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Time the references round-robin N times and keep the fastest (steadier on a busy host).")
+@click.option("--from-measurements", is_flag=True,
+              help="Refit NAME's factor from the models you measured on it (benchmark --on ssh:// --device NAME, or a "
+                   "recipe's [devices.NAME] on = ...) and print the leave-one-out error before and after.")
+@click.option("--on", "on", metavar="ssh://USER@HOST[:PORT]", default=None,
+              help="With --from-measurements: the measurements made at this address, whatever device they were named for.")
 @json_option
-def calibrate_cmd(device: str | None, models: tuple[str, ...], skip_large: bool, rounds: int, as_json: bool) -> None:
-    """(Re)measure the reference models on this host: the host side of the device estimates."""
+def calibrate_cmd(name: str | None, device: str | None, models: tuple[str, ...], skip_large: bool, rounds: int,
+                  from_measurements: bool, on: str | None, as_json: bool) -> None:
+    """(Re)measure the reference models on this host: the host side of the device estimates.
+
+    With --from-measurements: refit NAME (a profile or PROFILE.toml) from your own device measurements instead."""
+    if name is not None and device is not None and name != device:
+        raise UserError(f"two devices given ({name} and --device {device}): give one")
+    device = name or device
+    if from_measurements or on is not None:
+        if on is not None and not from_measurements:
+            raise UserError("--on selects measurements to refit from: add --from-measurements")
+        if device is None:
+            raise UserError("--from-measurements refits one device: name it (edgecompress devices calibrate NAME "
+                            "--from-measurements)")
+        if models or skip_large or rounds != 1:
+            raise UserError("--reference, --skip-large and --rounds time the reference models: drop them with "
+                            "--from-measurements")
+        _refit(device, on, as_json)
+        return
     from edgecompress.devices.calibrate import calibrate
     from edgecompress.devices.estimate import fit_for, share_within
     from edgecompress.devices.profiles import list_profiles, load_profile
@@ -160,6 +184,44 @@ def calibrate_cmd(device: str | None, models: tuple[str, ...], skip_large: bool,
         return measured + "\n\n" + devices_table
 
     emit(result, as_json, render)
+
+
+def _pct(share: float | None) -> str:
+    return "-" if share is None else f"{share:.0%}"
+
+
+def _refit(device: str, on: str | None, as_json: bool) -> None:
+    from edgecompress.remote.refit import refit_from_measurements
+    from edgecompress.tables import table
+
+    refit = refit_from_measurements(device, on)
+
+    def render(_: Any) -> str:
+        def err(predicted: float | None, actual: float) -> str:
+            return "-" if predicted is None else f"{predicted / actual - 1:+.0%}"
+
+        rows = [[p.model, p.precision, p.threads, p.macs, p.host_ms, p.device_ms,
+                 p.before_ms, err(p.before_ms, p.device_ms), p.after_ms, err(p.after_ms, p.device_ms)]
+                for p in refit.points]
+        points = table(["model", "precision", "threads", "MACs", "host p50 ms", "device p50 ms",
+                        "published fit ms", "error", "refit ms", "error"], rows,
+                       title=f"Your measurements of {refit.device}: each predicted by a fit without it (nested leave-one-out)")
+        scores = [(what, s) for what, s in (("before (published figures)", refit.before), ("after (your measurements)", refit.after))
+                  if s is not None]
+        summary = table(["fit", "points", "within 20%", "within 10%", "median abs error"],
+                        [[what, s.points, _pct(s.within_20pct), _pct(s.within_10pct), _pct(s.median_abs_error)]
+                         for what, s in scores], title="Leave-one-out error over your measured points")
+        f = refit.fit
+        lines = [points, "", summary, ""]
+        if not refit.published:
+            lines.append(f"{refit.device} has no published figures: it is calibrated from your measurements alone.")
+        lines += [f"{refit.device} is now calibrated from {sum(f.points.values())} of your measurements: "
+                  + "; ".join(f"{pr} k = {k:.3g}" for pr, k in f.k.items()) + f", e = {f.exponent:.2f} "
+                  f"(saved in {refit.saved}; later estimates for {refit.device} use it)"]
+        lines += [f"skipped {m}: {why}" for m, why in refit.skipped]
+        return "\n".join(lines)
+
+    emit(refit.to_dict(), as_json, render)
 
 
 COMMANDS = [devices]

@@ -17,9 +17,9 @@ def benchmark_on(on: str | None, models: list[Path], options: MeasureOptions, de
                  remote_python: str, ssh_config: Path | None, benchmark_binary: Path | None, as_json: bool) -> None:
     if on is None:
         raise UserError("--ssh-config and --benchmark-binary need --on DEVICE (ssh://USER@HOST or adb[:SERIAL])")
-    if device is not None:
-        raise UserError("--device and --on conflict: --on measures the real device; drop --device")
     if on == "adb" or on.startswith("adb:"):
+        if device is not None:
+            raise UserError("--device and --on adb conflict: --on measures the real device; drop --device")
         if ssh_config is not None:
             raise UserError("--ssh-config is for --on ssh://...; drop it with --on adb")
         from edgecompress.remote.adb import benchmark_over_adb
@@ -28,10 +28,14 @@ def benchmark_on(on: str | None, models: list[Path], options: MeasureOptions, de
     else:
         if benchmark_binary is not None:
             raise UserError("--benchmark-binary is for --on adb; over ssh the device runs edgecompress itself")
+        from edgecompress.devices.profiles import load_profile
         from edgecompress.remote.session import benchmark_over_ssh
         from edgecompress.remote.ssh import parse_target
 
-        run = benchmark_over_ssh(models, options, parse_target(on, ssh_config), remote_python)
+        # --device names the profile these measurements belong to (what `devices calibrate NAME
+        # --from-measurements` refits): the figures themselves are the device's, never estimated
+        name = None if device is None else load_profile(device).name
+        run = benchmark_over_ssh(models, options, parse_target(on, ssh_config), remote_python, device_name=name)
     if as_json:
         click.echo(to_json(run.to_dict()))
     else:

@@ -1,8 +1,13 @@
-"""A sweep with one device measured over SSH (a real OpenSSH server on 127.0.0.1, tools/loopback_sshd.py, the
-device's Python the runtime-only environment) and one estimated: the report labels each device's figures, the
-choice for the measured device follows its measured latency, and an unreachable device fails only its figures."""
+"""Device figures measured over SSH (a real OpenSSH server on 127.0.0.1, tools/loopback_sshd.py, the device's
+Python the runtime-only environment): the device here IS this host, which makes the figures checkable.
+
+A sweep with one device measured and one estimated: the report labels each device's figures, the choice for
+the measured device follows its measured latency, and an unreachable device fails only its figures.
+A refit from measurements (`devices calibrate --from-measurements`): the device being this host, the refitted
+rule must come out as plain host scaling, k near 1."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -120,3 +125,64 @@ def test_a_sweep_measures_one_device_over_ssh_and_estimates_another(
         "measured p50 latency on loopback-board (over SSH)")
     assert shown["accuracy_vs_latency_raspberry-pi-4.png"].xlabel.startswith("estimated p50 latency on raspberry-pi-4")
     assert any("loopback-board: measured on the device over SSH" in n for n in second.notes)
+
+
+WIDTHS = (96, 192, 320, 448, 640, 896)  # MLPs of 0.03 to 0.9 M MACs, random weights
+
+
+@pytest.fixture(scope="module")
+def random_mlps(plain_convert, tmp_path_factory) -> list[Path]:
+    import tf_keras as keras
+
+    folder = tmp_path_factory.mktemp("mlps")
+    paths = []
+    for i, width in enumerate(WIDTHS):
+        keras.utils.set_random_seed(i)
+        model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(width, "relu"),
+                                  keras.layers.Dense(width, "relu"), keras.layers.Dense(10)])
+        paths.append(folder / f"mlp{width}.tflite")
+        paths[-1].write_bytes(plain_convert(model))
+    return paths
+
+
+def test_a_refit_from_measurements_of_this_host_over_ssh_finds_host_scaling(
+        sshd, runtime_venv, random_mlps, run_cli, tmp_path, monkeypatch):
+    _isolated_cache(tmp_path, monkeypatch)
+    pi = Path(__file__).resolve().parents[1] / "devices" / "profiles" / "raspberry-pi-4.toml"
+    head = pi.read_text().split("[[references]]")[0].replace('name = "raspberry-pi-4"', 'name = "loopback-board"')
+    profile = tmp_path / "loopback-board.toml"
+    profile.write_text(head + "references = []  # never published: calibrated from measurements alone\n")
+
+    code, out, err = run_cli(["benchmark", *random_mlps, "--on", sshd.url, "--ssh-config", sshd.client_config,
+                              "--remote-python", runtime_venv, "--device", profile, "--runs", "20", "--min-secs", "0.3"])
+    assert code == 0, err
+    from edgecompress.remote.store import load_measurements
+
+    assert [k["device_name"] for k in load_measurements()] == ["loopback-board"] * len(WIDTHS)
+
+    code, out, err = run_cli(["devices", "calibrate", profile, "--from-measurements"])
+    assert code == 0, err
+    assert "Leave-one-out error over your measured points" in out and "after (your measurements)" in out
+    assert "before (published figures)" not in out  # nothing published to predict with
+    assert "loopback-board has no published figures: it is calibrated from your measurements alone." in out
+    assert f"loopback-board is now calibrated from {len(WIDTHS)} of your measurements" in out
+
+    code, out, err = run_cli(["devices", "calibrate", profile, "--from-measurements", "--json"])
+    refit = json.loads(out)
+    assert refit["fit"]["exponent"] >= 0.9 and 0.75 < refit["fit"]["k"]["float"] < 1.33, refit["fit"]
+    assert refit["after"]["points"] == len(WIDTHS) and refit["after"]["within_20pct"] >= 0.8, refit["after"]
+
+    # later estimates for the device use the refit, and say so
+    code, out, err = run_cli(["benchmark", random_mlps[-1], "--device", profile, "--threads", "1", "--json",
+                              "--runs", "10", "--min-secs", "0.1"])
+    assert code == 0, err
+    result = json.loads(out)[0]
+    assert "calibrated from 6 of your measurements" in result["device"]["calibration"]["rule"], result["device"]
+    # the device is this host: its estimate is the host's own p50, within the refit's error
+    estimated = result["device"]["estimated_latency_ms"]["p50"]
+    assert 0.75 < estimated / result["latency_ms"]["p50"] < 1.33, (estimated, result["latency_ms"])
+
+    # the same measurements, selected by address, refit a published profile: before and after both printed
+    code, out, err = run_cli(["devices", "calibrate", "raspberry-pi-4", "--from-measurements", "--on", sshd.url])
+    assert code == 0, err
+    assert "before (published figures)" in out and "after (your measurements)" in out
