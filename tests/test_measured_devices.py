@@ -182,7 +182,22 @@ def test_a_refit_from_measurements_of_this_host_over_ssh_finds_host_scaling(
     estimated = result["device"]["estimated_latency_ms"]["p50"]
     assert 0.75 < estimated / result["latency_ms"]["p50"] < 1.33, (estimated, result["latency_ms"])
 
-    # the same measurements, selected by address, refit a published profile: before and after both printed
+    # the same measurements, selected by address, refit a published profile: before and after both printed;
+    # a model whose file is gone cannot be timed on this host again: skipped, and said so
+    random_mlps[0].unlink()
     code, out, err = run_cli(["devices", "calibrate", "raspberry-pi-4", "--from-measurements", "--on", sshd.url])
     assert code == 0, err
     assert "before (published figures)" in out and "after (your measurements)" in out
+    assert f"skipped {random_mlps[0].name}: the file is no longer at {random_mlps[0]}" in out
+    assert f"raspberry-pi-4 is now calibrated from {len(WIDTHS) - 1} of your measurements" in out
+
+
+def test_a_refit_needs_measurements_and_a_device(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGECOMPRESS_CACHE", str(tmp_path))  # an empty store
+    code, out, err = run_cli(["devices", "calibrate", "raspberry-pi-4", "--from-measurements"])
+    assert code == 2 and "0 usable measurement(s) of raspberry-pi-4 (0 skipped), a refit needs 3" in err, err
+    assert "--device raspberry-pi-4" in err
+    code, out, err = run_cli(["devices", "calibrate", "--from-measurements"])
+    assert code == 2 and "name it" in err, err
+    code, out, err = run_cli(["devices", "calibrate", "raspberry-pi-4", "--on", "ssh://pi@raspberrypi.local"])
+    assert code == 2 and "add --from-measurements" in err, err
