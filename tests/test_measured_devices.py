@@ -119,6 +119,7 @@ def test_a_sweep_measures_one_device_over_ssh_and_estimates_another(
     md = second.report.markdown.read_text()
     assert "| loopback-board measured p50 | raspberry-pi-4 est. p50 | offline-board measured p50 |" in md
     assert "measured latency on loopback-board <= " in md  # the constraint as the report states it
+    assert "- float on offline-board: " in md and "unreachable" in md.split("- float on offline-board: ")[1]
     assert f"loopback-board on {sshd.url}" in md and "Estimated latencies (raspberry-pi-4)" in md
     shown = second.report.shown
     assert shown["accuracy_vs_latency_loopback-board.png"].xlabel.startswith(

@@ -273,12 +273,15 @@ def markdown(recipe: Path, objective: str, constraints: Constraints, baseline: d
         out += [f"![{p.stem}]({p.relative_to(run_dir).as_posix()})" for p in plots]
         out.append("")
     failed = [r for r in records if not r.ok]
-    if failed or notes:
+    # a device whose figures failed (unreachable over SSH, no estimate) leaves the variant's other figures standing
+    device_errors = [f"- {r.name} on {d}: {res.error}" for r in records if r.ok for d, res in r.devices.items() if res.error]
+    if failed or notes or device_errors:
         out += ["## Notes", ""]
         for r in failed:
             log = run_dir / "variants" / r.name / "log.txt"
             out.append(f"- {r.name} failed in {r.failed_stage}: {r.error}"
                        + (f" (log: {log.relative_to(run_dir).as_posix()})" if log.exists() else ""))
+        out += device_errors
         out += [f"- {n}" for n in notes]
         out.append("")
     return "\n".join(out)
