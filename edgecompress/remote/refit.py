@@ -8,7 +8,9 @@ Each model is timed again on this host (edgecompress.measure, at the device's th
 cores, the device run's XNNPACK setting) from the path the store recorded, when the file is still there with
 the same sha256; other models are skipped and said so. The rule is the published fit's (devices/estimate.py):
 device ms = k x host ms^e x GMACs^(1-e), k the geometric mean of device ms / cost per precision (of the
-other precision's points when a precision has none), e from the same EXPONENTS by leave-one-out.
+other precision's points when a precision has none), e from the same EXPONENTS by leave-one-out. Host and
+device are compared at the device run's thread count (the host's capped at its cores); unlike the published
+fit, k is not moved across thread counts, so measure at the threads the estimates are for.
 
 The leave-one-out is nested, as the published one: each measured point is predicted by a fit (e included) of
 the other measured points only. "Before" is the published-figure fit predicting the same points. The refit is
