@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgecompress.errors import UserError
 from edgecompress.pipeline.executor import LocalExecutor, TaskFiles
 from edgecompress.pipeline.ray_executor import RayExecutor
 
@@ -54,7 +55,19 @@ def executor(work_dir: Path) -> dict:
     items = [Item(work_dir / "in.txt", work_dir / f"out-{m}", m, str(work_dir / f"attempts-{m}")) for m in modes]
     events: list = []
     outcomes = list(RayExecutor(jobs=2).map(work, items, lambda i, text: events.append([i, text])))
+    # One job's default budget is 80% of RAM, more than Ray's node offers: capped, the task still runs (it once
+    # waited for ever); an explicit budget over every node's is refused in one line.
+    alone = Item(work_dir / "in.txt", work_dir / "out-alone", "ok", str(work_dir / "attempts-alone"))
+    with RayExecutor(jobs=1) as one:
+        single = [o.error for o in one.map(work, [alone])]
+        try:
+            list(RayExecutor(jobs=1, memory_mb=10**8).map(work, [alone]))
+            too_big = None
+        except UserError as exc:
+            too_big = str(exc)
     return {
+        "single_job": single,
+        "too_big": too_big,
         "outcomes": {modes[o.index]: {"value": o.value, "error": o.error, "detail": o.detail, "crashed": o.crashed}
                      for o in outcomes},
         "events": events,

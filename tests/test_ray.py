@@ -77,6 +77,11 @@ def test_a_raised_error_is_final_with_its_traceback(executor_run):
     assert "out-raise/result.txt" not in executor_run["files"]
 
 
+def test_task_memory_fits_the_node(executor_run):
+    assert executor_run["single_job"] == [None]
+    assert "worker_memory_mb 100000000 is more than any Ray node offers" in executor_run["too_big"]
+
+
 def test_a_killed_worker_is_retried(executor_run):
     died = executor_run["outcomes"]["die-once"]
     assert died["error"] is None and died["value"]["attempt"] == 2

@@ -62,8 +62,16 @@ def error_summary(exc: BaseException) -> str:
 
 
 class Executor(Protocol):
+    """Also a context manager: a run holds it open (an executor with a cluster connects once for the run)."""
+
     jobs: int
     where: str  # for the report: what ran the builds
+
+    def __enter__(self) -> "Executor":
+        ...
+
+    def __exit__(self, *exc: Any) -> None:
+        ...
 
     def map(
         self, fn: Callable[[Any, Emit], R], items: Sequence[Any],
@@ -95,6 +103,12 @@ class LocalExecutor:
         self.jobs = jobs
         self.memory_mb = memory_mb or default_memory_mb(jobs)
         self.where = f"{jobs} local worker process{'es' if jobs > 1 else ''}"
+
+    def __enter__(self) -> "LocalExecutor":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass  # each map() starts and reaps its own workers
 
     def map(
         self, fn: Callable[[Any, Emit], R], items: Sequence[Any],

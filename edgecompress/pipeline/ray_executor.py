@@ -52,26 +52,38 @@ class RayExecutor:
             raise ValueError("jobs must be at least 1")
         self.jobs = jobs
         self.address = address
-        self.memory_mb = memory_mb or default_memory_mb(jobs)
+        self.memory_mb = memory_mb  # None: each task's share of this machine's RAM, within the largest node's
         self.cpus_per_task = cpus_per_task
         self.retries = retries
         self.where = "a local Ray instance" if address is None else f"the Ray cluster at {address}"
+
+    def __enter__(self) -> "RayExecutor":
+        """Connect once for a whole run (every map() of it shares the instance); __exit__ disconnects."""
+        self._owned = self._connect(import_ray())
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if getattr(self, "_owned", False):
+            import_ray().shutdown()
+            self._owned = False
 
     def map(
         self, fn: Callable[[Any, Emit], R], items: Sequence[Any],
         on_event: Callable[[int, str], None] | None = None,
     ) -> Iterator[Outcome[R]]:
         ray = import_ray()
-        started = self._connect(ray)
-        from ray.util.queue import Queue
-
-        events = Queue(actor_options={"num_cpus": 0})
-        gpus = ray.cluster_resources().get("GPU", 0) > 0
+        started = self._connect(ray)  # False inside a `with` block, which already connected
         pending: dict[Any, int] = {}
+        events = None
         try:
+            from ray.util.queue import Queue
+
+            memory_mb = self._task_memory_mb(ray)
+            events = Queue(actor_options={"num_cpus": 0})
+            gpus = ray.cluster_resources().get("GPU", 0) > 0
             remote = ray.remote(_run_remote)
             for index, item in enumerate(items):
-                options = {"num_cpus": self.cpus_per_task, "memory": self.memory_mb * 2**20,
+                options = {"num_cpus": self.cpus_per_task, "memory": memory_mb * 2**20,
                            "max_retries": self.retries, "retry_exceptions": False}
                 if gpus and getattr(item, "trains", False):
                     options["num_gpus"] = 1
@@ -87,7 +99,8 @@ class RayExecutor:
         finally:
             for ref in pending:  # interrupted (Ctrl-C, or the caller stopped reading): cancel the rest
                 ray.cancel(ref, force=True)
-            ray.kill(events.actor)
+            if events is not None:
+                ray.kill(events.actor)
             if started:
                 ray.shutdown()
 
@@ -107,6 +120,17 @@ class RayExecutor:
             raise UserError(f"cannot reach the Ray cluster at {self.address}: {exc} "
                             "(start it with `ray start --head`, or pass the right --address)") from None
         return True
+
+    def _task_memory_mb(self, ray: Any) -> int:
+        """The memory each task declares. Ray never schedules a task that asks for more than any node has (it
+        waits for ever), so a budget over the largest node's is refused, and the default is capped by it."""
+        largest = max((n["Resources"].get("memory", 0) for n in ray.nodes() if n.get("Alive")), default=0) // 2**20
+        if self.memory_mb is None:
+            return int(min(default_memory_mb(self.jobs), largest))
+        if self.memory_mb > largest:
+            raise UserError(f"worker_memory_mb {self.memory_mb} is more than any Ray node offers ({largest} MB): "
+                            f"give at most {largest}", settings=("worker_memory_mb",))
+        return self.memory_mb
 
     def _outcome(self, ray: Any, ref: Any, index: int) -> Outcome:
         try:

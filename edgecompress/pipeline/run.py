@@ -148,7 +148,7 @@ def run_recipe(
     notes = list(recipe.notes)
     targets = list(recipe.devices) or ["host"]
     search = None
-    with RunDir(out).open(recipe.path) as rd:
+    with executor, RunDir(out).open(recipe.path) as rd:
         batches = _Batches(recipe, rd, executor, progress, notes)
         if recipe.search.exhaustive:
             records = batches.run(list(recipe.variants))
