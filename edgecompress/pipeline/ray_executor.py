@@ -122,11 +122,14 @@ class RayExecutor:
         return True
 
     def _task_memory_mb(self, ray: Any) -> int:
-        """The memory each task declares. Ray never schedules a task that asks for more than any node has (it
-        waits for ever), so a budget over the largest node's is refused, and the default is capped by it."""
-        largest = max((n["Resources"].get("memory", 0) for n in ray.nodes() if n.get("Alive")), default=0) // 2**20
+        """The memory each task declares. By default a task's share of a node's memory for its share of the
+        node's CPUs (more would keep CPUs idle: Ray runs no more tasks than fit in memory); an explicit budget
+        over what the largest node offers is refused, since Ray would wait for ever for such a node."""
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        largest = max((r.get("memory", 0) for r in nodes), default=0) // 2**20
         if self.memory_mb is None:
-            return int(min(default_memory_mb(self.jobs), largest))
+            share = max(r.get("memory", 0) * self.cpus_per_task / max(r.get("CPU", 1), 1) for r in nodes) // 2**20
+            return int(min(default_memory_mb(self.jobs), share))
         if self.memory_mb > largest:
             raise UserError(f"worker_memory_mb {self.memory_mb} is more than any Ray node offers ({largest} MB): "
                             f"give at most {largest}", settings=("worker_memory_mb",))
