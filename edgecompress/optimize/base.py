@@ -41,6 +41,8 @@ class Applied:
 class Technique(ABC):
     name: ClassVar[str]
     order: ClassVar[int]
+    # The fine-tuning after this technique runs at the training learning rate times this (QAT wants less).
+    learning_rate_scale: ClassVar[float] = 1.0
 
     @abstractmethod
     def validate(self) -> None:
