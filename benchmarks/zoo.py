@@ -64,12 +64,22 @@ class Graph:
     operators: int
     float_ops: int  # compute operators with a float32 activation in or out (QUANTIZE/DEQUANTIZE aside)
     constant_affine: int  # MUL / ADD / SUB with a constant operand: an unfolded BatchNormalization or scale
+    sparsity: float  # share of zeros over the int8 kernels (rank >= 2)
+    distinct: int  # most distinct int8 values in one output channel of a kernel (clustering keeps it <= N)
+
+    @property
+    def structure(self) -> str:
+        return f"{self.sparsity:.0%} zeros, <={self.distinct} values/channel"
 
 
 def graph(tflite: Path) -> Graph:
-    """Operator counts from the flatbuffer alone (no TensorFlow)."""
+    """Operator counts and weight structure from the flatbuffer alone (no TensorFlow)."""
     sg = read_model(tflite).main
     ops = sg.operators
+    kernels = [t.data for t in sg.tensors
+               if t.is_constant and t.dtype == "int8" and t.data is not None and t.data.ndim >= 2]
+    zeros = sum(int(np.sum(k == 0)) for k in kernels) / max(1, sum(k.size for k in kernels))
+    distinct = max((np.unique(channel).size for k in kernels for channel in k), default=0)
     floats = affine = 0
     for op in ops:
         tensors = [sg.tensors[i] for i in (*op.inputs, *op.outputs) if i >= 0]
@@ -79,25 +89,27 @@ def graph(tflite: Path) -> Graph:
             floats += 1
         if op.name in ("MUL", "ADD", "SUB") and any(sg.tensors[i].is_constant for i in op.inputs if i >= 0):
             affine += 1
-    return Graph(len(ops), floats, affine)
+    return Graph(len(ops), floats, affine, zeros, distinct)
 
 
-def build(name: str, flavour: str) -> Any:
+def build(name: str, flavour: str, side: int) -> Any:
     from edgecompress.models import import_tf_keras
 
     keras = import_tf_keras()
     if flavour == "keras3":
         import keras
     keras.utils.set_random_seed(0)
-    builder, side = MODELS[name]
-    return builder(keras.applications, (side, side, 3))
+    return MODELS[name][0](keras.applications, (side, side, 3))
 
 
 def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:160]
 
 
-def run_model(name: str, flavour: str, work: Path, modes: list[str], chosen: list[str]) -> list[list[Any]]:
+def run_model(
+    name: str, flavour: str, work: Path, modes: list[str], chosen: list[str], side: int | None = None
+) -> list[list[Any]]:
+    """Table rows for one model: each conversion mode of the model as built, then each technique -> int8."""
     from edgecompress.converters.convert import convert_model
     from edgecompress.optimize import TrainSettings, optimize
 
@@ -110,18 +122,18 @@ def run_model(name: str, flavour: str, work: Path, modes: list[str], chosen: lis
             tflite, error = fn()
             g = graph(tflite) if tflite else None
             rows.append([name, flavour, step, "ok", g and g.operators, g and g.float_ops, g and g.constant_affine,
-                         error])
+                         g and g.structure, error])
         except Exception as exc:  # noqa: BLE001  # the table reports every failure with its reason
-            rows.append([name, flavour, step, _reason(exc), None, None, None, None])
+            rows.append([name, flavour, step, _reason(exc), None, None, None, None, None])
         print(" | ".join("" if v is None else str(v) for v in rows[-1]), file=sys.stderr, flush=True)
 
     source = folder / "source.keras"
+    side = side or MODELS[name][1]
     try:
-        model = build(name, flavour)
+        model = build(name, flavour, side)
         model.save(source)
     except Exception as exc:  # noqa: BLE001
-        return [[name, flavour, "build", _reason(exc), None, None, None, None]]
-    side = MODELS[name][1]
+        return [[name, flavour, "build", _reason(exc), None, None, None, None, None]]
     rng = np.random.default_rng(0)
     data = folder / "data.npz"
     np.savez(data, x=rng.random((SAMPLES, side, side, 3), dtype=np.float32), y=rng.integers(0, 10, SAMPLES))
@@ -162,7 +174,7 @@ def main() -> None:
             rows += run_model(name, flavour, work, [m for m in args.modes.split(",") if m],
                               [t for t in args.techniques.split(",") if t])
     print(table(["model", "built with", "step", "result", "ops", "float ops",
-                 "const MUL/ADD", "rebuild max err"], rows))
+                 "const MUL/ADD", "int8 weights", "rebuild max err"], rows))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ layers it has none for, and BatchNormalization where TF-MOT's transforms fold it
 The model is quantized as a whole (quantize_apply), so TF-MOT's layout transforms fold Conv/Depthwise/Dense +
 BatchNormalization (+ReLU) into one quantized op and place quantizers where the TFLite converter expects
 them. Those transforms only act on annotated layers, so a BatchNormalization is annotated exactly when it
-follows such a layer; alone, TF-MOT cannot quantize it and it stays float (reported).
+follows such a layer; elsewhere it has nothing to fold into and is quantized at its output (an int8 MUL
+and ADD), as TFLite runs it.
 
 Configs added here come from TF-MOT itself (they load back under its quantize_scope):
 - quantize the output only: elementwise ops whose TFLite kernels take int8 in and out and rescale to the
@@ -107,14 +108,9 @@ def qat_configs(model: Any, technique: str) -> tuple[dict[str, Any], list[Skippe
         elif registry.supports(layer):
             chosen[layer.name] = None
         elif _class(layer) == "BatchNormalization":
-            if _folds_into(layer):
-                chosen[layer.name] = None
-            else:
-                skipped.append(SkippedLayer(
-                    layer.name, technique,
-                    "BatchNormalization not right after a Conv2D/DepthwiseConv2D/Dense cannot be folded; "
-                    "it stays float",
-                ))
+            # After a Conv/Dense, TF-MOT's transforms fold it; elsewhere (pre-activation ResNets) it has nothing
+            # to fold into and runs as an int8 MUL + ADD, quantized at its output.
+            chosen[layer.name] = None if _folds_into(layer) else _configs().Default8BitOutputQuantizeConfig()
         else:
             skipped.append(SkippedLayer(
                 layer.name, technique, f"{_class(layer)} is not supported by TF-MOT quantization-aware training; "
