@@ -59,7 +59,7 @@ def main() -> None:
 
     # edgecompress: its QAT scales the training rate by QAT.learning_rate_scale; give the same final rate.
     settings = TrainSettings(epochs=args.epochs, learning_rate=args.learning_rate / QAT.learning_rate_scale)
-    ours = optimize(source, work / "ours.h5", train, [QAT()], val=val, settings=settings, force=True)
+    ours = optimize(source, work / "ours.keras", train, [QAT()], val=val, settings=settings, force=True)
     rows.append(["edgecompress optimize --qat, int8", *_int8(ours.output, work / "ours.tflite", calib, test)])
 
     # TF-MOT by hand, as its guide does it.
