@@ -11,7 +11,7 @@ could not fold; residual Adds and squeeze-excite Multiplies take two activations
 Keras 3 models, the largest output difference between the original and its tf-keras rebuild.
 
     .venv/bin/python benchmarks/zoo.py [--models mobilenet_v2,...] [--flavours keras3,tf-keras]
-        [--techniques qat,...] [--modes none,int8] [--work-dir DIR]
+        [--techniques qat,...] [--modes none,int8] [--side 32] [--work-dir DIR]
 """
 from __future__ import annotations
 
@@ -165,6 +165,7 @@ def main() -> None:
     parser.add_argument("--flavours", default="keras3,tf-keras")
     parser.add_argument("--techniques", default=",".join(TECHNIQUES))
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--side", type=int, default=None, help="input height and width for every model")
     parser.add_argument("--work-dir", type=Path, default=None)
     args = parser.parse_args()
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="zoo_"))
@@ -172,7 +173,7 @@ def main() -> None:
     for name in args.models.split(","):
         for flavour in args.flavours.split(","):
             rows += run_model(name, flavour, work, [m for m in args.modes.split(",") if m],
-                              [t for t in args.techniques.split(",") if t])
+                              [t for t in args.techniques.split(",") if t], args.side)
     print(table(["model", "built with", "step", "result", "ops", "float ops",
                  "const MUL/ADD", "int8 weights", "rebuild max err"], rows))
 

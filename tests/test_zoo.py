@@ -66,11 +66,17 @@ def test_qat_folds_batchnorm_and_saves_a_keras_file_that_converts(zoo, digits, c
     ],
 )
 def test_keras_applications_go_through_optimize_and_int8(zoo, tmp_path, name, flavour, technique):
-    rows = zoo.run_model(name, flavour, tmp_path, ["int8"], [technique], side=32)
-    by_step = {row[2]: row for row in rows}
-    optimized = by_step[f"{technique} -> int8"]
+    (optimized,) = zoo.run_model(name, flavour, tmp_path, [], [technique], side=32)
     assert optimized[3] == "ok", optimized
     assert optimized[5] == 0  # no operator left in float
     assert optimized[8] is not None and optimized[8] < 1e-4  # the Keras 3 rebuild's max abs error
     if name.startswith("mobilenet_v2"):
         assert optimized[6] == 0  # every BatchNormalization folded into its convolution
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "efficientnet_v2_b0", "mobilenet_v3_large", "nasnet_mobile"])
+def test_keras3_applications_rebuild_in_tf_keras(zoo, name):
+    from edgecompress.optimize.rebuild import as_tf_keras
+
+    rebuilt = as_tf_keras(zoo.build(name, "keras3", 32))
+    assert rebuilt.max_abs_error < 1e-4
