@@ -35,7 +35,7 @@ def _class(layer: Any) -> str:
 
 
 def _activation_name(layer: Any) -> str:
-    return getattr(layer.activation, "__name__", str(layer.activation)).split(">")[-1]
+    return getattr(layer.activation, "__name__", str(layer.activation))
 
 
 def _default_registry() -> Any:
@@ -56,7 +56,7 @@ def _configs() -> Any:
     return default_8bit_quantize_configs
 
 
-def extra_config(layer: Any) -> Any | None:
+def _extra_config(layer: Any) -> Any | None:
     """The TF-MOT QuantizeConfig this module adds for LAYER, or None when it adds none."""
     configs = _configs()
     name = _class(layer)
@@ -102,7 +102,7 @@ def qat_configs(model: Any, technique: str) -> tuple[dict[str, Any], list[Skippe
         if isinstance(layer, keras.Model):
             skipped.append(SkippedLayer(layer.name, technique, "nested models are left as they are"))
             continue
-        extra = extra_config(layer)
+        extra = _extra_config(layer)
         if extra is not None and (_class(layer) == "Activation" or not registry.supports(layer)):
             chosen[layer.name] = extra
         elif registry.supports(layer):
