@@ -62,7 +62,6 @@ def test_qat_folds_batchnorm_and_saves_a_keras_file_that_converts(zoo, digits, c
     "name, flavour, technique",
     [
         ("mobilenet_v2_0.35", "keras3", "qat"),  # 52 BatchNormalizations, residual Adds
-        ("mobilenet_v3_small", "keras3", "qat"),  # hard_silu, keras.ops in squeeze-excite, Rescaling
     ],
 )
 def test_keras_applications_go_through_optimize_and_int8(zoo, tmp_path, name, flavour, technique):
@@ -72,6 +71,54 @@ def test_keras_applications_go_through_optimize_and_int8(zoo, tmp_path, name, fl
     assert optimized[8] is not None and optimized[8] < 1e-4  # the Keras 3 rebuild's max abs error
     if name.startswith("mobilenet_v2"):
         assert optimized[6] == 0  # every BatchNormalization folded into its convolution
+
+
+def test_layers_of_edge_models_get_quantize_configs_that_convert(zoo, digits, tmp_path):
+    """Keras 3 layers TF-MOT has no config for (Rescaling, squeeze-excite Multiply, hard_silu, keras.ops
+    arithmetic) are rebuilt, quantized by QAT and converted to int8 with no operator left in float."""
+    from edgecompress.converters.convert import convert_model
+    from edgecompress.inspect import inspect_model
+    from edgecompress.models import import_tf, load_model
+    from edgecompress.optimize import QAT, TrainSettings, optimize
+
+    import_tf()
+    import keras
+
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    inp = keras.Input((8, 8, 1))
+    x = layers.Rescaling(2.0, offset=-1.0, name="scale")(inp)
+    x = layers.ZeroPadding2D(1, name="pad")(x)
+    x = layers.Conv2D(8, 3, use_bias=False, name="conv")(x)
+    x = layers.BatchNormalization(name="conv_bn")(x)
+    x = layers.Activation("hard_silu", name="hswish")(x)
+    x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)
+    x = layers.BatchNormalization(name="dw_bn")(x)
+    x = layers.ReLU(6.0, name="dw_relu")(x)
+    se = layers.GlobalAveragePooling2D(keepdims=True, name="se_pool")(x)
+    se = layers.Conv2D(8, 1, name="se_conv")(se)
+    se = layers.ReLU(6.0, name="se_relu")(se + 3.0) * (1.0 / 6.0)  # MobileNetV3's hard_sigmoid, keras.ops
+    x = layers.Multiply(name="se_mul")([x, se])
+    x = layers.UpSampling2D(2, name="up")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Reshape((8,), name="reshape")(x)
+    out = layers.Dense(10, activation="softmax", name="probs")(x)
+    source = tmp_path / "edge.keras"
+    keras.Model(inp, out).save(source)
+
+    train = Split(digits.train.x[:64], digits.train.y[:64]).save_npz(tmp_path / "train.npz")
+    result = optimize(source, tmp_path / "qat.keras", train, [QAT()], settings=TrainSettings(epochs=1))
+    assert not result.skipped_layers, result.skipped_layers
+    assert result.details["rebuild"]["max_abs_error"] < 1e-5
+    wrapped = {layer.layer.name for layer in load_model(result.output).model.layers if hasattr(layer, "layer")}
+    assert {"scale", "pad", "hswish", "se_mul", "up", "reshape", "conv_bn", "dw_bn"} <= wrapped, wrapped
+
+    tflite = tmp_path / "qat.tflite"
+    convert_model(result.output, tflite, quantize="int8", calibration=train)
+    report = inspect_model(tflite)
+    ops = {o.name for o in report.operators}
+    assert report.integer_model and "HARD_SWISH" in ops, ops
+    assert zoo.graph(tflite).float_ops == 0
 
 
 @pytest.mark.parametrize("name", ["efficientnet_b0", "efficientnet_v2_b0", "mobilenet_v3_large", "nasnet_mobile"])
