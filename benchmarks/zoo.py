@@ -76,7 +76,8 @@ def graph(tflite: Path) -> Graph:
     """Operator counts and weight structure from the flatbuffer alone (no TensorFlow)."""
     sg = read_model(tflite).main
     ops = sg.operators
-    kernels = [t.data for t in sg.tensors
+    # Output channels along the quantized axis (the last one for DEPTHWISE_CONV_2D's [1, h, w, out] filter).
+    kernels = [np.moveaxis(t.data, t.quantization.axis, 0) for t in sg.tensors
                if t.is_constant and t.dtype == "int8" and t.data is not None and t.data.ndim >= 2]
     zeros = sum(int(np.sum(k == 0)) for k in kernels) / max(1, sum(k.size for k in kernels))
     distinct = max((np.unique(channel).size for k in kernels for channel in k), default=0)
