@@ -16,6 +16,8 @@ Keras 3 models, the largest output difference between the original and its tf-ke
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -160,6 +162,19 @@ def run_model(
     return rows
 
 
+def _in_child(args: argparse.Namespace, name: str, flavour: str, work: Path) -> list[list[Any]]:
+    """One model in its own process, so a crash inside TensorFlow (a segfault) becomes a row, not the end."""
+    out = work / f"{name}-{flavour}.json"
+    cmd = [sys.executable, __file__, "--models", name, "--flavours", flavour, "--techniques", args.techniques,
+           "--modes", args.modes, "--work-dir", str(work), "--rows-to", str(out)]
+    if args.side:
+        cmd += ["--side", str(args.side)]
+    code = subprocess.run(cmd).returncode
+    if code != 0 or not out.exists():
+        return [[name, flavour, "all", f"the process died (exit {code})", None, None, None, None, None]]
+    return json.loads(out.read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
@@ -168,13 +183,18 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--side", type=int, default=None, help="input height and width for every model")
     parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument("--rows-to", type=Path, default=None, help=argparse.SUPPRESS)  # the child's answer
     args = parser.parse_args()
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="zoo_"))
+    if args.rows_to:
+        rows = run_model(args.models, args.flavours, work, [m for m in args.modes.split(",") if m],
+                         [t for t in args.techniques.split(",") if t], args.side)
+        args.rows_to.write_text(json.dumps(rows))
+        return
     rows = []
     for name in args.models.split(","):
         for flavour in args.flavours.split(","):
-            rows += run_model(name, flavour, work, [m for m in args.modes.split(",") if m],
-                              [t for t in args.techniques.split(",") if t], args.side)
+            rows += _in_child(args, name, flavour, work)
     print(table(["model", "built with", "step", "result", "ops", "float ops",
                  "const MUL/ADD", "int8 weights", "rebuild max err"], rows))
 
