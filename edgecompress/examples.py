@@ -13,22 +13,36 @@ from edgecompress.datasets import NUM_CLASSES, Digits, load_digits
 from edgecompress.models import import_tf_keras
 
 
-def build_digits_cnn(seed: int = 0, width: int = 16, dense: int = 128) -> Any:
-    """Conv(width) -> Conv(2*width) -> Dense(dense) -> softmax over 10 digits, for 8x8x1 inputs."""
+def build_digits_cnn(seed: int = 0, width: int = 16, dense: int = 128, batch_norm: bool = False) -> Any:
+    """Conv(width) -> Conv(2*width) -> Dense(dense) -> softmax over 10 digits, for 8x8x1 inputs.
+
+    With BATCH_NORM each convolution is Conv2D (no bias) -> BatchNormalization -> ReLU, the block most
+    image models are made of.
+    """
     keras = import_tf_keras("building the example model")
     keras.utils.set_random_seed(seed)
     layers = keras.layers
+
+    def conv(filters: int, name: str) -> list[Any]:
+        if not batch_norm:
+            return [layers.Conv2D(filters, 3, padding="same", activation="relu", name=name)]
+        return [
+            layers.Conv2D(filters, 3, padding="same", use_bias=False, name=name),
+            layers.BatchNormalization(name=f"{name}_bn"),
+            layers.ReLU(name=f"{name}_relu"),
+        ]
+
     return keras.Sequential(
         [
             keras.Input((8, 8, 1), name="image"),
-            layers.Conv2D(width, 3, padding="same", activation="relu", name="conv1"),
-            layers.Conv2D(2 * width, 3, padding="same", activation="relu", name="conv2"),
+            *conv(width, "conv1"),
+            *conv(2 * width, "conv2"),
             layers.MaxPooling2D(2, name="pool"),
             layers.Flatten(name="flatten"),
             layers.Dense(dense, activation="relu", name="dense"),
             layers.Dense(NUM_CLASSES, activation="softmax", name="probs"),
         ],
-        name="digits_cnn",
+        name="digits_bn_cnn" if batch_norm else "digits_cnn",
     )
 
 

@@ -55,6 +55,10 @@ def import_tf_keras(what: str = "this command") -> ModuleType:
     import_tf(what)
     import tf_keras
 
+    from edgecompress.keras_activations import register
+
+    register()  # the activations rebuilt Keras 3 models use, so that their files load
+
     return tf_keras
 
 
@@ -143,13 +147,39 @@ def lambda_layers(config: Any) -> list[str]:
     return found
 
 
+def is_quantized_config(config: Any) -> bool:
+    """True for a QAT model's config (TF-MOT quantize wrappers, e.g. from `optimize --qat`)."""
+    return "QuantizeWrapper" in json.dumps(config)
+
+
 def _quantize_scope(config: Any) -> contextlib.AbstractContextManager:
-    """TF-MOT's quantize wrappers (in QAT models, e.g. from `optimize --qat`) load only inside its scope."""
-    if "QuantizeWrapper" not in json.dumps(config):
+    """TF-MOT's quantize wrappers load only inside its scope."""
+    if not is_quantized_config(config):
         return contextlib.nullcontext()
     import tensorflow_model_optimization as tfmot
 
     return tfmot.quantization.keras.quantize_scope()
+
+
+def without_build_configs(config: Any) -> Any:
+    """CONFIG without the layers' build_config entries.
+
+    TF-MOT 0.8.1's QuantizeLayer and QuantizeWrapper do not mark themselves built in build(), so a .keras
+    load that builds them from build_config builds them a second time on the graph call and then holds more
+    variables than the file: built only by the graph call, they match it.
+    """
+    if isinstance(config, dict):
+        return {k: without_build_configs(v) for k, v in config.items() if k != "build_config"}
+    if isinstance(config, list):
+        return [without_build_configs(v) for v in config]
+    return config
+
+
+def _load_quantized_keras(tf_keras: Any, path: Path, config: Any) -> Any:
+    """A QAT model from a .keras file written by `optimize` (see without_build_configs)."""
+    model = tf_keras.models.model_from_json(json.dumps(without_build_configs(config)))
+    model.load_weights(path)
+    return model
 
 
 def load_model(path: str | Path, unsafe: bool = False) -> LoadedModel:
@@ -173,10 +203,12 @@ def load_model(path: str | Path, unsafe: bool = False) -> LoadedModel:
 
             model = keras.saving.load_model(p, compile=False, safe_mode=not unsafe)
         else:
-            import tf_keras
-
+            tf_keras = import_tf_keras()
             with _quantize_scope(config):
-                model = tf_keras.models.load_model(p, compile=False, safe_mode=not unsafe)
+                if p.suffix.lower() == ".keras" and is_quantized_config(config):
+                    model = _load_quantized_keras(tf_keras, p, config)  # its Lambda layers were refused above
+                else:
+                    model = tf_keras.models.load_model(p, compile=False, safe_mode=not unsafe)
     except (ValueError, TypeError, OSError, KeyError) as exc:
         raise UserError(f"cannot load {p} as a {flavour} model: {str(exc).splitlines()[0]}") from exc
     return keras_model(model, p, flavour)

@@ -129,7 +129,7 @@ def test_qat_combinations_convert_to_int8_and_keep_structure(
     from edgecompress.optimize import QAT, Cluster, Prune
 
     make = {"prune": lambda: Prune(0.75), "cluster": lambda: Cluster(8), "qat": QAT}
-    result = _run(digits_model_path, tmp_path / "q.h5", train_npz, [make[n]() for n in names])
+    result = _run(digits_model_path, tmp_path / "q.keras", train_npz, [make[n]() for n in names])
     loaded = load_model(result.output)
     assert any(type(layer).__name__ == "QuantizeWrapperV2" for layer in loaded.model.layers)
 

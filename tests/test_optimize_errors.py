@@ -38,7 +38,6 @@ CASES = {
     "one cluster": (["--cluster", "1"], "--cluster 1 is below 2"),
     "no technique": ([], "no technique chosen"),
     "prune twice": (["--prune", "0.5", "--prune-pattern", "2:4"], "--prune and --prune-pattern exclude each other"),
-    "qat into .keras": (["--qat"], ".h5"),
     "no labels": (["--prune", "0.5", "--train", "{d}/no_labels.npz"], "no labels `y`"),
     "wrong key": (["--prune", "0.5", "--train", "{d}/wrong_key.npz"], "lacks the model input"),
     "wrong shape": (["--prune", "0.5", "--train", "{d}/wrong_shape.npz"], "reshape the data"),

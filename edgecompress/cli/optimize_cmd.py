@@ -56,7 +56,7 @@ def _summary(result: Any) -> dict[str, Any]:
 
 @click.command("optimize")
 @click.argument("model", type=click.Path(dir_okay=True))
-@click.option("-o", "--output", required=True, type=click.Path(), help="The optimized model (.keras; .h5 with --qat).")
+@click.option("-o", "--output", required=True, type=click.Path(), help="The optimized model (.keras or .h5).")
 @click.option("--train", "train", required=True, type=click.Path(), help=".npz with the inputs (x) and labels (y).")
 @click.option("--val", "val", type=click.Path(),
               help=".npz for validation accuracy and early stopping (same keys as --train); without it, "

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,13 @@ from edgecompress.optimize.train import (
 
 
 def save_model(model: Any, path: Path, quantized: bool) -> None:
-    """Save atomically; QAT models need TF-MOT's scope for their quantize wrappers."""
+    """Save atomically; QAT models need TF-MOT's scope for their quantize wrappers.
+
+    A QAT model saved as .keras loads back through edgecompress.models.load_model (which rebuilds it from
+    its config under TF-MOT's quantize_scope); .h5 also loads with plain tf_keras under that scope.
+    """
     with atomic_path(path) as tmp, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*HDF5 file.*legacy")  # .h5 is chosen on purpose for QAT
+        warnings.filterwarnings("ignore", message=".*HDF5 file.*legacy")  # .h5 when the user asks for it
         with import_tfmot().quantization.keras.quantize_scope() if quantized else contextlib.nullcontext():
             model.save(tmp)
 
@@ -74,15 +79,10 @@ def optimize(
     out = check_output(output, force)
     if out.suffix.lower() not in (".keras", ".h5"):
         raise UserError(f"output {out} must end in .keras or .h5")
-    if "qat" in names and out.suffix.lower() != ".h5":
-        # TF-MOT 0.8.1's QuantizeLayer builds twice when a .keras file loads and then refuses its weights.
-        raise UserError(
-            "with QAT the output must be a .h5 file (TF-MOT's quantize wrappers do not load back from .keras): "
-            f"use {out.with_suffix('.h5')}"
-        )
 
     loaded, source_path = _source(model, unsafe)
-    source = as_tf_keras(loaded.model) if loaded.flavour == "keras3" else loaded.model
+    rebuilt = as_tf_keras(loaded.model) if loaded.flavour == "keras3" else None
+    source = rebuilt.model if rebuilt is not None else loaded.model
     train_data = load_labeled(train, loaded.inputs, loaded.outputs, "training")
     val_data = load_labeled(val, loaded.inputs, loaded.outputs, "validation") if val is not None else None
 
@@ -97,6 +97,8 @@ def optimize(
     objective = classification(source, fit_data, teacher, distill)
 
     work, skipped, details, training = _apply_all(source, steps, ctx, objective, fit_data, stop_data, settings)
+    if rebuilt is not None:
+        details["rebuild"] = {"max_abs_error": rebuilt.max_abs_error}
     save_model(work, out, quantized="qat" in names)
     after = stats(work, out, val_data)
     used = [t.name for t in steps] + ([DISTILLATION] if distill else [])
@@ -131,7 +133,9 @@ def _apply_all(
         frozen = freeze(applied.model, constrained - applied.compressed)
         if frozen:
             note(f"{technique.name}: {', '.join(frozen)} frozen while fine-tuning, to keep what earlier techniques did")
-        training.append(fine_tune(applied.model, objective, train, val, settings, technique.callbacks(),
+        # QAT fine-tunes at a fraction of the rate (its learning_rate_scale), as TF-MOT's examples do
+        rate = replace(settings, learning_rate=settings.rate(False) * technique.learning_rate_scale)
+        training.append(fine_tune(applied.model, objective, train, val, rate, technique.callbacks(),
                                   technique.name, first_compared=technique.first_compared_epoch(ctx)))
         work = technique.strip(applied.model)
         unfreeze(work, frozen)

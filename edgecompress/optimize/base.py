@@ -38,6 +38,8 @@ class Applied:
 class Technique(ABC):
     name: ClassVar[str]  # also the setting that turns it on
     order: ClassVar[int]
+    # The fine-tuning after this technique runs at the training learning rate times this (QAT wants less).
+    learning_rate_scale: ClassVar[float] = 1.0
 
     @classmethod
     @abstractmethod

@@ -130,7 +130,7 @@ def load_teacher(config: DistillationConfig, student: Any, unsafe: bool = False)
     loaded = load_model(config.teacher_path, unsafe=unsafe)
     if not loaded.is_keras:
         raise UserError(f"teacher {config.teacher_path} is a SavedModel: give its Keras model (.keras or .h5)")
-    teacher = as_tf_keras(loaded.model) if loaded.flavour == "keras3" else loaded.model
+    teacher = as_tf_keras(loaded.model).model if loaded.flavour == "keras3" else loaded.model
     check_teacher(teacher, student)
     ends_in_softmax(teacher)
     teacher.trainable = False

@@ -1,9 +1,9 @@
 """Which layers each technique can compress, and wrapping only those.
 
-TF-MOT's whole-model helpers (prune_low_magnitude, quantize_model) refuse a model as soon as one layer is
-unsupported (prune_low_magnitude stops at a MultiHeadAttention or TFOpLambda layer with "Please initialize
-`Prune` with a supported layer"). Here each layer is judged on its own through TF-MOT's registries, the supported
-ones are wrapped through clone_model's clone_function, and the others stay as they are and are reported.
+TF-MOT's whole-model pruning and clustering refuse a model as soon as one layer is unsupported. Here each
+layer is judged on its own through TF-MOT's registries, the supported ones are wrapped through clone_model's
+clone_function, and the others stay as they are and are reported. (QAT annotates per layer the same way but
+quantizes the model as a whole: see quantize_configs.)
 """
 from __future__ import annotations
 
@@ -86,34 +86,15 @@ def cluster_judge() -> Judge:
     return judge
 
 
-def qat_judge() -> Judge:
-    import_tfmot()
-    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_registry import (  # noqa: E501
-        Default8BitQuantizeRegistry,
-    )
-
-    registry = Default8BitQuantizeRegistry()
-
-    def judge(layer: Any) -> str | None:
-        if registry.supports(layer):
-            return None
-        return f"{_class(layer)} is not supported by TF-MOT quantization-aware training; it stays float"
-
-    return judge
-
-
 def _all_layers(model: Any) -> list[Any]:
     keras = import_tf_keras()
     return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
 
 
-def plan(
-    model: Any, judge: Judge, technique: str, weightless_matter: bool = False
-) -> tuple[set[str], list[SkippedLayer]]:
+def plan(model: Any, judge: Judge, technique: str) -> tuple[set[str], list[SkippedLayer]]:
     """Names of the layers to wrap, and the skipped ones.
 
-    Layers without weights have nothing to prune or cluster and are neither wrapped nor reported; for QAT
-    (WEIGHTLESS_MATTER) an unsupported weightless op still stays float, so it is reported.
+    Layers without weights have nothing to prune or cluster and are neither wrapped nor reported.
     """
     keras = import_tf_keras()
     chosen: set[str] = set()
@@ -122,20 +103,24 @@ def plan(
         if isinstance(layer, keras.Model):
             skipped.append(SkippedLayer(layer.name, technique, "nested models are left as they are"))
             continue
-        if not has_weights(layer) and not weightless_matter:
+        if not has_weights(layer):
             continue
         reason = judge(layer)
         if reason is None:
-            if has_weights(layer) or weightless_matter:
-                chosen.add(layer.name)
+            chosen.add(layer.name)
         else:
             skipped.append(SkippedLayer(layer.name, technique, reason))
+    require_some(model, chosen, skipped, technique)
+    return chosen, skipped
+
+
+def require_some(model: Any, chosen: set[str], skipped: list[SkippedLayer], technique: str) -> None:
+    """Refuse a model where the technique would change no layer that holds weights."""
     if not any(has_weights(layer) and layer.name in chosen for layer in _all_layers(model)):
         raise UserError(
             f"no layer of this model supports {technique} "
             f"(skipped: {', '.join(s.layer for s in skipped) or 'none with weights'}): choose another technique"
         )
-    return chosen, skipped
 
 
 def wrap_layers(model: Any, chosen: set[str], wrap: Callable[[Any], Any]) -> Any:

@@ -192,8 +192,7 @@ def _optimize(task: BuildTask) -> dict[str, Any]:
         learning_rate=s.learning_rate or task.training.learning_rate,
         seed=task.training.seed,
     )
-    # TF-MOT's quantize wrappers only load back from .h5 (edgecompress.optimize refuses .keras with QAT)
-    output = task.dir.path / f"{task.variant.name}{'.h5' if s.qat else '.keras'}"
+    output = task.dir.keras
     model, distill = task.model, None
     if s.distill_student is not None:  # the recipe's model teaches the (smaller) student
         from edgecompress.optimize.distill import DistillationConfig

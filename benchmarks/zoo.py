@@ -1,0 +1,203 @@
+"""The Keras applications users ship, through every technique and conversion mode: what works, and why not.
+
+Each model is built twice with random weights at a small input size, once with Keras 3 (keras.applications)
+and once with tf-keras (tf_keras.applications), saved, then
+- converted as it is with --quantize none / dynamic / float16 / int8 (int8 calibrated on random images);
+- optimized with each technique (prune 0.5, 2:4, cluster 16, QAT, prune+cluster+QAT) after one epoch of
+  training on a few random samples, and converted to int8.
+It measures that things work, not accuracy. For each int8 .tflite: the operator count, the operators left in
+float, and the MUL/ADD/SUB operators with a constant operand (a BatchNormalization or a scale the converter
+could not fold; residual Adds and squeeze-excite Multiplies take two activations and are not counted). For
+Keras 3 models, the largest output difference between the original and its tf-keras rebuild.
+
+    .venv/bin/python benchmarks/zoo.py [--models mobilenet_v2,...] [--flavours keras3,tf-keras]
+        [--techniques qat,...] [--modes none,int8] [--side 32] [--work-dir DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgecompress.tables import table
+from edgecompress.tflite_reader import read_model
+
+# name -> (builder(applications module, input shape), input side)
+MODELS: dict[str, tuple[Callable[[Any, tuple[int, int, int]], Any], int]] = {
+    "mobilenet_v1_0.25": (lambda A, s: A.MobileNet(input_shape=s, alpha=0.25, weights=None, classes=10), 96),
+    "mobilenet_v2_0.35": (lambda A, s: A.MobileNetV2(input_shape=s, alpha=0.35, weights=None, classes=10), 96),
+    "mobilenet_v3_small": (lambda A, s: A.MobileNetV3Small(input_shape=s, weights=None, classes=10), 96),
+    "mobilenet_v3_small_min": (
+        lambda A, s: A.MobileNetV3Small(input_shape=s, weights=None, classes=10, minimalistic=True), 96),
+    "mobilenet_v3_large": (lambda A, s: A.MobileNetV3Large(input_shape=s, weights=None, classes=10), 96),
+    "mobilenet_v3_large_min": (
+        lambda A, s: A.MobileNetV3Large(input_shape=s, weights=None, classes=10, minimalistic=True), 96),
+    "efficientnet_b0": (lambda A, s: A.EfficientNetB0(input_shape=s, weights=None, classes=10), 64),
+    "efficientnet_v2_b0": (lambda A, s: A.EfficientNetV2B0(input_shape=s, weights=None, classes=10), 64),
+    "resnet50_v2": (lambda A, s: A.ResNet50V2(input_shape=s, weights=None, classes=10), 64),
+    "nasnet_mobile": (lambda A, s: A.NASNetMobile(input_shape=s, weights=None, classes=10), 64),
+}
+TECHNIQUES = ("prune 0.5", "2:4", "cluster 16", "qat", "pcqat")
+MODES = ("none", "dynamic", "float16", "int8")
+SAMPLES = 8
+
+
+def techniques(name: str) -> list[Any]:
+    from edgecompress.optimize import QAT, Cluster, Prune
+
+    return {
+        "prune 0.5": lambda: [Prune(0.5)],
+        "2:4": lambda: [Prune(pattern=(2, 4))],
+        "cluster 16": lambda: [Cluster(16)],
+        "qat": lambda: [QAT()],
+        "pcqat": lambda: [Prune(0.5), Cluster(16), QAT()],
+    }[name]()
+
+
+@dataclass
+class Graph:
+    operators: int
+    float_ops: int  # compute operators with a float32 activation in or out (QUANTIZE/DEQUANTIZE aside)
+    constant_affine: int  # MUL / ADD / SUB with a constant operand: an unfolded BatchNormalization or scale
+    sparsity: float  # share of zeros over the int8 kernels (rank >= 2)
+    distinct: int  # most distinct int8 values in one output channel of a kernel (clustering keeps it <= N)
+
+    @property
+    def structure(self) -> str:
+        return f"{self.sparsity:.0%} zeros, <={self.distinct} values/channel"
+
+
+def graph(tflite: Path) -> Graph:
+    """Operator counts and weight structure from the flatbuffer alone (no TensorFlow)."""
+    sg = read_model(tflite).main
+    ops = sg.operators
+    # Output channels along the quantized axis (the last one for DEPTHWISE_CONV_2D's [1, h, w, out] filter).
+    kernels = [np.moveaxis(t.data, t.quantization.axis, 0) for t in sg.tensors
+               if t.is_constant and t.dtype == "int8" and t.data is not None and t.data.ndim >= 2]
+    zeros = sum(int(np.sum(k == 0)) for k in kernels) / max(1, sum(k.size for k in kernels))
+    distinct = max((np.unique(channel).size for k in kernels for channel in k), default=0)
+    floats = affine = 0
+    for op in ops:
+        tensors = [sg.tensors[i] for i in (*op.inputs, *op.outputs) if i >= 0]
+        if op.name not in ("QUANTIZE", "DEQUANTIZE") and any(
+            t.dtype == "float32" and not t.is_constant for t in tensors
+        ):
+            floats += 1
+        if op.name in ("MUL", "ADD", "SUB") and any(sg.tensors[i].is_constant for i in op.inputs if i >= 0):
+            affine += 1
+    return Graph(len(ops), floats, affine, zeros, distinct)
+
+
+def build(name: str, flavour: str, side: int) -> Any:
+    from edgecompress.models import import_tf_keras
+
+    keras = import_tf_keras()
+    if flavour == "keras3":
+        import keras
+    keras.utils.set_random_seed(0)
+    return MODELS[name][0](keras.applications, (side, side, 3))
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:160]
+
+
+def run_model(
+    name: str, flavour: str, work: Path, modes: list[str], chosen: list[str], side: int | None = None
+) -> list[list[Any]]:
+    """Table rows for one model: each conversion mode of the model as built, then each technique -> int8."""
+    from edgecompress.converters.convert import convert_model
+    from edgecompress.optimize import TrainSettings, optimize
+
+    folder = work / f"{name}-{flavour}"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows: list[list[Any]] = []
+
+    def row(step: str, fn: Callable[[], tuple[Path | None, float | None]]) -> None:
+        try:
+            tflite, error = fn()
+            g = graph(tflite) if tflite else None
+            rows.append([name, flavour, step, "ok", g and g.operators, g and g.float_ops, g and g.constant_affine,
+                         g and g.structure, error])
+        except Exception as exc:  # noqa: BLE001  # the table reports every failure with its reason
+            rows.append([name, flavour, step, _reason(exc), None, None, None, None, None])
+        print(" | ".join("" if v is None else str(v) for v in rows[-1]), file=sys.stderr, flush=True)
+
+    source = folder / "source.keras"
+    side = side or MODELS[name][1]
+    try:
+        model = build(name, flavour, side)
+        model.save(source)
+    except Exception as exc:  # noqa: BLE001
+        return [[name, flavour, "build", _reason(exc), None, None, None, None, None]]
+    rng = np.random.default_rng(0)
+    data = folder / "data.npz"
+    np.savez(data, x=rng.random((SAMPLES, side, side, 3), dtype=np.float32), y=rng.integers(0, 10, SAMPLES))
+
+    for mode in modes:
+        def plain(mode: str = mode) -> tuple[Path, None]:
+            out = folder / f"plain-{mode}.tflite"
+            convert_model(source, out, quantize=mode, calibration=data if mode == "int8" else None,
+                          num_samples=SAMPLES, force=True, validation_samples=4)
+            return out, None
+        row(f"convert {mode}", plain)
+
+    for technique in chosen:
+        def optimized(technique: str = technique) -> tuple[Path, float | None]:
+            slug = technique.replace(" ", "_").replace(":", "of")
+            result = optimize(source, folder / f"{slug}.keras", data, techniques(technique),
+                              settings=TrainSettings(epochs=1, batch_size=4), force=True)
+            out = folder / f"{slug}-int8.tflite"
+            convert_model(result.output, out, quantize="int8", calibration=data, num_samples=SAMPLES, force=True,
+                          validation_samples=4)
+            return out, result.details.get("rebuild", {}).get("max_abs_error")
+        row(f"{technique} -> int8", optimized)
+    return rows
+
+
+def _in_child(args: argparse.Namespace, name: str, flavour: str, work: Path) -> list[list[Any]]:
+    """One model in its own process, so a crash inside TensorFlow (a segfault) becomes a row, not the end."""
+    out = work / f"{name}-{flavour}.json"
+    cmd = [sys.executable, __file__, "--models", name, "--flavours", flavour, "--techniques", args.techniques,
+           "--modes", args.modes, "--work-dir", str(work), "--rows-to", str(out)]
+    if args.side:
+        cmd += ["--side", str(args.side)]
+    code = subprocess.run(cmd).returncode
+    if code != 0 or not out.exists():
+        return [[name, flavour, "all", f"the process died (exit {code})", None, None, None, None, None]]
+    return json.loads(out.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--flavours", default="keras3,tf-keras")
+    parser.add_argument("--techniques", default=",".join(TECHNIQUES))
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--side", type=int, default=None, help="input height and width for every model")
+    parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument("--rows-to", type=Path, default=None, help=argparse.SUPPRESS)  # the child's answer
+    args = parser.parse_args()
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="zoo_"))
+    if args.rows_to:
+        rows = run_model(args.models, args.flavours, work, [m for m in args.modes.split(",") if m],
+                         [t for t in args.techniques.split(",") if t], args.side)
+        args.rows_to.write_text(json.dumps(rows))
+        return
+    rows = []
+    for name in args.models.split(","):
+        for flavour in args.flavours.split(","):
+            rows += _in_child(args, name, flavour, work)
+    print(table(["model", "built with", "step", "result", "ops", "float ops",
+                 "const MUL/ADD", "int8 weights", "rebuild max err"], rows))
+
+
+if __name__ == "__main__":
+    main()
