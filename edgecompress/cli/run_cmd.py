@@ -23,7 +23,12 @@ def render_run(result: Any) -> str:
         else:
             closest = "; ".join(f"{name}: {', '.join(broken)}" for name, broken in s.closest)
             lines.append(f"{where}: none - {s.why}" + (f" (closest: {closest})" if closest else ""))
+    from edgecompress.tables import fmt_duration
+
+    spent = ", ".join(f"{phase} {fmt_duration(s * 1000)}" for phase, s in result.phase_seconds.items() if s)
     lines += ["", f"report: {result.report.markdown}", f"results: {result.report.results}"]
+    if spent:
+        lines.append(f"time: {spent} (of {fmt_duration(result.seconds * 1000)} in all)")
     return "\n".join(lines)
 
 

@@ -44,6 +44,7 @@ class RunResult:
     redone: list[str] = field(default_factory=list)  # variants (re)built or re-measured in this run
     seconds: float = 0.0
     search: SearchResult | None = None  # with a [search] other than the full grid
+    phase_seconds: dict[str, float] = field(default_factory=dict)  # check, build, measure (wall time)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -61,6 +62,7 @@ class RunResult:
             "redone": self.redone,
             "seconds": self.seconds,
             "search": self.search.to_dict() if self.search else None,
+            "phase_seconds": self.phase_seconds,
         }
 
 
@@ -163,7 +165,8 @@ def run_recipe(
         report = write_report(rd.path, recipe.path, recipe.objective, recipe.constraints, batches.baseline, records,
                               selections, targets, notes, search)
     return RunResult(rd.path, recipe.path, recipe.objective, recipe.constraints, targets, batches.baseline, records,
-                     selections, report, notes, batches.redone, time.perf_counter() - start, search)
+                     selections, report, notes, batches.redone, time.perf_counter() - start, search,
+                     batches.seconds)
 
 
 class _Batches:
@@ -176,6 +179,8 @@ class _Batches:
         self.redone: list[str] = []
         self._calibrated = False
         self._checked = False
+        # wall time per phase, summed over batches: where a run's time goes (and what more workers would cut)
+        self.seconds = {"check": 0.0, "build": 0.0, "measure": 0.0}
 
     def run(self, variants: list[Variant]) -> list[VariantRecord]:
         recipe, rd = self.recipe, self.rd
@@ -190,7 +195,9 @@ class _Batches:
         if len(todo) < len(variants):
             note(f"{len(variants) - len(todo)} of {len(variants)} variants finished in an earlier run: reused")
         if not self._checked and (to_build or baseline is None):  # once: every candidate's files at the start
+            started = time.perf_counter()
             _check_files(self.executor, recipe, list(recipe.variants))
+            self.seconds["check"] += time.perf_counter() - started
             self._checked = True
         if todo and not self._calibrated:
             _calibrate_devices(tuple(d for d in recipe.devices if d not in recipe.measured), self.notes)
@@ -203,12 +210,16 @@ class _Batches:
                                 for v in sorted(to_build, key=lambda v: -_training_cost(v, recipe))]
             if baseline is None:  # quick: last, so that the long builds start first
                 tasks.append(BaselineTask(recipe.model, recipe.data.eval, keys.baseline, baseline_file))
+            started = time.perf_counter()
             baseline = _build_all(self.executor, tasks, bar_, failures) or baseline
+            self.seconds["build"] += time.perf_counter() - started
             if baseline is None:
                 raise UserError(f"the source model could not be scored on the held-out data: {failures['(baseline)'][1]}")
+            started = time.perf_counter()
             for v in todo:
                 if v.name not in failures:
                     _measure_one(recipe, v, dirs[v.name], keys, bar_, failures)
+            self.seconds["measure"] += time.perf_counter() - started
         self.baseline = baseline
         self.builds += [dirs[v.name].built(keys.build[v.name]) for v in variants]
         self.redone += [v.name for v in todo]
