@@ -21,8 +21,8 @@ from edgecompress.examples import build_digits_cnn, train_digits_cnn
 from edgecompress.optimize import QAT, Cluster, DistillationConfig, LowRank, Prune, TrainSettings, optimize
 from edgecompress.tables import table
 
-# Targets from the issue: (minimum gzip ratio, maximum drop in points, maximum share of the factorised
-# layers' parameters left); None where the issue sets none.
+# Targets: (minimum gzip ratio, maximum drop in points, maximum share of the factorised
+# layers' parameters left); None where there is none.
 TARGETS = {
     "prune 80% + int8": (10.0, 1.0, None),
     "prune 80% + cluster 16 + QAT int8": (12.0, 1.0, None),

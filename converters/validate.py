@@ -44,8 +44,8 @@ def validation_warnings(validation: Validation, quantize: str) -> list[str]:
         return []
     return [
         f"the {quantize} export {found}, max abs error {v.max_abs_error:.3g}: find the layers at fault with "
-        "`edgecompress diagnose MODEL --calibration DATA`, or keep them in float with "
-        "`--max-drop POINTS --eval-data LABELLED.npz` (quantize int8)"
+        "`edgecompress diagnose MODEL --calibration DATA`, or keep them in float with max_drop (int8: "
+        "`convert --max-drop POINTS --eval-data LABELLED.npz`, or max_drop in a recipe variant)"
     ]
 
 

@@ -81,10 +81,14 @@ class RayExecutor:
             memory_mb = self._task_memory_mb(ray)
             events = Queue(actor_options={"num_cpus": 0})
             gpus = ray.cluster_resources().get("GPU", 0) > 0
+            # TensorFlow sizes its thread pools to the machine, not to the CPUs a task declared: without this,
+            # a 1-CPU task keeps every core busy and more declared CPUs add little
+            n = str(max(1, round(self.cpus_per_task)))
+            threads = {"env_vars": {"TF_NUM_INTRAOP_THREADS": n, "TF_NUM_INTEROP_THREADS": n}}
             remote = ray.remote(_run_remote)
             for index, item in enumerate(items):
                 options = {"num_cpus": self.cpus_per_task, "memory": memory_mb * 2**20,
-                           "max_retries": self.retries, "retry_exceptions": False}
+                           "max_retries": self.retries, "retry_exceptions": False, "runtime_env": threads}
                 if gpus and getattr(item, "trains", False):
                     options["num_gpus"] = 1
                 ref = remote.options(**options).remote(fn, item, _pack(item), index, events)
