@@ -158,7 +158,8 @@ def _scatter(ax: Any, records: Sequence[VariantRecord], numbers: dict[str, int],
     if key:
         ax.text(1.02, 1.0, "\n".join(f"{numbers[r.name]:>2}  {r.name}" for r in kept), transform=ax.transAxes,
                 va="top", ha="left", fontsize=7, family="monospace")
-    legend = ax.legend(fontsize=7, loc="lower right")
+    # below the axes: inside, it covered points (a corner of the plot is where low-accuracy variants sit)
+    legend = ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, frameon=False)
     shown.legend = [t.get_text() for t in legend.get_texts()]
     return shown
 
