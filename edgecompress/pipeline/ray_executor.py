@@ -249,13 +249,10 @@ def _run_remote(fn: Callable[[Any, Emit], Any], item: Any, shipped: dict[str, An
         prefix = str(scratch)
         back: dict[str, bytes] = {}
         for write in shipped["writes"]:
-            local = _mirror(scratch, Path(write))
-            files = [f for f in local.rglob("*") if f.is_file()] if local.is_dir() else [local] * local.is_file()
-            for f in files:
-                data = f.read_bytes()
-                if f.suffix in _TEXT_SUFFIXES:
+            for name, data in _read_tree(_mirror(scratch, Path(write))).items():
+                if Path(name).suffix in _TEXT_SUFFIXES:
                     data = data.replace(prefix.encode(), b"")
-                back[str(f)[len(prefix):]] = data
+                back[name[len(prefix):]] = data
         return _unmirrored(value, prefix), back
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

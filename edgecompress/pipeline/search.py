@@ -17,9 +17,10 @@ taken on the first target (the first device, or the host), feasibility on all of
 """
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 from edgecompress.pipeline.grid import SETTING_FIELDS, Variant
 from edgecompress.pipeline.record import VariantRecord
@@ -149,7 +150,7 @@ class _Proposer:
         self.space = space
 
     def next(self, n: int) -> list[tuple[Variant, Any]]:
-        return [(v, None) for v in _take(self._order, n)]
+        return [(v, None) for v in itertools.islice(self._order, n)]
 
     def point(self, variant: Variant) -> dict[str, Any]:
         return {k: _plain(getattr(variant.settings, k)) for k in self.space}
@@ -236,15 +237,6 @@ def _proposals(settings: SearchSettings, candidates: list[Variant]) -> _Proposer
     if settings.strategy == "random":
         random.Random(settings.seed).shuffle(order)
     return _Proposer(order, space)
-
-
-def _take(it: Iterator[Variant], n: int) -> list[Variant]:
-    out = []
-    for v in it:
-        out.append(v)
-        if len(out) == n:
-            break
-    return out
 
 
 def _plain(value: Any) -> Any:
