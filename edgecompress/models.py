@@ -55,9 +55,11 @@ def import_tf_keras(what: str = "this command") -> ModuleType:
     import_tf(what)
     import tf_keras
 
-    from edgecompress.keras_activations import register
+    from edgecompress import keras_activations
+    from edgecompress.text import layers as text_layers
 
-    register()  # the activations rebuilt Keras 3 models use, so that their files load
+    keras_activations.register()  # the activations rebuilt Keras 3 models use, so that their files load
+    text_layers.register()  # the text encoders' position embeddings
 
     return tf_keras
 

@@ -19,7 +19,8 @@ FORBIDDEN = {
     **dict.fromkeys(BASE, ("runtime", "models", "calibration", "converters", "optimize", "devices", "benchmark",
                            "pipeline", "cli")),
     **dict.fromkeys(RUNTIME_SIDE, ("converters", "optimize", "devices", "benchmark", "pipeline", "cli")),
-    "models": ("calibration", "converters", "optimize", "devices", "benchmark", "pipeline", "cli"),
+    **dict.fromkeys(("models", "text"), ("calibration", "converters", "optimize", "devices", "benchmark", "pipeline",
+                                          "cli")),
     "calibration": ("converters", "optimize", "devices", "benchmark", "pipeline", "cli"),
     "converters": ("optimize", "devices", "benchmark", "pipeline", "cli"),
     "optimize": ("converters", "devices", "benchmark", "pipeline", "cli"),
@@ -30,7 +31,7 @@ FORBIDDEN = {
     "pipeline": ("cli",),
     "demo": ("cli",),
 }
-NO_TENSORFLOW_ON_IMPORT = RUNTIME_SIDE + BASE + ("models", "calibration", "converters", "optimize", "devices",
+NO_TENSORFLOW_ON_IMPORT = RUNTIME_SIDE + BASE + ("models", "text", "calibration", "converters", "optimize", "devices",
                                                  "benchmark", "remote", "check", "pipeline", "demo", "cli")
 
 

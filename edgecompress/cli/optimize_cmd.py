@@ -63,6 +63,10 @@ def _summary(result: Any) -> dict[str, Any]:
               "a seeded 10% of --train is held out.")
 @click.option("--prune", type=float, help="Magnitude pruning to this final sparsity, in [0, 1).")
 @click.option("--prune-pattern", help="Structured M:N sparsity instead: 2:4 (also 1:2, 4:8).")
+@click.option("--prune-heads", type=float, help="Transformers: remove this share of each attention layer's heads "
+              "(the least important, measured on --train), in [0, 1).")
+@click.option("--prune-ffn", type=float, help="Transformers: remove this share of each feed-forward layer's hidden "
+              "units, in [0, 1).")
 @click.option("--cluster", type=int, help="Weight clustering into this many shared values per kernel.")
 @click.option("--qat", is_flag=True, help="Quantization-aware training for a full-integer int8 conversion.")
 @click.option("--distill-from", type=click.Path(), help="Train MODEL as a student of this teacher model.")
@@ -82,15 +86,18 @@ def _summary(result: Any) -> dict[str, Any]:
 @json_option
 def optimize_cmd(
     model: str, output: str, train: str, val: str | None, prune: float | None, prune_pattern: str | None,
+    prune_heads: float | None, prune_ffn: float | None,
     cluster: int | None, qat: bool, distill_from: str | None, temperature: float, alpha: float,
     low_rank: float | None, epochs: int | None, patience: int, batch_size: int, learning_rate: float | None, seed: int,
     force: bool, unsafe: bool, as_json: bool,
 ) -> None:
-    """Make MODEL smaller before conversion; techniques run in the order low-rank -> prune -> cluster -> QAT."""
+    """Make MODEL smaller before conversion; techniques run in the order heads/feed-forward pruning -> low-rank ->
+    prune -> cluster -> QAT."""
     from edgecompress.optimize import DistillationConfig, TrainSettings, optimize, techniques_from_settings
 
     techniques = techniques_from_settings(
-        {"prune": prune, "prune_pattern": prune_pattern, "cluster": cluster, "qat": qat, "low_rank": low_rank})
+        {"prune": prune, "prune_pattern": prune_pattern, "prune_heads": prune_heads, "prune_ffn": prune_ffn,
+         "cluster": cluster, "qat": qat, "low_rank": low_rank})
     distill = DistillationConfig(Path(distill_from), temperature, alpha) if distill_from is not None else None
     settings = TrainSettings(epochs=epochs, patience=patience, batch_size=batch_size, learning_rate=learning_rate,
                              seed=seed)

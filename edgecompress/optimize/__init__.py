@@ -1,4 +1,4 @@
-"""Make a Keras model smaller before conversion: low-rank, pruning, clustering, QAT, distillation.
+"""Make a Keras model smaller before conversion: structured (head / feed-forward) pruning, low-rank, pruning, clustering, QAT, distillation.
 
 One module per technique, each registered in base.REGISTRY; `techniques_from_settings` builds them from
 settings (for recipes and the CLI alike) and `optimize()` (apply.py) runs them in order.
@@ -11,12 +11,13 @@ from edgecompress.optimize.layers import SkippedLayer
 from edgecompress.optimize.lowrank import LowRank
 from edgecompress.optimize.prune import Prune, parse_pattern
 from edgecompress.optimize.qat import QAT
+from edgecompress.optimize.structured import StructuredPrune
 from edgecompress.optimize.report import ModelStats, OptimizeResult
 from edgecompress.optimize.train import StageTraining, TrainSettings
 
 __all__ = [
     "optimize", "OptimizeResult", "ModelStats", "SkippedLayer", "TrainSettings", "StageTraining", "Technique",
-    "DistillationConfig", "Prune", "Cluster", "QAT", "LowRank", "REGISTRY", "techniques_from_settings", "parse_pattern",
+    "DistillationConfig", "Prune", "Cluster", "QAT", "LowRank", "StructuredPrune", "REGISTRY", "techniques_from_settings", "parse_pattern",
 ]
 
 

@@ -67,8 +67,9 @@ def optimize(
     """
     if not techniques and distill is None:
         raise UserError(
-            "no technique chosen: set at least one of prune, prune_pattern, cluster, qat, low_rank, distill_from",
-            settings=("prune", "prune_pattern", "cluster", "qat", "low_rank", "distill_from"),
+            "no technique chosen: set at least one of prune, prune_pattern, prune_heads, prune_ffn, cluster, qat, "
+            "low_rank, distill_from",
+            settings=("prune", "prune_pattern", "prune_heads", "prune_ffn", "cluster", "qat", "low_rank", "distill_from"),
         )
     names = [t.name for t in techniques]
     if len(set(names)) != len(names):
@@ -93,7 +94,7 @@ def optimize(
     plan = [t.describe() for t in steps] + ([distill.describe() + " in every fine-tuning"] if distill else [])
     note("optimizing: " + " -> ".join(plan))
     fit_data, stop_data, stopped_on = _stopping_data(train_data, val_data, settings)
-    ctx = Context(frozenset(names), settings.steps_per_epoch(len(fit_data)), settings.max_epochs(not steps))
+    ctx = Context(frozenset(names), settings.steps_per_epoch(len(fit_data)), settings.max_epochs(not steps), fit_data)
     objective = classification(source, fit_data, teacher, distill)
 
     work, skipped, details, training = _apply_all(source, steps, ctx, objective, fit_data, stop_data, settings)

@@ -1,7 +1,7 @@
 """The common shape of a compression technique, and the registry that orders them.
 
 Each technique is one small module holding a dataclass of validated parameters that subclasses Technique.
-The pipeline applies them in ascending `order` (low-rank 10 -> prune 20 -> cluster 30 -> QAT 40), fine-tunes after each,
+The pipeline applies them in ascending `order` (structured pruning 5 -> low-rank 10 -> prune 20 -> cluster 30 -> QAT 40), fine-tunes after each,
 and strips the training wrappers before the next; distillation is not a stage but the loss every
 fine-tuning stage uses when a teacher is given. Adding a technique: one module whose class is `register`ed
 and says, in `from_settings`, which settings turn it on. A technique's `name` is its one spelling in data
@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
+from edgecompress.optimize.data import Labeled
 from edgecompress.optimize.layers import SkippedLayer
 
 
@@ -23,6 +24,7 @@ class Context:
     techniques: frozenset[str]
     steps_per_epoch: int
     epochs: int  # the most this stage may train; early stopping may end it sooner
+    data: Labeled | None = None  # the training data, for techniques that measure what to remove
 
 
 @dataclass

@@ -30,6 +30,8 @@ class VariantSettings:
     cluster: int = 0
     qat: bool = False
     low_rank: float = 0.0
+    prune_heads: float = 0.0  # transformers: share of each attention layer's heads removed
+    prune_ffn: float = 0.0  # and of each feed-forward layer's hidden units
     distill_student: Path | None = None
     temperature: float | None = None
     alpha: float | None = None
@@ -76,7 +78,7 @@ class VariantSettings:
                     return name, f"{name} is a distillation setting: it needs distill_student"
         for name in ("epochs", "learning_rate"):
             if getattr(self, name) is not None and not self.needs_training:
-                return name, f"{name} applies to training techniques (prune, cluster, qat, low_rank, distillation), none is set"
+                return name, f"{name} applies to training techniques (prune, prune_heads, prune_ffn, cluster, qat, low_rank, distillation), none is set"
         return None
 
     def auto_name(self) -> str:
@@ -84,6 +86,10 @@ class VariantSettings:
         parts = []
         if self.distill_student is not None:
             parts.append(f"distill-{self.distill_student.stem}")
+        if self.prune_heads:
+            parts.append(f"heads{_num(self.prune_heads)}")
+        if self.prune_ffn:
+            parts.append(f"ffn{_num(self.prune_ffn)}")
         if self.low_rank:
             parts.append(f"lowrank{_num(self.low_rank)}")
         if self.prune or self.prune_pattern:
@@ -131,6 +137,8 @@ def normalized(settings: VariantSettings) -> VariantSettings:
         settings,
         prune=float(settings.prune),
         low_rank=float(settings.low_rank),
+        prune_heads=float(settings.prune_heads),
+        prune_ffn=float(settings.prune_ffn),
         temperature=None if settings.temperature is None else float(settings.temperature),
         alpha=None if settings.alpha is None else float(settings.alpha),
         learning_rate=None if settings.learning_rate is None else float(settings.learning_rate),

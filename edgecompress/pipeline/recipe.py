@@ -12,12 +12,13 @@ from the recipe's folder. Format (all sections but `model`, `data` and the varia
 
     [data]       train, val, test, calibration (.npz with x and y), calibration_samples
     [training]   epochs (the most per stage), patience, batch_size, learning_rate, seed
-                 (for prune/cluster/qat/low_rank/distill; each stage stops once val accuracy stops improving)
+                 (for prune/prune_heads/prune_ffn/cluster/qat/low_rank/distill; each stage stops once val accuracy stops improving)
     [benchmark]  runs, warmup, min_secs, threads               (host measurement)
     [constraints] max_accuracy_drop (points), max_size_kb, max_gzip_kb,
                  max_latency_ms (a number for every device, or a table device -> ms)
     [grid]       any variant field -> list of values (the cross product is tried)
-    [[variants]] name, quantize, io_type, block_size, max_drop, prune, prune_pattern, cluster, qat, low_rank,
+    [[variants]] name, quantize, io_type, block_size, max_drop, prune, prune_pattern, prune_heads, prune_ffn,
+                 cluster, qat, low_rank,
                  distill_student, temperature, alpha, epochs, learning_rate
 """
 from __future__ import annotations
@@ -482,6 +483,8 @@ def _setting(check: _Checker, key: str, value: Any, where: tuple[Any, ...]) -> A
         return n
     if key == "qat":
         return check.boolean(value, where)
+    if key in ("prune_heads", "prune_ffn"):
+        return float(check.number(value, where, low=0, high=1, high_open=True))
     if key == "low_rank":
         return float(check.number(value, where, low=0, high=1))
     if key == "distill_student":
