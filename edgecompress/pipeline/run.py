@@ -338,7 +338,8 @@ def _measure_one(recipe: Recipe, variant: Variant, vdir: VariantDir, keys: _Keys
     started = time.perf_counter()
     try:
         with _captured_stderr():
-            measured = measure(vdir.tflite, recipe.benchmark, recipe.devices, on_stage, recipe.measured)
+            measured = measure(vdir.tflite, recipe.benchmark, recipe.devices, on_stage, recipe.measured,
+                               recipe.data.eval)
     except UserError as exc:
         failures[variant.name] = (current[-1] if current else "benchmark", str(exc), False)
         progress.step(f"{variant.name}: failed", done=units - max(len(current) - 1, 0))

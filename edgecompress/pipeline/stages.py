@@ -285,15 +285,17 @@ def measure_stages(devices: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def measure(tflite: Path, settings: BenchmarkSettings, devices: tuple[str, ...],
-            on_stage: Callable[[str], None], measured: dict[str, DeviceAccess] | None = None) -> dict[str, Any]:
+            on_stage: Callable[[str], None], measured: dict[str, DeviceAccess] | None = None,
+            inputs: Path | None = None) -> dict[str, Any]:
     """Host latency and, per device, the emulated run and its estimated latency (runtime side only); a device
-    in MEASURED is timed on the device itself over SSH instead."""
+    in MEASURED is timed on the device itself over SSH instead. The model is fed the first sample of INPUTS
+    (the held-out data): real token ids for a text model, where random ids would not be the real workload."""
     from edgecompress.benchmark import benchmark
     from edgecompress.measure import MeasureOptions
 
     options = MeasureOptions(
         threads=settings.threads, runs=settings.runs, warmup=settings.warmup,
-        min_secs=settings.min_secs, warmup_min_secs=min(settings.min_secs, 0.5),
+        min_secs=settings.min_secs, warmup_min_secs=min(settings.min_secs, 0.5), inputs=inputs,
     )
     on_stage("benchmark")
     host = benchmark([tflite], options)[0].measurement
