@@ -227,8 +227,11 @@ class StructuredPrune(Technique):
     def apply(self, model: Any, ctx: Context) -> Applied:
         keras = import_tf_keras("structured pruning")
         import_tf()
-        if isinstance(model, keras.Sequential) or not getattr(model, "_is_graph_network", False):
-            raise UserError("structured pruning needs a tf-keras Functional model: rebuild the model with keras.Model(inputs, outputs)")
+        if not getattr(model, "_is_graph_network", False):
+            raise UserError("structured pruning needs a tf-keras Functional or Sequential model: rebuild the "
+                            "subclassed model with keras.Model(inputs, outputs)")
+        if isinstance(model, keras.Sequential):  # the same layers as a graph, whose config names each input
+            model = keras.Model(model.inputs, model.outputs, name=model.name)
         if ctx.data is None:
             raise UserError("structured pruning measures importance on training data: give training data")
         chosen, skipped = plan(model, self.heads, self.ffn, ctx.data)
