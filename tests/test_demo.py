@@ -47,3 +47,18 @@ def test_demo_never_overwrites_without_force(tmp_path, capsys):
     assert exit_.value.code == 2 and "--force" in err and "Traceback" not in err and err.count("\n") == 1
     assert (out / "digits.keras").read_bytes() == b"a user's own model"
     assert sorted(p.name for p in out.iterdir()) == ["digits.keras"]
+
+
+def test_the_text_demo_writes_its_model_vocabulary_and_a_recipe_of_transformer_techniques(tmp_path):
+    from edgecompress.text.data import vocabulary_path
+    from edgecompress.text.tokenizer import load_vocabulary
+
+    out = tmp_path / "text"
+    recipe = load_recipe(prepare_demo(out, epochs=1, task="text"))
+    assert all(p.is_file() for p in demo_files(out, "text"))
+    assert load_vocabulary(out / "vocab.txt") == load_vocabulary(vocabulary_path())  # shipped beside the model
+    settings = [v.settings for v in recipe.variants]
+    assert {s.quantize for s in settings} >= {"none", "dynamic", "float16", "int8", "int4"}
+    assert {t for s in settings for t in s.techniques} == {"structured_prune", "distillation", "prune", "low_rank", "qat"}
+    assert np.load(out / "data" / "test.npz")["x"].dtype == np.int32  # token ids, as the model takes them
+    assert evaluate(out / "text.keras", out / "data" / "test.npz").accuracy > 0.6  # one epoch already learns

@@ -57,13 +57,23 @@ def build_text_encoder(shape: EncoderShape, seed: int = 0, name: str = "text_enc
     return model
 
 
+def inference_copy(model: Any) -> Any:
+    """MODEL's layers and weights without its optimizer: what a saved file should hold (AdamW's two moments
+    would make it three times bigger, and the tf-keras .keras format has no include_optimizer=False)."""
+    keras = import_tf_keras()
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def train_text_classifier(model: Any, train: Any, val: Any, epochs: int = 8, learning_rate: float = 5e-4,
                           batch_size: int = 32, patience: int = 2, verbose: int = 0) -> Any:
-    """Train MODEL on TRAIN (a Split of token ids) with AdamW, keeping its best epoch on VAL."""
+    """Train MODEL on TRAIN (a Split of token ids) with AdamW, keeping its best epoch on VAL; returns an
+    inference_copy of it."""
     keras = import_tf_keras()
     model.compile(optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=0.01),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     stop = keras.callbacks.EarlyStopping("val_accuracy", patience=patience, restore_best_weights=True, mode="max")
     model.fit(train.x, train.y, validation_data=(val.x, val.y), epochs=epochs, batch_size=batch_size,
               callbacks=[stop], verbose=verbose, shuffle=True)
-    return model
+    return inference_copy(model)
