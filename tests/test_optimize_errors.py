@@ -87,11 +87,15 @@ def test_existing_output_needs_force(files, digits_model_path, tmp_path, capsys)
 def test_techniques_from_settings_are_validated_and_ordered():
     """Recipes and the CLI name techniques by their settings: the registry builds them, with the same checks."""
     from edgecompress.errors import UserError
-    from edgecompress.optimize import QAT, REGISTRY, Cluster, LowRank, Prune, techniques_from_settings
+    from edgecompress.optimize import QAT, REGISTRY, Cluster, LowRank, Prune, StructuredPrune, techniques_from_settings
 
-    assert set(REGISTRY) == {"prune", "cluster", "qat", "low_rank"}
+    assert set(REGISTRY) == {"structured_prune", "prune", "cluster", "qat", "low_rank"}
     assert techniques_from_settings({"qat": True, "prune_pattern": "2:4", "low_rank": 0.9, "cluster": 0}) == [
         LowRank(0.9), Prune(sparsity=0.5, pattern=(2, 4)), QAT()]
+    assert techniques_from_settings({"prune_ffn": 0.25, "low_rank": 0.9}) == [StructuredPrune(0.0, 0.25), LowRank(0.9)]
+    with pytest.raises(UserError, match="^prune_heads 1.0 is outside") as err:
+        techniques_from_settings({"prune_heads": 1.0})
+    assert err.value.settings == ("prune_heads",)
     assert techniques_from_settings({"prune": 0.0, "cluster": 16, "qat": False}) == [Cluster(16)]
     with pytest.raises(UserError, match="^cluster 1 is below 2"):
         techniques_from_settings({"cluster": 1})
