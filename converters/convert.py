@@ -16,7 +16,9 @@ from edgecompress.errors import UserError
 from edgecompress.fileio import atomic_path, check_output, gzip_size, path_size
 from edgecompress.models import LoadedModel, import_tf, load_model
 from edgecompress.quiet import quiet_native_stderr
+from edgecompress.runtime import first_line
 from edgecompress.progress import note
+from edgecompress.converters.int16x8 import make_runnable
 from edgecompress.converters.litert_quantize import quantize_weights
 from edgecompress.converters.quantize import CALIBRATED_MODES, WEIGHT_MODES, check_options, configure
 from edgecompress.converters.validate import Validation, generated_feeds, validate, validation_warnings
@@ -107,7 +109,7 @@ def convert_model(
             note(f"warning: the model uses Flex ops ({', '.join(flex)}): stock TFLite runtimes cannot run it, "
                  "so it was not validated")
         else:
-            validation = _validate(tmp, loaded, samples, validation_samples, seed)
+            validation = _validate(tmp, loaded, samples, validation_samples, seed, quantize)
     warnings = validation_warnings(validation, quantize) if validation is not None else []
     for warning in warnings:
         note(f"warning: {warning}")
@@ -139,14 +141,22 @@ def convert_model(
 
 
 def _validate(
-    tflite: Path, loaded: LoadedModel, samples: SampleSet | None, count: int, seed: int
+    tflite: Path, loaded: LoadedModel, samples: SampleSet | None, count: int, seed: int, quantize: str
 ) -> Validation:
     if samples is not None:
         feeds, origin = samples.batch(count), "calibration"
     else:
         feeds, origin = generated_feeds(loaded.inputs, count, seed), "generated"
     note(f"validating against the original on {len(next(iter(feeds.values())))} {origin} samples")
-    return validate(tflite, loaded, feeds, origin)
+    try:
+        return validate(tflite, loaded, feeds, origin)
+    # The converter can emit an op the runtime has no kernel for in that mode (int16x8 did: it quantizes every
+    # op); the runtime says so only when the op runs, so the model is refused here instead of written.
+    except RuntimeError as exc:
+        hint = "use quantize int8, whose kernels cover more ops" if quantize == "int16x8" else (
+            "try another quantize mode")
+        raise UserError(f"the {quantize} model converts but does not run ({first_line(exc)}): {hint}",
+                        settings=("quantize",)) from exc
 
 
 def to_tflite(
@@ -167,6 +177,10 @@ def to_tflite(
     representative = (lambda: samples.samples()) if samples else None
     configure(converter, tf, quantize, io_type, representative, allow_flex)
     data = run_converter(converter.convert, quantize)
+    if quantize == "int16x8":
+        data, changes = make_runnable(data)
+        if changes:
+            note(f"int16x8 made runnable in LiteRT: {'; '.join(changes)}")
     return quantize_weights(data, quantize, block_size, loaded.path.name) if quantize in WEIGHT_MODES else data
 
 

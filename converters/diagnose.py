@@ -173,10 +173,11 @@ class Int8Debugger:
             path = Path(folder) / "calibrated.tflite"
             path.write_bytes(self._calibrated)
             interpreter, _ = load_interpreter(path, preserve_all_tensors=True)
-            ports = [d["index"] for d in interpreter.get_input_details()]
+            # each input in its own dtype: token ids stay int32 (the calibrated model keeps float I/O only for floats)
+            ports = [(d["index"], d["dtype"]) for d in interpreter.get_input_details()]
             for feed in self._samples.samples():
-                for port, name in zip(ports, self._input_names):
-                    interpreter.set_tensor(port, feed[name].astype(np.float32))
+                for (port, dtype), name in zip(ports, self._input_names):
+                    interpreter.set_tensor(port, feed[name].astype(dtype))
                 interpreter.invoke()
                 for name, (scale, zero) in scales.items():
                     real = interpreter.get_tensor(index[name]).astype(np.float64)

@@ -4,12 +4,14 @@ Raspberry Pi with the runtime side plus the [quantize] extra.
 TFLiteConverter has no int4, so these modes quantize an existing .tflite (ai-edge-quantizer rewrites the
 flatbuffer). Activations stay float32 in all of them:
 - int4: 4-bit weights, dynamic: the hybrid kernels quantize activations on the fly (FULLY_CONNECTED, CONV_2D,
-  EMBEDDING_LOOKUP; DEPTHWISE_CONV_2D has no int4 kernel and stays float). Dynamic rather than weight-only
-  because only the dynamic kernels take blockwise int4, and weight-only adds DEQUANTIZE ops that give the
-  runtime float copies of the weights. One scale per output channel, chosen by a search that minimises the
-  squared error (with 16 levels, clipping outliers matters: on the digits CNN min/max lost 1.3 points of
-  held-out accuracy, the search none). With block_size, FULLY_CONNECTED weights get one scale per block of
-  input channels (min/max: the quantizer has no search for blocks), convolutions stay per channel.
+  EMBEDDING_LOOKUP; DEPTHWISE_CONV_2D has no int4 kernel and stays float). Embedding tables, which the
+  converter emits as GATHER, are first rewritten as EMBEDDING_LOOKUP (converters.embedding_lookup) so that
+  every mode quantizes them. Dynamic rather than weight-only because only the dynamic kernels take blockwise
+  int4, and weight-only adds DEQUANTIZE ops that give the runtime float copies of the weights. One scale per
+  output channel, chosen by a search that minimises the squared error (with 16 levels, clipping outliers
+  matters: on the digits CNN min/max lost 1.3 points of held-out accuracy, the search none). With block_size,
+  FULLY_CONNECTED weights get one scale per block of input channels (min/max: the quantizer has no search for
+  blocks), convolutions stay per channel.
 - int8-weights: 8-bit weights, weight-only: DEQUANTIZE ops restore float weights and every op computes in
   float, so outputs stay closest to float32.
 - dynamic: 8-bit weights with the int8 hybrid kernels, as TFLiteConverter's dynamic-range mode.
@@ -34,6 +36,7 @@ from edgecompress.quiet import quiet_native_stderr
 from edgecompress.runner import TFLiteRunner
 from edgecompress.runtime import check_tflite_file, first_line
 from edgecompress.tflite_reader import Tensor, TFLiteModel, parse_model
+from edgecompress.converters.embedding_lookup import gathers_to_embedding_lookups
 from edgecompress.converters.validate import Validation, generated_feeds, validate_tflite
 
 TFLITE_MODES = ("int4", "int8-weights", "dynamic")
@@ -84,11 +87,11 @@ def quantize_weights(data: bytes, quantize: str, block_size: int | None = None, 
     # It prints a size report (and sometimes more) on stdout, which must stay clean for --json.
     try:
         with contextlib.redirect_stdout(io.StringIO()), quiet_native_stderr(replay_on_error=False):
-            quantizer = aeq.quantizer.Quantizer(bytearray(data))
+            quantizer = aeq.quantizer.Quantizer(bytearray(gathers_to_embedding_lookups(data)[0]))
             quantizer.load_quantization_recipe(recipe)
             result = quantizer.quantize(enable_progress_bar=False, enable_progress_report=False)
-    # The quantizer reads more of the flatbuffer than parse_model does: damaged files that got past it fail
-    # here (seen when fuzzing: struct.error, TypeError, IndexError, ValueError, UnicodeDecodeError).
+    # The rewrite and the quantizer read more of the flatbuffer than parse_model does: damaged files that got
+    # past it fail here (seen when fuzzing: struct.error, TypeError, IndexError, ValueError, UnicodeDecodeError).
     except (struct.error, IndexError, TypeError, OverflowError, ValueError) as exc:
         raise UserError(
             f"ai-edge-quantizer cannot quantize {source} ({first_line(exc)}): check that it is an undamaged "

@@ -106,3 +106,44 @@ def test_max_drop_on_a_regression_model(run_cli, digits, tmp_path):
     assert result["source_accuracy"] > 0 and first["drop"] == pytest.approx(
         100 * (first["accuracy"] - result["source_accuracy"]) / result["source_accuracy"])
     assert result["target_met"] is True and result["drop"] <= 5
+
+
+def test_max_drop_on_token_ids(run_cli, tmp_path):
+    """A text classifier over int32 token ids (real reviews) with the same kind of outlier unit: the fallback
+    search feeds the ids in their own dtype (it fed them as floats, which the runtime refused)."""
+    import numpy as np
+
+    from edgecompress.models import import_tf_keras
+    from edgecompress.text.data import load_reviews
+
+    keras = import_tf_keras()
+    keras.utils.set_random_seed(0)
+    data = load_reviews()
+
+    def classifier(units: int):
+        layers = keras.layers
+        ids = keras.Input(data.train.x.shape[1:], dtype="int32", name="ids")
+        x = layers.GlobalAveragePooling1D()(layers.Embedding(len(data.vocabulary), 16, name="table")(ids))
+        x = layers.Dense(units, activation="relu", name="hidden")(x)
+        return keras.Model(ids, layers.Dense(2, activation="softmax", name="probs")(x))
+
+    model = classifier(8)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(data.train.x, data.train.y, epochs=3, batch_size=64, verbose=0)
+    broken = classifier(9)  # one more hidden unit, always about 1e4, that the output reads with zero weights
+    table, (kernel, bias), (out_kernel, out_bias) = (
+        model.get_layer(n).get_weights() for n in ("table", "hidden", "probs"))
+    broken.get_layer("table").set_weights(table)
+    broken.get_layer("hidden").set_weights([np.concatenate([kernel, np.zeros((16, 1), np.float32)], 1),
+                                            np.append(bias, np.float32(1e4))])
+    broken.get_layer("probs").set_weights([np.concatenate([out_kernel, np.zeros((1, 2), np.float32)]), out_bias])
+    broken.save(tmp_path / "text.keras")
+    data.train.save_npz(tmp_path / "cal.npz")
+    data.val.save_npz(tmp_path / "val.npz")
+    code, result, err = run_json(run_cli, ["convert", tmp_path / "text.keras", "-o", tmp_path / "text.tflite",
+                                           "--quantize", "int8", "--calibration", tmp_path / "cal.npz",
+                                           "--num-samples", "100", "--eval-data", tmp_path / "val.npz",
+                                           "--max-drop", "1"])
+    assert code == 0, err
+    assert result["steps"][0]["drop"] > 5 and len(result["steps"]) > 1  # full int8 fails, so the search runs
+    assert "hidden" in result["float_layers"] and result["target_met"] is True

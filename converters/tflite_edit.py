@@ -1,0 +1,60 @@
+"""Small edits to a .tflite through the flatbuffer object API of the schema that ships with ai-edge-litert
+(no TensorFlow): read, add tensors and operators, write back."""
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+
+def flatbuffers() -> ModuleType:
+    """ai-edge-litert's flatbuffer tools (schema classes under .schema_fb), imported when an edit needs them."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    return flatbuffer_utils
+
+
+def read(data: bytes) -> Any:
+    """DATA as a mutable ModelT."""
+    return flatbuffers().read_model_from_bytearray(bytearray(data))
+
+
+def write(model: Any) -> bytes:
+    return bytes(flatbuffers().convert_object_to_bytearray(model))
+
+
+def op_code(model: Any, op: Any) -> int:
+    """OP's BuiltinOperator code."""
+    return flatbuffers().get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex])
+
+
+def add_tensor(subgraph: Any, like: Any, shape: list[int], suffix: bytes, dtype: int | None = None) -> int:
+    """A new activation tensor named after LIKE, with SHAPE and LIKE's type (or DTYPE), unquantized; its index."""
+    tensor = flatbuffers().schema_fb.TensorT()
+    tensor.shape = [int(d) for d in shape]
+    tensor.type = like.type if dtype is None else dtype
+    tensor.buffer = 0  # the empty buffer: computed at run time
+    tensor.name = (like.name or b"tensor") + suffix
+    subgraph.tensors.append(tensor)
+    return len(subgraph.tensors) - 1
+
+
+def operator(model: Any, code: int, inputs: list[int], outputs: list[int], version: int = 1) -> Any:
+    """A new builtin operator CODE (at VERSION, which the runtime checks against its kernels)."""
+    op = flatbuffers().schema_fb.OperatorT()
+    op.opcodeIndex = opcode_index(model, code, version)
+    op.inputs, op.outputs = list(inputs), list(outputs)
+    return op
+
+
+def opcode_index(model: Any, code: int, version: int) -> int:
+    """The model's operator code entry for builtin CODE at VERSION, added when missing."""
+    fb = flatbuffers()
+    for index, entry in enumerate(model.operatorCodes):
+        if fb.get_builtin_code_from_operator_code(entry) == code and entry.version == version:
+            return index
+    entry = fb.schema_fb.OperatorCodeT()
+    entry.builtinCode = code
+    entry.deprecatedBuiltinCode = min(code, 127)  # codes past 127 live in builtinCode only
+    entry.version = version
+    model.operatorCodes.append(entry)
+    return len(model.operatorCodes) - 1
