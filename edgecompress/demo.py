@@ -33,9 +33,6 @@ DATA_FILES = ("data/train.npz", "data/val.npz", "data/test.npz", "data/calibrati
 # The digits student: same layout, half the filters and a quarter of the units (about a seventh of the
 # teacher's parameters), trained from scratch on the teacher's soft targets.
 DIGITS_STUDENT = {"width": 8, "dense": 32}
-# The text student: 2 blocks of width 64 instead of 4 of width 128 (about a fifth of the parameters,
-# most of them in the token embedding).
-TEXT_STUDENT = {"width": 64, "depth": 2, "heads": 2, "ffn": 256}
 
 
 @dataclass(frozen=True)
@@ -80,7 +77,7 @@ def _prepare_digits(out: Path, epochs: int, seed: int) -> None:
 
 def _prepare_text(out: Path, epochs: int, seed: int) -> None:
     from edgecompress.text.data import load_reviews, vocabulary_path
-    from edgecompress.text.models import EncoderShape, build_text_encoder, train_text_classifier
+    from edgecompress.text.models import STUDENT_LAYOUT, EncoderShape, build_text_encoder, train_text_classifier
 
     data = load_reviews()
     shape = EncoderShape(len(data.vocabulary), data.train.x.shape[1])
@@ -88,7 +85,7 @@ def _prepare_text(out: Path, epochs: int, seed: int) -> None:
          "about 20 s each on 2 cores)")
     model = train_text_classifier(build_text_encoder(shape, seed), data.train, data.val, epochs=epochs)
     _save_keras(model, out / "text.keras")
-    student = EncoderShape(shape.vocab_size, shape.seq_len, **TEXT_STUDENT)
+    student = EncoderShape(shape.vocab_size, shape.seq_len, **STUDENT_LAYOUT)
     _save_keras(build_text_encoder(student, seed, name="text_student"), out / "student.keras")
     shutil.copyfile(vocabulary_path(), out / "vocab.txt")
     _write_splits(out, data.train, data.val, data.test)
