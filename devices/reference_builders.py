@@ -83,6 +83,68 @@ def _inception_v4(keras: Any) -> Any:
     return keras.Model(inp, layers.Dense(1000, activation="softmax")(x), name="inception_v4")
 
 
+def _mobilebert(seq_len: int, head: str) -> Callable[[Any], Any]:
+    """MobileBERT (Sun et al., ACL 2020), the optimised configuration the published latencies are for
+    (uncased_L-24_H-128_B-512_A-4_F-4_OPT): vocabulary 30522, trigram embedding 128 -> 512, 24 blocks of
+    [two 512->128 bottlenecks (the block input and the query/key input it shares), 4-head attention at width 128
+    with values from the 512-wide input, three stacked feed-forward networks 128->512->128 with residuals, the
+    block's own feed-forward network, 128->512 output bottleneck with residual], NoNorm (an elementwise
+    scale and shift) instead of LayerNorm and ReLU instead of GELU. HEAD "classify": pooled first token ->
+    Dense(512, tanh) -> Dense(2); "span": Dense(2) per token (SQuAD start/end logits).
+    Simplified: one input (token ids): no attention mask or segment ids (an elementwise ADD and a
+    2-row embedding), which cost little next to the matrix products."""
+
+    def build_mobilebert(keras: Any) -> Any:
+        layers = keras.layers
+
+        class NoNorm(layers.Layer):
+            def build(self, input_shape: Any) -> None:
+                width = int(input_shape[-1])
+                self.scale = self.add_weight(name="scale", shape=(width,), initializer="ones")
+                self.shift = self.add_weight(name="shift", shape=(width,), initializer="zeros")
+
+            def call(self, x: Any) -> Any:
+                return x * self.scale + self.shift
+
+        class Positions(layers.Layer):
+            def build(self, input_shape: Any) -> None:
+                self.table = self.add_weight(name="table", shape=tuple(int(d) for d in input_shape[1:]),
+                                             initializer=keras.initializers.RandomNormal(stddev=0.02))
+
+            def call(self, x: Any) -> Any:
+                return x + self.table
+
+        def dense_norm(x: Any, units: int, residual: Any = None, activation: str | None = None) -> Any:
+            y = layers.Dense(units, activation=activation)(x)
+            return NoNorm()(y if residual is None else layers.Add()([y, residual]))
+
+        def ffn(x: Any) -> Any:
+            return dense_norm(layers.Dense(512, activation="relu")(x), 128, residual=x)
+
+        ids = keras.Input((seq_len,), dtype="int32")
+        e = layers.Embedding(30522, 128)(ids)
+        after = layers.ZeroPadding1D((0, 1))(layers.Cropping1D((1, 0))(e))  # token t+1
+        before = layers.ZeroPadding1D((1, 0))(layers.Cropping1D((0, 1))(e))  # token t-1
+        x = NoNorm()(Positions()(layers.Dense(512)(layers.Concatenate()([after, e, before]))))
+        for _ in range(24):
+            inner = dense_norm(x, 128)
+            shared = dense_norm(x, 128)
+            attended = layers.MultiHeadAttention(4, 32)(query=shared, value=x, key=shared)
+            h = NoNorm()(layers.Add()([attended, inner]))
+            for _ in range(3):
+                h = ffn(h)
+            h = ffn(h)
+            x = dense_norm(h, 512, residual=x)
+        if head == "classify":
+            first = layers.Cropping1D((0, seq_len - 1))(x)
+            out = layers.Dense(2)(layers.Dense(512, activation="tanh")(layers.Flatten()(first)))
+        else:
+            out = layers.Dense(2)(x)
+        return keras.Model(ids, out, name=f"mobilebert_{seq_len}")
+
+    return build_mobilebert
+
+
 def _applications(name: str, size: int, **kwargs: Any) -> Callable[[Any], Any]:
     def build_app(keras: Any) -> Any:
         return getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3), **kwargs)
@@ -100,24 +162,29 @@ _BUILDERS: dict[str, Callable[[Any], Any]] = {
     "_inception_resnet_v2": _applications("InceptionResNetV2", 299),
     "_squeezenet": _squeezenet,
     "_inception_v4": _inception_v4,
+    "_mobilebert_128": _mobilebert(128, "classify"),
+    "_mobilebert_squad_384": _mobilebert(384, "span"),
 }
 
 
-def _convert(tf: Any, model: Any, size: int, precision: str) -> bytes:
+def _convert(tf: Any, model: Any, precision: str) -> bytes:
     import numpy as np
 
-    fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(
-        tf.TensorSpec([1, size, size, 3], tf.float32)
-    )
+    spec = tf.TensorSpec([1, *model.inputs[0].shape[1:]], model.inputs[0].dtype)  # batch 1, as on the devices
+    fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
     conv = tf.lite.TFLiteConverter.from_concrete_functions([fn], model)
     if precision == "int8":
-        # Random calibration data: the int8 model is only timed, never judged on accuracy.
+        # Random calibration data (token ids for text models): the int8 model is only timed, never judged on accuracy.
         rng = np.random.default_rng(0)
-        samples = [rng.uniform(0, 1, (1, size, size, 3)).astype(np.float32) for _ in range(4)]
+        if spec.dtype.is_integer:
+            samples = [rng.integers(0, 1000, spec.shape).astype(spec.dtype.as_numpy_dtype) for _ in range(4)]
+        else:
+            samples = [rng.uniform(0, 1, spec.shape).astype(np.float32) for _ in range(4)]
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = lambda: ([s] for s in samples)
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.int8
+        if not spec.dtype.is_integer:  # token ids stay int32
+            conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
     return conv.convert()
 
@@ -137,7 +204,7 @@ def _build_in_child(specs: list[str]) -> None:
         keras.utils.set_random_seed(0)
         model = _BUILDERS[ref.builder](keras)
         start = time.perf_counter()
-        data = _convert(tf, model, ref.input_size, precision)
+        data = _convert(tf, model, precision)
         out = reference_path(model_name, precision)
         out.parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(out, data)

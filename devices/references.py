@@ -34,7 +34,7 @@ class CalibrationUnavailable(UserError):
 class ReferenceModel:
     name: str
     title: str
-    input_size: int
+    input_size: int  # image side, or the sequence length of a text model
     builder: str  # name of a builder in reference_builders.py, which runs only in a child with TensorFlow
     # Multiply-accumulates as `edgecompress inspect` counts them on the built .tflite (float and int8 alike):
     # a feature of the estimate (estimate.py), recorded so that estimating needs no reference file.
@@ -55,6 +55,9 @@ REFERENCE_MODELS: dict[str, ReferenceModel] = {
         ReferenceModel("inception_v3", "Inception v3 (299)", 299, "_inception_v3", 5_715_930_184, large=True),
         ReferenceModel("inception_v4", "Inception V4 (299)", 299, "_inception_v4", 12_258_977_992, large=True),
         ReferenceModel("inception_resnet_v2", "Inception-ResNet-V2 (299)", 299, "_inception_resnet_v2", 13_168_309_960, large=True),
+        # Transformers (text): input_size is the sequence length of token ids.
+        ReferenceModel("mobilebert", "MobileBERT (seq 128)", 128, "_mobilebert_128", 2_698_184_192),
+        ReferenceModel("mobilebert_squad", "MobileBERT SQuAD (seq 384)", 384, "_mobilebert_squad_384", 8_707_571_712),
     )
 }
 

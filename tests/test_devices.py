@@ -251,3 +251,27 @@ def test_without_tensorflow_calibration_says_it_needs_the_full_extra(runtime_ven
     assert proc.returncode == 2 and proc.stdout == ""
     assert "edgecompress[full]" in proc.stderr and proc.stderr.count("\n") == 1
     assert "benchmark itself runs without it" in proc.stderr
+
+
+def test_the_mobilebert_reference_has_the_papers_size():
+    # MobileBERT (Sun et al. 2020) has 25.3M parameters; ours has 128 positions instead of 512 and no segment embeddings.
+    from edgecompress.devices.reference_builders import _mobilebert
+    from edgecompress.models import import_tf_keras
+
+    model = _mobilebert(128, "classify")(import_tf_keras())
+    assert 24.0e6 < model.count_params() < 25.3e6
+    assert model.inputs[0].dtype.name == "int32"
+
+
+@pytest.mark.parametrize("precision", ["float", "int8"])
+def test_a_token_id_reference_converts_with_its_int32_input(precision):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgecompress.devices.reference_builders import _convert
+    from edgecompress.models import import_tf, import_tf_keras
+
+    keras = import_tf_keras()
+    ids = keras.Input((8,), dtype="int32")
+    model = keras.Model(ids, keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.Embedding(1000, 4)(ids))))
+    (spec,) = Interpreter(model_content=_convert(import_tf(), model, precision)).get_input_details()
+    assert list(spec["shape"]) == [1, 8] and spec["dtype"].__name__ == "int32"
