@@ -7,7 +7,8 @@ variant optimized, converted, scored on the held-out test split, benchmarked on 
 a Raspberry Pi 4 and an Android phone, then the report. Every step is the public API.
 
 - digits (the default): a small CNN on the UCI handwritten digits, 11 variants in a few minutes.
-- text: a BERT-style encoder (4 blocks of 4-head attention, width 128) on Rotten Tomatoes review snippets,
+- text: a BERT-style encoder (BERT-Mini's shape: 4 blocks of 4-head attention, width 256) on Rotten Tomatoes
+  review snippets,
   with head and feed-forward pruning, distillation into a 2-block student, and every quantization mode;
   the tokenizer's vocabulary file is written beside the model, as it must ship with it.
 """
@@ -82,7 +83,7 @@ def _prepare_text(out: Path, epochs: int, seed: int) -> None:
     data = load_reviews()
     shape = EncoderShape(len(data.vocabulary), data.train.x.shape[1])
     note(f"training the example text encoder on {len(data.train.y)} bundled reviews (at most {epochs} epochs, "
-         "about 20 s each on 2 cores)")
+         "about a minute each on 2 cores)")
     model = train_text_classifier(build_text_encoder(shape, seed), data.train, data.val, epochs=epochs)
     _save_keras(model, out / "text.keras")
     student = EncoderShape(shape.vocab_size, shape.seq_len, **STUDENT_LAYOUT)

@@ -18,12 +18,7 @@ def position_embedding_class() -> type:
 
     @tf_keras.saving.register_keras_serializable(_PACKAGE)
     class PositionEmbedding(tf_keras.layers.Layer):
-        """x + P[:seq_len] for x of shape (batch, seq_len, width); P is learned, initialised small. The padding
-        mask of the token embedding passes through."""
-
-        def __init__(self, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self.supports_masking = True
+        """x + P[:seq_len] for x of shape (batch, seq_len, width); P is learned, initialised small."""
 
         def build(self, input_shape: Any) -> None:
             self.positions = self.add_weight(
