@@ -27,6 +27,7 @@ from edgecompress.errors import UserError
 from edgecompress.models import import_tf, import_tf_keras
 from edgecompress.optimize.base import Applied, Context, Technique, register
 from edgecompress.optimize.data import Labeled
+from edgecompress.optimize.distill import ends_in_softmax
 from edgecompress.optimize.layers import SkippedLayer
 
 TECHNIQUE = "structured_prune"
@@ -118,21 +119,21 @@ def unit_scores(model: Any, first: Any, second: Any, data: Labeled) -> np.ndarra
 
 
 @dataclass
-class _Plan:
+class StructurePlan:
+    """What structured pruning keeps, and the scores behind it (the optimize result's details)."""
+
     heads: dict[str, np.ndarray]  # attention layer -> heads kept
     units: dict[str, np.ndarray]  # first Dense of a pair -> units kept
     pairs: dict[str, str]
     details: dict[str, Any]
 
 
-def plan(model: Any, heads: float, ffn: float, data: Labeled) -> tuple[_Plan, list[SkippedLayer]]:
+def plan(model: Any, heads: float, ffn: float, data: Labeled) -> tuple[StructurePlan, list[SkippedLayer]]:
     """What to keep in each layer, from scores measured on DATA (at most SCORE_SAMPLES of it)."""
-    from edgecompress.optimize.distill import ends_in_softmax
-
     keras = import_tf_keras()
     sample = Labeled([x[:SCORE_SAMPLES] for x in data.x], data.y[:SCORE_SAMPLES])
     probabilities = ends_in_softmax(model)
-    result = _Plan({}, {}, {}, {"heads": {}, "ffn": {}})
+    result = StructurePlan({}, {}, {}, {"heads": {}, "ffn": {}})
     skipped: list[SkippedLayer] = []
     attention = [layer for layer in model.layers if type(layer) is keras.layers.MultiHeadAttention]
     if heads > 0:
@@ -166,7 +167,7 @@ def _slice_attention(source: Any, target: Any, kept: np.ndarray) -> None:
     target._output_dense.set_weights([out[0][kept]] + out[1:])
 
 
-def shrink(model: Any, chosen: _Plan) -> Any:
+def shrink(model: Any, chosen: StructurePlan) -> Any:
     """A new model with CHOSEN's heads and units only; MODEL is not changed."""
     keras = import_tf_keras()
     config = copy.deepcopy(model.get_config())
