@@ -14,7 +14,7 @@ from edgecompress.cli.run_cmd import render_run
               type=click.Path(file_okay=False, path_type=str), help="Folder for the model, data, recipe and run.")
 @click.option("--task", type=click.Choice(["digits", "text"]), default="digits", show_default=True,
               help="digits: a CNN on the bundled handwritten digits; text: a BERT-style encoder on the bundled "
-              "movie-review snippets (about 15 minutes on 2 cores).")
+              "movie-review snippets (about 25 minutes on 2 cores).")
 @click.option("--epochs", type=click.IntRange(min=1),
               help="The most training epochs of the example model [default: 20 for digits, 8 for text (it stops "
               "once validation accuracy stops improving)].")
