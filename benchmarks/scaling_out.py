@@ -36,9 +36,9 @@ test = "data/test.npz"
 calibration = "data/calibration.npz"
 calibration_samples = 100
 
-[training]  # a fixed 20 epochs (patience 20 never stops early): builds whose work outweighs a worker's start
-epochs = 20
-patience = 20
+[training]  # a fixed EPOCHS epochs (patience as long never stops early): builds whose work outweighs a worker's start
+epochs = EPOCHS
+patience = EPOCHS
 seed = 0
 
 [benchmark]
@@ -84,6 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--keep", type=Path, help="folder for the model, data and runs (default: temporary)")
+    parser.add_argument("--epochs", type=int, default=20, help="the fixed fine-tuning length of every build")
     parser.add_argument("--only", nargs="+", choices=["local-2", "ray-2", "ray-1"], help="time only these")
     args = parser.parse_args()
     if os.environ.get("EDGECOMPRESS_NETNS") != "1":
@@ -99,7 +100,7 @@ def main() -> None:
     if not (folder / "digits.keras").exists():
         prepare_demo(folder, force=True)
     recipe = folder / "scaling.toml"
-    recipe.write_text(RECIPE)
+    recipe.write_text(RECIPE.replace("EPOCHS", str(args.epochs)))
     times: dict[str, list[float]] = {"local-2": [], "ray-2": [], "ray-1": []}
     builds: dict[str, list[float]] = {"local-2": [], "ray-2": [], "ray-1": []}
     makers = {"local-2": lambda: LocalExecutor(2), "ray-2": lambda: RayExecutor(2), "ray-1": lambda: RayExecutor(1)}
