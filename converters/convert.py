@@ -16,6 +16,7 @@ from edgecompress.errors import UserError
 from edgecompress.fileio import atomic_path, check_output, gzip_size, path_size
 from edgecompress.models import LoadedModel, import_tf, load_model
 from edgecompress.quiet import quiet_native_stderr
+from edgecompress.runner import RunFailed
 from edgecompress.runtime import first_line
 from edgecompress.progress import note
 from edgecompress.converters.int16x8 import make_runnable
@@ -152,10 +153,10 @@ def _validate(
         return validate(tflite, loaded, feeds, origin)
     # The converter can emit an op the runtime has no kernel for in that mode (int16x8 did: it quantizes every
     # op); the runtime says so only when the op runs, so the model is refused here instead of written.
-    except RuntimeError as exc:
+    except RunFailed as exc:
         hint = "use quantize int8, whose kernels cover more ops" if quantize == "int16x8" else (
             "try another quantize mode")
-        raise UserError(f"the {quantize} model converts but does not run ({first_line(exc)}): {hint}",
+        raise UserError(f"the {quantize} model converts but does not run ({first_line(exc.__cause__ or exc)}): {hint}",
                         settings=("quantize",)) from exc
 
 

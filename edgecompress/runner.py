@@ -46,6 +46,10 @@ def _clean(tensor_name: str) -> str:
     return match.group("name") if match else tensor_name
 
 
+class RunFailed(UserError):
+    """The runtime loaded the model but failed while running it (an op or type it has no kernel for)."""
+
+
 class TFLiteRunner:
     """A loaded .tflite: .inputs / .outputs as TensorSpecs with the model's names, .run(feeds)."""
 
@@ -94,7 +98,11 @@ class TFLiteRunner:
                 )
             value = np.asarray(feeds[port.spec.name]).reshape(port.spec.shape)
             interp.set_tensor(port.index, _quantize(value, port))
-        interp.invoke()
+        try:
+            interp.invoke()
+        except RuntimeError as exc:  # a kernel refusing its inputs: the model's fault, not this tool's
+            raise RunFailed(f"{self.runtime.name} loads {self.path} but cannot run it ({first_line(exc)}): "
+                            "convert it in another quantize mode, or check it with `edgecompress check`") from exc
         return [_dequantize(interp.get_tensor(p.index), p) for p in self.out_ports]
 
 

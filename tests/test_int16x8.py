@@ -54,3 +54,22 @@ def test_an_op_without_kernel_fails_the_conversion_in_one_line(layer_norm_model,
     (line,) = err.strip().splitlines()[-1:]
     assert line.startswith("error:") and "SQUARED_DIFFERENCE" in line and "quantize int8" in line
     assert "Traceback" not in err and not out.exists()
+
+
+def test_a_model_the_runtime_cannot_run_is_refused_by_evaluate_in_one_line(layer_norm_model, calib_npz, test_npz,
+                                                                           tmp_path, run_cli, monkeypatch):
+    """Such a file made elsewhere (here: by the converter without the float islands) gets the same kind of
+    one-line error from evaluate, not an internal error."""
+    from edgecompress.converters import int16x8
+    from edgecompress.converters.convert import to_tflite
+    from edgecompress.calibration import load_samples
+    from edgecompress.models import load_model
+
+    monkeypatch.setattr(int16x8, "NO_INT16_KERNEL", ())
+    loaded = load_model(layer_norm_model)
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(to_tflite(loaded, "int16x8", samples=load_samples(calib_npz, loaded.inputs, 50)))
+    code, stdout, err = run_cli(["evaluate", broken, "--data", test_npz])
+    assert code == 2 and stdout == "" and "Traceback" not in err, err
+    assert [line for line in err.strip().splitlines() if "error" in line] == [err.strip().splitlines()[-1]], err
+    assert "cannot run it" in err and "SQUARED_DIFFERENCE" in err
