@@ -47,44 +47,24 @@ def _kept(scores: np.ndarray, fraction: float) -> np.ndarray:
     return np.sort(np.argsort(-scores, kind="stable")[:keep])
 
 
-def _consumers(config: dict[str, Any]) -> dict[str, list[str]]:
-    """Layer name -> names of the layers that take its output (from a Functional model's config)."""
-    out: dict[str, list[str]] = {}
-    for entry in config["layers"]:
-        for node in entry.get("inbound_nodes", []):
-            for inbound in _inbound_names(node):
-                out.setdefault(inbound, []).append(entry["config"]["name"])
-    return out
-
-
-def _inbound_names(node: Any) -> list[str]:
-    """Layer names in one inbound node of a tf-keras config (a list of [name, node, tensor, kwargs])."""
-    names: list[str] = []
-    if isinstance(node, list) and node and isinstance(node[0], str):
-        names.append(node[0])
-        if len(node) > 3 and isinstance(node[3], dict):  # keyword tensors, e.g. MultiHeadAttention's value
-            names += [v[0] for v in node[3].values() if isinstance(v, list) and v and isinstance(v[0], str)]
-    elif isinstance(node, list):
-        for part in node:
-            names += _inbound_names(part)
-    return names
+def _consumers(layer: Any, members: set[int]) -> list[Any]:
+    """The layers of the model (ids MEMBERS) that take LAYER's output, read from the live graph."""
+    return [node.outbound_layer for node in layer._outbound_nodes if id(node.outbound_layer) in members]
 
 
 def ffn_pairs(model: Any) -> dict[str, str]:
     """First Dense -> second Dense of each feed-forward pair in MODEL."""
     keras = import_tf_keras()
-    config = model.get_config()
-    consumers = _consumers(config)
-    kinds = {layer.name: type(layer) for layer in model.layers}
+    members = {id(layer) for layer in model.layers}
     pairs: dict[str, str] = {}
     for layer in model.layers:
         if type(layer) is not keras.layers.Dense:
             continue
-        nxt = consumers.get(layer.name, [])
-        while len(nxt) == 1 and kinds[nxt[0]].__name__ in _PASS_THROUGH:
-            nxt = consumers.get(nxt[0], [])
-        if len(nxt) == 1 and kinds[nxt[0]] is keras.layers.Dense:
-            pairs[layer.name] = nxt[0]
+        nxt = _consumers(layer, members)
+        while len(nxt) == 1 and type(nxt[0]).__name__ in _PASS_THROUGH:
+            nxt = _consumers(nxt[0], members)
+        if len(nxt) == 1 and type(nxt[0]) is keras.layers.Dense:
+            pairs[layer.name] = nxt[0].name
     return pairs
 
 
