@@ -10,6 +10,10 @@
    runtime aborts the whole process while loading the model. Any scale represents zeros exactly; the smallest
    scale of the subgraph's other int16 tensors is used, so that the op adding it keeps its inputs' precision
    (int16 ADD/SUB rescale both inputs to the larger scale).
+3. An op with a fused RELU6 (or RELU_N1_TO_1) whose int16 output scale is so small that 6 / scale exceeds
+   int32 (an almost silent tensor: 1.8e-9 in a freshly initialised MobileNetV2) fails to load ("no_integer_
+   overflow_from_quantization"). Its int16 values cannot reach the clamp then (32767 * scale << 6), so the
+   clamp is dropped (RELU6 -> RELU, RELU_N1_TO_1 -> none): the same computation, one the runtime accepts.
 """
 from __future__ import annotations
 
@@ -36,6 +40,9 @@ def make_runnable(data: bytes) -> tuple[bytes, list[str]]:
     zeros = _zero_scales(model)
     if zeros:
         changes.append(f"{zeros} constant(s) of zeros given a scale (was 0)")
+    clamps = _unreachable_clamps(model)
+    if clamps:
+        changes.append(f"{clamps} fused RELU6/RELU_N1_TO_1 clamp(s) beyond their output's int16 range dropped")
     return (write(model), changes) if changes else (data, [])
 
 
@@ -96,6 +103,28 @@ def _zero_scales(model: Any) -> int:
                 continue
             tensor.quantization.scale = [min(positive)] * len(_scales(tensor))
             fixed += 1
+    return fixed
+
+
+def _unreachable_clamps(model: Any) -> int:
+    """Fused clamps whose bound overflows int32 at their int16 output's scale, relaxed (see 3. above)."""
+    schema = flatbuffers().schema_fb
+    act = schema.ActivationFunctionType
+    relaxed = {act.RELU6: (6.0, act.RELU), act.RELU_N1_TO_1: (1.0, act.NONE)}
+    int32_max = float(np.iinfo(np.int32).max)
+    fixed = 0
+    for subgraph in model.subgraphs:
+        for op in subgraph.operators:
+            options = op.builtinOptions
+            fused = getattr(options, "fusedActivationFunction", None)
+            if fused not in relaxed or len(op.outputs) != 1:
+                continue
+            output = subgraph.tensors[op.outputs[0]]
+            bound, replacement = relaxed[fused]
+            scales = _scales(output)
+            if output.type == schema.TensorType.INT16 and scales and 0 < min(scales) < bound / int32_max:
+                options.fusedActivationFunction = replacement
+                fixed += 1
     return fixed
 
 

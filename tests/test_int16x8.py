@@ -73,3 +73,32 @@ def test_a_model_the_runtime_cannot_run_is_refused_by_evaluate_in_one_line(layer
     assert code == 2 and stdout == "" and "Traceback" not in err, err
     assert [line for line in err.strip().splitlines() if "error" in line] == [err.strip().splitlines()[-1]], err
     assert "cannot run it" in err and "SQUARED_DIFFERENCE" in err
+
+
+def test_a_fused_relu6_on_an_almost_silent_tensor_loads_in_int16x8(calib_npz, tmp_path, monkeypatch):
+    """6 / scale of a near-zero int16 output overflows int32 and LiteRT refused the model; the clamp it can
+    never reach is dropped instead (a freshly initialised MobileNetV2 has such tensors)."""
+    from edgecompress.converters import convert_model, int16x8
+    from edgecompress.errors import UserError
+    from edgecompress.models import import_tf_keras
+    from edgecompress.tflite_reader import read_model
+
+    keras = import_tf_keras()
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)), layers.Conv2D(4, 3, use_bias=False), layers.ReLU(6.0),
+        layers.Flatten(), layers.Dense(10, activation="softmax"),
+    ])
+    conv = model.layers[0]
+    conv.set_weights([w * 1e-6 for w in conv.get_weights()])  # outputs around 1e-6: int16 scale ~1e-10
+    source = tmp_path / "silent.keras"
+    model.save(source)
+    result = convert_model(source, tmp_path / "i16.tflite", quantize="int16x8", calibration=calib_npz)
+    assert result.validation.max_abs_error < 1e-4  # the softmax of near-zero logits, as in the original
+    (graph,) = read_model(result.output).subgraphs
+    assert [op.name for op in graph.operators][:2] == ["QUANTIZE", "CONV_2D"]
+    with monkeypatch.context() as m:
+        m.setattr(int16x8, "_unreachable_clamps", lambda model: 0)
+        with pytest.raises(UserError, match="no_integer_overflow"):
+            convert_model(source, tmp_path / "i16.tflite", quantize="int16x8", calibration=calib_npz, force=True)
