@@ -102,3 +102,15 @@ def test_techniques_from_settings_are_validated_and_ordered():
     with pytest.raises(UserError, match="^prune and prune_pattern exclude each other") as err:
         techniques_from_settings({"prune": 0.5, "prune_pattern": "2:4"})
     assert err.value.settings == ("prune", "prune_pattern")
+
+
+def test_training_that_diverges_is_a_one_line_error(files, digits_model_path, tmp_path, capsys):
+    """NaN weights went on to the converter, where TensorFlow crashed (a segfault on EfficientNetB0 QAT)."""
+    out = tmp_path / "out.keras"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["optimize", str(digits_model_path), "-o", str(out), "--train", str(files / "good.npz"),
+              "--prune", "0.5", "--epochs", "2", "--learning-rate", "1e12"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and "Traceback" not in "\n".join(err)
+    assert err[-1].startswith("error: prune training diverged") and "--learning-rate" in err[-1], err[-1]
+    assert not out.exists()

@@ -214,6 +214,20 @@ def epoch_progress(label: str, epochs: int, steps: int, metric: str, first_compa
     return EpochProgress()
 
 
+def stop_on_nan() -> Any:
+    """A Keras callback ending training at the first NaN or infinite batch loss (Keras's TerminateOnNaN does
+    the same but prints to stdout, which --json keeps for its answer)."""
+    keras = import_tf_keras()
+
+    class StopOnNaN(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            loss = (logs or {}).get("loss")
+            if loss is not None and not np.isfinite(float(loss)):
+                self.model.stop_training = True
+
+    return StopOnNaN()
+
+
 def fine_tune(
     model: Any,
     objective: Objective,
@@ -246,6 +260,7 @@ def fine_tune(
     steps = settings.steps_per_epoch(len(train))
     stopper = convergence(model, optimizer, objective.metric, settings.patience, max_epochs, first_compared)
     progress = epoch_progress(label, max_epochs, steps, objective.metric, first_compared)
+    diverged = stop_on_nan()
     trainer.fit(
         train.feed(),
         train.y,
@@ -254,8 +269,13 @@ def fine_tune(
         batch_size=settings.batch_size,
         shuffle=True,
         verbose=0,
-        callbacks=[*callbacks, progress, stopper],  # progress first: its line precedes the stopper's notes
+        callbacks=[*callbacks, progress, stopper, diverged],  # progress first: its line precedes the stopper's
     )
+    if not all(np.isfinite(w).all() for w in model.get_weights()):
+        # Left alone, the NaN weights went on to crash TensorFlow inside the int8 converter (a segfault).
+        raise UserError(f"{label} training diverged (the loss became NaN): lower learning_rate, "
+                        "or check that the training inputs have the scale the model expects",
+                        settings=("learning_rate",))
     result = StageTraining(
         stage=label,
         max_epochs=max_epochs,
