@@ -259,6 +259,23 @@ def test_convergence_keeps_the_best_epoch_lowers_the_rate_and_stops():
                                  "restored epoch 4")
 
 
+def test_accuracies_one_validation_sample_apart_are_ties_broken_by_the_loss():
+    """On 10 validation samples 0.1 is one sample: epoch 2 (one sample lower, far lower loss) is kept; epoch 3,
+    within one sample of epoch 2 but two below the best accuracy seen, is not (ties do not drift down);
+    epoch 4, clearly better, is."""
+    from edgecompress.optimize.train import convergence
+
+    model = _tiny_model()
+    callback = convergence(model, model.optimizer, "acc", patience=5, max_epochs=10, first_compared=1,
+                           val_samples=10)
+    callback.set_model(model)
+    kept = []
+    for epoch, (acc, loss) in enumerate([(0.8, 0.5), (0.7, 0.3), (0.6, 0.2), (0.9, 0.4)]):
+        callback.on_epoch_end(epoch, {"val_acc": acc, "val_loss": loss})
+        kept.append(callback.best_epoch)
+    assert kept == [1, 2, 2, 4]
+
+
 def test_holdout_is_a_seeded_disjoint_share_of_the_training_data(digits):
     from edgecompress.optimize.data import Labeled
     from edgecompress.optimize.train import holdout_split

@@ -24,6 +24,7 @@ from typing import Any, Mapping
 from edgecompress.models import import_tf_keras, without_build_configs
 from edgecompress.optimize.base import Applied, Context, Technique, register
 from edgecompress.optimize.layers import SkippedLayer, import_tfmot, require_some
+from edgecompress.optimize.qat_ranges import calibrate_ranges
 from edgecompress.optimize.quantize_configs import qat_configs
 
 
@@ -65,7 +66,10 @@ class QAT(Technique):
             quantized = _quantize_whole(model, configs, skipped, scheme(ctx.techniques))
             if "prune" in ctx.techniques or "cluster" in ctx.techniques:
                 self._default_twin = _quantize_whole(model, configs, [], scheme(frozenset()))
-        return Applied(quantized, skipped, compressed=set(configs))
+        details = {}
+        if ctx.data is not None:
+            details["ranges_from_float_model"] = calibrate_ranges(quantized, model, ctx.data.feed())
+        return Applied(quantized, skipped, details, compressed=set(configs))
 
     def strip(self, model: Any) -> Any:
         """MODEL as a default-scheme QAT model (see the module note) that a .keras load rebuilds exactly."""
