@@ -2,10 +2,11 @@
 
 Each model is built twice with random weights at a small input size, once with Keras 3 (keras.applications)
 and once with tf-keras (tf_keras.applications), saved, then
-- converted as it is with --quantize none / dynamic / float16 / int8 (int8 calibrated on random images);
-- optimized with each technique (prune 0.5, 2:4, cluster 16, QAT, prune+cluster+QAT) after one epoch of
-  training on a few random samples, and converted to int8.
-It measures that things work, not accuracy. For each int8 .tflite: the operator count, the operators left in
+- converted as it is, and after each technique (prune 0.5, 2:4, cluster 16, QAT, prune+cluster+QAT; one
+  epoch of training on a few random samples), with every conversion mode: none, dynamic, float16, int8 and
+  int16x8 (the last two calibrated on random images in the range the family's preprocess_input gives),
+  each validated against its Keras model.
+It measures that things work, not accuracy. For each .tflite: the operator count, the operators left in
 float, and the MUL/ADD/SUB operators with a constant operand (a BatchNormalization or a scale the converter
 could not fold; residual Adds and squeeze-excite Multiplies take two activations and are not counted). For
 Keras 3 models, the largest output difference between the original and its tf-keras rebuild.
@@ -29,23 +30,30 @@ import numpy as np
 from edgecompress.tables import table
 from edgecompress.tflite_reader import read_model
 
-# name -> (builder(applications module, input shape), input side)
-MODELS: dict[str, tuple[Callable[[Any, tuple[int, int, int]], Any], int]] = {
-    "mobilenet_v1_0.25": (lambda A, s: A.MobileNet(input_shape=s, alpha=0.25, weights=None, classes=10), 96),
-    "mobilenet_v2_0.35": (lambda A, s: A.MobileNetV2(input_shape=s, alpha=0.35, weights=None, classes=10), 96),
-    "mobilenet_v3_small": (lambda A, s: A.MobileNetV3Small(input_shape=s, weights=None, classes=10), 96),
+# The input range each family's preprocess_input produces: [-1, 1], or raw pixels for the models that carry
+# their own Rescaling (MobileNetV3, EfficientNet). Fed anything else, a random-weight model's activations
+# collapse towards zero, which is a property of the wrong input, not of the model.
+SIGNED, PIXELS = (-1.0, 1.0), (0.0, 255.0)
+# name -> (builder(applications module, input shape), input side, input range)
+MODELS: dict[str, tuple[Callable[[Any, tuple[int, int, int]], Any], int, tuple[float, float]]] = {
+    "mobilenet_v1_0.25": (
+        lambda A, s: A.MobileNet(input_shape=s, alpha=0.25, weights=None, classes=10), 96, SIGNED),
+    "mobilenet_v2_0.35": (
+        lambda A, s: A.MobileNetV2(input_shape=s, alpha=0.35, weights=None, classes=10), 96, SIGNED),
+    "mobilenet_v3_small": (lambda A, s: A.MobileNetV3Small(input_shape=s, weights=None, classes=10), 96, PIXELS),
     "mobilenet_v3_small_min": (
-        lambda A, s: A.MobileNetV3Small(input_shape=s, weights=None, classes=10, minimalistic=True), 96),
-    "mobilenet_v3_large": (lambda A, s: A.MobileNetV3Large(input_shape=s, weights=None, classes=10), 96),
+        lambda A, s: A.MobileNetV3Small(input_shape=s, weights=None, classes=10, minimalistic=True), 96, PIXELS),
+    "mobilenet_v3_large": (lambda A, s: A.MobileNetV3Large(input_shape=s, weights=None, classes=10), 96, PIXELS),
     "mobilenet_v3_large_min": (
-        lambda A, s: A.MobileNetV3Large(input_shape=s, weights=None, classes=10, minimalistic=True), 96),
-    "efficientnet_b0": (lambda A, s: A.EfficientNetB0(input_shape=s, weights=None, classes=10), 64),
-    "efficientnet_v2_b0": (lambda A, s: A.EfficientNetV2B0(input_shape=s, weights=None, classes=10), 64),
-    "resnet50_v2": (lambda A, s: A.ResNet50V2(input_shape=s, weights=None, classes=10), 64),
-    "nasnet_mobile": (lambda A, s: A.NASNetMobile(input_shape=s, weights=None, classes=10), 64),
+        lambda A, s: A.MobileNetV3Large(input_shape=s, weights=None, classes=10, minimalistic=True), 96, PIXELS),
+    "efficientnet_b0": (lambda A, s: A.EfficientNetB0(input_shape=s, weights=None, classes=10), 64, PIXELS),
+    "efficientnet_v2_b0": (lambda A, s: A.EfficientNetV2B0(input_shape=s, weights=None, classes=10), 64, PIXELS),
+    "resnet50_v2": (lambda A, s: A.ResNet50V2(input_shape=s, weights=None, classes=10), 64, SIGNED),
+    "nasnet_mobile": (lambda A, s: A.NASNetMobile(input_shape=s, weights=None, classes=10), 64, SIGNED),
 }
 TECHNIQUES = ("prune 0.5", "2:4", "cluster 16", "qat", "pcqat")
-MODES = ("none", "dynamic", "float16", "int8")
+MODES = ("none", "dynamic", "float16", "int8", "int16x8")
+QAT_STEPS = ("qat", "pcqat")
 SAMPLES = 8
 
 
@@ -110,56 +118,95 @@ def _reason(exc: BaseException) -> str:
 
 
 def run_model(
-    name: str, flavour: str, work: Path, modes: list[str], chosen: list[str], side: int | None = None
+    name: str, flavour: str, work: Path, modes: list[str], chosen: list[str], side: int | None = None,
+    rows_to: Path | None = None,
 ) -> list[list[Any]]:
-    """Table rows for one model: each conversion mode of the model as built, then each technique -> int8."""
+    """Table rows for one model: every conversion mode of the model as built, then of each technique's result."""
     from edgecompress.converters.convert import convert_model
+    from edgecompress.converters.quantize import qat_conflict
+    from edgecompress.models import load_model
     from edgecompress.optimize import TrainSettings, optimize
 
     folder = work / f"{name}-{flavour}"
     folder.mkdir(parents=True, exist_ok=True)
     rows: list[list[Any]] = []
 
-    def row(step: str, fn: Callable[[], tuple[Path | None, float | None]]) -> None:
-        try:
-            tflite, error = fn()
-            g = graph(tflite) if tflite else None
-            rows.append([name, flavour, step, "ok", g and g.operators, g and g.float_ops, g and g.constant_affine,
-                         g and g.structure, error])
-        except Exception as exc:  # noqa: BLE001  # the table reports every failure with its reason
-            rows.append([name, flavour, step, _reason(exc), None, None, None, None, None])
-        print(" | ".join("" if v is None else str(v) for v in rows[-1]), file=sys.stderr, flush=True)
+    def record(doing: tuple[str, str]) -> None:
+        # After every step, so a crash inside TensorFlow keeps the rows before it and names the step it hit.
+        if rows_to is not None:
+            rows_to.write_text(json.dumps({"rows": rows, "doing": doing}))
+
+    def emit(row: list[Any]) -> None:
+        rows.append(row)
+        print(" | ".join("" if v is None else str(v) for v in row), file=sys.stderr, flush=True)
+        record(("", ""))
 
     source = folder / "source.keras"
     side = side or MODELS[name][1]
+    record(("build", ""))
     try:
         model = build(name, flavour, side)
         model.save(source)
-    except Exception as exc:  # noqa: BLE001
-        return [[name, flavour, "build", _reason(exc), None, None, None, None, None]]
+    except Exception as exc:  # noqa: BLE001  # the table reports every failure with its reason
+        emit([name, flavour, "build", "", _reason(exc), None, None, None, None, None])
+        return rows
     rng = np.random.default_rng(0)
     data = folder / "data.npz"
-    np.savez(data, x=rng.random((SAMPLES, side, side, 3), dtype=np.float32), y=rng.integers(0, 10, SAMPLES))
+    low, high = MODELS[name][2]
+    x = rng.uniform(low, high, (SAMPLES, side, side, 3)).astype(np.float32)
+    np.savez(data, x=x, y=rng.integers(0, 10, SAMPLES))
 
-    for mode in modes:
-        def plain(mode: str = mode) -> tuple[Path, None]:
-            out = folder / f"plain-{mode}.tflite"
-            convert_model(source, out, quantize=mode, calibration=data if mode == "int8" else None,
-                          num_samples=SAMPLES, force=True, validation_samples=4)
-            return out, None
-        row(f"convert {mode}", plain)
+    def convert_all(step: str, keras_file: Path, slug: str, error: float | None) -> None:
+        loaded = load_model(keras_file)
+        for mode in modes:
+            conflict = qat_conflict(mode) if step in QAT_STEPS else None
+            if conflict:  # what edgecompress's own pipeline answers for that combination
+                emit([name, flavour, step, mode, f"refused: {conflict}", None, None, None, None, error])
+                continue
+            out = folder / f"{slug}-{mode}.tflite"
+            record((step, mode))
+            try:
+                convert_model(loaded, out, quantize=mode, calibration=data, num_samples=SAMPLES, force=True,
+                              validation_samples=4)
+                g = graph(out)
+                emit([name, flavour, step, mode, "ok", g.operators, g.float_ops, g.constant_affine, g.structure,
+                      error])
+            except Exception as exc:  # noqa: BLE001
+                emit([name, flavour, step, mode, _reason(exc), None, None, None, None, error])
 
+    convert_all("as built", source, "plain", None)
     for technique in chosen:
-        def optimized(technique: str = technique) -> tuple[Path, float | None]:
-            slug = technique.replace(" ", "_").replace(":", "of")
+        slug = technique.replace(" ", "_").replace(":", "of")
+        record((technique, "training"))
+        try:
             result = optimize(source, folder / f"{slug}.keras", data, techniques(technique),
                               settings=TrainSettings(epochs=1, batch_size=4), force=True)
-            out = folder / f"{slug}-int8.tflite"
-            convert_model(result.output, out, quantize="int8", calibration=data, num_samples=SAMPLES, force=True,
-                          validation_samples=4)
-            return out, result.details.get("rebuild", {}).get("max_abs_error")
-        row(f"{technique} -> int8", optimized)
+        except Exception as exc:  # noqa: BLE001
+            emit([name, flavour, technique, "", _reason(exc), None, None, None, None, None])
+            continue
+        convert_all(technique, Path(result.output), slug, result.details.get("rebuild", {}).get("max_abs_error"))
     return rows
+
+
+def summary(rows: list[list[Any]]) -> str:
+    """One line per model and flavour: per step, how many conversion modes worked, and QAT's int8 graph."""
+    steps = ["as built", *TECHNIQUES]
+    cells: dict[tuple[str, str], dict[str, list[list[Any]]]] = {}
+    for row in rows:
+        cells.setdefault((row[0], row[1]), {}).setdefault(row[2], []).append(row)
+    lines = []
+    for (name, flavour), by_step in cells.items():
+        line: list[Any] = [name, flavour]
+        for step in steps:
+            got = by_step.get(step, [])
+            tried = [r for r in got if not r[4].startswith("refused")]
+            line.append(f"{sum(r[4] == 'ok' for r in tried)}/{len(tried)}" if tried else "-")
+        qat = [r for r in by_step.get("qat", []) if r[3] == "int8" and r[4] == "ok"]
+        line.append(f"{qat[0][5]} / {qat[0][6]} / {qat[0][7]}" if qat else "-")
+        errors = [r[9] for step_rows in by_step.values() for r in step_rows if r[9] is not None]
+        line.append(f"{max(errors):.1e}" if errors else "-")
+        lines.append(line)
+    return table(["model", "built with", *steps, "QAT int8 ops / float / const MUL-ADD", "rebuild max err"], lines)
 
 
 def _in_child(args: argparse.Namespace, name: str, flavour: str, work: Path) -> list[list[Any]]:
@@ -169,10 +216,14 @@ def _in_child(args: argparse.Namespace, name: str, flavour: str, work: Path) -> 
            "--modes", args.modes, "--work-dir", str(work), "--rows-to", str(out)]
     if args.side:
         cmd += ["--side", str(args.side)]
+    out.unlink(missing_ok=True)
     code = subprocess.run(cmd).returncode
-    if code != 0 or not out.exists():
-        return [[name, flavour, "all", f"the process died (exit {code})", None, None, None, None, None]]
-    return json.loads(out.read_text())
+    state = json.loads(out.read_text()) if out.exists() else {"rows": [], "doing": ["start", ""]}
+    rows = state["rows"]
+    if code != 0:
+        step, mode = state["doing"]
+        rows.append([name, flavour, step, mode, f"the process died (exit {code})", None, None, None, None, None])
+    return rows
 
 
 def main() -> None:
@@ -183,20 +234,24 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--side", type=int, default=None, help="input height and width for every model")
     parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument("--save", type=Path, default=None, help="also write every row as JSON here")
     parser.add_argument("--rows-to", type=Path, default=None, help=argparse.SUPPRESS)  # the child's answer
     args = parser.parse_args()
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="zoo_"))
     if args.rows_to:
-        rows = run_model(args.models, args.flavours, work, [m for m in args.modes.split(",") if m],
-                         [t for t in args.techniques.split(",") if t], args.side)
-        args.rows_to.write_text(json.dumps(rows))
+        run_model(args.models, args.flavours, work, [m for m in args.modes.split(",") if m],
+                  [t for t in args.techniques.split(",") if t], args.side, args.rows_to)
         return
     rows = []
     for name in args.models.split(","):
         for flavour in args.flavours.split(","):
             rows += _in_child(args, name, flavour, work)
-    print(table(["model", "built with", "step", "result", "ops", "float ops",
+    print(table(["model", "built with", "step", "mode", "result", "ops", "float ops",
                  "const MUL/ADD", "int8 weights", "rebuild max err"], rows))
+    print()
+    print(summary(rows))
+    if args.save:
+        args.save.write_text(json.dumps(rows))
 
 
 if __name__ == "__main__":
