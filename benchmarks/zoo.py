@@ -12,7 +12,8 @@ could not fold; residual Adds and squeeze-excite Multiplies take two activations
 Keras 3 models, the largest output difference between the original and its tf-keras rebuild.
 
     .venv/bin/python benchmarks/zoo.py [--models mobilenet_v2,...] [--flavours keras3,tf-keras]
-        [--techniques qat,...] [--modes none,int8] [--side 32] [--work-dir DIR]
+        [--techniques qat,...] [--modes none,int8] [--side 32] [--work-dir DIR] [--save rows.json]
+    .venv/bin/python benchmarks/zoo.py --load a.json,b.json   # the tables of runs split over processes
 """
 from __future__ import annotations
 
@@ -114,7 +115,7 @@ def build(name: str, flavour: str, side: int) -> Any:
 
 
 def _reason(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:160]
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:400]
 
 
 def run_model(
@@ -235,6 +236,9 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=None, help="input height and width for every model")
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--save", type=Path, default=None, help="also write every row as JSON here")
+    parser.add_argument("--load", default=None,
+                        help="comma-separated JSON files from --save (of runs split over processes): "
+                        "print their tables, run nothing")
     parser.add_argument("--rows-to", type=Path, default=None, help=argparse.SUPPRESS)  # the child's answer
     args = parser.parse_args()
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="zoo_"))
@@ -243,13 +247,22 @@ def main() -> None:
                   [t for t in args.techniques.split(",") if t], args.side, args.rows_to)
         return
     rows = []
-    for name in args.models.split(","):
-        for flavour in args.flavours.split(","):
-            rows += _in_child(args, name, flavour, work)
+    if args.load:
+        for saved in args.load.split(","):
+            rows += json.loads(Path(saved).read_text())
+    else:
+        for name in args.models.split(","):
+            for flavour in args.flavours.split(","):
+                rows += _in_child(args, name, flavour, work)
     print(table(["model", "built with", "step", "mode", "result", "ops", "float ops",
                  "const MUL/ADD", "int8 weights", "rebuild max err"], rows))
     print()
     print(summary(rows))
+    failures = [r for r in rows if r[4] != "ok" and not r[4].startswith("refused")]
+    if failures:
+        print("\nwhat did not work, and why:")
+        for r in failures:
+            print(f"- {r[0]} ({r[1]}), {r[2]}{' -> ' + r[3] if r[3] else ''}: {r[4]}")
     if args.save:
         args.save.write_text(json.dumps(rows))
 
