@@ -59,6 +59,37 @@ def test_keras3_sequential_cnn_rebuilds(keras3, digits):
     )
 
 
+def test_keras3_edge_layers_rebuild_with_their_weights(keras3):
+    """Every layer and activation keras.applications' edge models use, in one model: the rebuild computes
+    the same function (max abs error printed)."""
+    from edgecompress.optimize.rebuild import as_tf_keras
+
+    layers = keras3.layers
+    inp = keras3.Input((16, 16, 3))
+    x = layers.Rescaling(1 / 127.5, offset=-1.0)(inp)
+    x = layers.Normalization(mean=[0.1, 0.2, 0.3], variance=[0.5, 1.0, 2.0])(x)
+    x = layers.ZeroPadding2D(((0, 1), (0, 1)))(x)
+    x = layers.Conv2D(8, 3, strides=2, activation="hard_silu")(x)
+    a = layers.DepthwiseConv2D(3, padding="same", activation="gelu")(x)
+    b = layers.SeparableConv2D(8, 3, padding="same", activation="hard_swish")(x)
+    x = layers.Add()([a, b])
+    se = layers.GlobalAveragePooling2D(keepdims=True)(x)
+    se = layers.Conv2D(8, 1, activation="hard_sigmoid")(se)
+    x = layers.Multiply()([x, se])
+    x = layers.Concatenate()([x, layers.Activation("swish")(x)])
+    x = layers.Dropout(0.2)(layers.GlobalAveragePooling2D()(x))
+    model = keras3.Model(inp, layers.Dense(10, activation="softmax")(x))
+    for weight in model.weights:  # away from initial zeros and ones, so that every weight is checked
+        weight.assign(np.random.default_rng(len(weight.path)).normal(0, 0.5, weight.shape).astype(np.float32)
+                      if "variance" not in weight.path else np.full(weight.shape, 2.0, np.float32))
+
+    rebuilt = as_tf_keras(model)
+    x = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3)).astype(np.float32)
+    error = float(np.abs(rebuilt.model(x).numpy() - np.asarray(model(x))).max())
+    print(f"rebuild max abs error {error:.2e} (reported {rebuilt.max_abs_error:.2e})")
+    assert error < 1e-5 and rebuilt.max_abs_error < 1e-5
+
+
 def test_keras3_custom_layer_is_refused_by_name(keras3):
     from edgecompress.optimize.rebuild import as_tf_keras
 
