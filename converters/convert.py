@@ -221,13 +221,13 @@ def fixed_batch_function(tf: Any, loaded: LoadedModel) -> tuple[Any, Any]:
         def call(*args: Any) -> Any:
             return model(list(args) if len(args) > 1 else args[0], training=False)
 
-        owner = model
-    function = tf.function(call, input_signature=signature).get_concrete_function()
-    if loaded.flavour == "keras3":
-        # With a Keras 3 model as the owner the converter freezes the wrong values (seen: NaN outputs);
-        # a plain module holding the backing tf.Variables gives the right ones.
+        # The owner is a plain module holding the model's tf.Variables. With a Keras 3 model as the owner the
+        # converter froze the wrong values (seen: NaN outputs); with a tf-keras model it spent 4.6x as long
+        # (26.6 s against 5.8 s for EfficientNetB0, identical output), serialising the model's Keras state.
         owner = tf.Module()
-        owner.tf_variables = [v.value for v in model.variables]
+        owner.tf_variables = [v.value for v in model.variables] if loaded.flavour == "keras3" else list(
+            model.variables)
+    function = tf.function(call, input_signature=signature).get_concrete_function()
     return function, owner
 
 

@@ -45,14 +45,19 @@ def calibrate_ranges(quantized: Any, source: Any, x: np.ndarray | list[np.ndarra
     high = {name: -np.inf for name in tensors}
     feeds = x if isinstance(x, list) else [x]
     count = min(SAMPLES, len(feeds[0]))
+    # In training mode, as the moving average sees them during fine-tuning: BatchNormalization then normalises
+    # with the batch's statistics, which in a model fresh from initialisation are far from its moving ones.
+    # Those moving statistics change in training mode, so SOURCE's weights are put back afterwards.
+    saved = source.get_weights()
     for start in range(0, count, BATCH):
         batch = [f[start:min(start + BATCH, count)] for f in feeds]
-        outputs = probe(batch if len(batch) > 1 else batch[0], training=False)
+        outputs = probe(batch if len(batch) > 1 else batch[0], training=True)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         for name, value in zip(tensors, outputs):
             value = np.asarray(value)
             low[name] = min(low[name], float(value.min()))
             high[name] = max(high[name], float(value.max()))
+    source.set_weights(saved)
     set_count = 0
     step = (START[1] - START[0]) / 255
     for low_var, high_var, name in pairs:
