@@ -222,8 +222,8 @@ def fixed_batch_function(tf: Any, loaded: LoadedModel) -> tuple[Any, Any]:
             return model(list(args) if len(args) > 1 else args[0], training=False)
 
         # The owner is a plain module holding the model's tf.Variables. With a Keras 3 model as the owner the
-        # converter froze the wrong values (seen: NaN outputs); with a tf-keras model it spent 4.6x as long
-        # (26.6 s against 5.8 s for EfficientNetB0, identical output), serialising the model's Keras state.
+        # converter froze the wrong values (seen: NaN outputs); with a tf-keras model it spent 5.4x as long
+        # (25.9 s against 4.8 s for EfficientNetB0, identical output: benchmarks/convert_owner.py).
         owner = tf.Module()
         owner.tf_variables = [v.value for v in model.variables] if loaded.flavour == "keras3" else list(
             model.variables)
