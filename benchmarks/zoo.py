@@ -2,17 +2,21 @@
 
 Each model is built twice with random weights at a small input size, once with Keras 3 (keras.applications)
 and once with tf-keras (tf_keras.applications), saved, then
-- converted as it is, and after each technique (prune 0.5, 2:4, cluster 16, QAT, prune+cluster+QAT; one
-  epoch of training on a few random samples), with every conversion mode: none, dynamic, float16, int8 and
-  int16x8 (the last two calibrated on random images in the range the family's preprocess_input gives),
-  each validated against its Keras model.
+- converted as it is with every conversion mode: none, dynamic, float16, int8 and int16x8 (the last two
+  calibrated on random images in the range the family's preprocess_input gives), each validated against its
+  Keras model;
+- optimized with each technique (prune 0.5, 2:4, cluster 16, QAT, prune+cluster+QAT; one epoch of training
+  on a few random samples) and converted with --technique-modes (by default dynamic and int8, the modes that
+  keep the technique's zeros and shared values in the weights; `none` and `float16` convert the same float
+  graph as the model as built, and all five for every technique would take hours on this 2-core host).
 It measures that things work, not accuracy. For each .tflite: the operator count, the operators left in
 float, and the MUL/ADD/SUB operators with a constant operand (a BatchNormalization or a scale the converter
 could not fold; residual Adds and squeeze-excite Multiplies take two activations and are not counted). For
 Keras 3 models, the largest output difference between the original and its tf-keras rebuild.
 
     .venv/bin/python benchmarks/zoo.py [--models mobilenet_v2,...] [--flavours keras3,tf-keras]
-        [--techniques qat,...] [--modes none,int8] [--side 32] [--work-dir DIR] [--save rows.json]
+        [--techniques qat,...] [--modes none,int8] [--technique-modes int8] [--jobs 2] [--side 32]
+        [--work-dir DIR] [--save rows.json]
     .venv/bin/python benchmarks/zoo.py --load a.json,b.json   # the tables of runs split over processes
 """
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -54,6 +59,7 @@ MODELS: dict[str, tuple[Callable[[Any, tuple[int, int, int]], Any], int, tuple[f
 }
 TECHNIQUES = ("prune 0.5", "2:4", "cluster 16", "qat", "pcqat")
 MODES = ("none", "dynamic", "float16", "int8", "int16x8")
+TECHNIQUE_MODES = ("dynamic", "int8")
 QAT_STEPS = ("qat", "pcqat")
 SAMPLES = 8
 
@@ -120,7 +126,7 @@ def _reason(exc: BaseException) -> str:
 
 def run_model(
     name: str, flavour: str, work: Path, modes: list[str], chosen: list[str], side: int | None = None,
-    rows_to: Path | None = None,
+    rows_to: Path | None = None, technique_modes: list[str] | None = None,
 ) -> list[list[Any]]:
     """Table rows for one model: every conversion mode of the model as built, then of each technique's result."""
     from edgecompress.converters.convert import convert_model
@@ -157,7 +163,7 @@ def run_model(
     x = rng.uniform(low, high, (SAMPLES, side, side, 3)).astype(np.float32)
     np.savez(data, x=x, y=rng.integers(0, 10, SAMPLES))
 
-    def convert_all(step: str, keras_file: Path, slug: str, error: float | None) -> None:
+    def convert_all(step: str, keras_file: Path, slug: str, error: float | None, modes: list[str]) -> None:
         loaded = load_model(keras_file)
         for mode in modes:
             conflict = qat_conflict(mode) if step in QAT_STEPS else None
@@ -175,7 +181,7 @@ def run_model(
             except Exception as exc:  # noqa: BLE001
                 emit([name, flavour, step, mode, _reason(exc), None, None, None, None, error])
 
-    convert_all("as built", source, "plain", None)
+    convert_all("as built", source, "plain", None, modes)
     for technique in chosen:
         slug = technique.replace(" ", "_").replace(":", "of")
         record((technique, "training"))
@@ -185,7 +191,8 @@ def run_model(
         except Exception as exc:  # noqa: BLE001
             emit([name, flavour, technique, "", _reason(exc), None, None, None, None, None])
             continue
-        convert_all(technique, Path(result.output), slug, result.details.get("rebuild", {}).get("max_abs_error"))
+        convert_all(technique, Path(result.output), slug, result.details.get("rebuild", {}).get("max_abs_error"),
+                    modes if technique_modes is None else technique_modes)
     return rows
 
 
@@ -214,7 +221,8 @@ def _in_child(args: argparse.Namespace, name: str, flavour: str, work: Path) -> 
     """One model in its own process, so a crash inside TensorFlow (a segfault) becomes a row, not the end."""
     out = work / f"{name}-{flavour}.json"
     cmd = [sys.executable, __file__, "--models", name, "--flavours", flavour, "--techniques", args.techniques,
-           "--modes", args.modes, "--work-dir", str(work), "--rows-to", str(out)]
+           "--modes", args.modes, "--technique-modes", args.technique_modes, "--work-dir", str(work),
+           "--rows-to", str(out)]
     if args.side:
         cmd += ["--side", str(args.side)]
     out.unlink(missing_ok=True)
@@ -232,7 +240,10 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--flavours", default="keras3,tf-keras")
     parser.add_argument("--techniques", default=",".join(TECHNIQUES))
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--modes", default=",".join(MODES), help="conversion modes of the model as built")
+    parser.add_argument("--technique-modes", default=",".join(TECHNIQUE_MODES),
+                        help="conversion modes of each technique's model")
+    parser.add_argument("--jobs", type=int, default=1, help="models run at once, each in its own process")
     parser.add_argument("--side", type=int, default=None, help="input height and width for every model")
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--save", type=Path, default=None, help="also write every row as JSON here")
@@ -244,16 +255,18 @@ def main() -> None:
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="zoo_"))
     if args.rows_to:
         run_model(args.models, args.flavours, work, [m for m in args.modes.split(",") if m],
-                  [t for t in args.techniques.split(",") if t], args.side, args.rows_to)
+                  [t for t in args.techniques.split(",") if t], args.side, args.rows_to,
+                  [m for m in args.technique_modes.split(",") if m])
         return
     rows = []
     if args.load:
         for saved in args.load.split(","):
             rows += json.loads(Path(saved).read_text())
     else:
-        for name in args.models.split(","):
-            for flavour in args.flavours.split(","):
-                rows += _in_child(args, name, flavour, work)
+        jobs = [(name, flavour) for name in args.models.split(",") for flavour in args.flavours.split(",")]
+        with ThreadPoolExecutor(args.jobs) as pool:  # each job is a child process
+            for result in pool.map(lambda job: _in_child(args, *job, work), jobs):
+                rows += result
     print(table(["model", "built with", "step", "mode", "result", "ops", "float ops",
                  "const MUL/ADD", "int8 weights", "rebuild max err"], rows))
     print()
