@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgecompress.tables import table
+from edgecompress.tables import markdown_table, table
 from edgecompress.tflite_reader import read_model
 
 # The input range each family's preprocess_input produces: [-1, 1], or raw pixels for the models that carry
@@ -196,7 +196,7 @@ def run_model(
     return rows
 
 
-def summary(rows: list[list[Any]]) -> str:
+def summary(rows: list[list[Any]], markdown: bool = False) -> str:
     """One line per model and flavour: per step, how many conversion modes worked, and QAT's int8 graph."""
     steps = ["as built", *TECHNIQUES]
     cells: dict[tuple[str, str], dict[str, list[list[Any]]]] = {}
@@ -214,7 +214,8 @@ def summary(rows: list[list[Any]]) -> str:
         errors = [r[9] for step_rows in by_step.values() for r in step_rows if r[9] is not None]
         line.append(f"{max(errors):.1e}" if errors else "-")
         lines.append(line)
-    return table(["model", "built with", *steps, "QAT int8 ops / float / const MUL-ADD", "rebuild max err"], lines)
+    headers = ["model", "built with", *steps, "QAT int8 ops / float / const MUL-ADD", "rebuild max err"]
+    return (markdown_table if markdown else table)(headers, lines)
 
 
 def _in_child(args: argparse.Namespace, name: str, flavour: str, work: Path) -> list[list[Any]]:
@@ -243,6 +244,7 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES), help="conversion modes of the model as built")
     parser.add_argument("--technique-modes", default=",".join(TECHNIQUE_MODES),
                         help="conversion modes of each technique's model")
+    parser.add_argument("--markdown", action="store_true", help="the summary as a Markdown table")
     parser.add_argument("--jobs", type=int, default=1, help="models run at once, each in its own process")
     parser.add_argument("--side", type=int, default=None, help="input height and width for every model")
     parser.add_argument("--work-dir", type=Path, default=None)
@@ -270,7 +272,7 @@ def main() -> None:
     print(table(["model", "built with", "step", "mode", "result", "ops", "float ops",
                  "const MUL/ADD", "int8 weights", "rebuild max err"], rows))
     print()
-    print(summary(rows))
+    print(summary(rows, args.markdown))
     failures = [r for r in rows if r[4] != "ok" and not r[4].startswith("refused")]
     if failures:
         print("\nwhat did not work, and why:")

@@ -74,6 +74,16 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | No
     return "\n".join(out)
 
 
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """ROWS as a Markdown table (for reports and the README)."""
+    def cell(v: Any) -> str:
+        return fmt(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def key_values(pairs: Sequence[tuple[str, Any]], title: str | None = None) -> str:
     width = max((len(k) for k, _ in pairs), default=0)
     out = [title] if title else []

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from edgecompress.fileio import atomic_path, write_text_atomic
-from edgecompress.tables import duration_unit, fmt, fmt_duration, fmt_points
+from edgecompress.tables import duration_unit, fmt_duration, fmt_points, markdown_table
 from edgecompress.pipeline.recipe import Constraints
 from edgecompress.pipeline.record import VariantRecord
 from edgecompress.pipeline.select import OBJECTIVE_TEXT, Selection, describe_constraints, pareto_front, status, violations
@@ -221,15 +221,6 @@ def write_plots(folder: Path, records: Sequence[VariantRecord], selections: Sequ
 # ----------------------------------------------------------------------------------------- markdown
 
 
-def _md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def cell(v: Any) -> str:
-        return fmt(v).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def markdown(recipe: Path, objective: str, constraints: Constraints, baseline: dict[str, Any] | None,
              records: Sequence[VariantRecord], selections: Sequence[Selection], targets: Sequence[str],
              plots: Sequence[Path], notes: Sequence[str], run_dir: Path) -> str:
@@ -254,7 +245,7 @@ def markdown(recipe: Path, objective: str, constraints: Constraints, baseline: d
         out.append("Measured latencies (p50, timed on the device itself over SSH): "
                    + ", ".join(f"{t} on {on}" for t, on in measured.items()) + ".")
     out += ["Host latency is measured (p50).", ""]
-    out += ["## Variants", "", _md_table(table_headers(targets, sources), table_rows(records, targets, constraints)), ""]
+    out += ["## Variants", "", markdown_table(table_headers(targets, sources), table_rows(records, targets, constraints)), ""]
     for s in selections:
         title = "this host" if s.target == "host" else s.target
         out += [f"## Choice for {title} (objective: {s.objective})", ""]
