@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -58,17 +59,32 @@ def test_qat_folds_batchnorm_and_saves_a_keras_file_that_converts(zoo, digits, c
     assert g.sparsity >= 0.75 and g.distinct <= 16, g  # pruning and clustering survive QAT and int8
 
 
-@pytest.mark.parametrize(
-    "name, flavour, technique",
-    [
-        ("mobilenet_v2_0.35", "keras3", "qat"),  # 52 BatchNormalizations, residual Adds
-    ],
-)
-def test_keras_applications_go_through_optimize_and_int8(zoo, tmp_path, name, flavour, technique):
-    as_built, optimized = zoo.run_model(name, flavour, tmp_path, ["int8"], [technique], side=32)
+# One case per family of benchmarks/zoo.py (tiny inputs, one epoch on 8 random samples), each flavour and
+# technique at least once; the zoo runs them all.
+FAMILIES = [
+    ("mobilenet_v1_0.25", "tf-keras", "prune 0.5"),
+    ("mobilenet_v2_0.35", "keras3", "qat"),  # 52 BatchNormalizations, residual Adds
+    ("mobilenet_v3_small", "keras3", "pcqat"),  # hard_silu, squeeze-excite Multiply, Rescaling
+    ("efficientnet_b0", "keras3", "qat"),  # its NaN loss used to crash TensorFlow in the int8 conversion
+    ("efficientnet_v2_b0", "tf-keras", "cluster 16"),
+    ("resnet50_v2", "keras3", "2:4"),
+    ("nasnet_mobile", "tf-keras", "prune 0.5"),  # QAT int8 makes LiteRT 2.3.0's XNNPACK abort (README)
+]
+
+
+@pytest.mark.parametrize("name, flavour, technique", FAMILIES)
+def test_each_keras_application_family_goes_through_optimize_and_int8(tmp_path, name, flavour, technique):
+    # As the zoo runs it, in a process of its own: TensorFlow keeps a big model's memory for the rest of a
+    # process (ResNet50V2 with every technique wrapped reached 12 GB).
+    saved = tmp_path / "rows.json"
+    subprocess.run([sys.executable, str(ZOO_PATH), "--models", name, "--flavours", flavour, "--techniques",
+                    technique, "--modes", "int8", "--technique-modes", "int8", "--side", "32", "--work-dir",
+                    str(tmp_path), "--save", str(saved)], check=True, stdout=subprocess.DEVNULL)
+    as_built, optimized = json.loads(saved.read_text())
     assert as_built[2:5] == ["as built", "int8", "ok"] and optimized[2:5] == [technique, "int8", "ok"], optimized
     assert optimized[6] == 0  # no operator left in float
-    assert optimized[9] is not None and optimized[9] < 1e-4  # the Keras 3 rebuild's max abs error
+    if flavour == "keras3":
+        assert optimized[9] is not None and optimized[9] < 1e-4  # the Keras 3 rebuild's max abs error
     if name.startswith("mobilenet_v2"):
         assert optimized[7] == 0  # every BatchNormalization folded into its convolution
 
