@@ -257,6 +257,12 @@ def _explain(exc: Exception, quantize: str, flex_option: bool = True) -> Excepti
             f"the model needs ops with no TFLite kernel ({custom.group(1).strip()}): "
             "replace those layers with built-in ones before converting"
         )
+    not_16x8 = re.search(r"Quantization to 16x8-bit not yet supported for op: '([^']+)'", text)
+    if not_16x8:  # the converter's own refusal (seen: MobileNetV3's HARD_SWISH)
+        return UserError(
+            f"TFLite's int16x8 quantizer does not support {not_16x8.group(1)} yet: use quantize int8 (or dynamic)",
+            settings=("quantize",)
+        )
     unsupported = re.search(r"error: ('[^']+' op[^\n]*)", text)
     if unsupported and quantize in CALIBRATED_MODES:
         return UserError(

@@ -208,3 +208,19 @@ def test_diagnose_of_a_model_int8_cannot_take(inverse_model, tmp_path, run_cli):
     np.savez(tmp_path / "m.npz", m=np.random.default_rng(0).random((20, 2, 2), dtype=np.float32))
     line = bad(run_cli, ["diagnose", str(inverse_model), "--calibration", str(tmp_path / "m.npz")], "MatrixInverse")
     assert "--allow-flex" not in line
+
+
+def test_an_op_the_int16x8_quantizer_refuses_is_one_line(calib_npz, tmp_path, out_dir, run_cli):
+    """TFLite's 16x8 quantizer refuses HARD_SWISH (MobileNetV3's activation): bad input, not an internal error."""
+    from edgecompress.models import import_tf
+
+    import_tf()
+    import keras
+
+    layers = keras.layers
+    model = keras.Sequential([keras.Input((8, 8, 1)), layers.Conv2D(4, 3, activation="hard_silu"),
+                              layers.Flatten(), layers.Dense(10, activation="softmax")])
+    model.save(tmp_path / "hswish.keras")
+    bad(run_cli, convert(tmp_path / "hswish.keras", out_dir / "m.tflite", "--quantize", "int16x8",
+                         "--calibration", str(calib_npz)), "HARD_SWISH", "--quantize int8")
+    no_leftovers(out_dir)
