@@ -66,7 +66,7 @@ class QAT(Technique):
             quantized = _quantize_whole(model, configs, skipped, scheme(ctx.techniques))
             if "prune" in ctx.techniques or "cluster" in ctx.techniques:
                 self._default_twin = _quantize_whole(model, configs, [], scheme(frozenset()))
-        details = {}
+        details: dict[str, Any] = {}
         if ctx.data is not None:
             details["ranges_from_float_model"] = calibrate_ranges(quantized, model, ctx.data.feed())
         return Applied(quantized, skipped, details, compressed=set(configs))

@@ -28,6 +28,7 @@ START = (-6.0, 6.0)  # TF-MOT's starting range for every activation quantizer
 MIN_LEVELS = 16  # 4 bits: fewer is no longer a quantized signal but a few steps
 # Range variables of the quantizers on a layer's output (a wrapper's output, or after its activation);
 # 'pre_activation' ranges (the logits before a softmax) have no float tensor to measure and stay as they are.
+# Group 1 tells a layer's quantizers apart (a QuantizeLayer has one, hence the empty group), group 2 the end.
 _OUTPUT_RANGE = re.compile(r"(?:^|/)(output|post_activation)_(min|max)(?:_\d+)?:0$")
 _INPUT_RANGE = re.compile(r"()_(min|max)(?:_\d+)?:0$")
 
