@@ -18,11 +18,14 @@ from edgecompress.models import LoadedModel, import_tf, load_model
 from edgecompress.quiet import quiet_native_stderr
 from edgecompress.runner import RunFailed
 from edgecompress.runtime import first_line
+from edgecompress.probe_inputs import generated_feeds
 from edgecompress.progress import note
 from edgecompress.converters.int16x8 import make_runnable
 from edgecompress.converters.litert_quantize import quantize_weights
 from edgecompress.converters.quantize import CALIBRATED_MODES, WEIGHT_MODES, check_options, configure
-from edgecompress.converters.validate import Validation, generated_feeds, validate, validation_warnings
+from edgecompress.converters.validate import (
+    Validation, check_finite_outputs, validate, validation_warnings,
+)
 from edgecompress.evaluate import evaluate_keras
 
 DEFAULT_CALIBRATION_SAMPLES = 300  # TFLite's guide suggests a few hundred representative samples
@@ -43,7 +46,8 @@ class ConversionResult:
     source: str
     source_size_bytes: int | None  # None for an in-memory model
     source_gzip_bytes: int | None
-    ratio: float | None  # source size / .tflite size
+    source_weight_bytes: int  # the source's variables (no optimizer state, no file format overhead)
+    ratio: float | None  # source weight bytes / .tflite size
     validation: Validation | None  # None only for a Flex model, which no installed runtime can run
     calibration: list[InputStats] = field(default_factory=list)
     flex_ops: list[str] = field(default_factory=list)
@@ -77,8 +81,12 @@ def convert_model(
     eval_data: str | Path | None = None,
     max_drop: float | None = None,
     block_size: int | None = None,
+    keep_failed: bool = False,
 ) -> ConversionResult:
     """Convert MODEL (a path or a LoadedModel) to OUTPUT, validate it, and keep it only if all went well.
+
+    An export with NaN/Inf outputs where the original's are finite is a WrongResult, and OUTPUT is not written
+    unless KEEP_FAILED (then it is written, and the WrongResult still raised).
 
     With MAX_DROP (int8 only): keep the fewest layers in float that bring the loss on labelled EVAL_DATA within
     MAX_DROP points (converters.fallback); the best attempt is written even when none does (target_met False).
@@ -111,6 +119,10 @@ def convert_model(
                  "so it was not validated")
         else:
             validation = _validate(tmp, loaded, samples, validation_samples, seed, quantize)
+            if not keep_failed:
+                check_finite_outputs(validation, f"the {quantize} export", quantize)
+    if validation is not None and keep_failed:
+        check_finite_outputs(validation, f"the {quantize} export (kept as {out})", quantize)
     warnings = validation_warnings(validation, quantize) if validation is not None else []
     for warning in warnings:
         note(f"warning: {warning}")
@@ -124,7 +136,8 @@ def convert_model(
         source=str(loaded.path),
         source_size_bytes=source_size,
         source_gzip_bytes=source_gzip,
-        ratio=source_size / len(data) if source_size else None,
+        source_weight_bytes=loaded.weight_bytes,
+        ratio=loaded.weight_bytes / len(data) if loaded.weight_bytes else None,
         validation=validation,
         calibration=samples.stats if samples else [],
         flex_ops=flex,

@@ -22,7 +22,7 @@ import contextlib
 import io
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -31,13 +31,16 @@ import numpy as np
 
 from edgecompress.errors import MissingExtraError, UserError
 from edgecompress.fileio import atomic_path, check_output, gzip_size
+from edgecompress.probe_inputs import generated_feeds
 from edgecompress.progress import note
 from edgecompress.quiet import quiet_native_stderr
 from edgecompress.runner import TFLiteRunner
 from edgecompress.runtime import check_tflite_file, first_line
 from edgecompress.tflite_reader import Tensor, TFLiteModel, parse_model
 from edgecompress.converters.embedding_lookup import gathers_to_embedding_lookups
-from edgecompress.converters.validate import Validation, generated_feeds, validate_tflite
+from edgecompress.converters.validate import (
+    Validation, check_finite_outputs, validate_tflite, validation_warnings,
+)
 
 TFLITE_MODES = ("int4", "int8-weights", "dynamic")
 BLOCK_MODES = ("int4",)
@@ -59,6 +62,7 @@ class WeightQuantization:
     ratio: float  # input size / output size
     validation: Validation
     seconds: float
+    warnings: list[str] = field(default_factory=list)  # outputs the validation says no longer compute the same
 
 
 def check_block_size(quantize: str, block_size: int | None) -> None:
@@ -109,8 +113,12 @@ def quantize_tflite(
     force: bool = False,
     seed: int = 0,
     validation_samples: int = 100,
+    keep_failed: bool = False,
 ) -> WeightQuantization:
-    """Quantize the float32 .tflite MODEL into OUTPUT, validated against MODEL on INPUTS (.npz) or generated samples."""
+    """Quantize the float32 .tflite MODEL into OUTPUT, validated against MODEL on INPUTS (.npz) or generated samples.
+
+    Outputs that turn NaN/Inf are a WrongResult and leave no OUTPUT, unless KEEP_FAILED (written, still raised).
+    """
     start = time.perf_counter()
     path = Path(model)
     if path.suffix.lower() in _KERAS_SUFFIXES or path.is_dir():
@@ -123,10 +131,17 @@ def quantize_tflite(
     reference = TFLiteRunner(path)  # a file the runtime cannot run is refused before any work
     quantized = quantize_weights(data, quantize, block_size, str(path))
     note(f"quantized {path.name} ({quantize}" + (f", blocks of {block_size}" if block_size else "")
-         + f"): {len(data)} -> {len(quantized)} bytes")
+         + f"): {len(data):,} -> {len(quantized):,} bytes")
     with atomic_path(out) as tmp:
         tmp.write_bytes(quantized)
         validation = _validate(tmp, reference, inputs, validation_samples, seed)
+        if not keep_failed:
+            check_finite_outputs(validation, f"the {quantize} file", quantize)
+    if keep_failed:
+        check_finite_outputs(validation, f"the {quantize} file (kept as {out})", quantize)
+    warnings = validation_warnings(validation, quantize)
+    for warning in warnings:
+        note(f"warning: {warning}")
     return WeightQuantization(
         input=str(path),
         output=str(out),
@@ -139,6 +154,7 @@ def quantize_tflite(
         ratio=len(data) / len(quantized),
         validation=validation,
         seconds=time.perf_counter() - start,
+        warnings=warnings,
     )
 
 

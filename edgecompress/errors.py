@@ -28,3 +28,12 @@ class MissingExtraError(UserError):
         super().__init__(
             f"{what} needs {module}, which is not installed: pip install 'edgecompress[{extra}]'"
         )
+
+
+class WrongResult(UserError):
+    """The work ran but its result is wrong (an export whose outputs are NaN where the original's are not).
+
+    One line like bad input, but exit 1: the input was fine, and a wrong result is never a success.
+    """
+
+    exit_code = 1

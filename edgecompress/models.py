@@ -78,6 +78,12 @@ class LoadedModel:
     def is_keras(self) -> bool:
         return self.flavour != "savedmodel"
 
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of the model's variables as it computes with them: the fair base for a size ratio (a Keras 2
+        .h5 can hold optimizer state too: two thirds of fer's emotion model file is Adam's)."""
+        return sum(int(np.prod(v.shape)) * np.dtype(_dtype_name(v.dtype)).itemsize for v in self.model.variables)
+
     def predict(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run a batch; FEEDS maps input names to arrays. Returns the outputs in order."""
         tf = import_tf()
@@ -88,6 +94,10 @@ class LoadedModel:
         out = self.model(args if len(args) > 1 else args[0], training=False)
         outs = out if isinstance(out, (list, tuple)) else [out]
         return [np.asarray(o) for o in outs]
+
+
+def _dtype_name(dtype: Any) -> str:
+    return dtype.name if hasattr(dtype, "name") else str(dtype)  # tf.DType or Keras 3's dtype string
 
 
 def keras_flavour(path: Path) -> str:

@@ -9,7 +9,9 @@ from edgecompress.calibration.sources import IMAGE_SCALES
 from edgecompress.converters.convert import DEFAULT_CALIBRATION_SAMPLES, VALIDATION_SAMPLES
 from edgecompress.converters.quantize import IO_TYPES, QUANTIZE_MODES
 from edgecompress.tables import fmt, key_values, table
-from edgecompress.cli.options import emit, force_option, json_option, unsafe_option, validation_rows
+from edgecompress.cli.options import (
+    emit, force_option, json_option, outputs_table, unsafe_option, validation_rows,
+)
 
 QUANTIZE_HELP = (
     "none: float32; dynamic: int8 weights, float activations; float16: half-size weights; "
@@ -50,13 +52,16 @@ IMAGE_SCALE_HELP = "How image-folder pixels become inputs: " + "; ".join(f"{k} =
                    "(the best one is written).")
 @click.option("--eval-data", type=click.Path(path_type=str),
               help="Labelled samples (.npz with the input(s) and labels under `y`) that --max-drop measures on.")
+@click.option("--keep-failed", is_flag=True,
+              help="Write the .tflite even when its outputs are NaN/Inf where the original's are finite (the "
+                   "command still fails), to inspect it.")
 @force_option
 @unsafe_option
 @json_option
 def convert_command(model: str, output: str, quantize: str, calibration: str | None, num_samples: int,
                     io_type: str, image_scale: str, seed: int, validation_samples: int, block_size: int | None,
-                    allow_flex: bool, max_drop: float | None, eval_data: str | None, force: bool, unsafe: bool,
-                    as_json: bool) -> None:
+                    allow_flex: bool, max_drop: float | None, eval_data: str | None, keep_failed: bool,
+                    force: bool, unsafe: bool, as_json: bool) -> None:
     """Convert a Keras MODEL (.keras, .h5 or SavedModel folder) to a .tflite with a fixed batch of 1,
     then check it against the original on validation samples."""
     from edgecompress.converters import convert_model
@@ -66,6 +71,7 @@ def convert_command(model: str, output: str, quantize: str, calibration: str | N
         model, output, quantize=quantize, calibration=calibration, num_samples=num_samples, io_type=io_type,
         force=force, unsafe=unsafe, allow_flex=allow_flex, image_scale=image_scale, seed=seed,
         validation_samples=validation_samples, block_size=block_size, eval_data=eval_data, max_drop=max_drop,
+        keep_failed=keep_failed,
     )
     emit(result, as_json, render_conversion)
     if result.target_met is False:
@@ -86,18 +92,21 @@ def render_conversion(result: Any) -> str:
         ))
     parts.append(table(
         ["", "size (bytes)", "gzip (bytes)"],
-        [["original", result.source_size_bytes, result.source_gzip_bytes],
+        [["original file", result.source_size_bytes, result.source_gzip_bytes],
+         ["original weights", result.source_weight_bytes, None],
          [f"tflite ({_mode(result)}, {result.io_type} I/O)", result.size_bytes, result.gzip_bytes]],
         title=f"Wrote {result.output}",
     ))
     v = result.validation
-    rows = [("size ratio", f"{fmt(result.ratio)}x smaller" if result.ratio else None)]
+    rows = [("size ratio", f"{fmt(result.ratio)}x smaller than the original's weights" if result.ratio else None)]
     if v is not None:
         rows += validation_rows(v)
     else:
         rows += [("flex ops", ", ".join(result.flex_ops)),
                  ("validated on", "not validated: stock runtimes cannot run Flex ops")]
     parts.append(key_values(rows, title="Validation against the original"))
+    if v is not None:
+        parts.append(outputs_table(v))
     if result.steps:
         parts.append(table(
             ["layers in float", "size (bytes)", result.metric, "drop", "kept"],

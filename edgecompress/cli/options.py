@@ -38,7 +38,21 @@ def emit(result: Any, as_json: bool, render: Callable[[Any], str]) -> None:
 
 
 def validation_rows(v: Any) -> list[tuple[str, Any]]:
-    """A converters Validation as key/value rows: how far the .tflite's outputs are from the reference's."""
-    return [("max abs error", v.max_abs_error), ("mean abs error", v.mean_abs_error),
-            ("top-1 agreement", f"{v.top1_agreement:.1%}" if v.top1_agreement is not None else None),
-            ("validated on", f"{v.samples} {v.data} samples with {v.runtime}")]
+    """A converters Validation's summary as key/value rows (outputs_table has the verdict per output)."""
+    edges = f" + edge inputs ({', '.join(v.edge_inputs)})" if v.edge_inputs else ""
+    return [("validated on", f"{v.samples} {v.data} samples{edges} with {v.runtime}")]
+
+
+def outputs_table(v: Any) -> str:
+    """One row per output of a Validation: what it is and how far it is from the reference's."""
+    from edgecompress.tables import Figure, table
+
+    def db(value: float | None) -> Any:
+        return None if value is None else Figure("exact" if value == float("inf") else f"{value:.1f}")
+
+    return table(
+        ["output", "shape", "kind", "max abs error", "mean abs error", "SQNR (dB)", "cosine", "agreement", "NaN/Inf"],
+        [[o.name, "x".join(map(str, o.shape)) or "scalar", o.kind, o.max_abs_error, o.mean_abs_error, db(o.sqnr_db),
+          None if o.cosine is None else Figure(f"{o.cosine:.4f}"),
+          None if o.agreement is None else Figure(f"{o.agreement:.1%}"), o.nonfinite] for o in v.outputs],
+    )

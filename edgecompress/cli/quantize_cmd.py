@@ -6,7 +6,7 @@ from typing import Any
 import click
 
 from edgecompress.converters.litert_quantize import TFLITE_MODES
-from edgecompress.cli.options import emit, force_option, json_option, validation_rows
+from edgecompress.cli.options import emit, force_option, json_option, outputs_table, validation_rows
 MODE_HELP = (
     "int4: 4-bit weights, float activations quantized on the fly; int8-weights: int8 weights dequantized to "
     "float, float compute; dynamic: int8 weights, float activations quantized on the fly."
@@ -25,16 +25,19 @@ MODE_HELP = (
 @click.option("--validation-samples", type=click.IntRange(min=1), default=100, show_default=True,
               help="Samples both .tflite files run to measure the error.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for choosing or generating samples.")
+@click.option("--keep-failed", is_flag=True,
+              help="Write the .tflite even when its outputs are NaN/Inf where MODEL's are finite (the command "
+                   "still fails), to inspect it.")
 @force_option
 @json_option
 def quantize_command(model: str, output: str, quantize: str, block_size: int | None, inputs: str | None,
-                     validation_samples: int, seed: int, force: bool, as_json: bool) -> None:
+                     validation_samples: int, seed: int, keep_failed: bool, force: bool, as_json: bool) -> None:
     """Quantize the weights of a float32 .tflite MODEL with ai-edge-quantizer (no TensorFlow needed),
     then check the result against MODEL."""
     from edgecompress.converters.litert_quantize import quantize_tflite
 
     result = quantize_tflite(model, output, quantize, block_size=block_size, inputs=inputs, force=force,
-                             seed=seed, validation_samples=validation_samples)
+                             seed=seed, validation_samples=validation_samples, keep_failed=keep_failed)
     emit(result, as_json, render)
 
 
@@ -49,7 +52,8 @@ def render(result: Any) -> str:
         title=f"Wrote {result.output}",
     )
     rows = [("size ratio", f"{fmt(result.ratio)}x smaller"), *validation_rows(result.validation)]
-    return sizes + "\n\n" + key_values(rows, title=f"Validation against {result.input}")
+    return "\n\n".join([sizes, key_values(rows, title=f"Validation against {result.input}"),
+                        outputs_table(result.validation)])
 
 
 COMMANDS = [quantize_command]

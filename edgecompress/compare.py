@@ -1,0 +1,123 @@
+"""How far one model's outputs are from another's, judged output by output by what each output is.
+
+Shared by every verdict (convert's and quantize's validation, check's device run): an output is "classes"
+(scores over its last axis that sum to 1: top-1 agreement means something), "binary" (one value in [0, 1]
+per sample: the decision at 0.5 means something) or "values" (anything else: boxes, landmarks, pitch
+activations, embeddings), and each gets SQNR, cosine similarity and errors, plus the count of samples whose
+outputs are NaN or Inf. Pure numpy: the runtime side uses it without TensorFlow.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+# Thresholds, measured on real models (benchmarks/real_models.py): sound int8 classifiers keep the top class
+# on well over 95% of samples; below 90% the export is broken, not noisy. For other outputs SQNR: sound int8
+# and float16 exports measured 20 dB and more on every output, while the exports whose task metric collapsed
+# (basic-pitch int4: note F1 0.94 -> 0.46) measured under 15 dB.
+MIN_AGREEMENT = 0.90
+MIN_SQNR_DB = 15.0
+# Softmax outputs sum to 1 up to float rounding (float16 and int8 exports a little less tightly).
+_SUM_TOLERANCE = 0.02
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    """One output of the model under test against the reference's same output, over the same samples."""
+
+    name: str
+    shape: tuple[int, ...]  # one sample's
+    kind: str  # "classes", "binary" or "values"
+    max_abs_error: float | None  # over the samples where both are finite; None when there are none
+    mean_abs_error: float | None
+    sqnr_db: float | None  # 10 log10(signal power / error power); inf when identical, None for a zero signal
+    cosine: float | None  # mean over samples of the cosine similarity of the flattened outputs
+    agreement: float | None  # classes: same top class; binary: same side of 0.5; values: None
+    nonfinite: int  # samples with NaN/Inf here where the reference has none
+    reference_nonfinite: int  # samples with NaN/Inf in the reference itself (left out of every figure)
+
+
+def output_kind(reference: np.ndarray) -> str:
+    """What REFERENCE (samples x ...) holds, read from its values: classes, binary or values."""
+    finite = reference[_finite_rows(reference)].astype(np.float64)
+    if finite.size == 0 or finite.min() < 0 or finite.max() > 1:
+        return "values"
+    per_sample = finite.reshape(len(finite), -1)
+    if per_sample.shape[1] == 1:
+        return "binary"
+    if reference.shape[-1] > 1 and np.all(np.abs(finite.sum(axis=-1) - 1) < _SUM_TOLERANCE):
+        return "classes"
+    return "values"
+
+
+def compare_output(name: str, reference: np.ndarray, actual: np.ndarray) -> OutputCheck:
+    """ACTUAL against REFERENCE, both samples x ... (the same shape)."""
+    actual = actual.reshape(reference.shape)
+    ref_ok, act_ok = _finite_rows(reference), _finite_rows(actual)
+    both = ref_ok & act_ok
+    kind = output_kind(reference)
+    ref, act = reference[both].astype(np.float64), actual[both].astype(np.float64)
+    diff = np.abs(act - ref)
+    return OutputCheck(
+        name=name,
+        shape=tuple(int(d) for d in reference.shape[1:]),
+        kind=kind,
+        max_abs_error=float(diff.max()) if diff.size else None,
+        mean_abs_error=float(diff.mean()) if diff.size else None,
+        sqnr_db=sqnr_db(ref, act) if diff.size else None,
+        cosine=_cosine(ref, act) if diff.size else None,
+        agreement=_agreement(kind, ref, act) if diff.size else None,
+        nonfinite=int(np.sum(ref_ok & ~act_ok)),
+        reference_nonfinite=int(np.sum(~ref_ok)),
+    )
+
+
+def output_problem(o: OutputCheck) -> str | None:
+    """Why output O no longer computes what the reference's did (NaN/Inf aside), or None."""
+    if o.agreement is not None and o.agreement < MIN_AGREEMENT:
+        what = "top-1" if o.kind == "classes" else "decision at 0.5"
+        return f"agrees with the original on only {o.agreement:.1%} of samples ({what}; below {MIN_AGREEMENT:.0%})"
+    if o.kind == "values" and o.sqnr_db is not None and o.sqnr_db < MIN_SQNR_DB:
+        return f"has an SQNR of {o.sqnr_db:.1f} dB (below {MIN_SQNR_DB:.0f} dB)"
+    return None
+
+
+def compare_outputs(names: Sequence[str], reference: Sequence[np.ndarray],
+                    actual: Sequence[np.ndarray]) -> list[OutputCheck]:
+    return [compare_output(n, r, a) for n, r, a in zip(names, reference, actual)]
+
+
+def sqnr_db(reference: np.ndarray, actual: np.ndarray) -> float | None:
+    """Signal-to-quantization-noise ratio in dB, as quantization tools report it (not a linear ratio)."""
+    signal = float(np.sum(np.square(reference, dtype=np.float64)))
+    noise = float(np.sum(np.square(actual - reference, dtype=np.float64)))
+    if signal == 0:
+        return None
+    return math.inf if noise == 0 else 10 * math.log10(signal / noise)
+
+
+def _finite_rows(values: np.ndarray) -> np.ndarray:
+    """Per sample: are all its values finite? (integer outputs always are)"""
+    if not np.issubdtype(values.dtype, np.floating):
+        return np.ones(len(values), dtype=bool)
+    return np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+
+
+def _cosine(reference: np.ndarray, actual: np.ndarray) -> float | None:
+    ref, act = reference.reshape(len(reference), -1), actual.reshape(len(actual), -1)
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(act, axis=1)
+    both_zero = (np.linalg.norm(ref, axis=1) == 0) & (np.linalg.norm(act, axis=1) == 0)
+    # A sample whose two outputs are both all zeros agrees perfectly; one zero against non-zero not at all.
+    cos = np.where(both_zero, 1.0, np.sum(ref * act, axis=1) / np.where(norms == 0, 1.0, norms))
+    return float(np.mean(cos))
+
+
+def _agreement(kind: str, reference: np.ndarray, actual: np.ndarray) -> float | None:
+    if kind == "classes":  # the top class of each sample (and of each position, for per-position scores)
+        return float(np.mean(np.argmax(actual, axis=-1) == np.argmax(reference, axis=-1)))
+    if kind == "binary":
+        return float(np.mean((actual.ravel() >= 0.5) == (reference.ravel() >= 0.5)))
+    return None
