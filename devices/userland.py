@@ -150,24 +150,30 @@ def ensure_site(userland: Userland, runtime: RuntimeSpec) -> Path:
     return site
 
 
-# Runs inside the guest with nothing but the runtime: one inference on the given inputs, outputs saved.
+# Runs inside the guest with nothing but the runtime: the given inputs (tensor index -> samples) one sample per
+# inference, outputs saved the same way.
 GUEST = """
 import json, platform, sys
 import numpy as np
 import importlib
 name, model, feeds, out, threads = sys.argv[1:6]
 mod = importlib.import_module({modules!r}[name] + ".interpreter")
+outs = {{}}
 try:
     it = mod.Interpreter(model_path=model, num_threads=int(threads))
     it.allocate_tensors()
     data = np.load(feeds)
-    for i, d in enumerate(it.get_input_details()):
-        it.set_tensor(d["index"], data[f"in{{i}}"])
-    it.invoke()
+    count = len(data[f"t{{it.get_input_details()[0]['index']}}"])
+    for s in range(count):
+        for d in it.get_input_details():
+            it.set_tensor(d["index"], data[f"t{{d['index']}}"][s])
+        it.invoke()
+        for d in it.get_output_details():
+            outs.setdefault(f"t{{d['index']}}", []).append(it.get_tensor(d["index"]).copy())
 except Exception as exc:
     print(json.dumps({{"error": " ".join(str(exc).split())}}))
     sys.exit(0)
-np.savez(out, **{{f"out{{i}}": it.get_tensor(d["index"]) for i, d in enumerate(it.get_output_details())}})
+np.savez(out, **{{k: np.stack(v) for k, v in outs.items()}})
 print(json.dumps({{"machine": platform.machine(), "python": platform.python_version(), "numpy": np.__version__}}))
 """.format(modules=RUNTIME_MODULES)
 
@@ -178,6 +184,7 @@ class GuestRun:
     python: str
     numpy: str
     error: str | None = None
+    crashed: bool = False  # the runtime died inside the model (a signal), rather than refusing it
 
 
 def guest_python(userland: Userland, runtime: RuntimeSpec, extra_paths: Sequence[Path] = (),
@@ -200,13 +207,14 @@ def guest_python(userland: Userland, runtime: RuntimeSpec, extra_paths: Sequence
 
 def run_in_userland(userland: Userland, runtime: RuntimeSpec, model: Path, feeds: Path, out: Path,
                     threads: int = 1) -> GuestRun:
-    """One inference of MODEL on FEEDS (in0, in1, ... .npz) inside the userland; outputs to OUT (.npz)."""
+    """MODEL on FEEDS (.npz: input tensor index "t<i>" -> samples) inside the userland, one inference per
+    sample; the outputs to OUT (.npz, keyed the same way by output tensor index)."""
     cmd = guest_python(userland, runtime) + ["-c", GUEST, runtime.name, str(model.resolve()), str(feeds.resolve()),
                                              str(out.resolve()), str(threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=GUEST_TIMEOUT_S, cwd=str(out.parent))
     lines = proc.stdout.strip().splitlines()
     if proc.returncode < 0:  # the runtime crashed on the model: a finding about the device, not our failure
-        return GuestRun("", "", "", error=f"the runtime crashed (signal {-proc.returncode})")
+        return GuestRun("", "", "", error=f"the runtime crashed (signal {-proc.returncode})", crashed=True)
     if proc.returncode != 0 or not lines:
         tail = " | ".join(ln for ln in proc.stderr.splitlines()[-3:] if ln.strip())
         raise UserError(f"the emulated {userland.os} failed to start Python ({tail or f'exit {proc.returncode}'}): "

@@ -2,8 +2,10 @@
 
 For each runtime (default: the one the device profile names): the static verdict from the file (operator
 versions against the runtime's, devices.compat), then, for a device whose profile names its OS userland,
-one inference of the same seeded inputs on that userland under QEMU (devices.userland) beside one on this
-host, compared output by output. A runtime that refuses the model names the operator and version it lacks.
+the same inputs (the user's samples or generated ones, plus edge inputs: zeros, min, max) run on that
+userland under QEMU (devices.userland) and on this host, judged output by output (edgecompress.compare). The
+verdict is RUNS only when every output agrees; NaN/Inf on the device, or an output outside the thresholds,
+FAILS. A runtime that refuses the model names the operator and version it lacks.
 Android profiles get the static part only. QEMU's wall time is never measured or shown: it is not latency.
 Runtime side only (no TensorFlow).
 """
@@ -21,24 +23,35 @@ from edgecompress.devices.compat import ModelOps, StaticVerdict, model_ops, stat
 from edgecompress.devices.profiles import DeviceProfile, load_profile
 from edgecompress.devices.userland import RuntimeSpec, parse_runtime, require_tools, run_in_userland
 from edgecompress.errors import UserError
+from edgecompress.compare import OutputCheck, compare_output, output_problem
 from edgecompress.measure.harness import RUNTIME_CUSTOM_OPS
-from edgecompress.measure.inputs import model_inputs
+from edgecompress.probe_inputs import EDGE_INPUTS, generated_feeds, with_edges
 from edgecompress.progress import note
-from edgecompress.runtime import dequantize, load_interpreter
+from edgecompress.runner import TFLiteRunner
+from edgecompress.runtime import dequantize
 from edgecompress.tflite_reader import unsupported_ops
 
 # The runtime's own words when its op resolver lacks an operator (TFLite's interpreter_builder.cc).
 MISSING_OP = re.compile(r"Didn't find op for builtin opcode '(\w+)' version '(\d+)'")
 MISSING_CUSTOM = re.compile(r"Encountered unresolved custom op: (\S+?)\.?(?:\s|$)")
 NEWEST_RUNTIME = "ai-edge-litert==2.3.0"
+# Samples per emulated run (plus the edge inputs): QEMU runs a MobileNetV2 inference in about 4 s.
+CHECK_SAMPLES = 8
 
 
 @dataclass(frozen=True)
 class OutputAgreement:
+    """One output on the device against the same output on this host, over the same inputs."""
+
     name: str
     dtype: str
-    max_abs_error: float  # in real units (dequantized for quantized outputs)
+    check: OutputCheck  # real values (dequantized for quantized outputs); this host's are the reference
     max_steps: int | None  # quantized outputs: the largest difference in stored integer steps
+    device_nonfinite: int  # samples whose device output has NaN/Inf (whatever this host gave)
+
+    @property
+    def max_abs_error(self) -> float | None:
+        return self.check.max_abs_error
 
 
 @dataclass
@@ -60,6 +73,7 @@ class CheckReport:
     device: str
     userland: str | None
     host_runtime: str
+    inputs: str  # what the emulated runs were fed: "8 given samples + edge inputs (zeros, min, max)"
     ops: list[tuple[str, int]]
     min_runtime_version: str | None
     verdicts: list[RuntimeVerdict]
@@ -91,36 +105,69 @@ def _advice(ops: ModelOps, spec: RuntimeSpec, missing: str | None) -> str:
     return "; or ".join(hints) or "-"
 
 
-def _host_run(path: Path, feeds: Path) -> tuple[list[np.ndarray], list[dict], str]:
-    """One inference on this host on seeded random inputs (the benchmark's), which are saved to FEEDS."""
-    interpreter, info = load_interpreter(path, num_threads=1)
-    arrays = [a for a, _ in model_inputs(interpreter.get_input_details(), None, seed=0)]
-    np.savez(feeds, **{f"in{i}": a for i, a in enumerate(arrays)})
-    for d, array in zip(interpreter.get_input_details(), arrays):
-        interpreter.set_tensor(d["index"], array)
-    interpreter.invoke()
-    details = interpreter.get_output_details()
-    return [interpreter.get_tensor(d["index"]).copy() for d in details], details, f"{info.name} {info.version}"
+@dataclass
+class HostRun:
+    """This host's run of the inputs the device gets: raw output tensors (by tensor index) and how to read them."""
+
+    runner: TFLiteRunner
+    outputs: dict[int, np.ndarray]  # output tensor index -> samples, as stored (integers for quantized outputs)
+    inputs: str
 
 
-def _agreement(host: list[np.ndarray], details: list[dict], guest_npz: Path) -> list[OutputAgreement]:
+def _host_run(path: Path, feeds_file: Path, inputs: str | Path | None, num_samples: int, seed: int) -> HostRun:
+    """Run the samples (given, or generated) and the edge inputs on this host, one at a time; save exactly the
+    input tensors it was fed (quantized where the model's inputs are) to FEEDS_FILE for the device."""
+    from edgecompress.calibration import load_samples
+
+    runner = TFLiteRunner(path, num_threads=1)
+    if inputs is not None:
+        feeds, origin = load_samples(inputs, runner.real_inputs, num_samples, seed).batch(num_samples), "given"
+    else:
+        feeds, origin = generated_feeds(runner.real_inputs, num_samples, seed), "generated"
+    count = len(next(iter(feeds.values())))
+    feeds = with_edges(feeds)
+    fed: dict[int, list[np.ndarray]] = {p.index: [] for p in runner.in_ports}
+    got: dict[int, list[np.ndarray]] = {p.index: [] for p in runner.out_ports}
+    with np.errstate(all="ignore"):
+        for i in range(len(next(iter(feeds.values())))):
+            runner.run({k: v[i:i + 1] for k, v in feeds.items()})
+            for index, values in (*fed.items(), *got.items()):
+                values.append(runner.interpreter.get_tensor(index).copy())
+    np.savez(feeds_file, **{f"t{i}": np.stack(v) for i, v in fed.items()})
+    described = f"{count} {origin} samples + edge inputs ({', '.join(EDGE_INPUTS)})"
+    return HostRun(runner, {i: np.stack(v) for i, v in got.items()}, described)
+
+
+def _agreement(host: HostRun, guest_npz: Path) -> list[OutputAgreement]:
     out = []
     with np.load(guest_npz) as guest:
-        for i, (h, d) in enumerate(zip(host, details)):
-            g = guest[f"out{i}"]
-            scale, zero = d["quantization"]
-            if np.issubdtype(h.dtype, np.integer) and scale:
-                steps = int(np.max(np.abs(h.astype(np.int64) - g.astype(np.int64)))) if h.size else 0
-                err = float(np.max(np.abs(dequantize(h, scale, zero) - dequantize(g, scale, zero)))) if h.size else 0.0
-                out.append(OutputAgreement(d["name"], str(h.dtype), err, steps))
-            else:
-                err = float(np.max(np.abs(h.astype(np.float64) - g.astype(np.float64)))) if h.size else 0.0
-                out.append(OutputAgreement(d["name"], str(h.dtype), err, None))
+        for port in host.runner.out_ports:
+            h, g = host.outputs[port.index], guest[f"t{port.index}"]
+            real_h, real_g = (dequantize(h, port.scale, port.zero_point), dequantize(g, port.scale, port.zero_point)) \
+                if port.quantized else (h, g)
+            with np.errstate(all="ignore"):
+                judged = compare_output(port.spec.name, real_h, real_g)
+            steps = int(np.max(np.abs(h.astype(np.int64) - g.astype(np.int64)))) if port.quantized and h.size else None
+            device_bad = int(np.sum(~np.isfinite(real_g.reshape(len(real_g), -1)).all(axis=1))) \
+                if np.issubdtype(real_g.dtype, np.floating) else 0
+            out.append(OutputAgreement(port.spec.name, str(h.dtype), judged, steps, device_bad))
     return out
 
 
+def _disagreement(agreement: list[OutputAgreement]) -> str | None:
+    """Why the device's outputs cannot be trusted, or None when every output agrees with this host's."""
+    reasons = []
+    for a in agreement:
+        if a.device_nonfinite:
+            also = " (this host's too)" if a.check.reference_nonfinite else ""
+            reasons.append(f"output {a.name!r} is NaN/Inf on {a.device_nonfinite} sample(s){also}")
+        elif output_problem(a.check):
+            reasons.append(f"output {a.name!r} {output_problem(a.check).replace('the original', 'this host')}")
+    return "; ".join(reasons) or None
+
+
 def _emulated(verdict: RuntimeVerdict, profile: DeviceProfile, spec: RuntimeSpec, ops: ModelOps, path: Path,
-              feeds: Path, host: list[np.ndarray], details: list[dict], folder: Path) -> None:
+              feeds: Path, host: HostRun, folder: Path) -> None:
     note(f"running {path.name} on {profile.userland.os} with {spec.requirement} under QEMU (not timed)")
     out = folder / f"guest-{spec.name}-{spec.version}.npz"
     run = run_in_userland(profile.userland, spec, path, feeds, out)
@@ -130,49 +177,78 @@ def _emulated(verdict: RuntimeVerdict, profile: DeviceProfile, spec: RuntimeSpec
         found = MISSING_OP.search(run.error) or MISSING_CUSTOM.search(run.error)
         if found:
             verdict.missing_op = " v".join(found.groups())
-        verdict.advice = _advice(ops, spec, verdict.missing_op)
+        verdict.advice = _crash_advice(ops, spec) if run.crashed else _advice(ops, spec, verdict.missing_op)
         return
-    verdict.runs = True
     verdict.guest = {"machine": run.machine, "python": run.python, "numpy": run.numpy}
-    verdict.agreement = _agreement(host, details, out)
+    verdict.agreement = _agreement(host, out)
+    wrong = _disagreement(verdict.agreement)
+    verdict.runs = wrong is None
+    if wrong:
+        verdict.error = f"runs, but its outputs cannot be trusted: {wrong}"
+        verdict.advice = _wrong_output_advice(ops, spec, verdict.agreement)
+
+
+def _crash_advice(ops: ModelOps, spec: RuntimeSpec) -> str:
+    """What to try when the runtime died inside the model: the cause when one is known, else say it is not."""
+    if any(t.dtype == "int4" for sg in ops.model.subgraphs for t in sg.tensors):
+        return (f"the model has int4 weights, and {spec.name} {spec.version} crashes on them (seen: "
+                "tflite-runtime 2.14.0): quantize with int8-weights or dynamic for this runtime, or install "
+                f"{NEWEST_RUNTIME} on the device")
+    return ("cause unknown (no known runtime defect matches this model): try --runtime "
+            f"{NEWEST_RUNTIME}, or another quantize mode")
+
+
+def _wrong_output_advice(ops: ModelOps, spec: RuntimeSpec, agreement: list[OutputAgreement]) -> str:
+    if any(a.device_nonfinite and a.check.reference_nonfinite for a in agreement):
+        return ("the model itself gives NaN/Inf on these inputs, on this host too: re-export it (convert's "
+                "validation names the output) or check the inputs' range")
+    if spec.requirement != NEWEST_RUNTIME:
+        return (f"cause unknown: this host ran the same inputs correctly; compare with --runtime {NEWEST_RUNTIME}, "
+                "or try another quantize mode")
+    return "cause unknown: this host's runtime computes them correctly; try another quantize mode"
 
 
 def _run_emulated(path: Path, profile: DeviceProfile, specs: list[RuntimeSpec], ops: ModelOps,
-                  verdicts: list[RuntimeVerdict]) -> str:
-    """Fill VERDICTS from runs on the device's userland; returns the host runtime compared against."""
+                  verdicts: list[RuntimeVerdict], inputs: str | Path | None, num_samples: int,
+                  seed: int) -> tuple[str, str]:
+    """Fill VERDICTS from runs on the device's userland; returns the host runtime compared against and what
+    the runs were fed."""
     require_tools()
     for spec in specs:
         parse_runtime(spec.requirement)  # the emulation needs a runtime with wheels for the guest
     with tempfile.TemporaryDirectory(prefix="edgecompress-check-") as tmp:
         folder = Path(tmp)
         feeds = folder / "feeds.npz"
-        host, details, host_runtime = _host_run(path, feeds)
+        host = _host_run(path, feeds, inputs, num_samples, seed)
         for v, spec in zip(verdicts, specs):
-            _emulated(v, profile, spec, ops, path, feeds, host, details, folder)
-    return host_runtime
+            _emulated(v, profile, spec, ops, path, feeds, host, folder)
+    return f"{host.runner.runtime.name} {host.runner.runtime.version}", host.inputs
 
 
-def check(path: str | Path, device: str | Path, runtimes: Sequence[str] = ()) -> CheckReport:
+def check(path: str | Path, device: str | Path, runtimes: Sequence[str] = (), inputs: str | Path | None = None,
+          num_samples: int = CHECK_SAMPLES, seed: int = 0) -> CheckReport:
     """Verdicts for PATH on DEVICE (a profile name or .toml) under each runtime (NAME==VERSION; default the
-    profile's); see the module doc."""
+    profile's), from NUM_SAMPLES of INPUTS (.npz/.npy; generated ones otherwise) plus edge inputs; see the
+    module doc."""
     path = Path(path)
     profile = load_profile(device)
     ops = model_ops(path)
     specs = _runtimes(profile, runtimes)
     lacking = [n for n in unsupported_ops(ops.model) if n not in RUNTIME_CUSTOM_OPS]
     verdicts = [RuntimeVerdict(f"{s.name} {s.version}", static_check(ops, s.name, s.version), False, None) for s in specs]
-    host_runtime = "-"
+    host_runtime, fed = "-", "-"
     if lacking:  # Flex and custom ops: no stock runtime has them, on any device
         for v in verdicts:
             v.runs, v.missing_op = False, ", ".join(lacking)
             v.error = f"operators no stock runtime has (Flex or custom): {', '.join(lacking)}"
             v.advice = "re-convert with TFLITE_BUILTINS only"
     elif profile.userland is not None:
-        host_runtime = _run_emulated(path, profile, specs, ops, verdicts)
+        host_runtime, fed = _run_emulated(path, profile, specs, ops, verdicts, inputs, num_samples, seed)
     else:
         note(f"{profile.name} names no OS userland to emulate: the operator versions are checked, not run")
         for v, spec in zip(verdicts, specs):
             v.runs = v.static.ok
             v.advice = _advice(ops, spec, None) if v.static.ok is False else None
     userland = profile.userland.os if profile.userland else None
-    return CheckReport(str(path), profile.name, userland, host_runtime, list(ops.ops), ops.min_runtime_version, verdicts)
+    return CheckReport(str(path), profile.name, userland, host_runtime, fed, list(ops.ops), ops.min_runtime_version,
+                       verdicts)

@@ -68,6 +68,11 @@ class TFLiteRunner:
         return [p.spec for p in self.in_ports]
 
     @property
+    def real_inputs(self) -> list[TensorSpec]:
+        """The inputs as run() takes them: real values (float32) for quantized inputs, else their own dtype."""
+        return [TensorSpec(p.spec.name, p.spec.shape, "float32") if p.quantized else p.spec for p in self.in_ports]
+
+    @property
     def outputs(self) -> list[TensorSpec]:
         return [p.spec for p in self.out_ports]
 

@@ -81,6 +81,8 @@ def test_int8_runs_on_the_pi_userland_under_both_runtimes(emulation_tools, int8_
         assert verdict["guest"]["machine"] == "aarch64" and verdict["guest"]["python"].startswith("3.11")
         (out0,) = verdict["agreement"]
         assert out0["dtype"] == "int8" and out0["max_steps"] is not None and out0["max_steps"] <= 2
+        assert out0["check"]["kind"] == "classes" and out0["check"]["agreement"] >= 0.9 and out0["device_nonfinite"] == 0
+    assert report["inputs"] == "8 generated samples + edge inputs (zeros, min, max)"
     numpies = {v["runtime"]: v["guest"]["numpy"] for v in report["verdicts"]}
     assert numpies["tflite-runtime 2.14.0"].startswith("1.")  # the old runtime needs numpy<2 in the guest
     table = render(result)
@@ -92,7 +94,7 @@ def test_an_operator_version_the_old_runtime_lacks_is_named(run_cli, emulation_t
     code, out, err = run_cli(["check", dynamic_tflite, "--device", PI, *BOTH, "--json"])
     assert code == 1, err
     new, old = json.loads(out)["verdicts"]
-    assert new["runs"] is True and new["agreement"][0]["max_abs_error"] < 1e-4
+    assert new["runs"] is True and new["agreement"][0]["check"]["max_abs_error"] < 1e-4
     assert old["runs"] is False and old["emulated"] is True
     assert old["missing_op"].startswith("FULLY_CONNECTED v1")  # the runtime's own refusal, parsed
     assert "ai-edge-litert==2.3.0" in old["advice"] and "--quantize int8" in old["advice"]
@@ -146,3 +148,33 @@ def test_a_metadata_entry_pointing_outside_the_file(int8_tflite, tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(UserError, match="damaged"):
         model_ops(path)
+
+
+@pytest.fixture(scope="module")
+def log_tflite(session_dir):
+    """log(x) then a Dense layer: finite for positive samples, NaN/-Inf for an all-zero input (an edge input)."""
+    import tensorflow as tf
+
+    dense = tf.keras.layers.Dense(3)
+    dense.build((None, 6))
+    fn = tf.function(lambda x: dense(tf.math.log(x))).get_concrete_function(tf.TensorSpec([1, 6], tf.float32))
+    path = session_dir / "log.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([fn], dense).convert())
+    return path
+
+
+def test_nan_on_the_device_is_never_a_pass(run_cli, emulation_tools, log_tflite):
+    """A model NaN on an edge input: FAILS (exit 1), the output and the sample count named, the cause said."""
+    code, out, _ = run_cli(["check", log_tflite, "--device", PI, "--json"])
+    (verdict,) = json.loads(out)["verdicts"]
+    assert code == 1 and verdict["runs"] is False and verdict["emulated"] is True
+    (out0,) = verdict["agreement"]
+    assert out0["device_nonfinite"] >= 1 and out0["check"]["reference_nonfinite"] == out0["device_nonfinite"]
+    assert "NaN/Inf on" in verdict["error"] and "this host's too" in verdict["error"]
+    assert "the model itself gives NaN/Inf" in verdict["advice"]
+
+
+def test_check_runs_the_users_samples(run_cli, emulation_tools, int8_tflite, calib_npz):
+    code, out, err = run_cli(["check", int8_tflite, "--device", PI, "--inputs", calib_npz, "--num-samples", "5"])
+    assert code == 0, err
+    assert "5 given samples + edge inputs (zeros, min, max)" in out and "RUNS (on the emulated userland)" in out
