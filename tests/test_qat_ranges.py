@@ -58,3 +58,23 @@ def test_qat_ranges_start_from_the_float_model(small_signal_model, digits, tmp_p
     monkeypatch.setattr(qat, "calibrate_ranges", lambda *args: 0)  # TF-MOT's fixed start, as before
     _, fixed_start = _qat_int8_accuracy(small_signal_model, digits, tmp_path, "fixed")
     assert fixed_start < calibrated - 0.03, (fixed_start, calibrated)
+
+
+def test_parameter_counts_include_the_layers_qat_wraps():
+    """A QAT model rebuilt from its config (as QAT's strip does) names the wrapped layers' variables after the
+    wrappers (quant_conv2d/kernel): every one of them is still a parameter (issue 18: fer went 58,423 -> 35,880)."""
+    import json
+
+    from edgecompress.models import import_tf_keras
+    from edgecompress.optimize.layers import import_tfmot
+    from edgecompress.optimize.report import model_weights
+
+    keras, tfmot = import_tf_keras(), import_tfmot()
+    inp = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3)(keras.layers.Conv2D(4, 1, strides=2)(inp))
+    model = keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
+    quantized = tfmot.quantization.keras.quantize_model(model)
+    with tfmot.quantization.keras.quantize_scope():
+        rebuilt = keras.models.model_from_json(json.dumps(json.loads(quantized.to_json())))
+    for qat_model in (quantized, rebuilt):
+        assert sum(w.size for w in model_weights(qat_model)) == model.count_params()
