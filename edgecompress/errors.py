@@ -20,6 +20,9 @@ class UserError(Exception):
         super().__init__(message)
         self.settings = settings
 
+    def __reduce__(self) -> tuple:
+        return type(self), (str(self), self.settings)  # a child process's error keeps its settings
+
 
 class MissingExtraError(UserError):
     """A command needs an optional part (the conversion/training side by default), which is not installed."""
@@ -35,5 +38,11 @@ class WrongResult(UserError):
 
     One line like bad input, but exit 1: the input was fine, and a wrong result is never a success.
     """
+
+    exit_code = 1
+
+
+class NativeCrash(UserError):
+    """Native code (TensorFlow, a runtime) died by a signal in an isolated child: one line, exit 1."""
 
     exit_code = 1

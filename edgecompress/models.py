@@ -26,6 +26,7 @@ from edgecompress.quiet import quiet_native_stderr
 from edgecompress.specs import TensorSpec
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"  # read once, when TensorFlow loads
 
 
 def import_tf(what: str = "this command") -> ModuleType:
@@ -143,6 +144,43 @@ def _model_config(path: Path) -> Any:
     if path.suffix.lower() == ".keras":
         return json.loads(_read_keras_zip(path, "config.json"))
     return json.loads(_h5_attrs(path)["model_config"])
+
+
+def strided_pointwise_convs(config: Any) -> list[str]:
+    """Names of Conv2D layers with a 1x1 kernel and stride 2 anywhere in a Keras model config."""
+    found: list[str] = []
+    if isinstance(config, dict):
+        inner = config.get("config", {})
+        if config.get("class_name") == "Conv2D" and isinstance(inner, dict):
+            if list(inner.get("kernel_size", [])) == [1, 1] and 2 in list(inner.get("strides", [])):
+                found.append(str(inner.get("name", "?")))
+        for value in config.values():
+            found.extend(strided_pointwise_convs(value))
+    elif isinstance(config, list):
+        for value in config:
+            found.extend(strided_pointwise_convs(value))
+    return found
+
+
+def avoid_onednn_crash(path: Path) -> str | None:
+    """Turn TensorFlow's oneDNN kernels off for this process when the model at PATH has a layer they crash on
+    in training, before TensorFlow loads; returns a note saying so, or None.
+
+    TF 2.21's oneDNN kernels crash (SIGSEGV, or an abort) training a 1x1 stride-2 Conv2D on an even-sized map:
+    fer's emotion CNN and every ResNet shortcut. Off costs 2.3x in training time on a fer-like CNN
+    (benchmarks/onednn_training.py), so it is off only for such models. A user's own setting wins.
+    """
+    if ONEDNN_ENV in os.environ or path.is_dir() or path.suffix.lower() not in KERAS_SUFFIXES:
+        return None
+    layers = strided_pointwise_convs(_model_config(path))
+    if not layers:
+        return None
+    if "tensorflow" in sys.modules:
+        return (f"warning: TensorFlow is already loaded with oneDNN on, which crashes training {layers[0]} "
+                f"(1x1, stride 2): set {ONEDNN_ENV}=0 before importing TensorFlow")
+    os.environ[ONEDNN_ENV] = "0"
+    return (f"oneDNN off for this training: TF 2.21's oneDNN kernels crash training {layers[0]} (1x1 convolution, "
+            "stride 2); training runs about 2x slower without them")
 
 
 def lambda_layers(config: Any) -> list[str]:

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import click
 
 T = TypeVar("T")
+_stage_listeners: list[Callable[[str], None]] = []
 
 
 @contextlib.contextmanager
@@ -22,3 +23,13 @@ def bar(items: Iterable[T], label: str, length: int | None = None) -> Iterator[I
 def note(message: str) -> None:
     """A one-line status message on stderr."""
     click.echo(message, err=True)
+
+
+def stage(name: str) -> None:
+    """Say that a named stage of long work starts (a training stage): for whoever isolates the work."""
+    for listener in _stage_listeners:
+        listener(name)
+
+
+def on_stage(listener: Callable[[str], None]) -> None:
+    _stage_listeners.append(listener)

@@ -12,7 +12,7 @@ TOP = {"converters": "edgecompress.converters", "calibration": "edgecompress.cal
        "devices": "edgecompress.devices"}
 TENSORFLOW = ("tensorflow", "tf_keras", "tensorflow_model_optimization", "keras")
 
-BASE = ("errors", "fileio", "tables", "progress", "quiet", "specs", "tomlfields", "datasets")
+BASE = ("errors", "fileio", "tables", "progress", "quiet", "specs", "tomlfields", "datasets", "isolation")
 RUNTIME_SIDE = ("runtime", "tflite_reader", "runner", "compare", "probe_inputs", "inspect", "evaluate", "measure")
 # importer -> what it must never import (edgecompress.* prefixes, without "edgecompress.")
 FORBIDDEN = {

@@ -1,6 +1,7 @@
 """`edgecompress optimize`: prune, cluster, quantization-aware train, distil or factorise a Keras model."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -84,15 +85,20 @@ def _summary(result: Any) -> dict[str, Any]:
 @force_option
 @unsafe_option
 @json_option
+@click.pass_context
 def optimize_cmd(
-    model: str, output: str, train: str, val: str | None, prune: float | None, prune_pattern: str | None,
-    prune_heads: float | None, prune_ffn: float | None,
+    ctx: click.Context, model: str, output: str, train: str, val: str | None, prune: float | None,
+    prune_pattern: str | None, prune_heads: float | None, prune_ffn: float | None,
     cluster: int | None, qat: bool, distill_from: str | None, temperature: float, alpha: float,
     low_rank: float | None, epochs: int | None, patience: int, batch_size: int, learning_rate: float | None, seed: int,
     force: bool, unsafe: bool, as_json: bool,
 ) -> None:
     """Make MODEL smaller before conversion; techniques run in the order heads/feed-forward pruning -> low-rank ->
     prune -> cluster -> QAT."""
+    from edgecompress.errors import NativeCrash
+    from edgecompress.isolation import run_isolated
+    from edgecompress.models import ONEDNN_ENV
+    from edgecompress.progress import note
     from edgecompress.optimize import DistillationConfig, TrainSettings, optimize, techniques_from_settings
 
     techniques = techniques_from_settings(
@@ -101,8 +107,20 @@ def optimize_cmd(
     distill = DistillationConfig(Path(distill_from), temperature, alpha) if distill_from is not None else None
     settings = TrainSettings(epochs=epochs, patience=patience, batch_size=batch_size, learning_rate=learning_rate,
                              seed=seed)
-    result = optimize(model, output, train, techniques, val=val, settings=settings, distill=distill,
-                      force=force, unsafe=unsafe)
+    # In a child process: a crash in TensorFlow's native code becomes one line naming the stage and the signal.
+    # oneDNN, off already for the layers it is known to crash on, is turned off for one retry of any other crash.
+    def attempt(env: dict[str, str]) -> Any:
+        return run_isolated(optimize, model, output, train, techniques, val=val, settings=settings,
+                            distill=distill, force=force, unsafe=unsafe, what="optimize",
+                            debug=bool(ctx.obj and ctx.obj.get("debug")), env=env)
+
+    try:
+        result = attempt({})
+    except NativeCrash as crash:
+        if ONEDNN_ENV in os.environ:  # the user's own choice
+            raise
+        note(f"{crash}; retrying with TensorFlow's oneDNN kernels off ({ONEDNN_ENV}=0)")
+        result = attempt({ONEDNN_ENV: "0"})
     emit(_summary(result) if as_json else result, as_json, _render)
 
 

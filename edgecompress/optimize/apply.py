@@ -14,8 +14,8 @@ from typing import Any
 
 from edgecompress.errors import UserError
 from edgecompress.fileio import atomic_path, check_output
-from edgecompress.models import LoadedModel, keras_model, load_model
-from edgecompress.progress import note
+from edgecompress.models import LoadedModel, avoid_onednn_crash, keras_model, load_model
+from edgecompress.progress import note, stage
 from edgecompress.optimize.base import Context, Technique, ordered
 from edgecompress.optimize.data import Labeled, load_labeled
 from edgecompress.optimize.distill import DISTILLATION, DistillationConfig, load_teacher
@@ -78,6 +78,10 @@ def optimize(
         technique.validate()
     settings.validate()
     out = check_output(output, force)
+    if isinstance(model, (str, Path)):
+        switched = avoid_onednn_crash(Path(model))
+        if switched:
+            note(switched)
     if out.suffix.lower() not in (".keras", ".h5"):
         raise UserError(f"output {out} must end in .keras or .h5")
 
@@ -127,6 +131,7 @@ def _apply_all(
     training: list[StageTraining] = []
     constrained: set[str] = set()  # layers earlier techniques pruned or clustered
     for technique in steps:
+        stage(technique.name)
         applied = technique.apply(independent_copy(work), ctx)
         skipped.extend(applied.skipped)
         if applied.details:
@@ -142,6 +147,7 @@ def _apply_all(
         unfreeze(work, frozen)
         constrained |= applied.compressed
     if not steps:  # distillation alone: the student is trained as it is, for the longer budget
+        stage(DISTILLATION)
         work = independent_copy(source)
         training.append(fine_tune(work, objective, train, val, settings, [], DISTILLATION, training_alone=True))
     return work, skipped, details, training

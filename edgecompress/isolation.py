@@ -1,0 +1,100 @@
+"""Running work where a native crash cannot take the tool down: a spawned child process.
+
+TensorFlow's and the runtimes' native code can die by a signal (seen: TF 2.21's oneDNN kernels segfault while
+training a 1x1 stride-2 convolution). In a child, that death becomes one line naming the stage the child had
+reached and the signal, instead of exit 139 with nothing said. The child reports its stages through
+progress.stage; its return value and its exceptions (UserErrors with their settings) come back pickled.
+"""
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import multiprocessing
+import os
+import signal
+import traceback
+from typing import Any, Callable, Iterator
+
+from edgecompress import progress
+from edgecompress.errors import NativeCrash, UserError
+
+
+def run_isolated(fn: Callable[..., Any], *args: Any, what: str, debug: bool = False,
+                 env: dict[str, str] | None = None, **kwargs: Any) -> Any:
+    """fn(*args, **kwargs) in a spawned child: its result, or its exception re-raised here; a death by a signal
+    is a NativeCrash naming WHAT, the last stage reported and the signal. DEBUG: the child prints tracebacks.
+    ENV: variables set for the child only."""
+    ctx = multiprocessing.get_context("spawn")  # fork would copy a parent's TensorFlow threads
+    receive, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(send, fn, args, kwargs, debug))
+    with _environment(env or {}):  # a spawned child copies os.environ when it starts
+        proc.start()
+    send.close()  # so that the child's death reads as EOF here
+    stage = None
+    try:
+        while True:
+            try:
+                kind, payload = receive.recv()
+            except EOFError:
+                break
+            if kind == "stage":
+                stage = payload
+            elif kind == "ok":
+                return payload
+            else:
+                raise payload
+    finally:
+        proc.join(timeout=None if not proc.is_alive() else 30)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    raise NativeCrash(_death(proc.exitcode, what, stage))
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _death(code: int | None, what: str, stage: str | None) -> str:
+    where = f" in its {stage} stage" if stage else ""
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else f"signal {-code}"
+        return (f"{what} crashed in native code{where} ({name}): a TensorFlow or runtime defect, not your input; "
+                "rerun with --debug for the Python stack where it died, and report it with the model")
+    return f"{what} ended{where} with exit code {code} before reporting a result"
+
+
+def _child(send: Any, fn: Callable[..., Any], args: tuple, kwargs: dict, debug: bool) -> None:
+    if debug:
+        faulthandler.enable()  # the Python stack of a native crash, on stderr
+    progress.on_stage(lambda name: send.send(("stage", name)))
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent
+        if debug:
+            traceback.print_exc()
+        send.send(("error", exc if _picklable(exc) else RuntimeError(f"{type(exc).__name__}: {exc}")))
+    else:
+        send.send(("ok", result))
+    finally:
+        send.close()
+
+
+def _picklable(exc: BaseException) -> bool:
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:  # noqa: BLE001 - any failure to round-trip means: send a summary instead
+        return False
+    return isinstance(exc, (UserError, KeyboardInterrupt)) or type(exc).__module__ == "builtins"
