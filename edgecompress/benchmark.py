@@ -30,6 +30,7 @@ from edgecompress.errors import UserError
 from edgecompress.inspect import total_macs
 from edgecompress.measure import Measurement, MeasureOptions, measure
 from edgecompress.measure.harness import check_model
+from edgecompress.shapes import resolve_shapes
 from edgecompress.progress import note
 from edgecompress.tflite_reader import TFLiteModel, is_integer_model
 
@@ -167,6 +168,8 @@ def benchmark(
     run = device_run(device, device_threads) if device is not None else None
     opts = run.options(options) if run is not None else options
     models = [check_model(p, opts.inputs) for p in paths]
+    for path, model in zip(paths, models):  # MACs (for the estimates) from the shapes the runtime resolves
+        resolve_shapes(model, path)
     fit, unavailable = _device_fit(run) if run is not None and estimate else (None, None)
     if run is not None and run.threads_used < run.threads:
         note(f"{run.profile.name} runs {run.threads} threads and this host has {host_cores()} cores: measured at "

@@ -14,6 +14,7 @@ a Raspberry Pi 4 and an Android phone, then the report. Every step is the public
 """
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from edgecompress.progress import note
 
 RECIPE = "recipe.toml"
 RUN_DIR = "run"
+STAMP = "demo.json"  # what the files were prepared with: a rerun with the same settings reuses them
 CALIBRATION_SAMPLES = 300
 DATA_FILES = ("data/train.npz", "data/val.npz", "data/test.npz", "data/calibration.npz")
 # The digits student: same layout, half the filters and a quarter of the units (about a seventh of the
@@ -107,24 +109,45 @@ def _task(name: str) -> DemoTask:
 def demo_files(out: Path, task: str = "digits") -> list[Path]:
     """The files the demo writes (the run folder aside, which is its own cache)."""
     chosen = _task(task)
-    return [out / chosen.model, *(out / f for f in chosen.extra), out / RECIPE, *(out / f for f in DATA_FILES)]
+    return [out / chosen.model, *(out / f for f in chosen.extra), out / RECIPE, *(out / f for f in DATA_FILES),
+            out / STAMP]
 
 
 def prepare_demo(out_dir: str | Path, force: bool = False, epochs: int | None = None, seed: int = 0,
                  task: str = "digits") -> Path:
-    """Train TASK's example model and write its files and recipe into OUT_DIR; returns the recipe's path."""
+    """Train TASK's example model and write its files and recipe into OUT_DIR; returns the recipe's path.
+
+    A rerun into the same folder with the same task, epochs and seed reuses the files (and the recipe, edited
+    or not): the run folder then resumes from its cache. Other demo files there need FORCE to be replaced.
+    """
     chosen = _task(task)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"output {out} is a file, not a folder: give a folder for the demo's files")
-    existing = [str(p.relative_to(out)) for p in demo_files(out, task) if p.exists()]
+    stamp = {"task": task, "epochs": epochs or chosen.epochs, "seed": seed}
+    files = demo_files(out, task)
+    if not force and all(p.exists() for p in files) and _read_stamp(out / STAMP) == stamp:
+        note(f"reusing the example model, data and recipe in {out} (set force to train again)")
+        return out / RECIPE
+    existing = [str(p.relative_to(out)) for p in files if p.exists()]
     if existing and not force:
-        raise UserError(f"{out} already holds demo files ({', '.join(existing)}): "
-                        "choose another output_dir, or set force to overwrite them", settings=("output_dir", "force"))
+        raise UserError(f"{out} already holds demo files ({', '.join(existing)}) from other settings or an "
+                        "unfinished preparation: choose another output_dir, or set force to overwrite them",
+                        settings=("output_dir", "force"))
+    (out / STAMP).unlink(missing_ok=True)  # written last: its presence says the rest is complete
     (out / "data").mkdir(parents=True, exist_ok=True)
-    chosen.prepare(out, epochs or chosen.epochs, seed)
+    chosen.prepare(out, stamp["epochs"], seed)
     recipe = resources.files("edgecompress").joinpath(f"data/{chosen.recipe}").read_bytes()
-    return write_bytes_atomic(out / RECIPE, recipe)
+    write_bytes_atomic(out / RECIPE, recipe)
+    write_bytes_atomic(out / STAMP, json.dumps(stamp).encode())
+    return out / RECIPE
+
+
+def _read_stamp(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def run_demo(out_dir: str | Path, force: bool = False, epochs: int | None = None, seed: int = 0, jobs: int = 2,

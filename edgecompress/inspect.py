@@ -1,8 +1,10 @@
 """What is inside a .tflite file: IO, operators, dtypes, parameters, weight statistics and estimated MACs.
 
-Works from the flatbuffer alone (no TensorFlow, no interpreter), so it runs on a Raspberry Pi.
+Works from the flatbuffer alone (no TensorFlow), so it runs on a Raspberry Pi; only a file with dynamic
+dimensions is also loaded by the runtime, in a child process, for the shapes it resolves.
 
-Multiply-accumulate (MAC) estimates, per operator, from the shapes stored in the file (batch as stored):
+Multiply-accumulate (MAC) estimates, per operator, from the shapes stored in the file (batch as stored), or
+for a file with dynamic dimensions from the shapes the runtime allocates at batch 1 (edgecompress.shapes):
 - CONV_2D: output elements * kh * kw * (in_c / groups), from the filter [out_c, kh, kw, in_c/groups].
 - DEPTHWISE_CONV_2D: output elements * kh * kw (filter [1, kh, kw, out_c]).
 - CONV_3D: output elements * kd * kh * kw * in_c (filter [kd, kh, kw, in_c, out_c]).
@@ -31,6 +33,7 @@ import numpy as np
 
 from edgecompress.fileio import gzip_size
 from edgecompress.runtime import check_tflite_file
+from edgecompress.shapes import resolve_shapes
 from edgecompress.tflite_reader import (
     COMPUTE_OPS,
     Operator,
@@ -117,11 +120,13 @@ class InspectReport:
     weights: list[WeightStats]
     unsupported_ops: list[str]  # Flex and custom op names
     warnings: list[str] = field(default_factory=list)
+    resolved_tensors: int = 0  # tensors whose shapes came from the runtime (dynamic dimensions, batch 1)
 
 
 def inspect_model(path: str | Path) -> InspectReport:
     data = check_tflite_file(path)
     model = parse_model(data, str(path))
+    resolved = resolve_shapes(model, path) if not unsupported_ops(model) else 0
     weights = _weight_tensors(model)
     stats = [_weight_stats(t) for t in weights]
     # The converter may point several tensors at one buffer (identical constants): bytes count it once.
@@ -148,6 +153,7 @@ def inspect_model(path: str | Path) -> InspectReport:
         weights=stats,
         unsupported_ops=unsupported_ops(model),
         warnings=_warnings(model),
+        resolved_tensors=resolved,
     )
 
 

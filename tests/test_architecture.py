@@ -13,7 +13,7 @@ TOP = {"converters": "edgecompress.converters", "calibration": "edgecompress.cal
 TENSORFLOW = ("tensorflow", "tf_keras", "tensorflow_model_optimization", "keras")
 
 BASE = ("errors", "fileio", "tables", "progress", "quiet", "specs", "tomlfields", "datasets", "isolation")
-RUNTIME_SIDE = ("runtime", "tflite_reader", "runner", "compare", "probe_inputs", "inspect", "evaluate", "measure")
+RUNTIME_SIDE = ("runtime", "tflite_reader", "shapes", "runner", "compare", "probe_inputs", "inspect", "evaluate", "measure")
 # importer -> what it must never import (edgecompress.* prefixes, without "edgecompress.")
 FORBIDDEN = {
     **dict.fromkeys(BASE, ("runtime", "models", "calibration", "converters", "optimize", "devices", "benchmark",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from edgecompress.fileio import current_umask
 from edgecompress.pipeline.cache import partial_files
 from edgecompress.runtime import check_tflite_file, load_interpreter
 
@@ -137,3 +139,5 @@ def test_killed_twice_then_resumed(recipe, tmp_path):
     assert partial_files(run_dir) == []
     assert_complete_files(run_dir)
     assert (run_dir / "report.md").is_file()
+    assert not (run_dir / "run.lock").exists()  # the lock is on the folder: a finished run leaves none
+    assert stat.S_IMODE((run_dir / "report.md").stat().st_mode) == 0o666 & ~current_umask()

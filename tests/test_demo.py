@@ -62,3 +62,16 @@ def test_the_text_demo_writes_its_model_vocabulary_and_a_recipe_of_transformer_t
     assert {t for s in settings for t in s.techniques} == {"structured_prune", "distillation", "prune", "low_rank", "qat"}
     assert np.load(out / "data" / "test.npz")["x"].dtype == np.int32  # token ids, as the model takes them
     assert evaluate(out / "text.keras", out / "data" / "test.npz").accuracy > 0.6  # one epoch already learns
+
+
+def test_a_demo_rerun_reuses_its_files(tmp_path, capsys):
+    """The README's first command, run twice in the same folder, resumes instead of refusing (issue 18)."""
+    out = tmp_path / "demo"
+    recipe = prepare_demo(out, epochs=1)
+    model_bytes = (out / "digits.keras").read_bytes()
+    (out / "recipe.toml").write_text(recipe.read_text() + "\n# edited by the user\n")
+    assert prepare_demo(out, epochs=1) == recipe
+    assert "reusing the example model" in capsys.readouterr().err
+    assert (out / "digits.keras").read_bytes() == model_bytes and "edited by the user" in recipe.read_text()
+    with pytest.raises(Exception, match="other settings"):  # other settings: the files are not what was asked
+        prepare_demo(out, epochs=2)

@@ -256,3 +256,33 @@ def test_truncation_anywhere_is_a_user_error(int8_tflite):
     for cut in cuts:
         with pytest.raises(UserError, match="damaged or truncated|missing|does not exist|no subgraph"):
             parse_model(good[:cut], f"cut{cut}.tflite")
+
+
+def test_shapes_resolved_at_run_time_count_their_macs(tmp_path, run_cli):
+    """A free batch reshaped into frames: the file stores placeholder shapes (a 40x1 map where the runtime makes
+    40x100), so MACs read from it alone came out 86x low; the runtime's shapes count the convolution right
+    (issue 18: a real audio classifier read 26.5M MACs for about 404M)."""
+    import tensorflow as tf
+
+    from edgecompress.models import import_tf_keras
+
+    k = import_tf_keras()
+    conv, dense = k.layers.Conv2D(16, 3, activation="relu"), k.layers.Dense(10)
+    conv.build((None, 40, 100, 1))
+    dense.build((None, 16))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4000], tf.float32)])
+    def frames(audio):
+        x = tf.reshape(audio, tf.stack([tf.shape(audio)[0], 40, -1, 1]))
+        return dense(tf.reduce_mean(conv(x), axis=[1, 2]))
+
+    owner = tf.Module()
+    owner.layers = [conv, dense]
+    path = tmp_path / "frames.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([frames.get_concrete_function()], owner).convert())
+    code, out, _ = run_cli(["inspect", path, "--json"])
+    report = json.loads(out)
+    conv_macs = next(o["macs"] for o in report["operators"] if o["name"] == "CONV_2D")
+    assert code == 0 and conv_macs == 38 * 98 * 16 * 9 and report["resolved_tensors"] >= 2
+    code, out, _ = run_cli(["inspect", path])
+    assert "tensors sized by the runtime at batch 1" in out

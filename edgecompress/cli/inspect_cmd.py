@@ -42,6 +42,8 @@ def render(report) -> str:
                 ("everything else (bytes)", report.other_bytes),
                 ("parameters", report.parameter_count),
                 ("estimated MACs", report.macs_total),
+                ("shapes", f"dynamic: {report.resolved_tensors} tensors sized by the runtime at batch 1"
+                 if report.resolved_tensors else "as stored in the file"),
                 ("integer model", report.integer_model),
                 ("subgraphs", report.subgraphs),
                 ("signatures", ", ".join(report.signatures) or "-"),

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from functools import lru_cache
@@ -135,14 +136,18 @@ class RunDir:
             raise UserError(f"{self.path} already holds other files and is not an edgecompress run folder: "
                             "choose an empty or new folder with -o")
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / "run.lock", "w") as lock:
+        # The lock is on the folder itself, so a finished run leaves no lock file behind.
+        folder = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
             try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise UserError(f"another edgecompress run is using {self.path}: wait for it or choose another -o") from None
             remove_partial_files(self.path)
             write_json(marker, {"edgecompress": __version__, "recipe": str(recipe)})
             yield self
+        finally:
+            os.close(folder)  # releases the lock
 
 
 def remove_partial_files(root: Path) -> list[Path]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from edgecompress.devices.references import cache_root
 from edgecompress.inspect import total_macs
+from edgecompress.shapes import resolve_shapes
 from edgecompress.tflite_reader import is_integer_model, read_model
 
 STORE_NAME = "measurements.jsonl"
@@ -28,6 +29,7 @@ def store_path() -> Path:
 
 def _model_facts(path: Path) -> dict[str, Any]:
     model = read_model(path)
+    resolve_shapes(model, path)
     return {
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "name": path.name,
