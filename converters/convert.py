@@ -47,7 +47,8 @@ class ConversionResult:
     source_size_bytes: int | None  # None for an in-memory model
     source_gzip_bytes: int | None
     source_weight_bytes: int  # the source's variables (no optimizer state, no file format overhead)
-    ratio: float | None  # source weight bytes / .tflite size
+    ratio: float | None  # the source's size (ratio_base) / .tflite size
+    ratio_base: str  # "weights" (a Keras model's variables) or "files" (a SavedModel keeps constants in its graph)
     validation: Validation | None  # None only for a Flex model, which no installed runtime can run
     calibration: list[InputStats] = field(default_factory=list)
     flex_ops: list[str] = field(default_factory=list)
@@ -127,6 +128,9 @@ def convert_model(
     for warning in warnings:
         note(f"warning: {warning}")
     source_size, source_gzip = _source_sizes(loaded.path)
+    # Keras files may hold optimizer state (two thirds of fer's .hdf5): the weights are the fair base. A
+    # SavedModel keeps many constants in its graph rather than in variables: its files are.
+    base, base_name = (loaded.weight_bytes, "weights") if loaded.is_keras else (source_size, "files")
     return ConversionResult(
         output=str(out),
         quantize=quantize,
@@ -137,7 +141,8 @@ def convert_model(
         source_size_bytes=source_size,
         source_gzip_bytes=source_gzip,
         source_weight_bytes=loaded.weight_bytes,
-        ratio=loaded.weight_bytes / len(data) if loaded.weight_bytes else None,
+        ratio=base / len(data) if base else None,
+        ratio_base=base_name,
         validation=validation,
         calibration=samples.stats if samples else [],
         flex_ops=flex,
@@ -169,8 +174,9 @@ def _validate(
     except RunFailed as exc:
         hint = "use quantize int8, whose kernels cover more ops" if quantize == "int16x8" else (
             "try another quantize mode")
-        raise UserError(f"the {quantize} model converts but does not run ({first_line(exc.__cause__ or exc)}): {hint}",
-                        settings=("quantize",)) from exc
+        where = f" on {exc.where}" if getattr(exc, "where", None) else ""
+        raise UserError(f"the {quantize} model converts but does not run{where} "
+                        f"({first_line(exc.__cause__ or exc)}): {hint}", settings=("quantize",)) from exc
 
 
 def to_tflite(

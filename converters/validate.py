@@ -3,8 +3,9 @@
 Every output is judged by what it is (edgecompress.compare): class scores by top-1 agreement, a sigmoid by
 its decision at 0.5, anything else (boxes, activations, embeddings) by SQNR. The samples are the user's (or
 generated ones) plus edge inputs built from them (all zeros, the minimum and the maximum seen), which find
-what typical samples miss (seen: a float16 audio model that gives NaN for silence only). An output that is
-NaN or Inf where the original's is finite fails the export outright.
+what typical samples miss (seen: a float16 audio model that gives NaN for silence only, an int8 one whose DIV
+refuses it). An output that is NaN or Inf where the original's is finite fails the export outright; the
+error figures come from the samples alone.
 Only the runtime (edgecompress.runtime) runs the .tflite; the original runs through edgecompress.models.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from edgecompress.compare import OutputCheck, compare_outputs, output_problem
 from edgecompress.errors import WrongResult
 from edgecompress.models import LoadedModel
 from edgecompress.probe_inputs import EDGE_INPUTS, with_edges
-from edgecompress.runner import TFLiteRunner
+from edgecompress.runner import RunFailed, TFLiteRunner
 
 
 @dataclass(frozen=True)
@@ -104,22 +105,32 @@ def validate_tflite(
     count = len(next(iter(feeds.values())))
     all_feeds = with_edges(feeds)
     names = [o.name for o in reference.outputs]
-    return compare(TFLiteRunner(tflite_path), names, run_all(reference, all_feeds), all_feeds, data, count)
+    return compare(TFLiteRunner(tflite_path), names, run_all(reference, all_feeds, len(EDGE_INPUTS)), all_feeds, data,
+                   count)
 
 
 def compare(runner: TFLiteRunner, names: list[str], expected: list[np.ndarray], feeds: dict[str, np.ndarray],
             data: str, samples: int) -> Validation:
     """Run FEEDS through RUNNER and judge each of its outputs against EXPECTED (one array per output)."""
-    got = run_all(runner, feeds)
-    outputs = compare_outputs(names, expected, got)
+    got = run_all(runner, feeds, len(EDGE_INPUTS))
+    outputs = compare_outputs(names, expected, got, figures_on=samples)
     return summarize(samples, data, f"{runner.runtime.name} {runner.runtime.version}", outputs)
 
 
-def run_all(runner: TFLiteRunner, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """RUNNER's outputs for every sample of FEEDS, one sample at a time (batch 1), stacked per output."""
+def run_all(runner: TFLiteRunner, feeds: dict[str, np.ndarray], edges: int = 0) -> list[np.ndarray]:
+    """RUNNER's outputs for every sample of FEEDS (the last EDGES of them edge inputs), one sample at a time
+    (batch 1), stacked per output. A sample the runtime fails on is named in the RunFailed."""
     count = len(next(iter(feeds.values())))
-    with np.errstate(all="ignore"):  # NaN in, NaN out: counted by the comparison, not warned about
-        per_sample = [runner.run({k: v[i:i + 1] for k, v in feeds.items()}) for i in range(count)]
+    per_sample = []
+    for i in range(count):
+        try:
+            with np.errstate(all="ignore"):  # NaN in, NaN out: counted by the comparison, not warned about
+                per_sample.append(runner.run({k: v[i:i + 1] for k, v in feeds.items()}))
+        except RunFailed as exc:
+            which = (f"the edge input {EDGE_INPUTS[i - (count - edges)]!r}" if i >= count - edges
+                     else f"sample {i + 1} of {count - edges}")
+            exc.where = which  # type: ignore[attr-defined]
+            raise
     return [np.concatenate(outs) for outs in zip(*per_sample)]
 
 

@@ -22,7 +22,6 @@ import numpy as np
 from edgecompress.devices.compat import ModelOps, StaticVerdict, model_ops, static_check
 from edgecompress.devices.profiles import DeviceProfile, load_profile
 from edgecompress.devices.userland import RuntimeSpec, parse_runtime, require_tools, run_in_userland
-from edgecompress.errors import UserError
 from edgecompress.compare import OutputCheck, compare_output, output_problem
 from edgecompress.measure.harness import RUNTIME_CUSTOM_OPS
 from edgecompress.probe_inputs import EDGE_INPUTS, generated_feeds, with_edges

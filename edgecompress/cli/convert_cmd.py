@@ -10,7 +10,7 @@ from edgecompress.converters.convert import DEFAULT_CALIBRATION_SAMPLES, VALIDAT
 from edgecompress.converters.quantize import IO_TYPES, QUANTIZE_MODES
 from edgecompress.tables import fmt, key_values, table
 from edgecompress.cli.options import (
-    emit, force_option, json_option, outputs_table, unsafe_option, validation_rows,
+    emit, force_option, json_option, outputs_table, size_ratio, unsafe_option, validation_rows,
 )
 
 QUANTIZE_HELP = (
@@ -98,7 +98,7 @@ def render_conversion(result: Any) -> str:
         title=f"Wrote {result.output}",
     ))
     v = result.validation
-    rows = [("size ratio", f"{fmt(result.ratio)}x smaller than the original's weights" if result.ratio else None)]
+    rows = [("size ratio", size_ratio(result.ratio, f"the original's {result.ratio_base}"))]
     if v is not None:
         rows += validation_rows(v)
     else:

@@ -37,6 +37,13 @@ def emit(result: Any, as_json: bool, render: Callable[[Any], str]) -> None:
     click.echo(to_json(result) if as_json else render(result))
 
 
+def size_ratio(ratio: float | None, base: str) -> str | None:
+    """'3.98x smaller than BASE', or 'larger' for a ratio below 1 (a float32 export of a SavedModel)."""
+    if not ratio:
+        return None
+    return f"{ratio:.2f}x smaller than {base}" if ratio >= 1 else f"{1 / ratio:.2f}x larger than {base}"
+
+
 def validation_rows(v: Any) -> list[tuple[str, Any]]:
     """A converters Validation's summary as key/value rows (outputs_table has the verdict per output)."""
     edges = f" + edge inputs ({', '.join(v.edge_inputs)})" if v.edge_inputs else ""

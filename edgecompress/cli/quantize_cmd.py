@@ -6,7 +6,7 @@ from typing import Any
 import click
 
 from edgecompress.converters.litert_quantize import TFLITE_MODES
-from edgecompress.cli.options import emit, force_option, json_option, outputs_table, validation_rows
+from edgecompress.cli.options import emit, force_option, json_option, outputs_table, size_ratio, validation_rows
 MODE_HELP = (
     "int4: 4-bit weights, float activations quantized on the fly; int8-weights: int8 weights dequantized to "
     "float, float compute; dynamic: int8 weights, float activations quantized on the fly."
@@ -42,7 +42,7 @@ def quantize_command(model: str, output: str, quantize: str, block_size: int | N
 
 
 def render(result: Any) -> str:
-    from edgecompress.tables import fmt, key_values, table
+    from edgecompress.tables import key_values, table
 
     mode = result.quantize + (f", blocks of {result.block_size}" if result.block_size else "")
     sizes = table(
@@ -51,7 +51,7 @@ def render(result: Any) -> str:
          [f"quantized ({mode})", result.size_bytes, result.gzip_bytes]],
         title=f"Wrote {result.output}",
     )
-    rows = [("size ratio", f"{fmt(result.ratio)}x smaller"), *validation_rows(result.validation)]
+    rows = [("size ratio", size_ratio(result.ratio, "the input")), *validation_rows(result.validation)]
     return "\n\n".join([sizes, key_values(rows, title=f"Validation against {result.input}"),
                         outputs_table(result.validation)])
 
