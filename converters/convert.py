@@ -83,6 +83,7 @@ def convert_model(
     max_drop: float | None = None,
     block_size: int | None = None,
     keep_failed: bool = False,
+    model_output: str | None = None,
 ) -> ConversionResult:
     """Convert MODEL (a path or a LoadedModel) to OUTPUT, validate it, and keep it only if all went well.
 
@@ -91,6 +92,7 @@ def convert_model(
 
     With MAX_DROP (int8 only): keep the fewest layers in float that bring the loss on labelled EVAL_DATA within
     MAX_DROP points (converters.fallback); the best attempt is written even when none does (target_met False).
+    MODEL_OUTPUT: the output EVAL_DATA's labels are for (evaluate.pick_output).
     """
     # fallback builds on this module's converter helpers, so it is imported here rather than at the top
     from edgecompress.converters.fallback import accuracy_driven_int8, check_fallback_options
@@ -100,7 +102,8 @@ def convert_model(
     check_fallback_options(quantize, io_type, max_drop, eval_data, allow_flex)
     out = check_output(output, force)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, unsafe=unsafe)
-    reference = evaluate_keras(loaded, eval_data) if eval_data is not None else None  # bad labels fail first
+    # bad labels fail first
+    reference = evaluate_keras(loaded, eval_data, model_output) if eval_data is not None else None
     samples = None
     if calibration is not None:
         samples = load_samples(calibration, loaded.inputs, num_samples, seed, image_scale)

@@ -66,18 +66,21 @@ def diagnose(
     seed: int = 0,
     image_scale: str = "unit",
     unsafe: bool = False,
+    model_output: str | None = None,
 ) -> Diagnosis:
-    """Quantize MODEL to int8 on CALIBRATION and measure every layer's error; with DATA, float vs int8 accuracy."""
+    """Quantize MODEL to int8 on CALIBRATION and measure every layer's error; with DATA, float vs int8 accuracy
+    (of MODEL_OUTPUT, for a model with several outputs: see evaluate.pick_output)."""
     start = time.perf_counter()
     loaded = load_model(model, unsafe=unsafe)
-    reference = evaluate_keras(loaded, data) if data is not None else None  # bad labels fail before the work
+    # bad labels fail before the work
+    reference = evaluate_keras(loaded, data, model_output) if data is not None else None
     samples = load_samples(calibration, loaded.inputs, num_samples, seed, image_scale)
     note(f"quantizing {loaded.path.name} to int8 and comparing every layer with float on {len(samples)} samples")
     debugger = Int8Debugger(loaded, samples)
     layers = debugger.layer_errors()
     accuracy = None
     if reference is not None:
-        int8 = evaluate_bytes(debugger.quantized(), data)  # type: ignore[arg-type]
+        int8 = evaluate_bytes(debugger.quantized(), data, reference)  # type: ignore[arg-type]
         accuracy = AccuracyComparison(
             "accuracy" if reference.task == "classification" else "mae",
             reference.score, int8.score, drop_points(reference, int8),
@@ -85,12 +88,13 @@ def diagnose(
     return Diagnosis(str(loaded.path), len(samples), layers, accuracy, time.perf_counter() - start)
 
 
-def evaluate_bytes(data: bytes, eval_data: str | Path) -> EvalResult:
-    """Score a .tflite held in memory on labelled EVAL_DATA (the runtime reads files)."""
+def evaluate_bytes(data: bytes, eval_data: str | Path, reference: EvalResult) -> EvalResult:
+    """Score a .tflite held in memory on labelled EVAL_DATA (the runtime reads files), on the output REFERENCE
+    (its Keras source's result) was scored on: the .tflite keeps the Keras outputs' order, not their names."""
     with tempfile.TemporaryDirectory(prefix="edgecompress-") as folder:
         path = Path(folder) / "candidate.tflite"
         path.write_bytes(data)
-        return evaluate(path, eval_data)
+        return evaluate(path, eval_data, model_output=str(reference.output_index))
 
 
 def layer_name(tensor: str) -> str:

@@ -79,7 +79,7 @@ def accuracy_driven_int8(
     def attempt(tensors: list[str]) -> bool:
         nonlocal best
         data = debugger.quantized(tensors)
-        result = evaluate_bytes(data, eval_data)
+        result = evaluate_bytes(data, eval_data, reference)
         layers = list(dict.fromkeys(layer_name(op) for op in debugger.float_ops(tensors)))
         step = FallbackStep(layers, len(data), result.score, drop_points(reference, result))
         search.steps.append(step)

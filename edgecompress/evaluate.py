@@ -5,6 +5,7 @@ Raspberry Pi without TensorFlow; only a Keras model pulls TensorFlow in, through
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -28,6 +29,8 @@ class EvalResult:
     accuracy: float | None
     mae: float | None
     runtime: str
+    output: str = ""  # the output scored (a model with several outputs is scored on one)
+    output_index: int = 0  # its position, the same in the Keras model and its .tflite
 
     @property
     def score(self) -> float:
@@ -37,22 +40,51 @@ class EvalResult:
     def summary(self) -> dict[str, Any]:
         """The JSON contract: {accuracy or mae, samples}, plus what ran."""
         metric = {"accuracy": self.accuracy} if self.task == "classification" else {"mae": self.mae}
-        return {**metric, "samples": self.samples, "model": self.model, "task": self.task, "runtime": self.runtime}
+        return {**metric, "samples": self.samples, "model": self.model, "task": self.task, "runtime": self.runtime,
+                "output": self.output}
 
 
-def evaluate(model_path: str | Path, data_path: str | Path, unsafe: bool = False) -> EvalResult:
-    """Run MODEL_PATH (.tflite, or a Keras model) over DATA_PATH (.npz with inputs and labels under `y`)."""
+def evaluate(model_path: str | Path, data_path: str | Path, unsafe: bool = False,
+             model_output: str | None = None) -> EvalResult:
+    """Run MODEL_PATH (.tflite, or a Keras model) over DATA_PATH (.npz with inputs and labels under `y`).
+
+    MODEL_OUTPUT (a name or a position) is the output the labels are for; by default the only output, or
+    of several the only one holding class scores (see pick_output)."""
     path = Path(model_path)
     if path.suffix.lower() == ".tflite" or (path.is_file() and _looks_like_tflite(path)):
-        return _run(str(path), *_tflite(path), data_path)
+        return _run(str(path), *_tflite(path), data_path, model_output)
     from edgecompress.models import load_model
 
-    return evaluate_keras(load_model(path, unsafe=unsafe), data_path)
+    return evaluate_keras(load_model(path, unsafe=unsafe), data_path, model_output)
 
 
-def evaluate_keras(loaded: Any, data_path: str | Path) -> EvalResult:
+def evaluate_keras(loaded: Any, data_path: str | Path, model_output: str | None = None) -> EvalResult:
     """Score an already loaded Keras model (an edgecompress.models.LoadedModel) on DATA_PATH."""
-    return _run(str(loaded.path), *_keras(loaded), data_path)
+    return _run(str(loaded.path), *_keras(loaded), data_path, model_output)
+
+
+def pick_output(model: str, outputs: list[TensorSpec], predictions: list[np.ndarray], model_output: str | None,
+                classification: bool) -> int:
+    """The output the labels are for: MODEL_OUTPUT (a name, or a position), else the only output, else (for
+    integer labels) the only one whose values are class scores; anything else is a one-line error listing them."""
+    from edgecompress.compare import output_kind
+
+    listed = ", ".join(f"{o.name} {'x'.join(map(str, p.shape[1:]))}" for o, p in zip(outputs, predictions))
+    if model_output is not None:
+        names = [o.name for o in outputs]
+        if model_output in names:
+            return names.index(model_output)
+        if model_output.isdigit() and int(model_output) < len(outputs):
+            return int(model_output)
+        raise UserError(f"{model} has no output {model_output!r}: its outputs are {listed}; set model_output to "
+                        "one of their names or positions", settings=("model_output",))
+    if len(outputs) == 1:
+        return 0
+    classes = [i for i, p in enumerate(predictions) if output_kind(p) == "classes"] if classification else []
+    if len(classes) == 1:
+        return classes[0]
+    raise UserError(f"{model} has {len(outputs)} outputs ({listed}): set model_output to the one the labels are for",
+                    settings=("model_output",))
 
 
 def drop_points(reference: EvalResult, other: EvalResult) -> float:
@@ -68,14 +100,17 @@ def drop_points(reference: EvalResult, other: EvalResult) -> float:
 
 
 def _run(
-    model: str, inputs: list[TensorSpec], batches: Callable[[Source], Iterator[np.ndarray]], runtime: str,
-    data_path: str | Path,
+    model: str, inputs: list[TensorSpec], outputs: list[TensorSpec],
+    batches: Callable[[Source], Iterator[list[np.ndarray]]], runtime: str, data_path: str | Path,
+    model_output: str | None,
 ) -> EvalResult:
     source = open_source(data_path, inputs)
     check_source(source, inputs)
     labels = check_labels(source)
-    predictions = np.concatenate(list(batches(source)))
-    return _score(model, predictions, labels, runtime)
+    predictions = [np.concatenate(per_output) for per_output in zip(*batches(source))]
+    index = pick_output(model, outputs, predictions, model_output, np.issubdtype(labels.dtype, np.integer))
+    result = _score(model, predictions[index], labels, runtime, outputs[index].name)
+    return dataclasses.replace(result, output=outputs[index].name, output_index=index)
 
 
 def _looks_like_tflite(path: Path) -> bool:
@@ -83,17 +118,18 @@ def _looks_like_tflite(path: Path) -> bool:
         return fh.read(8)[4:8] == TFLITE_IDENTIFIER
 
 
-def _tflite(path: Path) -> tuple[list[TensorSpec], Callable[[Source], Iterator[np.ndarray]], str]:
+def _tflite(path: Path) -> tuple[list[TensorSpec], list[TensorSpec], Callable[[Source], Iterator[list[np.ndarray]]],
+                                 str]:
     from edgecompress.runner import TFLiteRunner
 
     runner = TFLiteRunner(path)
     inputs = _float_inputs(runner.inputs)
 
-    def batches(source: Source) -> Iterator[np.ndarray]:
+    def batches(source: Source) -> Iterator[list[np.ndarray]]:
         for i in range(source.count):
-            yield runner.run(source.sample(i, inputs))[0]
+            yield runner.run(source.sample(i, inputs))
 
-    return inputs, batches, f"{runner.runtime.name} {runner.runtime.version}"
+    return inputs, runner.outputs, batches, f"{runner.runtime.name} {runner.runtime.version}"
 
 
 def _float_inputs(inputs: list[TensorSpec]) -> list[TensorSpec]:
@@ -101,33 +137,35 @@ def _float_inputs(inputs: list[TensorSpec]) -> list[TensorSpec]:
     return [TensorSpec(s.name, s.shape, "float32") if s.dtype in ("int8", "uint8", "int16") else s for s in inputs]
 
 
-def _keras(loaded: Any) -> tuple[list[TensorSpec], Callable[[Source], Iterator[np.ndarray]], str]:
+def _keras(loaded: Any) -> tuple[list[TensorSpec], list[TensorSpec], Callable[[Source], Iterator[list[np.ndarray]]],
+                                 str]:
     from edgecompress.models import import_tf
 
     tf = import_tf()
 
-    def batches(source: Source) -> Iterator[np.ndarray]:
+    def batches(source: Source) -> Iterator[list[np.ndarray]]:
         for start in range(0, source.count, KERAS_BATCH):
             feeds = [source.sample(i, loaded.inputs) for i in range(start, min(start + KERAS_BATCH, source.count))]
-            yield loaded.predict({s.name: np.concatenate([f[s.name] for f in feeds]) for s in loaded.inputs})[0]
+            yield loaded.predict({s.name: np.concatenate([f[s.name] for f in feeds]) for s in loaded.inputs})
 
-    return loaded.inputs, batches, f"tensorflow {tf.__version__} ({loaded.flavour})"
+    return loaded.inputs, loaded.outputs, batches, f"tensorflow {tf.__version__} ({loaded.flavour})"
 
 
-def _score(model: str, predictions: np.ndarray, labels: np.ndarray, runtime: str) -> EvalResult:
+def _score(model: str, predictions: np.ndarray, labels: np.ndarray, runtime: str, output: str) -> EvalResult:
     n = len(labels)
     if np.issubdtype(labels.dtype, np.integer):
         if predictions.ndim != 2 or predictions.shape[1] < 2:
             raise UserError(
-                f"integer labels mean classification, but {model} outputs shape {predictions.shape[1:]}, "
-                "not class scores: give float targets under `y` for a regression model"
+                f"integer labels mean classification, but {model}'s output {output!r} has shape "
+                f"{predictions.shape[1:]}, not class scores: give float targets under `y` for a regression model"
             )
         accuracy = float(np.mean(np.argmax(predictions, axis=1) == labels))
         return EvalResult(model, n, "classification", accuracy, None, runtime)
     if predictions.size != labels.size:
         raise UserError(
-            f"float labels mean regression, but {model} gives {predictions.size // n} values per sample for "
-            f"{labels.size // n} targets: give targets shaped like the model's output"
+            f"float labels mean regression, but {model}'s output {output!r} gives {predictions.size // n} values "
+            f"per sample for {labels.size // n} targets: give targets shaped like that output, or set model_output "
+            "to another", settings=("model_output",)
         )
     mae = float(np.mean(np.abs(predictions.reshape(labels.shape).astype(np.float64) - labels)))
     return EvalResult(model, n, "regression", None, mae, runtime)

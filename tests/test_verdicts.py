@@ -164,3 +164,23 @@ def test_quantize_warns_per_output_like_convert(run_cli, outlier_tflite, tmp_pat
     code, stdout, _ = run_cli(["quantize", model, "-o", tmp_path / "int8w.tflite", "--quantize", "int8-weights",
                                "--inputs", features, "--json"])
     assert code == 0 and json.loads(stdout)["warnings"] == []  # the same model holds in int8 weights
+
+
+def test_evaluate_scores_the_output_the_labels_are_for(run_cli, face_model, tmp_path):
+    """Three heads: integer labels go to the one class output by default; float labels need --model-output,
+    and without it the error lists the outputs (it said '45408 values per sample for 15136 targets' before)."""
+    model, crops = face_model
+    x = np.load(crops)["crop"]
+    np.savez(tmp_path / "faces.npz", x=x, y=(np.arange(len(x)) % 2).astype("int64"))
+    code, out, err = run_cli(["evaluate", model, "--data", tmp_path / "faces.npz", "--json"])
+    assert code == 0, err
+    assert json.loads(out)["output"] == "face" and json.loads(out)["accuracy"] is not None
+    np.savez(tmp_path / "boxes.npz", x=x, y=np.random.default_rng(0).uniform(0, 1, (len(x), 4)).astype("float32"))
+    code, _, err = run_cli(["evaluate", model, "--data", tmp_path / "boxes.npz"])
+    assert code == 2 and "face 2, box 4, landmarks 10" in err and "--model-output" in err
+    code, out, _ = run_cli(["evaluate", model, "--data", tmp_path / "boxes.npz", "--model-output", "box", "--json"])
+    assert code == 0 and json.loads(out)["output"] == "box" and json.loads(out)["mae"] > 0
+    tflite = tmp_path / "face.tflite"
+    assert run_cli(["convert", model, "-o", tflite, "--calibration", crops])[0] == 0
+    code, out, _ = run_cli(["evaluate", tflite, "--data", tmp_path / "boxes.npz", "--model-output", "1", "--json"])
+    assert code == 0 and json.loads(out)["mae"] > 0  # the .tflite keeps the Keras outputs' order

@@ -52,6 +52,9 @@ IMAGE_SCALE_HELP = "How image-folder pixels become inputs: " + "; ".join(f"{k} =
                    "(the best one is written).")
 @click.option("--eval-data", type=click.Path(path_type=str),
               help="Labelled samples (.npz with the input(s) and labels under `y`) that --max-drop measures on.")
+@click.option("--model-output", metavar="NAME|INDEX",
+              help="The output --eval-data's labels are for, by name or position [default: the only output, or the only one "
+                   "holding class scores].")
 @click.option("--keep-failed", is_flag=True,
               help="Write the .tflite even when its outputs are NaN/Inf where the original's are finite (the "
                    "command still fails), to inspect it.")
@@ -60,7 +63,7 @@ IMAGE_SCALE_HELP = "How image-folder pixels become inputs: " + "; ".join(f"{k} =
 @json_option
 def convert_command(model: str, output: str, quantize: str, calibration: str | None, num_samples: int,
                     io_type: str, image_scale: str, seed: int, validation_samples: int, block_size: int | None,
-                    allow_flex: bool, max_drop: float | None, eval_data: str | None, keep_failed: bool,
+                    allow_flex: bool, max_drop: float | None, eval_data: str | None, model_output: str | None, keep_failed: bool,
                     force: bool, unsafe: bool, as_json: bool) -> None:
     """Convert a Keras MODEL (.keras, .h5 or SavedModel folder) to a .tflite with a fixed batch of 1,
     then check it against the original on validation samples."""
@@ -71,7 +74,7 @@ def convert_command(model: str, output: str, quantize: str, calibration: str | N
         model, output, quantize=quantize, calibration=calibration, num_samples=num_samples, io_type=io_type,
         force=force, unsafe=unsafe, allow_flex=allow_flex, image_scale=image_scale, seed=seed,
         validation_samples=validation_samples, block_size=block_size, eval_data=eval_data, max_drop=max_drop,
-        keep_failed=keep_failed,
+        keep_failed=keep_failed, model_output=model_output,
     )
     emit(result, as_json, render_conversion)
     if result.target_met is False:
@@ -126,19 +129,23 @@ def _mode(result: Any) -> str:
 @click.option("--data", required=True, type=click.Path(path_type=str),
               help="Labelled samples: a .npz with the input(s) (by input name, or `x`) and labels under `y` "
                    "(integer classes -> accuracy, floats -> mean absolute error).")
+@click.option("--model-output", metavar="NAME|INDEX",
+              help="The output the labels are for, by name or position [default: the only output, or the only one "
+                   "holding class scores].")
 @unsafe_option
 @json_option
-def evaluate_command(model: str, data: str, unsafe: bool, as_json: bool) -> None:
+def evaluate_command(model: str, data: str, model_output: str | None, unsafe: bool, as_json: bool) -> None:
     """Run a .tflite or Keras MODEL over labelled DATA: top-1 accuracy or mean absolute error."""
     from edgecompress.evaluate import evaluate
 
-    result = evaluate(model, data, unsafe=unsafe)
+    result = evaluate(model, data, unsafe=unsafe, model_output=model_output)
     emit(result.summary() if as_json else result, as_json, render_evaluation)
 
 
 def render_evaluation(result: Any) -> str:
     metric = ("accuracy", f"{result.accuracy:.2%}") if result.accuracy is not None else ("mae", result.mae)
-    return key_values([("model", result.model), metric, ("samples", result.samples), ("ran with", result.runtime)])
+    return key_values([("model", result.model), ("output", result.output), metric, ("samples", result.samples),
+                       ("ran with", result.runtime)])
 
 
 COMMANDS = [convert_command, evaluate_command]

