@@ -15,11 +15,12 @@ from typing import Sequence
 import numpy as np
 
 # Thresholds, measured on real models (benchmarks/real_models.py): sound int8 classifiers keep the top class
-# on well over 95% of samples; below 90% the export is broken, not noisy. For other outputs SQNR: sound int8
-# and float16 exports measured 20 dB and more on every output, while the exports whose task metric collapsed
-# (basic-pitch int4: note F1 0.94 -> 0.46) measured under 15 dB.
+# on 95% of samples and more (fer's emotion CNN: 95-100% in every 8-bit mode); its int4 export, 78%, is broken,
+# not noisy. For other outputs SQNR: exports that kept their task metric measured 14.4 dB and more on every
+# output (basic-pitch dynamic: onset 14.4 dB, note F1 0.93 -> 0.97), those whose metric collapsed 11.1 dB and
+# less (basic-pitch int4: contour 11.1, note 7.7, onset 5.7 dB; note F1 0.93 -> 0.03).
 MIN_AGREEMENT = 0.90
-MIN_SQNR_DB = 15.0
+MIN_SQNR_DB = 12.0
 # Softmax outputs sum to 1 up to float rounding (float16 and int8 exports a little less tightly).
 _SUM_TOLERANCE = 0.02
 
