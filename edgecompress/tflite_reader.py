@@ -9,6 +9,8 @@ Other modules rely on these names: `read_model`, `parse_model`, `unsupported_ops
 """
 from __future__ import annotations
 
+import hashlib
+
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,6 +147,19 @@ class TFLiteModel:
     @property
     def operators(self) -> list[Operator]:
         return [op for sg in self.subgraphs for op in sg.operators]
+
+
+def graph_digest(model: TFLiteModel) -> str:
+    """A digest of what the runtime computes, not of the weights' values: every operator with its version and
+    the shapes and dtypes it reads and writes. Pruned, clustered or QAT-trained variants of one int8 model share
+    it: dense kernels run them in the same time, so one measurement stands for all of them."""
+    parts = []
+    for sg in model.subgraphs:
+        for op in sg.operators:
+            io = [(t.shape, t.dtype, t.is_constant) if t is not None else None
+                  for t in (sg.tensor(i) for i in (*op.inputs, *op.outputs))]
+            parts.append((op.name, op.version, io))
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
 def read_model(path: str | Path) -> TFLiteModel:

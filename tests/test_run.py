@@ -37,6 +37,12 @@ quantize = ["dynamic", "int8"]
 [[variants]]
 name = "no-savings-lowrank"  # keeps all the spectral energy: no layer gets smaller, so optimize refuses it
 low_rank = 1.0
+
+[[variants]]
+name = "pruned-int8"  # other weights, the same graph as int8: the same timings, not noise between them
+quantize = "int8"
+prune = 0.5
+epochs = 2
 """
 
 
@@ -68,7 +74,7 @@ def cli(args, capsys) -> tuple[int, str, str]:
 def test_run_end_to_end_with_an_isolated_failure(first_run):
     run_dir, result = first_run
     by_name = {r.name: r for r in result.records}
-    assert list(by_name) == ["no-savings-lowrank", "dynamic", "int8"]
+    assert list(by_name) == ["no-savings-lowrank", "pruned-int8", "dynamic", "int8"]
 
     failed = by_name["no-savings-lowrank"]
     assert failed.failed_stage == "optimize" and "low-rank" in failed.error and "\n" not in failed.error
@@ -89,14 +95,21 @@ def test_run_end_to_end_with_an_isolated_failure(first_run):
     # int8 quantizes activations too: a different precision, so a different device factor
     assert by_name["int8"].devices["raspberry-pi-4"].calibration["rule"] != by_name["dynamic"].devices["raspberry-pi-4"].calibration["rule"]
 
+    # One graph, one estimate: the twin is not timed again, so noise cannot pass for a difference between them.
+    twin, first = sorted((by_name["pruned-int8"], by_name["int8"]), key=lambda r: r.same_graph_as is None)
+    assert twin.same_graph_as == first.name and first.same_graph_as is None
+    assert twin.devices["raspberry-pi-4"] == first.devices["raspberry-pi-4"]
+    assert twin.host_latency_ms == first.host_latency_ms
+    assert f"{twin.name} runs the same graph as {first.name}" in (run_dir / "report.md").read_text()
+
     (selection,) = result.selections
-    assert selection.target == "raspberry-pi-4" and selection.chosen in ("dynamic", "int8")
-    assert set(selection.rejected) == {"no-savings-lowrank", "dynamic", "int8"} - {selection.chosen}
+    assert selection.target == "raspberry-pi-4" and selection.chosen in ("dynamic", "int8", "pruned-int8")
+    assert set(selection.rejected) == {"no-savings-lowrank", "dynamic", "int8", "pruned-int8"} - {selection.chosen}
 
     results = json.loads((run_dir / "results.json").read_text())
     assert [v["name"] for v in results["variants"]] == list(by_name)
     assert results["variants"][0]["error"] == failed.error
-    assert (run_dir / "report.md").read_text().count("| ok |") == 2
+    assert (run_dir / "report.md").read_text().count("| ok |") == 3
     assert {p.name for p in result.report.plots} == {"accuracy_vs_size.png", "accuracy_vs_latency_raspberry-pi-4.png"}
     assert partial_files(run_dir) == []
 

@@ -50,6 +50,7 @@ class VariantRecord:
     optimize: dict[str, Any] | None = None  # what edgecompress.optimize reported (plan, skipped layers, ...)
     seconds: dict[str, float] = field(default_factory=dict)  # per stage
     reused: bool = False  # taken from an earlier run's cache, not redone
+    same_graph_as: str | None = None  # its .tflite computes that variant's graph (weights aside): timed once
 
     @property
     def ok(self) -> bool:

@@ -267,13 +267,17 @@ def markdown(recipe: Path, objective: str, constraints: Constraints, baseline: d
     failed = [r for r in records if not r.ok]
     # a device whose figures failed (unreachable over SSH, no estimate) leaves the variant's other figures standing
     device_errors = [f"- {r.name} on {d}: {res.error}" for r in records if r.ok for d, res in r.devices.items() if res.error]
-    if failed or notes or device_errors:
+    twins = [f"- {r.name} runs the same graph as {r.same_graph_as} (operators, shapes and dtypes; only the weights' "
+             "values differ, which dense kernels do not see): timed once, so their latencies are the same figures"
+             for r in records if r.same_graph_as]
+    if failed or notes or device_errors or twins:
         out += ["## Notes", ""]
         for r in failed:
             log = run_dir / "variants" / r.name / "log.txt"
             out.append(f"- {r.name} failed in {r.failed_stage}: {r.error}"
                        + (f" (log: {log.relative_to(run_dir).as_posix()})" if log.exists() else ""))
         out += device_errors
+        out += twins
         out += [f"- {n}" for n in notes]
         out.append("")
     return "\n".join(out)
