@@ -235,7 +235,7 @@ def _db(value: float | None) -> str:
 
 
 def _short(text: str | None) -> str | None:
-    return None if text is None else (text if len(text) <= 70 else text[:67] + "...")
+    return None if text is None else (text if len(text) <= 48 else text[:45] + "...")
 
 
 # ------------------------------------------------------------------------------------------------------ the verbs

@@ -49,6 +49,13 @@ def fmt_points(drop: float | None) -> str:
     return Figure(f"{drop:.2f}" if round(drop, 2) != 0 else "0.00")
 
 
+def fmt_metric(metric: str | None, value: float | None) -> str:
+    """A score in one form per column: accuracy as a percentage with two decimals, MAE to four figures."""
+    if value is None:
+        return Figure("-")
+    return Figure(f"{value:.2%}" if metric == "accuracy" else f"{value:.4g}")
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> str:
     """A plain aligned table; numbers right-aligned, text left-aligned."""
     cells = [[fmt(v) for v in row] for row in rows]

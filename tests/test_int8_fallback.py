@@ -58,6 +58,15 @@ def test_max_drop_keeps_the_damaging_layers_in_float(run_cli, broken_path, calib
     assert steps[-1]["float_layers"] == result["float_layers"] and len(steps) <= 3
     assert 2 * result["size_bytes"] <= plain["size_bytes"]
     assert result["validation"]["top1_agreement"] >= 0.95 and result["warnings"] == []
+    # The readable report: one form per column (it mixed 2.45 and 0.4902, and said "original accuracy 1").
+    from edgecompress.cli.convert_cmd import render_conversion
+    from edgecompress.converters.convert import ConversionResult
+    from edgecompress.converters.fallback import FallbackStep
+
+    steps_ = [FallbackStep(s["float_layers"], s["size_bytes"], s["accuracy"], s["drop"]) for s in steps]
+    text = render_conversion(ConversionResult(**{**result, "validation": None, "calibration": [], "steps": steps_}))
+    assert f"original accuracy: {result['source_accuracy']:.2%}; drop in points" in text
+    assert f"{steps[0]['accuracy']:.2%}" in text and f"{steps[0]['drop']:.2f}" in text
     held_out = evaluate(out, test_npz)  # runs in ai-edge-litert, on data the search never saw
     assert held_out.runtime.startswith("ai-edge-litert")
     assert held_out.accuracy >= evaluate(broken_path, test_npz).accuracy - 0.02

@@ -8,7 +8,7 @@ import click
 from edgecompress.calibration.sources import IMAGE_SCALES
 from edgecompress.converters.convert import DEFAULT_CALIBRATION_SAMPLES, VALIDATION_SAMPLES
 from edgecompress.converters.quantize import IO_TYPES, QUANTIZE_MODES
-from edgecompress.tables import fmt, key_values, table
+from edgecompress.tables import fmt_metric, fmt_points, key_values, table
 from edgecompress.cli.options import (
     emit, force_option, json_option, outputs_table, size_ratio, unsafe_option, validation_rows,
 )
@@ -113,9 +113,11 @@ def render_conversion(result: Any) -> str:
     if result.steps:
         parts.append(table(
             ["layers in float", "size (bytes)", result.metric, "drop", "kept"],
-            [[", ".join(s.float_layers) or "(none: full int8)", s.size_bytes, s.accuracy, s.drop,
-              s.float_layers == result.float_layers] for s in result.steps],
-            title=f"Accuracy-driven int8 (original: {fmt(result.source_accuracy)})",
+            [[", ".join(s.float_layers) or "(none: full int8)", s.size_bytes, fmt_metric(result.metric, s.accuracy),
+              fmt_points(s.drop), s.float_layers == result.float_layers] for s in result.steps],
+            title=(f"Accuracy-driven int8 (original {result.metric}: "
+                   f"{fmt_metric(result.metric, result.source_accuracy)}; drop in "
+                   + ("points)" if result.metric == "accuracy" else "% of the MAE)")),
         ))
     return "\n\n".join(parts)
 

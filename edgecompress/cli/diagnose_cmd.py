@@ -7,7 +7,7 @@ import click
 
 from edgecompress.calibration.sources import IMAGE_SCALES
 from edgecompress.converters.convert import DEFAULT_CALIBRATION_SAMPLES
-from edgecompress.tables import key_values, table
+from edgecompress.tables import fmt_metric, fmt_points, key_values, table
 from edgecompress.cli.convert_cmd import IMAGE_SCALE_HELP
 from edgecompress.cli.options import emit, json_option, unsafe_option
 
@@ -46,7 +46,10 @@ def render_diagnosis(result: Any) -> str:
     )]
     a = result.accuracy
     if a is not None:
-        parts.append(key_values([(f"float {a.metric}", a.float), (f"int8 {a.metric}", a.int8), ("drop", a.drop)]))
+        unit = "points" if a.metric == "accuracy" else "% of the MAE"
+        parts.append(key_values([(f"float {a.metric}", fmt_metric(a.metric, a.float)),
+                                 (f"int8 {a.metric}", fmt_metric(a.metric, a.int8)),
+                                 (f"drop ({unit})", fmt_points(a.drop))]))
     parts.append("signal lost: RMS error / RMS value when only that layer's output is int8, per channel "
                  "(a few % is normal); rmse: the int8 op against the same op in float; range: 255 x scale.\n"
                  "Keep the worst layers in float with `edgecompress convert MODEL --quantize int8 "
