@@ -108,22 +108,22 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def _finite(obj: Any) -> Any:
+def json_ready(obj: Any) -> Any:
     """OBJ with every NaN/Inf float as None: JSON has no such numbers, and a document must never fail on them
     (the counts of non-finite outputs say what they were)."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: json_ready(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [json_ready(v) for v in obj]
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _finite(dataclasses.asdict(obj))
+        return json_ready(dataclasses.asdict(obj))
     if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy scalars and arrays
-        return _finite(obj.tolist())
+        return json_ready(obj.tolist())
     return obj
 
 
 def to_json(obj: Any) -> str:
     """OBJ (dataclasses, dicts, lists, numpy values) as indented JSON; non-finite numbers become null."""
-    return json.dumps(_finite(obj), default=_default, indent=2, allow_nan=False)
+    return json.dumps(json_ready(obj), default=_default, indent=2, allow_nan=False)

@@ -184,3 +184,20 @@ def test_evaluate_scores_the_output_the_labels_are_for(run_cli, face_model, tmp_
     assert run_cli(["convert", model, "-o", tflite, "--calibration", crops])[0] == 0
     code, out, _ = run_cli(["evaluate", tflite, "--data", tmp_path / "boxes.npz", "--model-output", "1", "--json"])
     assert code == 0 and json.loads(out)["mae"] > 0  # the .tflite keeps the Keras outputs' order
+
+
+def test_a_recipe_scores_the_output_it_names(face_model, tmp_path):
+    """eval_output in a recipe: the source and every variant are scored on that head (here the box head, by MAE)."""
+    from edgecompress.pipeline.run import run_recipe
+
+    model, crops = face_model
+    x = np.load(crops)["crop"]
+    np.savez(tmp_path / "boxes.npz", x=x, y=np.random.default_rng(0).uniform(0, 1, (len(x), 4)).astype("float32"))
+    recipe = tmp_path / "boxes.toml"
+    recipe.write_text(f'model = "{model}"\ndevices = []\n\n[data]\ntest = "boxes.npz"\ncalibration = "{crops}"\n'
+                      'eval_output = "box"\n\n[benchmark]\nruns = 5\nmin_secs = 0.05\n\n[grid]\nquantize = ["dynamic"]\n')
+    result = run_recipe(recipe, tmp_path / "run", jobs=1, progress=False)
+    (variant,) = result.records
+    assert variant.ok, variant.error
+    assert result.baseline["output"] == "box" and result.baseline["mae"] > 0
+    assert variant.mae == pytest.approx(result.baseline["mae"], rel=0.2) and variant.accuracy is None

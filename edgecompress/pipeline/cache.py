@@ -23,6 +23,7 @@ from typing import Any, Iterator
 from edgecompress import __version__
 from edgecompress.errors import UserError
 from edgecompress.fileio import write_text_atomic
+from edgecompress.tables import json_ready
 
 MARKER = "run.json"  # identifies an edgecompress run folder; never overwrite anything else
 
@@ -63,7 +64,7 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    write_text_atomic(path, json.dumps(json_ready(data), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from the recipe's folder. Format (all sections but `model`, `data` and the varia
     on = "ssh://pi@raspberrypi.local"      #   on = "ssh://USER@HOST[:PORT]", remote_python, ssh_config
     objective = "smallest"                 # smallest (gzip size) | fastest | most_accurate
 
-    [data]       train, val, test, calibration (.npz with x and y), calibration_samples
+    [data]       train, val, test, calibration (.npz with x and y), calibration_samples, eval_output
     [training]   epochs (the most per stage), patience, batch_size, learning_rate, seed
                  (for prune/prune_heads/prune_ffn/cluster/qat/low_rank/distill; each stage stops once val accuracy stops improving)
     [benchmark]  runs, warmup, min_secs, threads               (host measurement)
@@ -53,6 +53,7 @@ class DataFiles:
     test: Path | None
     calibration: Path | None  # defaults to train
     calibration_samples: int = 200
+    eval_output: str | None = None  # the output the labels are for (a name or a position; evaluate.pick_output)
 
     @property
     def eval(self) -> Path:
@@ -268,7 +269,7 @@ _KIND_TEXT = {".npz": "a .npz file", ".npy": "a .npy file", "folder": "an image 
 
 TOP_KEYS = ("model", "devices", "objective", "data", "training", "benchmark", "execution", "search", "constraints",
             "grid", "variants")
-DATA_KEYS = ("train", "val", "test", "calibration", "calibration_samples")
+DATA_KEYS = ("train", "val", "test", "calibration", "calibration_samples", "eval_output")
 TRAINING_KEYS = ("epochs", "patience", "batch_size", "learning_rate", "seed")
 BENCHMARK_KEYS = ("runs", "warmup", "min_secs", "threads")
 EXECUTION_KEYS = ("executor", "address")
@@ -330,7 +331,10 @@ def _data(check: _Checker, raw: Any) -> DataFiles:
         raise check.fail(("data",), "needs held-out data to score the variants: set test = \"test.npz\" (or val)")
     files["calibration"] = files["calibration"] or files["train"]  # representative inputs: the training set will do
     samples = check.number(raw.get("calibration_samples", 200), ("data", "calibration_samples"), low=1, integer=True)
-    return DataFiles(calibration_samples=samples, **files)
+    output = raw.get("eval_output")
+    if output is not None and (isinstance(output, bool) or not isinstance(output, (str, int))):
+        raise check.fail(("data", "eval_output"), "must be an output's name or position, e.g. \"face\" or 0")
+    return DataFiles(calibration_samples=samples, eval_output=None if output is None else str(output), **files)
 
 
 def _training(check: _Checker, raw: Any) -> Training:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from edgecompress.fileio import atomic_path, write_text_atomic
-from edgecompress.tables import duration_unit, fmt_duration, fmt_points, markdown_table
+from edgecompress.tables import duration_unit, fmt_duration, fmt_points, json_ready, markdown_table
 from edgecompress.pipeline.recipe import Constraints
 from edgecompress.pipeline.record import VariantRecord
 from edgecompress.pipeline.select import OBJECTIVE_TEXT, Selection, describe_constraints, pareto_front, status, violations
@@ -62,7 +62,7 @@ def table_rows(records: Sequence[VariantRecord], targets: Sequence[str], constra
 
 
 def write_results(path: Path, data: dict[str, Any]) -> Path:
-    write_text_atomic(path, json.dumps(data, indent=2, default=str, allow_nan=False) + "\n")
+    write_text_atomic(path, json.dumps(json_ready(data), indent=2, default=str, allow_nan=False) + "\n")
     return path
 
 

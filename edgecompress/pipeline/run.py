@@ -90,6 +90,8 @@ def _keys(recipe: Recipe, variants: list[Variant]) -> _Keys:
         if s.distill_student is not None:
             settings["distill_student"] = file_digest(s.distill_student)
         parts: dict[str, Any] = {"model": model, "eval": evaluation, "settings": settings}
+        if data.eval_output is not None:  # scored on another output: other figures
+            parts["eval_output"] = data.eval_output
         if s.needs_calibration:
             parts["calibration"] = [file_digest(data.calibration), data.calibration_samples, recipe.training.seed]
         if s.needs_training:
@@ -104,7 +106,7 @@ def _keys(recipe: Recipe, variants: list[Variant]) -> _Keys:
         if recipe.measured:  # where a device is measured is part of its figures
             measuring["measured"] = {n: [a.on, a.remote_python] for n, a in recipe.measured.items()}
         record[v.name] = make_key(measuring)
-    return _Keys(make_key({"baseline": model, "eval": evaluation}), build, record)
+    return _Keys(make_key({"baseline": model, "eval": evaluation, "eval_output": data.eval_output}), build, record)
 
 
 class _Progress:
@@ -212,7 +214,8 @@ class _Batches:
             tasks: list[Any] = [BuildTask(v, keys.build[v.name], dirs[v.name], recipe.model, recipe.data, recipe.training)
                                 for v in sorted(to_build, key=lambda v: -_training_cost(v, recipe))]
             if baseline is None:  # quick: last, so that the long builds start first
-                tasks.append(BaselineTask(recipe.model, recipe.data.eval, keys.baseline, baseline_file))
+                tasks.append(BaselineTask(recipe.model, recipe.data.eval, keys.baseline, baseline_file,
+                                          recipe.data.eval_output))
             started = time.perf_counter()
             baseline = _build_all(self.executor, tasks, bar_, failures) or baseline
             self.seconds["build"] += time.perf_counter() - started

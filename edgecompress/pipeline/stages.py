@@ -49,6 +49,7 @@ class BaselineTask:
     eval_data: Path
     key: str
     file: Path
+    eval_output: str | None = None  # the output the labels are for
 
     def files(self) -> TaskFiles:
         return TaskFiles((self.model, self.eval_data), (self.file, self.file.with_suffix(".log")))
@@ -143,7 +144,7 @@ def baseline(task: BaselineTask, emit: Callable[[str], None]) -> dict[str, Any]:
 
     emit("evaluate")
     start = time.perf_counter()
-    result = evaluate(task.model, task.eval_data)
+    result = evaluate(task.model, task.eval_data, model_output=task.eval_output)
     summary = {"key": task.key, **result.summary(), "seconds": time.perf_counter() - start}
     write_json(task.file, summary)
     return summary
@@ -161,7 +162,8 @@ def build(task: BuildTask, emit: Callable[[str], None]) -> dict[str, Any]:
     emit("convert")
     stages["convert"] = _stage(vdir.path / "convert.json", lambda: _convert(task, source))
     emit("evaluate")
-    stages["evaluate"] = _stage(vdir.path / "evaluate.json", lambda: _evaluate(task))
+    outputs = [o["name"] for o in (stages["convert"].get("validation") or {}).get("outputs", [])]
+    stages["evaluate"] = _stage(vdir.path / "evaluate.json", lambda: _evaluate(task, outputs))
     # where the build ran (a Ray worker node, or this machine): timings are always taken by the driver
     summary = {"key": task.key, "tflite": vdir.tflite.name, "built_on": platform.node(), **stages}
     write_json(vdir.build_file, summary)
@@ -232,6 +234,7 @@ def _convert(task: BuildTask, source: Path) -> dict[str, Any]:
         # the fallback decision is made on val, so the test split that scores the variant stays unseen
         eval_data=task.data.val if s.max_drop is not None else None,
         max_drop=s.max_drop,
+        model_output=task.data.eval_output,
     )
     return {
         "size_bytes": result.size_bytes,
@@ -244,10 +247,14 @@ def _convert(task: BuildTask, source: Path) -> dict[str, Any]:
     }
 
 
-def _evaluate(task: BuildTask) -> dict[str, Any]:
+def _evaluate(task: BuildTask, source_outputs: list[str]) -> dict[str, Any]:
+    """Score the variant's .tflite on the held-out data, on the output eval_output names: the .tflite keeps the
+    source's outputs in order (SOURCE_OUTPUTS) but not their names."""
     from edgecompress.evaluate import evaluate
 
-    return evaluate(task.dir.tflite, task.data.eval).summary()
+    wanted = task.data.eval_output
+    output = str(source_outputs.index(wanted)) if wanted in source_outputs else wanted
+    return evaluate(task.dir.tflite, task.data.eval, model_output=output).summary()
 
 
 @contextlib.contextmanager
