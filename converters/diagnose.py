@@ -9,6 +9,7 @@ calibrated scale applied to the float model's own activations, measured per chan
 """
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -97,10 +98,17 @@ def evaluate_bytes(data: bytes, eval_data: str | Path, reference: EvalResult) ->
         return evaluate(path, eval_data, model_output=str(reference.output_index))
 
 
-def layer_name(tensor: str) -> str:
-    """'model/dense/MatMul;model/dense/BiasAdd' -> 'dense': the converter names tensors after their layers."""
+def layer_name(tensor: str, layers: frozenset[str] = frozenset()) -> str:
+    """'model/dense/MatMul;model/dense/BiasAdd' -> 'dense': the converter names tensors after their layers.
+
+    Keras 3 models trace under suffixed names ('functional_1/conv_1/...' for a layer named 'conv'): with the
+    model's own LAYERS given, a name they lack is matched without its '_N' suffix."""
     parts = tensor.split(";")[0].split("/")
-    return "/".join(parts[1:-1]) if len(parts) > 2 else tensor
+    name = "/".join(parts[1:-1]) if len(parts) > 2 else tensor
+    if layers and name not in layers:
+        bare = re.sub(r"_\d+$", "", name)
+        return bare if bare in layers else name
+    return name
 
 
 class Int8Debugger:
@@ -119,6 +127,11 @@ class Int8Debugger:
         self._calibrated = self._debugger.calibrated_model
         self._graph = parse_model(self._calibrated).main
         self._input_names = _input_names(self._calibrated)
+        self._layers = frozenset(layer.name for layer in getattr(loaded.model, "layers", []))
+
+    def layer_name(self, tensor: str) -> str:
+        """The model's own name for the layer that made TENSOR."""
+        return layer_name(tensor, self._layers)
 
     def quantized(self, float_tensors: Sequence[str] = ()) -> bytes:
         """The int8 model with every op that produces or reads FLOAT_TENSORS left in float."""
@@ -156,7 +169,7 @@ class Int8Debugger:
             scale = scales[name][0]
             rmse = float(np.sqrt(stats[name]["mean_squared_error"])) if name in stats else None
             layers.append(LayerError(
-                name=layer_name(name), op=op.name, tensor=name, signal_lost=lost[name], rmse=rmse,
+                name=self.layer_name(name), op=op.name, tensor=name, signal_lost=lost[name], rmse=rmse,
                 rmse_over_scale=rmse / scale if rmse is not None else None, range=255 * scale,
             ))
         # worst first; a tie (a pass-through op shares its input's scale) goes to the earlier op, the cause

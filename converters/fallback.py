@@ -17,7 +17,7 @@ from edgecompress.errors import UserError
 from edgecompress.evaluate import EvalResult, drop_points
 from edgecompress.models import LoadedModel
 from edgecompress.progress import note
-from edgecompress.converters.diagnose import Int8Debugger, evaluate_bytes, layer_name
+from edgecompress.converters.diagnose import Int8Debugger, evaluate_bytes
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def accuracy_driven_int8(
         nonlocal best
         data = debugger.quantized(tensors)
         result = evaluate_bytes(data, eval_data, reference)
-        layers = list(dict.fromkeys(layer_name(op) for op in debugger.float_ops(tensors)))
+        layers = list(dict.fromkeys(debugger.layer_name(op) for op in debugger.float_ops(tensors)))
         step = FallbackStep(layers, len(data), result.score, drop_points(reference, result))
         search.steps.append(step)
         note(f"  {len(layers)} layer(s) in float{': ' + ', '.join(layers) if layers else ''}: "

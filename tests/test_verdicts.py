@@ -201,3 +201,17 @@ def test_a_recipe_scores_the_output_it_names(face_model, tmp_path):
     assert variant.ok, variant.error
     assert result.baseline["output"] == "box" and result.baseline["mae"] > 0
     assert variant.mae == pytest.approx(result.baseline["mae"], rel=0.2) and variant.accuracy is None
+
+
+def test_diagnose_names_the_layers_as_the_model_does(run_cli, tmp_path):
+    """A Keras 3 model traces under suffixed names (functional_1/conv_1/...): diagnose says 'conv', as the model
+    does, not 'conv_1' (issue 18)."""
+    import keras
+
+    inp = keras.Input((8, 8, 1), name="image")
+    x = keras.layers.Flatten(name="flat")(keras.layers.Conv2D(4, 3, name="conv")(inp))
+    keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="head")(x)).save(tmp_path / "k3.keras")
+    np.savez(tmp_path / "cal.npz", x=np.random.default_rng(0).random((40, 8, 8, 1)).astype("float32"))
+    code, out, err = run_cli(["diagnose", tmp_path / "k3.keras", "--calibration", tmp_path / "cal.npz", "--json"])
+    assert code == 0, err
+    assert {layer["name"] for layer in json.loads(out)["layers"]} == {"conv", "flat", "head"}
