@@ -177,7 +177,7 @@ def _validate(
     except RunFailed as exc:
         hint = "use quantize int8, whose kernels cover more ops" if quantize == "int16x8" else (
             "try another quantize mode")
-        where = f" on {exc.where}" if getattr(exc, "where", None) else ""
+        where = f" on {exc.where}" if exc.where else ""
         raise UserError(f"the {quantize} model converts but does not run{where} "
                         f"({first_line(exc.__cause__ or exc)}): {hint}", settings=("quantize",)) from exc
 

@@ -34,7 +34,7 @@ from edgecompress.fileio import atomic_path, check_output, gzip_size
 from edgecompress.probe_inputs import generated_feeds
 from edgecompress.progress import note
 from edgecompress.quiet import quiet_native_stderr
-from edgecompress.runner import TFLiteRunner
+from edgecompress.runner import RunFailed, TFLiteRunner
 from edgecompress.runtime import check_tflite_file, first_line
 from edgecompress.tflite_reader import Tensor, TFLiteModel, parse_model
 from edgecompress.converters.embedding_lookup import gathers_to_embedding_lookups
@@ -166,7 +166,13 @@ def _validate(tflite: Path, reference: TFLiteRunner, inputs: str | Path | None, 
     else:
         feeds, origin = generated_feeds(reference.inputs, count, seed), "generated"
     note(f"validating against {reference.path.name} on {len(next(iter(feeds.values())))} {origin} samples")
-    return validate_tflite(tflite, reference, feeds, origin)
+    try:
+        return validate_tflite(tflite, reference, feeds, origin)
+    except RunFailed as exc:  # which file, and on which input (an edge input finds what samples miss)
+        which = "the input file" if Path(exc.path) == reference.path else "the quantized file"
+        where = f" on {exc.where}" if exc.where else ""
+        raise RunFailed(f"{which} does not run{where} ({first_line(exc.__cause__ or exc)}): try another quantize "
+                        "mode", settings=("quantize",), path=exc.path) from exc
 
 
 def require_quantizer() -> ModuleType:

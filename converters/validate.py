@@ -129,7 +129,7 @@ def run_all(runner: TFLiteRunner, feeds: dict[str, np.ndarray], edges: int = 0) 
         except RunFailed as exc:
             which = (f"the edge input {EDGE_INPUTS[i - (count - edges)]!r}" if i >= count - edges
                      else f"sample {i + 1} of {count - edges}")
-            exc.where = which  # type: ignore[attr-defined]
+            exc.where = which
             raise
     return [np.concatenate(outs) for outs in zip(*per_sample)]
 

@@ -49,6 +49,14 @@ def _clean(tensor_name: str) -> str:
 class RunFailed(UserError):
     """The runtime loaded the model but failed while running it (an op or type it has no kernel for)."""
 
+    def __init__(self, message: str, settings: tuple[str, ...] = (), path: str | Path = "") -> None:
+        super().__init__(message, settings)
+        self.path = str(path)  # the file that failed
+        self.where: str | None = None  # the input it failed on, when the caller knows (validation does)
+
+    def __reduce__(self) -> tuple:
+        return type(self), (str(self), self.settings, self.path)
+
 
 class TFLiteRunner:
     """A loaded .tflite: .inputs / .outputs as TensorSpecs with the model's names, .run(feeds)."""
@@ -107,7 +115,8 @@ class TFLiteRunner:
             interp.invoke()
         except RuntimeError as exc:  # a kernel refusing its inputs: the model's fault, not this tool's
             raise RunFailed(f"{self.runtime.name} loads {self.path} but cannot run it ({first_line(exc)}): "
-                            "convert it in another quantize mode, or check it with `edgecompress check`") from exc
+                            "convert it in another quantize mode, or check it with `edgecompress check`",
+                            path=self.path) from exc
         return [_dequantize(interp.get_tensor(p.index), p) for p in self.out_ports]
 
 
