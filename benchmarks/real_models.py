@@ -177,8 +177,7 @@ def _rows(case: Case, modes: tuple[str, ...], folder: Path) -> list[list[Any]]:
     rows = []
     if case.truth is not None:
         by_name = dict(zip(names, reference))
-        rows.append([case.model, "source", "-", "-", "-", "-", "-", "-", "-",
-                     _task(by_name, case.truth, samples)])
+        rows.append([case.model, "source", "-", "-", "-", "-", "-", "-", "-", "-", _task(by_name, case.truth, samples)])
     for mode in modes:
         print(f"{case.model}: {mode}", file=sys.stderr, flush=True)
         start = time.perf_counter()
@@ -187,8 +186,8 @@ def _rows(case: Case, modes: tuple[str, ...], folder: Path) -> list[list[Any]]:
         independent = data if isinstance(data, str) else _interpreter_outputs(data, _edges(feeds))
         seconds = time.perf_counter() - start
         if isinstance(independent, str):
-            rows.append([case.model, mode, "-", _short(refusal) or "ok", "-", _short(independent), "-", "-",
-                         "yes" if refusal else "NO", f"{seconds:.0f} s"])
+            rows.append([case.model, mode, "-", _short(refusal, case) or "ok", "-", _short(independent, case), "-", "-",
+                         "-", "yes" if refusal else "NO", f"{seconds:.0f} s"])
             continue
         got_names, got = independent
         got_by_name = dict(zip(_align(got_names, names), got))
@@ -197,7 +196,7 @@ def _rows(case: Case, modes: tuple[str, ...], folder: Path) -> list[list[Any]]:
             judged = _judge(ref, got_by_name[name], samples)
             mine = ours.get(name) or (next(iter(ours.values())) if len(ours) == 1 else {})
             verdict = ("FAIL" if refusal else mine.get("verdict", "-"))
-            rows.append([case.model, mode, name, verdict if not refusal else f"FAIL: {_short(refusal)}",
+            rows.append([case.model, mode, name, verdict if not refusal else f"FAIL: {_short(refusal, case)}",
                          _db(mine.get("sqnr")), judged["verdict"], _db(judged["sqnr"]),
                          "-" if judged["agreement"] is None else f"{judged['agreement']:.1%}", judged["nonfinite"],
                          "yes" if verdict == judged["verdict"] else "NO", task])
@@ -234,8 +233,12 @@ def _db(value: float | None) -> str:
     return "-" if value is None else ("exact" if value == math.inf else f"{value:.1f}")
 
 
-def _short(text: str | None) -> str | None:
-    return None if text is None else (text if len(text) <= 48 else text[:45] + "...")
+def _short(text: str | None, case: Case) -> str | None:
+    """TEXT in at most 48 characters, the corpus's folder left out of paths."""
+    if text is None:
+        return None
+    text = text.replace(f"{case.source.parent}/", "")
+    return text if len(text) <= 48 else text[:45] + "..."
 
 
 # ------------------------------------------------------------------------------------------------------ the verbs

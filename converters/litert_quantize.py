@@ -38,6 +38,7 @@ from edgecompress.runner import RunFailed, TFLiteRunner
 from edgecompress.runtime import check_tflite_file, first_line
 from edgecompress.tflite_reader import Tensor, TFLiteModel, parse_model
 from edgecompress.converters.embedding_lookup import gathers_to_embedding_lookups
+from edgecompress.converters.float16_weights import restore_float32
 from edgecompress.converters.validate import (
     Validation, check_finite_outputs, validate_tflite, validation_warnings,
 )
@@ -78,11 +79,17 @@ def check_block_size(quantize: str, block_size: int | None) -> None:
 
 
 def quantize_weights(data: bytes, quantize: str, block_size: int | None = None, source: str = "<bytes>") -> bytes:
-    """DATA (a float32 .tflite) with its weights quantized in mode QUANTIZE (see the module docstring)."""
+    """DATA (a float32 .tflite, or one with float16 weights: converters.float16_weights) with its weights quantized
+    in mode QUANTIZE (see the module docstring)."""
     if quantize not in TFLITE_MODES:
         raise UserError(f"unknown weight quantization {quantize!r}: use one of {', '.join(TFLITE_MODES)}")
     check_block_size(quantize, block_size)
     model = parse_model(data, source)
+    if any(t.is_constant and t.dtype == "float16" for sg in model.subgraphs for t in sg.tensors):
+        data, folded = restore_float32(data)
+        if folded:
+            note(f"{Path(source).name} has float16 weights: {folded} restored to float32 (exact) before quantizing")
+            model = parse_model(data, source)
     _check_float(model, source)
     if block_size is not None:
         _check_blocks(model, block_size, source)

@@ -121,6 +121,7 @@ class InspectReport:
     unsupported_ops: list[str]  # Flex and custom op names
     warnings: list[str] = field(default_factory=list)
     resolved_tensors: int = 0  # tensors whose shapes came from the runtime (dynamic dimensions, batch 1)
+    float16_weights: int = 0  # constants stored as float16 and dequantized to float32 by a DEQUANTIZE op
 
 
 def inspect_model(path: str | Path) -> InspectReport:
@@ -154,7 +155,14 @@ def inspect_model(path: str | Path) -> InspectReport:
         unsupported_ops=unsupported_ops(model),
         warnings=_warnings(model),
         resolved_tensors=resolved,
+        float16_weights=_float16_weights(model),
     )
+
+
+def _float16_weights(model: TFLiteModel) -> int:
+    """Constants stored as float16 that a DEQUANTIZE turns into float32: how MediaPipe and hubs ship weights."""
+    return sum(1 for sg in model.subgraphs for op in sg.operators if op.name == "DEQUANTIZE" and op.inputs
+               and (t := sg.tensor(op.inputs[0])) is not None and t.is_constant and t.dtype == "float16")
 
 
 def _io_spec(t: Tensor) -> IOSpec:

@@ -170,3 +170,48 @@ def test_convert_int4_without_the_quantizer_fails_before_converting(digits_model
     done = without_quantizer("convert", digits_model_path, "-o", out, "--quantize", "int4")
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr  # no "converting" line first
     assert "pip install 'edgecompress[quantize]'" in done.stderr and not out.exists()
+
+
+@pytest.fixture(scope="module")
+def float16_tflite(digits_model, session_dir):
+    """float16 weights as TFLiteConverter (and MediaPipe, and most hubs) store them: constants + DEQUANTIZE."""
+    import tensorflow as tf
+
+    fn = tf.function(lambda x: digits_model(x, training=False)).get_concrete_function(
+        tf.TensorSpec([1, 8, 8, 1], tf.float32))
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([fn], digits_model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.target_spec.supported_types = [tf.float16]
+    path = session_dir / "digits_float16.tflite"
+    path.write_bytes(conv.convert())
+    return path
+
+
+def test_float16_weights_are_restored_exactly(float16_tflite, digits):
+    from edgecompress.converters.float16_weights import restore_float32
+    from edgecompress.runner import TFLiteRunner
+    from edgecompress.tflite_reader import parse_model
+
+    data = float16_tflite.read_bytes()
+    restored, folded = restore_float32(data)
+    model = parse_model(restored)
+    assert folded >= 4 and "DEQUANTIZE" not in {op.name for op in model.operators}
+    assert not any(t.is_constant and t.dtype == "float16" for t in model.main.tensors)
+    path = float16_tflite.with_name("restored.tflite")
+    path.write_bytes(restored)
+    before, after = TFLiteRunner(float16_tflite), TFLiteRunner(path)
+    for x in digits.test.x[:20]:
+        (a,), (b,) = before.run({before.inputs[0].name: x[None]}), after.run({after.inputs[0].name: x[None]})
+        assert np.array_equal(a, b)
+
+
+def test_quantize_takes_a_float16_weight_file(run_cli, float16_tflite, tmp_path):
+    """It said 'already quantized' and advised `convert --quantize none`, which refuses a .tflite (issue 24)."""
+    code, out, err = run_cli(["quantize", float16_tflite, "-o", tmp_path / "int8w.tflite", "--quantize",
+                              "int8-weights", "--json"])
+    assert code == 0, err
+    assert "float16 weights" in err and "restored to float32" in err
+    result = json.loads(out)
+    assert result["validation"]["top1_agreement"] >= 0.97 and result["warnings"] == []
+    code, out, _ = run_cli(["inspect", float16_tflite, "--json"])
+    assert code == 0 and json.loads(out)["float16_weights"] >= 4
