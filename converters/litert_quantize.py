@@ -38,6 +38,7 @@ from edgecompress.runner import RunFailed, TFLiteRunner
 from edgecompress.runtime import check_tflite_file, first_line
 from edgecompress.tflite_reader import Tensor, TFLiteModel, parse_model
 from edgecompress.converters.embedding_lookup import gathers_to_embedding_lookups
+from edgecompress.converters.coverage import OpCoverage, check_coverage, describe_float, float_share, weight_coverage
 from edgecompress.converters.float16_weights import restore_float32
 from edgecompress.converters.validate import (
     Validation, check_finite_outputs, validate_tflite, validation_warnings,
@@ -64,6 +65,8 @@ class WeightQuantization:
     validation: Validation
     seconds: float
     warnings: list[str] = field(default_factory=list)  # outputs the validation says no longer compute the same
+    coverage: list[OpCoverage] = field(default_factory=list)  # per op type: weights quantized and left float
+    float_share: float = 0.0  # the share of the weights left float
 
 
 def check_block_size(quantize: str, block_size: int | None) -> None:
@@ -78,9 +81,11 @@ def check_block_size(quantize: str, block_size: int | None) -> None:
                         settings=("block_size",))
 
 
-def quantize_weights(data: bytes, quantize: str, block_size: int | None = None, source: str = "<bytes>") -> bytes:
+def quantize_weights(data: bytes, quantize: str, block_size: int | None = None, source: str = "<bytes>",
+                     allow_partial: bool = False) -> bytes:
     """DATA (a float32 .tflite, or one with float16 weights: converters.float16_weights) with its weights quantized
-    in mode QUANTIZE (see the module docstring)."""
+    in mode QUANTIZE (see the module docstring). What was quantized is counted (converters.coverage): nothing, or
+    less than the mode's kernels take (unless ALLOW_PARTIAL), is a UserError, never a silent no-op."""
     if quantize not in TFLITE_MODES:
         raise UserError(f"unknown weight quantization {quantize!r}: use one of {', '.join(TFLITE_MODES)}")
     check_block_size(quantize, block_size)
@@ -108,7 +113,9 @@ def quantize_weights(data: bytes, quantize: str, block_size: int | None = None, 
             f"ai-edge-quantizer cannot quantize {source} ({first_line(exc)}): check that it is an undamaged "
             "float32 .tflite, or re-export it"
         ) from exc
-    return bytes(result.quantized_model)
+    quantized = bytes(result.quantized_model)
+    check_coverage(weight_coverage(parse_model(quantized, source)), quantize, Path(source).name, allow_partial)
+    return quantized
 
 
 def quantize_tflite(
@@ -121,6 +128,7 @@ def quantize_tflite(
     seed: int = 0,
     validation_samples: int = 100,
     keep_failed: bool = False,
+    allow_partial: bool = False,
 ) -> WeightQuantization:
     """Quantize the float32 .tflite MODEL into OUTPUT, validated against MODEL on INPUTS (.npz) or generated samples.
 
@@ -136,7 +144,10 @@ def quantize_tflite(
     out = check_output(output, force)
     data = check_tflite_file(path)
     reference = TFLiteRunner(path)  # a file the runtime cannot run is refused before any work
-    quantized = quantize_weights(data, quantize, block_size, str(path))
+    quantized = quantize_weights(data, quantize, block_size, str(path), allow_partial)
+    coverage = weight_coverage(parse_model(quantized, str(path)))
+    if describe_float(coverage):
+        note(f"left float: {describe_float(coverage)}")
     note(f"quantized {path.name} ({quantize}" + (f", blocks of {block_size}" if block_size else "")
          + f"): {len(data):,} -> {len(quantized):,} bytes")
     with atomic_path(out) as tmp:
@@ -162,6 +173,8 @@ def quantize_tflite(
         validation=validation,
         seconds=time.perf_counter() - start,
         warnings=warnings,
+        coverage=coverage,
+        float_share=float_share(coverage),
     )
 
 

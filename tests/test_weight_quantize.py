@@ -215,3 +215,37 @@ def test_quantize_takes_a_float16_weight_file(run_cli, float16_tflite, tmp_path)
     assert result["validation"]["top1_agreement"] >= 0.97 and result["warnings"] == []
     code, out, _ = run_cli(["inspect", float16_tflite, "--json"])
     assert code == 0 and json.loads(out)["float16_weights"] >= 4
+
+
+@pytest.fixture(scope="module")
+def lstm_tflite(session_dir):
+    """Two Keras LSTM layers and nothing else, converted at batch 1 (the fused UNIDIRECTIONAL_SEQUENCE_LSTM)."""
+    import tensorflow as tf
+
+    from edgecompress.models import import_tf_keras
+
+    k = import_tf_keras()
+    k.utils.set_random_seed(0)
+    inp = k.Input((12, 8), batch_size=1, name="frames")
+    model = k.Model(inp, k.layers.LSTM(16)(k.layers.LSTM(16, return_sequences=True)(inp)))
+    fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(tf.TensorSpec([1, 12, 8], tf.float32))
+    path = session_dir / "lstm.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([fn], model).convert())
+    return path
+
+
+def test_a_quantization_that_quantizes_nothing_is_refused(run_cli, lstm_tflite, tmp_path):
+    """int4 has no LSTM kernel: the quantizer left every weight float and the file was reported '1.08x smaller'
+    (issue 24). Now: exit 2, the ops left float named, no file."""
+    out = tmp_path / "int4.tflite"
+    code, _, err = run_cli(["quantize", lstm_tflite, "-o", out, "--quantize", "int4"])
+    assert code == 2 and "int4 quantized nothing" in err and "LSTM" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_what_stays_float_is_reported(run_cli, float_tflite, tmp_path):
+    code, out, _ = run_cli(["quantize", float_tflite, "-o", tmp_path / "int4.tflite", "--quantize", "int4", "--json"])
+    result = json.loads(out)
+    assert code == 0 and result["float_share"] == 0.0
+    assert {c["op"] for c in result["coverage"]} >= {"CONV_2D", "FULLY_CONNECTED"}
+    assert all(c["float"] == 0 for c in result["coverage"])

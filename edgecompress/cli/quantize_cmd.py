@@ -25,19 +25,24 @@ MODE_HELP = (
 @click.option("--validation-samples", type=click.IntRange(min=1), default=100, show_default=True,
               help="Samples both .tflite files run to measure the error.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for choosing or generating samples.")
+@click.option("--allow-partial", is_flag=True,
+              help="Keep a file in which the mode left float some weights its kernels take as integers (a file in "
+                   "which nothing was quantized is refused whatever the flag).")
 @click.option("--keep-failed", is_flag=True,
               help="Write the .tflite even when its outputs are NaN/Inf where MODEL's are finite (the command "
                    "still fails), to inspect it.")
 @force_option
 @json_option
 def quantize_command(model: str, output: str, quantize: str, block_size: int | None, inputs: str | None,
-                     validation_samples: int, seed: int, keep_failed: bool, force: bool, as_json: bool) -> None:
+                     validation_samples: int, seed: int, allow_partial: bool, keep_failed: bool, force: bool,
+                     as_json: bool) -> None:
     """Quantize the weights of a float32 .tflite MODEL with ai-edge-quantizer (no TensorFlow needed),
     then check the result against MODEL."""
     from edgecompress.converters.litert_quantize import quantize_tflite
 
     result = quantize_tflite(model, output, quantize, block_size=block_size, inputs=inputs, force=force,
-                             seed=seed, validation_samples=validation_samples, keep_failed=keep_failed)
+                             seed=seed, validation_samples=validation_samples, keep_failed=keep_failed,
+                             allow_partial=allow_partial)
     emit(result, as_json, render)
 
 
@@ -51,7 +56,10 @@ def render(result: Any) -> str:
          [f"quantized ({mode})", result.size_bytes, result.gzip_bytes]],
         title=f"Wrote {result.output}",
     )
-    rows = [("size ratio", size_ratio(result.ratio, "the input")), *validation_rows(result.validation)]
+    from edgecompress.converters.coverage import describe_float
+
+    rows = [("size ratio", size_ratio(result.ratio, "the input")),
+            ("left float", describe_float(result.coverage) or "nothing"), *validation_rows(result.validation)]
     return "\n\n".join([sizes, key_values(rows, title=f"Validation against {result.input}"),
                         outputs_table(result.validation)])
 
