@@ -129,6 +129,7 @@ def quantize_tflite(
     validation_samples: int = 100,
     keep_failed: bool = False,
     allow_partial: bool = False,
+    stream: bool = False,
 ) -> WeightQuantization:
     """Quantize the float32 .tflite MODEL into OUTPUT, validated against MODEL on INPUTS (.npz) or generated samples.
 
@@ -152,7 +153,7 @@ def quantize_tflite(
          + f"): {len(data):,} -> {len(quantized):,} bytes")
     with atomic_path(out) as tmp:
         tmp.write_bytes(quantized)
-        validation = _validate(tmp, reference, inputs, validation_samples, seed)
+        validation = _validate(tmp, reference, inputs, validation_samples, seed, stream)
         if not keep_failed:
             check_finite_outputs(validation, f"the {quantize} file", quantize)
     if keep_failed:
@@ -178,7 +179,8 @@ def quantize_tflite(
     )
 
 
-def _validate(tflite: Path, reference: TFLiteRunner, inputs: str | Path | None, count: int, seed: int) -> Validation:
+def _validate(tflite: Path, reference: TFLiteRunner, inputs: str | Path | None, count: int, seed: int,
+              stream: bool) -> Validation:
     from edgecompress.calibration import load_samples
 
     if inputs is not None:
@@ -187,7 +189,7 @@ def _validate(tflite: Path, reference: TFLiteRunner, inputs: str | Path | None, 
         feeds, origin = generated_feeds(reference.inputs, count, seed), "generated"
     note(f"validating against {reference.path.name} on {len(next(iter(feeds.values())))} {origin} samples")
     try:
-        return validate_tflite(tflite, reference, feeds, origin)
+        return validate_tflite(tflite, reference, feeds, origin, stream)
     except RunFailed as exc:  # which file, and on which input (an edge input finds what samples miss)
         which = "the input file" if Path(exc.path) == reference.path else "the quantized file"
         where = f" on {exc.where}" if exc.where else ""

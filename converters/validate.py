@@ -29,6 +29,9 @@ class Validation:
     runtime: str
     outputs: list[OutputCheck] = field(default_factory=list)
     edge_inputs: tuple[str, ...] = EDGE_INPUTS
+    # A model that keeps state between invocations: "reset" before each sample (its original is stateless), or
+    # "streamed" (samples in order, state carried over); None for a stateless model.
+    state: str | None = None
     # Summaries over every output, for a one-line view: the worst class agreement is the one that matters.
     max_abs_error: float | None = None
     mean_abs_error: float | None = None
@@ -54,11 +57,11 @@ _INT8_NEXT_STEP = ("find the layers at fault with `edgecompress diagnose MODEL -
 
 
 def summarize(samples: int, data: str, runtime: str, outputs: list[OutputCheck],
-              edge_inputs: tuple[str, ...] = EDGE_INPUTS) -> Validation:
+              edge_inputs: tuple[str, ...] = EDGE_INPUTS, state: str | None = None) -> Validation:
     errors = [o for o in outputs if o.max_abs_error is not None]
     agreements = [o.agreement for o in outputs if o.kind == "classes" and o.agreement is not None]
     return Validation(
-        samples=samples, data=data, runtime=runtime, outputs=outputs, edge_inputs=edge_inputs,
+        samples=samples, data=data, runtime=runtime, outputs=outputs, edge_inputs=edge_inputs, state=state,
         max_abs_error=max((o.max_abs_error for o in errors), default=None),  # type: ignore[arg-type]
         mean_abs_error=float(np.mean([o.mean_abs_error for o in errors])) if errors else None,
         top1_agreement=min(agreements, default=None),
@@ -91,41 +94,48 @@ def check_finite_outputs(validation: Validation, what: str, quantize: str) -> No
 
 
 def validate(tflite_path: str | Path, model: LoadedModel, feeds: dict[str, np.ndarray], data: str) -> Validation:
-    """Run FEEDS (batches per input name) and the edge inputs through both models and compare every output."""
+    """Run FEEDS (batches per input name) and the edge inputs through both models and compare every output.
+
+    Keras resets a stateless model's state for every batch, so a .tflite that keeps state (a converted LSTM)
+    is reset before each sample; a model with stateful layers is streamed, samples in order, like the original."""
     count = len(next(iter(feeds.values())))
     all_feeds = with_edges(feeds)
     expected = _reference(model, all_feeds, count + len(EDGE_INPUTS))
-    return compare(TFLiteRunner(tflite_path), [o.name for o in model.outputs], expected, all_feeds, data, count)
+    stream = model.is_stateful
+    return compare(TFLiteRunner(tflite_path), [o.name for o in model.outputs], expected, all_feeds, data, count, stream)
 
 
 def validate_tflite(
-    tflite_path: str | Path, reference: TFLiteRunner, feeds: dict[str, np.ndarray], data: str
+    tflite_path: str | Path, reference: TFLiteRunner, feeds: dict[str, np.ndarray], data: str, stream: bool = False
 ) -> Validation:
-    """The same comparison with a .tflite as the reference (no TensorFlow): a quantized file against its source."""
+    """The same comparison with a .tflite as the reference (no TensorFlow): a quantized file against its source.
+    STREAM: samples in order with the state carried over (a streaming model), else state reset per sample."""
     count = len(next(iter(feeds.values())))
     all_feeds = with_edges(feeds)
     names = [o.name for o in reference.outputs]
-    return compare(TFLiteRunner(tflite_path), names, run_all(reference, all_feeds, len(EDGE_INPUTS)), all_feeds, data,
-                   count)
+    expected = run_all(reference, all_feeds, len(EDGE_INPUTS), reset=not stream)
+    return compare(TFLiteRunner(tflite_path), names, expected, all_feeds, data, count, stream)
 
 
 def compare(runner: TFLiteRunner, names: list[str], expected: list[np.ndarray], feeds: dict[str, np.ndarray],
-            data: str, samples: int) -> Validation:
+            data: str, samples: int, stream: bool = False) -> Validation:
     """Run FEEDS through RUNNER and judge each of its outputs against EXPECTED (one array per output)."""
-    got = run_all(runner, feeds, len(EDGE_INPUTS))
+    got = run_all(runner, feeds, len(EDGE_INPUTS), reset=not stream)
     outputs = compare_outputs(names, expected, got, figures_on=samples)
-    return summarize(samples, data, f"{runner.runtime.name} {runner.runtime.version}", outputs)
+    state = ("streamed" if stream else "reset") if runner.state_variables else None
+    return summarize(samples, data, f"{runner.runtime.name} {runner.runtime.version}", outputs, state=state)
 
 
-def run_all(runner: TFLiteRunner, feeds: dict[str, np.ndarray], edges: int = 0) -> list[np.ndarray]:
+def run_all(runner: TFLiteRunner, feeds: dict[str, np.ndarray], edges: int = 0, reset: bool = True) -> list[np.ndarray]:
     """RUNNER's outputs for every sample of FEEDS (the last EDGES of them edge inputs), one sample at a time
-    (batch 1), stacked per output. A sample the runtime fails on is named in the RunFailed."""
+    (batch 1), stacked per output; RESET: the model's state cleared before each. A sample the runtime fails on
+    is named in the RunFailed."""
     count = len(next(iter(feeds.values())))
     per_sample = []
     for i in range(count):
         try:
             with np.errstate(all="ignore"):  # NaN in, NaN out: counted by the comparison, not warned about
-                per_sample.append(runner.run({k: v[i:i + 1] for k, v in feeds.items()}))
+                per_sample.append(runner.run({k: v[i:i + 1] for k, v in feeds.items()}, reset=reset))
         except RunFailed as exc:
             which = (f"the edge input {EDGE_INPUTS[i - (count - edges)]!r}" if i >= count - edges
                      else f"sample {i + 1} of {count - edges}")

@@ -45,14 +45,15 @@ class EvalResult:
 
 
 def evaluate(model_path: str | Path, data_path: str | Path, unsafe: bool = False,
-             model_output: str | None = None) -> EvalResult:
+             model_output: str | None = None, stream: bool = False) -> EvalResult:
     """Run MODEL_PATH (.tflite, or a Keras model) over DATA_PATH (.npz with inputs and labels under `y`).
 
     MODEL_OUTPUT (a name or a position) is the output the labels are for; by default the only output, or
-    of several the only one holding class scores (see pick_output)."""
+    of several the only one holding class scores (see pick_output). A .tflite that keeps state between
+    invocations is reset before each sample, as Keras does per batch, unless STREAM (samples in order)."""
     path = Path(model_path)
     if path.suffix.lower() == ".tflite" or (path.is_file() and _looks_like_tflite(path)):
-        return _run(str(path), *_tflite(path), data_path, model_output)
+        return _run(str(path), *_tflite(path, stream), data_path, model_output)
     from edgecompress.models import load_model
 
     return evaluate_keras(load_model(path, unsafe=unsafe), data_path, model_output)
@@ -118,8 +119,8 @@ def _looks_like_tflite(path: Path) -> bool:
         return fh.read(8)[4:8] == TFLITE_IDENTIFIER
 
 
-def _tflite(path: Path) -> tuple[list[TensorSpec], list[TensorSpec], Callable[[Source], Iterator[list[np.ndarray]]],
-                                 str]:
+def _tflite(path: Path, stream: bool) -> tuple[list[TensorSpec], list[TensorSpec],
+                                              Callable[[Source], Iterator[list[np.ndarray]]], str]:
     from edgecompress.runner import TFLiteRunner
 
     runner = TFLiteRunner(path)
@@ -127,9 +128,12 @@ def _tflite(path: Path) -> tuple[list[TensorSpec], list[TensorSpec], Callable[[S
 
     def batches(source: Source) -> Iterator[list[np.ndarray]]:
         for i in range(source.count):
-            yield runner.run(source.sample(i, inputs))
+            yield runner.run(source.sample(i, inputs), reset=not stream)
 
-    return inputs, runner.outputs, batches, f"{runner.runtime.name} {runner.runtime.version}"
+    state = ""
+    if runner.state_variables:
+        state = ", state carried from sample to sample" if stream else ", state reset before each sample"
+    return inputs, runner.outputs, batches, f"{runner.runtime.name} {runner.runtime.version}{state}"
 
 
 def _float_inputs(inputs: list[TensorSpec]) -> list[TensorSpec]:

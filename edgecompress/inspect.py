@@ -42,6 +42,7 @@ from edgecompress.tflite_reader import (
     TFLiteModel,
     is_integer_model,
     parse_model,
+    state_size,
     unsupported_ops,
 )
 
@@ -122,6 +123,7 @@ class InspectReport:
     warnings: list[str] = field(default_factory=list)
     resolved_tensors: int = 0  # tensors whose shapes came from the runtime (dynamic dimensions, batch 1)
     float16_weights: int = 0  # constants stored as float16 and dequantized to float32 by a DEQUANTIZE op
+    state_variables: int = 0  # variables kept between invocations (tflite_reader.state_size)
 
 
 def inspect_model(path: str | Path) -> InspectReport:
@@ -156,6 +158,7 @@ def inspect_model(path: str | Path) -> InspectReport:
         warnings=_warnings(model),
         resolved_tensors=resolved,
         float16_weights=_float16_weights(model),
+        state_variables=state_size(model),
     )
 
 

@@ -80,6 +80,11 @@ class LoadedModel:
         return self.flavour != "savedmodel"
 
     @property
+    def is_stateful(self) -> bool:
+        """A Keras model with a stateful layer (state carried from batch to batch, as streaming models do)."""
+        return any(getattr(layer, "stateful", False) for layer in getattr(self.model, "layers", []))
+
+    @property
     def weight_bytes(self) -> int:
         """Bytes of the model's variables as it computes with them: the fair base for a size ratio (a Keras 2
         .h5 can hold optimizer state too: two thirds of fer's emotion model file is Adam's)."""

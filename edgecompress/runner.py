@@ -17,6 +17,7 @@ import numpy as np
 from edgecompress.errors import UserError
 from edgecompress.runtime import dequantize, first_line, load_interpreter, quantize
 from edgecompress.specs import TensorSpec
+from edgecompress.tflite_reader import read_model, state_size
 
 _TENSOR_NAME = re.compile(r"^(?:serving_default_)?(?P<name>.+?)(?::\d+)?$")
 
@@ -59,11 +60,16 @@ class RunFailed(UserError):
 
 
 class TFLiteRunner:
-    """A loaded .tflite: .inputs / .outputs as TensorSpecs with the model's names, .run(feeds)."""
+    """A loaded .tflite: .inputs / .outputs as TensorSpecs with the model's names, .run(feeds).
+
+    A model that keeps state between invocations (.state_variables > 0) carries it from one run() to the next
+    unless run(..., reset=True) clears it first: a converted Keras LSTM does, though Keras resets it per batch.
+    """
 
     def __init__(self, path: str | Path, num_threads: int | None = None, prefer: str | None = None) -> None:
         self.path = Path(path)
         self.interpreter, self.runtime = load_interpreter(path, num_threads=num_threads, prefer=prefer)
+        self.state_variables = state_size(read_model(path))
         try:
             self.in_ports, self.out_ports = self._ports()
         # A damaged file can load yet hold unreadable names or dtypes (seen when fuzzing).
@@ -101,9 +107,12 @@ class TFLiteRunner:
             [_port(_clean(d["name"]), d) for d in by_index_out.values()],
         )
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """One invocation; FEEDS maps input names to real-valued arrays shaped like the inputs."""
+    def run(self, feeds: dict[str, np.ndarray], reset: bool = False) -> list[np.ndarray]:
+        """One invocation; FEEDS maps input names to real-valued arrays shaped like the inputs. RESET: clear the
+        model's state first (as a stateless original would have it)."""
         interp = self.interpreter
+        if reset and self.state_variables:
+            interp.reset_all_variables()
         for port in self.in_ports:
             if port.spec.name not in feeds:
                 raise UserError(

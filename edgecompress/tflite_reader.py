@@ -149,6 +149,17 @@ class TFLiteModel:
         return [op for sg in self.subgraphs for op in sg.operators]
 
 
+VARIABLE_OPS = frozenset({"VAR_HANDLE", "ASSIGN_VARIABLE", "READ_VARIABLE"})
+
+
+def state_size(model: TFLiteModel) -> int:
+    """How many variables MODEL keeps between invocations: variable tensors (a converted Keras LSTM's states,
+    which its kernel overwrites on every call) and resource variables (VAR_HANDLE: streaming models)."""
+    tensors = sum(t.is_variable for sg in model.subgraphs for t in sg.tensors)
+    handles = sum(op.name == "VAR_HANDLE" for sg in model.subgraphs for op in sg.operators)
+    return tensors + handles
+
+
 def graph_digest(model: TFLiteModel) -> str:
     """A digest of what the runtime computes, not of the weights' values: every operator with its version and
     the shapes and dtypes it reads and writes. Pruned, clustered or QAT-trained variants of one int8 model share

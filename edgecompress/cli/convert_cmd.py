@@ -134,13 +134,17 @@ def _mode(result: Any) -> str:
 @click.option("--model-output", metavar="NAME|INDEX",
               help="The output the labels are for, by name or position [default: the only output, or the only one "
                    "holding class scores].")
+@click.option("--stream", is_flag=True,
+              help="A streaming .tflite: run the samples in order with its state carried over (by default a model "
+                   "that keeps state is reset before each sample, as Keras does per batch).")
 @unsafe_option
 @json_option
-def evaluate_command(model: str, data: str, model_output: str | None, unsafe: bool, as_json: bool) -> None:
+def evaluate_command(model: str, data: str, model_output: str | None, stream: bool, unsafe: bool,
+                     as_json: bool) -> None:
     """Run a .tflite or Keras MODEL over labelled DATA: top-1 accuracy or mean absolute error."""
     from edgecompress.evaluate import evaluate
 
-    result = evaluate(model, data, unsafe=unsafe, model_output=model_output)
+    result = evaluate(model, data, unsafe=unsafe, model_output=model_output, stream=stream)
     emit(result.summary() if as_json else result, as_json, render_evaluation)
 
 

@@ -45,6 +45,8 @@ def render(report) -> str:
                 ("shapes", f"dynamic: {report.resolved_tensors} tensors sized by the runtime at batch 1"
                  if report.resolved_tensors else "as stored in the file"),
                 ("integer model", report.integer_model),
+                ("stateful", f"{report.state_variables} variables kept between invocations"
+                 if report.state_variables else "no"),
                 ("float16 weights", f"{report.float16_weights} constants, dequantized to float32 as the model loads"
                  if report.float16_weights else "no"),
                 ("subgraphs", report.subgraphs),

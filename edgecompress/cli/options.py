@@ -47,7 +47,11 @@ def size_ratio(ratio: float | None, base: str) -> str | None:
 def validation_rows(v: Any) -> list[tuple[str, Any]]:
     """A converters Validation's summary as key/value rows (outputs_table has the verdict per output)."""
     edges = f" + edge inputs ({', '.join(v.edge_inputs)})" if v.edge_inputs else ""
-    return [("validated on", f"{v.samples} {v.data} samples{edges} with {v.runtime}")]
+    rows: list[tuple[str, Any]] = [("validated on", f"{v.samples} {v.data} samples{edges} with {v.runtime}")]
+    if v.state:
+        rows.append(("state", "kept between invocations: reset before each sample, as the original is stateless"
+                     if v.state == "reset" else "kept between invocations: samples run in order, state carried over"))
+    return rows
 
 
 def outputs_table(v: Any) -> str:

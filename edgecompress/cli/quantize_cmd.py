@@ -25,6 +25,9 @@ MODE_HELP = (
 @click.option("--validation-samples", type=click.IntRange(min=1), default=100, show_default=True,
               help="Samples both .tflite files run to measure the error.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for choosing or generating samples.")
+@click.option("--stream", is_flag=True,
+              help="A streaming model: run the samples in order with its state carried over (by default a model "
+                   "that keeps state is reset before each sample).")
 @click.option("--allow-partial", is_flag=True,
               help="Keep a file in which the mode left float some weights its kernels take as integers (a file in "
                    "which nothing was quantized is refused whatever the flag).")
@@ -34,15 +37,15 @@ MODE_HELP = (
 @force_option
 @json_option
 def quantize_command(model: str, output: str, quantize: str, block_size: int | None, inputs: str | None,
-                     validation_samples: int, seed: int, allow_partial: bool, keep_failed: bool, force: bool,
-                     as_json: bool) -> None:
+                     validation_samples: int, seed: int, stream: bool, allow_partial: bool, keep_failed: bool,
+                     force: bool, as_json: bool) -> None:
     """Quantize the weights of a float32 .tflite MODEL with ai-edge-quantizer (no TensorFlow needed),
     then check the result against MODEL."""
     from edgecompress.converters.litert_quantize import quantize_tflite
 
     result = quantize_tflite(model, output, quantize, block_size=block_size, inputs=inputs, force=force,
                              seed=seed, validation_samples=validation_samples, keep_failed=keep_failed,
-                             allow_partial=allow_partial)
+                             allow_partial=allow_partial, stream=stream)
     emit(result, as_json, render)
 
 
