@@ -31,6 +31,8 @@ class EvalResult:
     runtime: str
     output: str = ""  # the output scored (a model with several outputs is scored on one)
     output_index: int = 0  # its position, the same in the Keras model and its .tflite
+    precision: float | None = None  # binary classifiers (one sigmoid, 0/1 labels): of the positives decided
+    recall: float | None = None  # and of the true positives found
 
     @property
     def score(self) -> float:
@@ -40,6 +42,8 @@ class EvalResult:
     def summary(self) -> dict[str, Any]:
         """The JSON contract: {accuracy or mae, samples}, plus what ran."""
         metric = {"accuracy": self.accuracy} if self.task == "classification" else {"mae": self.mae}
+        if self.precision is not None:
+            metric.update(precision=self.precision, recall=self.recall)
         return {**metric, "samples": self.samples, "model": self.model, "task": self.task, "runtime": self.runtime,
                 "output": self.output}
 
@@ -157,6 +161,8 @@ def _keras(loaded: Any) -> tuple[list[TensorSpec], list[TensorSpec], Callable[[S
 
 def _score(model: str, predictions: np.ndarray, labels: np.ndarray, runtime: str, output: str) -> EvalResult:
     n = len(labels)
+    if np.issubdtype(labels.dtype, np.integer) and _is_binary(predictions, labels):
+        return _binary(model, predictions.reshape(n), labels.reshape(n), runtime)
     if np.issubdtype(labels.dtype, np.integer):
         if predictions.ndim != 2 or predictions.shape[1] < 2:
             raise UserError(
@@ -173,3 +179,20 @@ def _score(model: str, predictions: np.ndarray, labels: np.ndarray, runtime: str
         )
     mae = float(np.mean(np.abs(predictions.reshape(labels.shape).astype(np.float64) - labels)))
     return EvalResult(model, n, "regression", None, mae, runtime)
+
+
+def _is_binary(predictions: np.ndarray, labels: np.ndarray) -> bool:
+    """One value in [0, 1] per sample (a sigmoid) and labels that are 0 or 1."""
+    return (predictions.size == len(labels) and labels.size == len(labels) and bool(np.isin(labels, (0, 1)).all())
+            and float(predictions.min()) >= 0 and float(predictions.max()) <= 1)
+
+
+def _binary(model: str, probability: np.ndarray, labels: np.ndarray, runtime: str) -> EvalResult:
+    """A one-sigmoid classifier decided at 0.5: accuracy, precision and recall of the positive class."""
+    decided = probability >= 0.5
+    truth = labels == 1
+    hits = float(np.sum(decided & truth))
+    precision = hits / float(np.sum(decided)) if decided.any() else 0.0
+    recall = hits / float(np.sum(truth)) if truth.any() else 0.0
+    return EvalResult(model, len(labels), "classification", float(np.mean(decided == truth)), None, runtime,
+                      precision=precision, recall=recall)

@@ -215,3 +215,30 @@ def test_diagnose_names_the_layers_as_the_model_does(run_cli, tmp_path):
     code, out, err = run_cli(["diagnose", tmp_path / "k3.keras", "--calibration", tmp_path / "cal.npz", "--json"])
     assert code == 0, err
     assert {layer["name"] for layer in json.loads(out)["layers"]} == {"conv", "flat", "head"}
+
+
+def test_a_one_sigmoid_classifier_is_scored_by_its_decisions(run_cli, tmp_path):
+    """0/1 labels for one sigmoid: accuracy, precision and recall at 0.5 (evaluate refused them: 'not class
+    scores'), and validation judges the decision, not a top-1 of one value (issue 24)."""
+    from edgecompress.models import import_tf_keras
+
+    k = import_tf_keras()
+    k.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 6)).astype("float32")
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype("int64")
+    inp = k.Input((6,), name="features")
+    model = k.Model(inp, k.layers.Dense(1, activation="sigmoid")(k.layers.Dense(8, activation="relu")(inp)))
+    model.compile(k.optimizers.Adam(0.01), "binary_crossentropy")
+    model.fit(x, y, epochs=40, batch_size=16, verbose=0)
+    model.save(tmp_path / "binary.keras")
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    code, out, err = run_cli(["evaluate", tmp_path / "binary.keras", "--data", tmp_path / "data.npz", "--json"])
+    result = json.loads(out)
+    assert code == 0, err
+    assert result["accuracy"] > 0.8 and 0 < result["precision"] <= 1 and 0 < result["recall"] <= 1
+    code, out, _ = run_cli(["convert", tmp_path / "binary.keras", "-o", tmp_path / "int8.tflite", "--quantize", "int8",
+                            "--calibration", tmp_path / "data.npz", "--json"])
+    (decision,) = json.loads(out)["validation"]["outputs"]
+    assert code == 0 and decision["kind"] == "binary" and decision["agreement"] > 0.9
+    assert json.loads(out)["validation"]["top1_agreement"] is None  # no top-1 of a single value

@@ -150,8 +150,10 @@ def evaluate_command(model: str, data: str, model_output: str | None, stream: bo
 
 def render_evaluation(result: Any) -> str:
     metric = ("accuracy", f"{result.accuracy:.2%}") if result.accuracy is not None else ("mae", result.mae)
-    return key_values([("model", result.model), ("output", result.output), metric, ("samples", result.samples),
-                       ("ran with", result.runtime)])
+    binary = [("precision", f"{result.precision:.2%}"), ("recall", f"{result.recall:.2%}")] \
+        if result.precision is not None else []
+    return key_values([("model", result.model), ("output", result.output), metric, *binary,
+                       ("samples", result.samples), ("ran with", result.runtime)])
 
 
 COMMANDS = [convert_command, evaluate_command]
