@@ -74,6 +74,10 @@ class LooPoint:
         return None if self.predicted_ms is None else self.predicted_ms / self.published_ms - 1.0
 
 
+# A model more than this many times faster or slower on the host than every reference of the fit is outside it.
+OUTSIDE_FIT = 10.0
+
+
 @dataclass(frozen=True)
 class DeviceEstimate:
     device: str
@@ -91,6 +95,9 @@ class DeviceEstimate:
     leave_one_out_within_20pct: float | None  # None for derived profiles: nothing published to check against
     leave_one_out_points: int
     kind: str = "estimate"
+    # Set when the model is far faster or slower on this host than every model the fit rests on: the estimate
+    # is an extrapolation whose error nothing measured, so no leave-one-out score is claimed for it.
+    outside_fit: str | None = None
 
     def calibration(self) -> dict[str, object]:
         """What the estimate rests on, as the `calibration` object of the JSON outputs."""
@@ -101,6 +108,7 @@ class DeviceEstimate:
             "exponent": self.exponent,
             "derived": self.derived,
             "leave_one_out_within_20pct": self.leave_one_out_within_20pct,
+            "outside_fit": self.outside_fit,
         }
 
 
@@ -308,6 +316,7 @@ class DeviceFit:
         loo = self.loo if macs else self.loo_host_only
         uses_refit = refit is not None and exponent == refit.exponent
         p50 = factor.value * cost(host_p50_ms, macs, exponent)
+        outside = None if uses_refit else self.outside_fit(host_p50_ms)
         return DeviceEstimate(
             device=self.profile.name,
             precision=precision,
@@ -321,9 +330,26 @@ class DeviceFit:
             rule=factor.rule,
             references=factor.references,
             derived=self.profile.is_derived,
-            leave_one_out_within_20pct=refit.within_20pct if uses_refit and refit else share_within(loo, 0.2),
+            leave_one_out_within_20pct=(refit.within_20pct if uses_refit and refit else
+                                        None if outside else share_within(loo, 0.2)),
             leave_one_out_points=sum(refit.points.values()) if uses_refit and refit else len(loo),
+            outside_fit=outside,
         )
+
+    def outside_fit(self, host_p50_ms: float) -> str | None:
+        """How far outside the host timings of the fit's reference models HOST_P50_MS lies, when it is more
+        than OUTSIDE_FIT times beyond the fastest or the slowest of them; None inside."""
+        timings = [ms for ms in self.timings.ms.values() if ms > 0]
+        if not timings:
+            return None
+        fastest, slowest = min(timings), max(timings)
+        if host_p50_ms * OUTSIDE_FIT < fastest:
+            return (f"{fastest / host_p50_ms:,.0f}x faster on this host than the fastest model the fit rests on "
+                    f"({fastest:.3g} ms): an extrapolation, its error unmeasured")
+        if host_p50_ms > slowest * OUTSIDE_FIT:
+            return (f"{host_p50_ms / slowest:,.0f}x slower on this host than the slowest model the fit rests on "
+                    f"({slowest:.3g} ms): an extrapolation, its error unmeasured")
+        return None
 
 
 def fit_device(profile: DeviceProfile, timings: HostTimings, pair_profiles: Sequence[DeviceProfile] | None = None) -> DeviceFit:

@@ -365,3 +365,17 @@ def test_the_estimate_is_for_the_devices_threads_whatever_the_host_has(float_tfl
     if cores < 4:  # the output says at how many threads it measured and for how many it estimates
         text = _cli(str(float_tflite), "--device", "raspberry-pi-4", "--runs", "3", "--min-secs", "0").stdout
         assert f"4 (measured at {cores} host threads" in text and "moved to 4 by Amdahl's law" in text
+
+
+def test_an_estimate_far_outside_the_fit_says_so(calibrated):
+    """A model that runs in microseconds here got a Raspberry Pi 4 estimate extrapolated three orders of
+    magnitude below the millisecond models of the fit, with no caveat (issue 24)."""
+    from edgecompress.devices.estimate import fit_device
+    from edgecompress.devices.profiles import load_profile
+
+    fit = fit_device(load_profile("raspberry-pi-4"), calibrated(1.0))
+    inside = fit.estimate(5.0, 1.1, is_integer=False)
+    assert inside.outside_fit is None
+    tiny = fit.estimate(0.005, 1.1, is_integer=False)
+    assert "faster on this host than the fastest model the fit rests on" in tiny.outside_fit
+    assert tiny.leave_one_out_within_20pct is None and tiny.calibration()["outside_fit"] == tiny.outside_fit

@@ -53,6 +53,8 @@ def _device_pairs(device) -> list[tuple[str, Any]]:
     pairs.append(("estimate calibrated by", ", ".join(est.references) + (" (derived)" if est.derived else "")))
     loo = est.leave_one_out_within_20pct
     pairs.append(("leave-one-out within 20%", "-" if loo is None else f"{loo:.0%}"))
+    if est.outside_fit:
+        pairs.append(("OUTSIDE THE FIT", est.outside_fit))
     return pairs
 
 

@@ -270,13 +270,22 @@ def markdown(recipe: Path, objective: str, constraints: Constraints, baseline: d
     twins = [f"- {r.name} runs the same graph as {r.same_graph_as} (operators, shapes and dtypes; only the weights' "
              "values differ, which dense kernels do not see): timed once, so their latencies are the same figures"
              for r in records if r.same_graph_as]
-    if failed or notes or device_errors or twins:
+    outside: dict[str, list[str]] = {}
+    for r in records:
+        for device, res in r.devices.items():
+            if res.calibration and res.calibration.get("outside_fit"):
+                outside.setdefault(device, []).append(r.name)
+    extrapolated = [f"- {device} estimates of {', '.join(names)} lie outside the range the estimate was fitted on "
+                    f"(e.g. {next(r for r in records if r.name == names[0]).devices[device].calibration['outside_fit']})"
+                    ": take them as an order of magnitude, or measure on the device" for device, names in outside.items()]
+    if failed or notes or device_errors or twins or extrapolated:
         out += ["## Notes", ""]
         for r in failed:
             log = run_dir / "variants" / r.name / "log.txt"
             out.append(f"- {r.name} failed in {r.failed_stage}: {r.error}"
                        + (f" (log: {log.relative_to(run_dir).as_posix()})" if log.exists() else ""))
         out += device_errors
+        out += extrapolated
         out += twins
         out += [f"- {n}" for n in notes]
         out.append("")
