@@ -117,10 +117,13 @@ def _host_run(path: Path, feeds_file: Path, inputs: str | Path | None, num_sampl
     """Run the samples (given, or generated) and the edge inputs on this host, one at a time; save exactly the
     input tensors it was fed (quantized where the model's inputs are) to FEEDS_FILE for the device."""
     from edgecompress.calibration import load_samples
+    from edgecompress.calibration.sources import open_source
 
     runner = TFLiteRunner(path, num_threads=1)
     if inputs is not None:
-        feeds, origin = load_samples(inputs, runner.real_inputs, num_samples, seed).batch(num_samples), "given"
+        columns = open_source(inputs, runner.real_inputs).columns
+        specs = runner.feed_specs({name: np.dtype(column.dtype) for name, column in columns.items()})
+        feeds, origin = load_samples(inputs, specs, num_samples, seed).batch(num_samples), "given"
     else:
         feeds, origin = generated_feeds(runner.real_inputs, num_samples, seed), "generated"
     count = len(next(iter(feeds.values())))

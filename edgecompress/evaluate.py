@@ -105,12 +105,12 @@ def drop_points(reference: EvalResult, other: EvalResult) -> float:
 
 
 def _run(
-    model: str, inputs: list[TensorSpec], outputs: list[TensorSpec],
+    model: str, inputs: Callable[[Source | None], list[TensorSpec]], outputs: list[TensorSpec],
     batches: Callable[[Source], Iterator[list[np.ndarray]]], runtime: str, data_path: str | Path,
     model_output: str | None,
 ) -> EvalResult:
-    source = open_source(data_path, inputs)
-    check_source(source, inputs)
+    source = open_source(data_path, inputs(None))
+    check_source(source, inputs(source))
     labels = check_labels(source)
     predictions = [np.concatenate(per_output) for per_output in zip(*batches(source))]
     index = pick_output(model, outputs, predictions, model_output, np.issubdtype(labels.dtype, np.integer))
@@ -128,21 +128,22 @@ def _tflite(path: Path, stream: bool) -> tuple[list[TensorSpec], list[TensorSpec
     from edgecompress.runner import TFLiteRunner
 
     runner = TFLiteRunner(path)
-    inputs = _float_inputs(runner.inputs)
+
+    def inputs(source: Source | None) -> list[TensorSpec]:
+        """What the data's arrays are taken as (TFLiteRunner.feed_specs: the one rule for integer inputs)."""
+        if source is None:
+            return runner.real_inputs
+        return runner.feed_specs({name: np.dtype(column.dtype) for name, column in source.columns.items()})
 
     def batches(source: Source) -> Iterator[list[np.ndarray]]:
+        specs = inputs(source)
         for i in range(source.count):
-            yield runner.run(source.sample(i, inputs), reset=not stream)
+            yield runner.run(source.sample(i, specs), reset=not stream)
 
     state = ""
     if runner.state_variables:
         state = ", state carried from sample to sample" if stream else ", state reset before each sample"
     return inputs, runner.outputs, batches, f"{runner.runtime.name} {runner.runtime.version}{state}"
-
-
-def _float_inputs(inputs: list[TensorSpec]) -> list[TensorSpec]:
-    """Quantized .tflite inputs take real values from the data; the runner quantizes them."""
-    return [TensorSpec(s.name, s.shape, "float32") if s.dtype in ("int8", "uint8", "int16") else s for s in inputs]
 
 
 def _keras(loaded: Any) -> tuple[list[TensorSpec], list[TensorSpec], Callable[[Source], Iterator[list[np.ndarray]]],
@@ -156,7 +157,7 @@ def _keras(loaded: Any) -> tuple[list[TensorSpec], list[TensorSpec], Callable[[S
             feeds = [source.sample(i, loaded.inputs) for i in range(start, min(start + KERAS_BATCH, source.count))]
             yield loaded.predict({s.name: np.concatenate([f[s.name] for f in feeds]) for s in loaded.inputs})
 
-    return loaded.inputs, loaded.outputs, batches, f"tensorflow {tf.__version__} ({loaded.flavour})"
+    return lambda source: loaded.inputs, loaded.outputs, batches, f"tensorflow {tf.__version__} ({loaded.flavour})"
 
 
 def _score(model: str, predictions: np.ndarray, labels: np.ndarray, runtime: str, output: str) -> EvalResult:

@@ -83,8 +83,15 @@ class TFLiteRunner:
 
     @property
     def real_inputs(self) -> list[TensorSpec]:
-        """The inputs as run() takes them: real values (float32) for quantized inputs, else their own dtype."""
+        """The inputs as run() takes real values: float32 for quantized inputs, else their own dtype."""
         return [TensorSpec(p.spec.name, p.spec.shape, "float32") if p.quantized else p.spec for p in self.in_ports]
+
+    def feed_specs(self, data_dtypes: dict[str, np.dtype]) -> list[TensorSpec]:
+        """The one rule for what a quantized input takes, for data whose arrays have DATA_DTYPES (by input name):
+        arrays of the input's own integer type are its stored values, already quantized, and go in as they
+        are; anything else is real values, quantized with the input's scale and zero point."""
+        return [p.spec if p.quantized and data_dtypes.get(p.spec.name) == p.spec.np_dtype else real
+                for p, real in zip(self.in_ports, self.real_inputs)]
 
     @property
     def outputs(self) -> list[TensorSpec]:
@@ -136,7 +143,7 @@ def _natural(names: dict[str, Any]) -> list[str]:
 
 def _quantize(value: np.ndarray, port: Port) -> np.ndarray:
     dtype = port.spec.np_dtype
-    if not port.quantized:
+    if not port.quantized or value.dtype == dtype:  # stored values already (feed_specs), or an unquantized input
         return value.astype(dtype, copy=False)
     return quantize(value, port.scale, port.zero_point, dtype)
 

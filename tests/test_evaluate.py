@@ -85,3 +85,18 @@ def test_data_without_labels_or_with_the_wrong_shape(float_tflite, digits, tmp_p
     np.savez(tmp_path / "flat.npz", x=digits.test.x.reshape(-1, 64), y=digits.test.y)
     code, _, err = run_cli(["evaluate", str(float_tflite), "--data", str(tmp_path / "flat.npz")])
     assert code == 2 and "(8, 8, 1)" in err and "Traceback" not in err
+
+
+def test_an_integer_input_model_takes_integer_samples_as_they_are(int8_tflite, test_npz, tmp_path, run_cli):
+    """One rule for input types: int8 samples for an int8 input are its stored values, float samples are real
+    values quantized with its scale (evaluate refused int8 samples: 'input expects float32 samples', while
+    inspect said the input is int8 and benchmark --inputs took the same array; issue 24)."""
+    from edgecompress.runner import TFLiteRunner
+
+    port = TFLiteRunner(int8_tflite).in_ports[0]
+    data = np.load(test_npz)
+    stored = np.clip(np.round(data["x"] / port.scale) + port.zero_point, -128, 127).astype(np.int8)
+    np.savez(tmp_path / "int8.npz", x=stored, y=data["y"])
+    code, out, err = run_cli(["evaluate", int8_tflite, "--data", tmp_path / "int8.npz", "--json"])
+    assert code == 0, err
+    assert json.loads(out)["accuracy"] == pytest.approx(evaluate(int8_tflite, test_npz).accuracy, abs=1 / 300)
