@@ -12,7 +12,8 @@ for a file with dynamic dimensions from the shapes the runtime allocates at batc
 - FULLY_CONNECTED: output elements * in_features (weights [units, in_features]).
 - BATCH_MATMUL: output elements * K, the contracted dimension of the left operand (after adj_x).
 - LSTM / UNIDIRECTIONAL_SEQUENCE_LSTM: steps * batch * 4 gates * hidden * (in_features + hidden).
-- Data movement (RESHAPE, TRANSPOSE, CONCATENATION, PAD, GATHER, SLICE, QUANTIZE, ...): 0.
+- Data movement (RESHAPE, TRANSPOSE, CONCATENATION, PAD, GATHER, SLICE, QUANTIZE, ...): 0; DENSIFY of a
+  constant (sparse weights, expanded once as the model loads): 0.
 - Every other op (ADD, MUL, activations, pooling, SOFTMAX, ...): one per output element, a rough floor.
 
 Weights are constant tensors holding learned values: floating or quantized (scale present) constants, and
@@ -99,6 +100,8 @@ class WeightStats:
     sparsity: float | None  # share of zeros; None when the values cannot be read (strings, bfloat16, ...)
     distinct_values: int | None
     block_size: int | None = None  # values per scale when blockwise
+    storage: str = "dense"  # "dense", "sparse", or "block-sparse 1x4": TFLite's sparse format, DENSIFY at load
+    dense_bytes: int = 0  # what the tensor holds once densified (stored_bytes is what the file holds)
 
 
 @dataclass
@@ -177,6 +180,8 @@ def op_macs(sg: Subgraph, op: Operator) -> int:
     """Estimated multiply-accumulates of one operator (rules in the module docstring)."""
     if op.name in _DATA_MOVEMENT or op.kind != "builtin":
         return 0
+    if op.name == "DENSIFY" and op.inputs and (t := sg.tensor(op.inputs[0])) is not None and t.is_constant:
+        return 0  # a constant is densified once, as the model loads, not per inference
     ins = [sg.tensor(i) for i in op.inputs]
     out = sg.tensor(op.outputs[0]) if op.outputs else None
     if out is None:
@@ -265,10 +270,14 @@ def _weight_stats(t: Tensor) -> WeightStats:
     if t.data is not None and t.data.size:
         values = t.data
         zero = _zero_values(t)
-        sparsity = float(np.mean(values == zero))
-        distinct = int(np.unique(values).size)
+        # A sparse tensor stores only its kept entries (or blocks): every entry it leaves out is a zero too.
+        zeros = int(np.sum(values == zero)) + (t.elements - values.size if t.sparse else 0)
+        sparsity = zeros / max(t.elements, 1)
+        distinct = int(np.unique(values).size) + (1 if t.sparse and t.elements > values.size else 0)
+    storage = "dense" if not t.sparse else (
+        f"block-sparse {'x'.join(map(str, t.sparse_block))}" if t.sparse_block else "sparse")
     return WeightStats(t.name, list(t.shape), t.dtype, t.elements, t.stored_bytes, quantized, sparsity, distinct,
-                       q.block_size or None)
+                       q.block_size or None, storage, _nominal_bytes(t))
 
 
 def _zero_values(t: Tensor) -> np.ndarray | int:

@@ -76,6 +76,7 @@ class Tensor:
     stored_bytes: int = 0  # bytes held in the file for this tensor's buffer
     is_variable: bool = False
     sparse: bool = False  # stored in TFLite's sparse format (data is the compressed values)
+    sparse_block: tuple[int, ...] = ()  # block-sparse: the dense block each stored entry is (e.g. (1, 4))
 
     @property
     def is_constant(self) -> bool:
@@ -326,6 +327,7 @@ def _tensor(
             int(q.QuantizedDimension()),
         )
     sparse = t.Sparsity() is not None
+    block = _sparse_block(t.Sparsity(), len(shape)) if sparse else ()
     return Tensor(
         index=index,
         name=_text(t.Name()),
@@ -338,7 +340,21 @@ def _tensor(
         stored_bytes=len(raw),
         is_variable=bool(t.IsVariable()),
         sparse=sparse,
+        sparse_block=block,
     )
+
+
+def _sparse_block(sparsity: Any, rank: int) -> tuple[int, ...]:
+    """The block shape of a block-sparse tensor: the dense sizes of the dimensions past the tensor's own rank
+    in the traversal (one per entry of the block map); () for element-wise sparsity."""
+    blocked = sparsity.BlockMapLength()
+    if not blocked:
+        return ()
+    sizes = [int(sparsity.DimMetadata(i).DenseSize()) for i in range(sparsity.DimMetadataLength())]
+    block = [1] * rank
+    for k in range(blocked):
+        block[int(sparsity.BlockMap(k))] = sizes[rank + k] if rank + k < len(sizes) else 1
+    return tuple(block)
 
 
 def _array(raw: memoryview, dtype: str, shape: tuple[int, ...], sparse: bool) -> np.ndarray | None:

@@ -286,3 +286,35 @@ def test_shapes_resolved_at_run_time_count_their_macs(tmp_path, run_cli):
     assert code == 0 and conv_macs == 38 * 98 * 16 * 9 and report["resolved_tensors"] >= 2
     code, out, _ = run_cli(["inspect", path])
     assert "tensors sized by the runtime at batch 1" in out
+
+
+def test_block_sparse_weights_are_read_as_stored(tmp_path, run_cli):
+    """TFLite's sparse format (sparsity parameters + DENSIFY): inspect read the stored values as the whole tensor
+    (sparsity 0 for a tensor stored at 30% of its size) and charged DENSIFY of a constant per inference."""
+    import tensorflow as tf
+
+    from edgecompress.models import import_tf_keras
+
+    k = import_tf_keras()
+    k.utils.set_random_seed(0)
+    inp = k.Input((64,))
+    dense, head = k.layers.Dense(256, activation="relu"), k.layers.Dense(10)
+    model = k.Model(inp, head(dense(inp)))
+    kernel, bias = dense.get_weights()
+    keep = np.random.default_rng(0).random((16, 256)) < 0.3  # 30% of the 1x4 blocks along the input axis
+    dense.set_weights([kernel * np.repeat(keep, 4, axis=0), bias])
+    kernel, bias = head.get_weights()  # element-wise sparse: stored as such, densified by a DENSIFY op
+    head.set_weights([kernel * (np.random.default_rng(1).random(kernel.shape) < 0.2), bias])
+    fn = tf.function(lambda x: model(x)).get_concrete_function(tf.TensorSpec([1, 64], tf.float32))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn], model)
+    converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+    path = tmp_path / "sparse.tflite"
+    path.write_bytes(converter.convert())
+    code, out, _ = run_cli(["inspect", path, "--json"])
+    report = json.loads(out)
+    sparse = next(w for w in report["weights"] if w["shape"] == [256, 64])
+    assert code == 0 and sparse["storage"] == "block-sparse 1x4"
+    assert sparse["dense_bytes"] == 256 * 64 * 4 and sparse["stored_bytes"] < 0.4 * sparse["dense_bytes"]
+    assert sparse["sparsity"] == pytest.approx(1 - keep.mean(), abs=0.01)
+    assert next(w for w in report["weights"] if w["shape"] == [10, 256])["storage"] == "sparse"
+    assert next(o["macs"] for o in report["operators"] if o["name"] == "DENSIFY") == 0  # once, as it loads

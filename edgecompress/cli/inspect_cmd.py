@@ -67,9 +67,10 @@ def render(report) -> str:
             title="Tensors by dtype",
         ),
         table(
-            ["weight tensor", "shape", "dtype", "quantized", "bytes", "sparsity", "distinct"],
+            ["weight tensor", "shape", "dtype", "quantized", "storage", "bytes", "dense bytes", "sparsity", "distinct"],
             [
-                [_short(w.name), str(w.shape), w.dtype, _granularity(w), w.stored_bytes, w.sparsity, w.distinct_values]
+                [_short(w.name), str(w.shape), w.dtype, _granularity(w), w.storage, w.stored_bytes, w.dense_bytes,
+                 w.sparsity, w.distinct_values]
                 for w in report.weights
             ],
             title="Weight tensors",
