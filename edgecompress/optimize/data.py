@@ -73,3 +73,16 @@ def _check_labels(p: Path, y: np.ndarray, outputs: list[TensorSpec], what: str) 
             f"{what} data {p}: labels y have shape {tuple(y.shape[1:])} per sample, the model outputs "
             f"{tuple(outputs[0].sample_shape)}: give class indices or one-hot rows"
         )
+    elif len(y) and not _one_hot(y):
+        # Cross-entropy on float targets trains toward nothing sensible (seen: the loss went to -13.6 on word
+        # embeddings while the early stopping watched an 'accuracy' of them).
+        raise UserError(
+            f"{what} data {p}: labels y are float targets, not class indices or one-hot rows: optimize fine-tunes "
+            "classifiers only (cross-entropy); regression and embedding targets are not supported yet"
+        )
+
+
+def _one_hot(y: np.ndarray) -> bool:
+    """Rows of class probabilities: values in [0, 1] summing to 1 over the last axis (one-hot or soft labels)."""
+    values = y.astype(np.float64)
+    return bool(values.min() >= 0 and values.max() <= 1 and np.allclose(values.sum(axis=-1), 1.0, atol=1e-3))
