@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import io
 import multiprocessing
 import os
 import signal
+import sys
 import traceback
 from typing import Any, Callable, Iterator
 
@@ -39,6 +41,10 @@ def run_isolated(fn: Callable[..., Any], *args: Any, what: str, debug: bool = Fa
                 break
             if kind == "stage":
                 stage = payload
+            elif kind in ("stdout", "stderr"):  # the child's Python-level output, written where ours goes
+                stream = sys.stdout if kind == "stdout" else sys.stderr
+                stream.write(payload)
+                stream.flush()
             elif kind == "ok":
                 return payload
             else:
@@ -78,6 +84,9 @@ def _child(send: Any, fn: Callable[..., Any], args: tuple, kwargs: dict, debug: 
     if debug:
         faulthandler.enable()  # the Python stack of a native crash, on stderr
     progress.on_stage(lambda name: send.send(("stage", name)))
+    # Progress and notes go through the parent's streams, so that whoever captures those (a test, a log) gets
+    # them; native libraries still write to the inherited file descriptors.
+    sys.stdout, sys.stderr = _Forward(send, "stdout"), _Forward(send, "stderr")
     try:
         result = fn(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent
@@ -88,6 +97,21 @@ def _child(send: Any, fn: Callable[..., Any], args: tuple, kwargs: dict, debug: 
         send.send(("ok", result))
     finally:
         send.close()
+
+
+class _Forward(io.TextIOBase):
+    """A text stream whose writes are sent to the parent as (KIND, text)."""
+
+    def __init__(self, send: Any, kind: str) -> None:
+        self._send, self._kind = send, kind
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str | bytes) -> int:  # click writes bytes to streams it takes for binary ones
+        if text:
+            self._send.send((self._kind, text.decode(errors="replace") if isinstance(text, bytes) else text))
+        return len(text)
 
 
 def _picklable(exc: BaseException) -> bool:
