@@ -98,6 +98,12 @@ def convert_model(
     from edgecompress.converters.fallback import accuracy_driven_int8, check_fallback_options
 
     start = time.perf_counter()
+    if not isinstance(model, LoadedModel) and Path(model).suffix.lower() == ".tflite":
+        if max_drop is not None or io_type != "float32":
+            raise UserError(f"{model} is a .tflite: max_drop and io_type need the Keras model it came from",
+                            settings=("max_drop", "io_type"))
+        return _from_tflite(Path(model), output, quantize, calibration, validation_samples, seed, block_size, force,
+                            keep_failed)
     check_options(quantize, io_type, calibration is not None, block_size)
     check_fallback_options(quantize, io_type, max_drop, eval_data, allow_flex)
     out = check_output(output, force)
@@ -160,6 +166,24 @@ def convert_model(
         target_met=search.target_met if search else None,
         block_size=block_size,
     )
+
+
+def _from_tflite(path: Path, output: str | Path, quantize: str, calibration: str | Path | None, count: int,
+                 seed: int, block_size: int | None, force: bool, keep_failed: bool) -> ConversionResult:
+    """A .tflite source (a MediaPipe or hub model with no Keras source): the weight modes need only the file, and
+    go through converters.litert_quantize (float16 weights are restored first), validated on CALIBRATION."""
+    from edgecompress.converters.litert_quantize import TFLITE_MODES, quantize_tflite
+
+    if quantize not in TFLITE_MODES:
+        raise UserError(f"{path} is a .tflite: quantize {quantize} needs the Keras model it came from "
+                        f"(TFLiteConverter); a .tflite takes quantize {', '.join(TFLITE_MODES)}", settings=("quantize",))
+    r = quantize_tflite(path, output, quantize, block_size, inputs=calibration, force=force, seed=seed,
+                        validation_samples=count, keep_failed=keep_failed)
+    return ConversionResult(
+        output=r.output, quantize=quantize, io_type="float32", size_bytes=r.size_bytes, gzip_bytes=r.gzip_bytes,
+        source=r.input, source_size_bytes=r.source_size_bytes, source_gzip_bytes=r.source_gzip_bytes,
+        source_weight_bytes=r.source_size_bytes, ratio=r.ratio, ratio_base="file", validation=r.validation,
+        seconds=r.seconds, warnings=r.warnings, block_size=block_size)
 
 
 def _validate(

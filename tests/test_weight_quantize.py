@@ -295,3 +295,17 @@ def test_a_converted_lstm_agrees_with_its_keras_original(tmp_path):
     result = convert_model(keras_model(model), tmp_path / "lstm.tflite", calibration=tmp_path / "frames.npz")
     (out,) = result.validation.outputs
     assert result.validation.state == "reset" and out.sqnr_db > 60 and result.warnings == []
+
+
+def test_convert_takes_a_tflite_for_the_modes_that_need_only_the_file(run_cli, float16_tflite, calib_npz, tmp_path):
+    """A model that exists only as a .tflite (MediaPipe's, a hub's): convert's weight modes work on it, validated on
+    --calibration; the modes that need TFLiteConverter say so in one line (convert called it 'not a Keras model')."""
+    code, out, err = run_cli(["convert", float16_tflite, "-o", tmp_path / "int4.tflite", "--quantize", "int4",
+                              "--calibration", calib_npz, "--json"])
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["validation"]["data"] == "given" and result["validation"]["top1_agreement"] >= 0.9
+    assert result["ratio_base"] == "file"
+    code, _, err = run_cli(["convert", float16_tflite, "-o", tmp_path / "int8.tflite", "--quantize", "int8",
+                            "--calibration", calib_npz])
+    assert code == 2 and "needs the Keras model it came from" in err and "int4, int8-weights, dynamic" in err
