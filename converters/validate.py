@@ -32,6 +32,8 @@ class Validation:
     # A model that keeps state between invocations: "reset" before each sample (its original is stateless), or
     # "streamed" (samples in order, state carried over); None for a stateless model.
     state: str | None = None
+    # Streamed only: how far the same input run twice in a row moves the outputs (max abs): the state's effect.
+    state_drift: float | None = None
     # Summaries over every output, for a one-line view: the worst class agreement is the one that matters.
     max_abs_error: float | None = None
     mean_abs_error: float | None = None
@@ -57,11 +59,13 @@ _INT8_NEXT_STEP = ("find the layers at fault with `edgecompress diagnose MODEL -
 
 
 def summarize(samples: int, data: str, runtime: str, outputs: list[OutputCheck],
-              edge_inputs: tuple[str, ...] = EDGE_INPUTS, state: str | None = None) -> Validation:
+              edge_inputs: tuple[str, ...] = EDGE_INPUTS, state: str | None = None,
+              state_drift: float | None = None) -> Validation:
     errors = [o for o in outputs if o.max_abs_error is not None]
     agreements = [o.agreement for o in outputs if o.kind == "classes" and o.agreement is not None]
     return Validation(
         samples=samples, data=data, runtime=runtime, outputs=outputs, edge_inputs=edge_inputs, state=state,
+        state_drift=state_drift,
         max_abs_error=max((o.max_abs_error for o in errors), default=None),  # type: ignore[arg-type]
         mean_abs_error=float(np.mean([o.mean_abs_error for o in errors])) if errors else None,
         top1_agreement=min(agreements, default=None),
@@ -71,6 +75,10 @@ def summarize(samples: int, data: str, runtime: str, outputs: list[OutputCheck],
 def validation_warnings(validation: Validation, quantize: str) -> list[str]:
     """Per output that VALIDATION says no longer computes what the original did: why, and the next step."""
     step = _INT8_NEXT_STEP if quantize in ("int8", "int16x8") else _NEXT_STEP.get(quantize, "try another mode")
+    if validation.state_drift:  # streamed, and the state moves the outputs: it may be the cause, not the mode
+        step = (f"the model keeps state between invocations (the same input twice in a row differs by "
+                f"{validation.state_drift:.3g}) and the samples were streamed: if its original is stateless, "
+                "validate with the state reset (without --stream); otherwise " + step)
     warnings = []
     for o in validation.outputs:
         problem = output_problem(o)
@@ -123,7 +131,18 @@ def compare(runner: TFLiteRunner, names: list[str], expected: list[np.ndarray], 
     got = run_all(runner, feeds, len(EDGE_INPUTS), reset=not stream)
     outputs = compare_outputs(names, expected, got, figures_on=samples)
     state = ("streamed" if stream else "reset") if runner.state_variables else None
-    return summarize(samples, data, f"{runner.runtime.name} {runner.runtime.version}", outputs, state=state)
+    drift = _state_drift(runner, feeds) if state == "streamed" else None
+    return summarize(samples, data, f"{runner.runtime.name} {runner.runtime.version}", outputs, state=state,
+                     state_drift=drift)
+
+
+def _state_drift(runner: TFLiteRunner, feeds: dict[str, np.ndarray]) -> float:
+    """The same first sample twice in a row from a cleared state: how far the second run's outputs moved."""
+    first = {k: v[:1] for k, v in feeds.items()}
+    with np.errstate(all="ignore"):
+        once = runner.run(first, reset=True)
+        twice = runner.run(first)
+    return max(float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0 for a, b in zip(once, twice))
 
 
 def run_all(runner: TFLiteRunner, feeds: dict[str, np.ndarray], edges: int = 0, reset: bool = True) -> list[np.ndarray]:

@@ -3,6 +3,7 @@
 line, nothing written)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -270,6 +271,13 @@ def test_a_model_that_keeps_state_is_validated_sample_by_sample(run_cli, lstm_tf
     assert reset.state == "reset" and reset.max_abs_error == 0.0
     streamed = validate_tflite(lstm_tflite, TFLiteRunner(lstm_tflite), feeds, "given", stream=True)
     assert streamed.state == "streamed" and streamed.max_abs_error == 0.0  # both carry the same state in order
+    assert streamed.state_drift > 0.01 and reset.state_drift is None  # the probe: the same input twice moves it
+    from edgecompress.converters.validate import validation_warnings
+    from edgecompress.compare import OutputCheck
+
+    broken = dataclasses.replace(streamed, outputs=[OutputCheck("h", (16,), "values", 1.0, 0.5, 3.0, 0.5, None, 0, 0)])
+    (warning,) = validation_warnings(broken, "int8-weights")
+    assert "keeps state between invocations" in warning and "without --stream" in warning
     once, twice = TFLiteRunner(lstm_tflite), TFLiteRunner(lstm_tflite)
     first = once.run({once.inputs[0].name: x[:1]})[0]
     assert not np.array_equal(once.run({once.inputs[0].name: x[:1]})[0], first)  # state carried over
