@@ -5,6 +5,7 @@ A fixed batch of 1 is what devices run, and it is what lets a tf-keras LSTM conv
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from dataclasses import dataclass, field
@@ -84,6 +85,7 @@ def convert_model(
     block_size: int | None = None,
     keep_failed: bool = False,
     model_output: str | None = None,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> ConversionResult:
     """Convert MODEL (a path or a LoadedModel) to OUTPUT, validate it, and keep it only if all went well.
 
@@ -93,6 +95,8 @@ def convert_model(
     With MAX_DROP (int8 only): keep the fewest layers in float that bring the loss on labelled EVAL_DATA within
     MAX_DROP points (converters.fallback); the best attempt is written even when none does (target_met False).
     MODEL_OUTPUT: the output EVAL_DATA's labels are for (evaluate.pick_output).
+    INPUT_SHAPES (input name, or "" for the only input -> shape with batch 1) fixes dimensions the model leaves
+    free (a fully convolutional model), for one export per shape.
     """
     # fallback builds on this module's converter helpers, so it is imported here rather than at the top
     from edgecompress.converters.fallback import accuracy_driven_int8, check_fallback_options
@@ -108,6 +112,8 @@ def convert_model(
     check_fallback_options(quantize, io_type, max_drop, eval_data, allow_flex)
     out = check_output(output, force)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, unsafe=unsafe)
+    if input_shapes:
+        loaded = with_input_shapes(loaded, input_shapes)
     # bad labels fail first
     reference = evaluate_keras(loaded, eval_data, model_output) if eval_data is not None else None
     samples = None
@@ -244,13 +250,42 @@ def run_converter(call: Callable[[], T], quantize: str, flex_option: bool = True
     raise _explain(failure, quantize, flex_option) from failure
 
 
+def with_input_shapes(loaded: LoadedModel, shapes: dict[str, tuple[int, ...]]) -> LoadedModel:
+    """LOADED with the free dimensions of its inputs fixed to SHAPES (name -> shape with batch 1; "" names the
+    only input); a shape that contradicts a fixed dimension, or names no input, is a UserError."""
+    names = [s.name for s in loaded.inputs]
+    if "" in shapes:
+        if len(names) != 1:
+            raise UserError(f"the model has {len(names)} inputs ({', '.join(names)}): give input_shape as NAME=SHAPE",
+                            settings=("input_shape",))
+        shapes = {names[0]: shapes[""]}
+    unknown = sorted(set(shapes) - set(names))
+    if unknown:
+        raise UserError(f"the model has no input {unknown[0]!r}: its inputs are {', '.join(names)}",
+                        settings=("input_shape",))
+    fixed = []
+    for spec in loaded.inputs:
+        shape = shapes.get(spec.name)
+        if shape is not None:
+            clash = len(shape) != len(spec.shape) or shape[0] != 1 or any(
+                d is not None and d != w for d, w in zip(spec.shape[1:], shape[1:]))
+            if clash:
+                raise UserError(f"input_shape {'x'.join(map(str, shape))} does not fit input {spec.describe()}: "
+                                "give batch 1 and the model's fixed dimensions as they are", settings=("input_shape",))
+            spec = dataclasses.replace(spec, shape=(None, *shape[1:]))
+        fixed.append(spec)
+    return dataclasses.replace(loaded, inputs=fixed)
+
+
 def fixed_batch_function(tf: Any, loaded: LoadedModel) -> tuple[Any, Any]:
     """A concrete function taking one sample per input (batch 1), and the object that owns its variables."""
     for spec in loaded.inputs:
         if None in spec.sample_shape:
+            example = "x".join(str(d or 224) for d in spec.sample_shape)
             raise UserError(
-                f"input {spec.describe()} has a dimension of unknown size: devices need fixed shapes, "
-                "so re-save the model with a fixed input shape (keras.Input(shape=...))"
+                f"input {spec.describe()} has a dimension of unknown size: devices need fixed shapes, so set "
+                f"input_shape (for example {spec.name}=1x{example}; one export per shape) or re-save the model "
+                "with a fixed input shape", settings=("input_shape",)
             )
     signature = [tf.TensorSpec([1, *s.sample_shape], tf.as_dtype(s.dtype), name=s.name) for s in loaded.inputs]
     names = [s.name for s in loaded.inputs]

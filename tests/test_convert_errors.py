@@ -224,3 +224,27 @@ def test_an_op_the_int16x8_quantizer_refuses_is_one_line(calib_npz, tmp_path, ou
     bad(run_cli, convert(tmp_path / "hswish.keras", out_dir / "m.tflite", "--quantize", "int16x8",
                          "--calibration", str(calib_npz)), "HARD_SWISH", "--quantize int8")
     no_leftovers(out_dir)
+
+
+def test_a_fully_convolutional_model_exports_at_the_shapes_given(run_cli, tmp_path):
+    """Free spatial dimensions (a detector stage run at several scales) could not be converted at all: 're-save
+    the model with a fixed input shape', with no way to give it (issue 25). --input-shape fixes them per export."""
+    from edgecompress.models import import_tf_keras
+    from edgecompress.runner import TFLiteRunner
+
+    k = import_tf_keras()
+    inp = k.Input((None, None, 3), name="image")
+    x = k.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    k.Model(inp, k.layers.Conv2D(2, 1, activation="softmax", name="face_map")(x)).save(tmp_path / "pnet.keras")
+    code, _, err = run_cli(["convert", tmp_path / "pnet.keras", "-o", tmp_path / "any.tflite"])
+    assert code == 2 and "--input-shape" in err and "image=1x" in err
+    for height, width in ((12, 16), (24, 32)):
+        out = tmp_path / f"pnet_{height}.tflite"
+        code, _, err = run_cli(["convert", tmp_path / "pnet.keras", "-o", out, "--input-shape",
+                                f"image=1x{height}x{width}x3"])
+        assert code == 0, err
+        runner = TFLiteRunner(out)
+        assert runner.inputs[0].shape == (1, height, width, 3) and runner.outputs[0].shape == (1, height, width, 2)
+    code, _, err = run_cli(["convert", tmp_path / "pnet.keras", "-o", tmp_path / "bad.tflite", "--input-shape",
+                            "1x12x16x4"])
+    assert code == 2 and "does not fit input image" in err
