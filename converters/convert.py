@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from edgecompress.calibration import InputStats, SampleSet, load_samples
-from edgecompress.errors import UserError
+from edgecompress.errors import NativeCrash, UserError
 from edgecompress.fileio import atomic_path, check_output, gzip_size, path_size
 from edgecompress.models import LoadedModel, import_tf, load_model
 from edgecompress.quiet import quiet_native_stderr
@@ -202,6 +202,9 @@ def _validate(
     note(f"validating against the original on {len(next(iter(feeds.values())))} {origin} samples")
     try:
         return validate(tflite, loaded, feeds, origin)
+    except NativeCrash as crash:  # the file crashed the runtime in a child: it is not kept
+        raise NativeCrash(f"{crash}; the {quantize} export was not kept: try another quantize mode (dynamic and "
+                          "float16 run float kernels)") from crash
     # The converter can emit an op the runtime has no kernel for in that mode (int16x8 did: it quantizes every
     # op); the runtime says so only when the op runs, so the model is refused here instead of written.
     except RunFailed as exc:

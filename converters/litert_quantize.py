@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecompress.errors import MissingExtraError, UserError
+from edgecompress.errors import MissingExtraError, NativeCrash, UserError
 from edgecompress.fileio import atomic_path, check_output, gzip_size
 from edgecompress.probe_inputs import generated_feeds
 from edgecompress.progress import note
@@ -190,6 +190,8 @@ def _validate(tflite: Path, reference: TFLiteRunner, inputs: str | Path | None, 
     note(f"validating against {reference.path.name} on {len(next(iter(feeds.values())))} {origin} samples")
     try:
         return validate_tflite(tflite, reference, feeds, origin, stream)
+    except NativeCrash as crash:  # a file crashed the runtime in a child: nothing is kept
+        raise NativeCrash(f"{crash}; the quantized file was not kept: try another quantize mode") from crash
     except RunFailed as exc:  # which file, and on which input (an edge input finds what samples miss)
         which = "the input file" if Path(exc.path) == reference.path else "the quantized file"
         where = f" on {exc.where}" if exc.where else ""

@@ -17,6 +17,7 @@ import numpy as np
 
 from edgecompress.compare import OutputCheck, compare_outputs, output_problem
 from edgecompress.errors import WrongResult
+from edgecompress.isolation import crash_for_tests, run_isolated
 from edgecompress.models import LoadedModel
 from edgecompress.probe_inputs import EDGE_INPUTS, with_edges
 from edgecompress.runner import RunFailed, TFLiteRunner
@@ -110,7 +111,7 @@ def validate(tflite_path: str | Path, model: LoadedModel, feeds: dict[str, np.nd
     all_feeds = with_edges(feeds)
     expected = _reference(model, all_feeds, count + len(EDGE_INPUTS))
     stream = model.is_stateful
-    return compare(TFLiteRunner(tflite_path), [o.name for o in model.outputs], expected, all_feeds, data, count, stream)
+    return compare(tflite_path, [o.name for o in model.outputs], expected, all_feeds, data, count, stream)
 
 
 def validate_tflite(
@@ -121,19 +122,45 @@ def validate_tflite(
     count = len(next(iter(feeds.values())))
     all_feeds = with_edges(feeds)
     names = [o.name for o in reference.outputs]
-    expected = run_all(reference, all_feeds, len(EDGE_INPUTS), reset=not stream)
-    return compare(TFLiteRunner(tflite_path), names, expected, all_feeds, data, count, stream)
+    expected = run_file_isolated(reference.path, all_feeds, len(EDGE_INPUTS), reset=not stream).outputs
+    return compare(tflite_path, names, expected, all_feeds, data, count, stream)
 
 
-def compare(runner: TFLiteRunner, names: list[str], expected: list[np.ndarray], feeds: dict[str, np.ndarray],
+def compare(tflite_path: str | Path, names: list[str], expected: list[np.ndarray], feeds: dict[str, np.ndarray],
             data: str, samples: int, stream: bool = False) -> Validation:
-    """Run FEEDS through RUNNER and judge each of its outputs against EXPECTED (one array per output)."""
-    got = run_all(runner, feeds, len(EDGE_INPUTS), reset=not stream)
-    outputs = compare_outputs(names, expected, got, figures_on=samples)
-    state = ("streamed" if stream else "reset") if runner.state_variables else None
-    drift = _state_drift(runner, feeds) if state == "streamed" else None
-    return summarize(samples, data, f"{runner.runtime.name} {runner.runtime.version}", outputs, state=state,
-                     state_drift=drift)
+    """Run FEEDS through the .tflite and judge each of its outputs against EXPECTED (one array per output)."""
+    run = run_file_isolated(tflite_path, feeds, len(EDGE_INPUTS), reset=not stream, probe=stream)
+    outputs = compare_outputs(names, expected, run.outputs, figures_on=samples)
+    state = ("streamed" if stream else "reset") if run.state_variables else None
+    return summarize(samples, data, run.runtime, outputs, state=state, state_drift=run.state_drift)
+
+
+@dataclass(frozen=True)
+class FileRun:
+    """What running a .tflite on a batch of samples gave, sample by sample (edgecompress.runner)."""
+
+    outputs: list[np.ndarray]  # one array per output, samples stacked
+    runtime: str
+    state_variables: int
+    state_drift: float | None = None  # with probe, for a model that keeps state (see _state_drift)
+
+
+def run_file(path: str | Path, feeds: dict[str, np.ndarray], edges: int = 0, reset: bool = True,
+             probe: bool = False) -> FileRun:
+    """PATH run on FEEDS in this process (see run_all); PROBE: also measure the state's effect."""
+    runner = TFLiteRunner(path)
+    crash_for_tests(path)
+    outputs = run_all(runner, feeds, edges, reset)
+    drift = _state_drift(runner, feeds) if probe and runner.state_variables else None
+    return FileRun(outputs, f"{runner.runtime.name} {runner.runtime.version}", runner.state_variables, drift)
+
+
+def run_file_isolated(path: str | Path, feeds: dict[str, np.ndarray], edges: int = 0, reset: bool = True,
+                      probe: bool = False) -> FileRun:
+    """run_file in a child process: a file that crashes the runtime (an abort, a segfault) becomes a NativeCrash
+    naming the file and the signal, and cannot take the caller down (nor leave its output half-written)."""
+    return run_isolated(run_file, str(path), feeds, edges, reset, probe,
+                        what=f"the runtime, running {Path(path).name}")
 
 
 def _state_drift(runner: TFLiteRunner, feeds: dict[str, np.ndarray]) -> float:

@@ -15,6 +15,7 @@ import numpy as np
 from edgecompress.calibration.checks import check_labels, check_source
 from edgecompress.calibration.sources import Source, open_source
 from edgecompress.errors import UserError
+from edgecompress.isolation import crash_for_tests, run_isolated
 from edgecompress.runtime import TFLITE_IDENTIFIER
 from edgecompress.specs import TensorSpec
 
@@ -57,10 +58,16 @@ def evaluate(model_path: str | Path, data_path: str | Path, unsafe: bool = False
     invocations is reset before each sample, as Keras does per batch, unless STREAM (samples in order)."""
     path = Path(model_path)
     if path.suffix.lower() == ".tflite" or (path.is_file() and _looks_like_tflite(path)):
-        return _run(str(path), *_tflite(path, stream), data_path, model_output)
+        # In a child process: a file that crashes the runtime is one line (isolation.NativeCrash), not our death.
+        return run_isolated(_evaluate_file, str(path), str(data_path), model_output, stream,
+                            what=f"the runtime, running {path.name}")
     from edgecompress.models import load_model
 
     return evaluate_keras(load_model(path, unsafe=unsafe), data_path, model_output)
+
+
+def _evaluate_file(path: str, data_path: str, model_output: str | None, stream: bool) -> EvalResult:
+    return _run(path, *_tflite(Path(path), stream), data_path, model_output)
 
 
 def evaluate_keras(loaded: Any, data_path: str | Path, model_output: str | None = None) -> EvalResult:
@@ -128,6 +135,7 @@ def _tflite(path: Path, stream: bool) -> tuple[list[TensorSpec], list[TensorSpec
     from edgecompress.runner import TFLiteRunner
 
     runner = TFLiteRunner(path)
+    crash_for_tests(path)
 
     def inputs(source: Source | None) -> list[TensorSpec]:
         """What the data's arrays are taken as (TFLiteRunner.feed_specs: the one rule for integer inputs)."""

@@ -20,6 +20,11 @@ from typing import Any, Callable, Iterator
 from edgecompress import progress
 from edgecompress.errors import NativeCrash, UserError
 
+# Test hook: "NAME:SIGNAL" (b.tflite:SIGSEGV) makes a child that runs a file whose name contains NAME (the
+# temporary file an output is written to, too) send itself SIGNAL once the model is loaded, the way a runtime
+# crashes on a bad file; tests prove the isolation with it.
+TEST_SIGNAL_ENV = "EDGECOMPRESS_TEST_CHILD_SIGNAL"
+
 
 def run_isolated(fn: Callable[..., Any], *args: Any, what: str, debug: bool = False,
                  env: dict[str, str] | None = None, **kwargs: Any) -> Any:
@@ -69,6 +74,13 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def crash_for_tests(model: str | os.PathLike) -> None:
+    """Send this process the signal TEST_SIGNAL_ENV names for MODEL's file name (nothing when unset)."""
+    name, _, sig = os.environ.get(TEST_SIGNAL_ENV, "").rpartition(":")
+    if name and name in os.path.basename(model):
+        os.kill(os.getpid(), getattr(signal, sig))
 
 
 def _death(code: int | None, what: str, stage: str | None) -> str:

@@ -55,8 +55,8 @@ class RunFailed(UserError):
         self.path = str(path)  # the file that failed
         self.where: str | None = None  # the input it failed on, when the caller knows (validation does)
 
-    def __reduce__(self) -> tuple:
-        return type(self), (str(self), self.settings, self.path)
+    def __reduce__(self) -> tuple:  # from a child process with the input it failed on
+        return type(self), (str(self), self.settings, self.path), {"where": self.where}
 
 
 class TFLiteRunner:

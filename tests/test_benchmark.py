@@ -24,7 +24,7 @@ from edgecompress.devices.references import REFERENCE_MODELS
 from edgecompress.errors import UserError
 from edgecompress.fileio import gzip_size
 from edgecompress.measure import MeasureOptions, measure
-from edgecompress.measure.child import TEST_SIGNAL_ENV
+from edgecompress.isolation import TEST_SIGNAL_ENV
 
 QUICK = MeasureOptions(runs=3, min_secs=0.0, warmup=1, warmup_min_secs=0.0)
 STAT_KEYS = {"count", "avg", "std", "min", "max", "p5", "p50", "p90", "p95", "p99"}

@@ -100,3 +100,15 @@ def test_an_integer_input_model_takes_integer_samples_as_they_are(int8_tflite, t
     code, out, err = run_cli(["evaluate", int8_tflite, "--data", tmp_path / "int8.npz", "--json"])
     assert code == 0, err
     assert json.loads(out)["accuracy"] == pytest.approx(evaluate(int8_tflite, test_npz).accuracy, abs=1 / 300)
+
+
+def test_a_file_that_crashes_the_runtime_is_one_line(int8_tflite, test_npz, run_cli, monkeypatch, tmp_path):
+    """evaluate runs the .tflite in a child process: a runtime crash is one line, exit 1 (issue 25)."""
+    import shutil
+
+    from edgecompress.isolation import TEST_SIGNAL_ENV
+
+    doomed = shutil.copy(int8_tflite, tmp_path / "doomed.tflite")
+    monkeypatch.setenv(TEST_SIGNAL_ENV, "doomed.tflite:SIGSEGV")
+    code, out, err = run_cli(["evaluate", doomed, "--data", test_npz])
+    assert code == 1 and out == "" and "(SIGSEGV)" in err and "doomed.tflite" in err and "Traceback" not in err

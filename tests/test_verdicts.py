@@ -242,3 +242,19 @@ def test_a_one_sigmoid_classifier_is_scored_by_its_decisions(run_cli, tmp_path):
     (decision,) = json.loads(out)["validation"]["outputs"]
     assert code == 0 and decision["kind"] == "binary" and decision["agreement"] > 0.9
     assert json.loads(out)["validation"]["top1_agreement"] is None  # no top-1 of a single value
+
+
+def test_a_runtime_crash_during_validation_is_one_line_and_leaves_nothing(run_cli, face_model, tmp_path, monkeypatch):
+    """Validation runs the export in a child process: a file that crashes the runtime (TF 2.21's full-int8
+    stacked LSTMs aborted the process with 'free(): invalid next size', exit 134, nothing said) is one line naming
+    the file and the signal, exit 1, and no file is left (issue 25). The crash is a real signal in the child."""
+    from edgecompress.isolation import TEST_SIGNAL_ENV
+
+    model, crops = face_model
+    monkeypatch.setenv(TEST_SIGNAL_ENV, "doomed.tflite:SIGABRT")
+    code, stdout, err = run_cli(["convert", model, "-o", tmp_path / "doomed.tflite", "--quantize", "int8",
+                                 "--calibration", crops, "--json"])
+    assert code == 1 and stdout == ""
+    line = err.strip().splitlines()[-1]
+    assert "doomed.tflite" in line and "(SIGABRT)" in line and "try another quantize mode" in line
+    assert list(tmp_path.iterdir()) == []

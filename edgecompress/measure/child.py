@@ -22,9 +22,9 @@ If the load or a run fails under the limit, the child lifts the soft limit and r
 then works is reported as not fitting the budget, one that still fails is reported with the runtime's
 own error.
 
-Test hook (used by tests/test_benchmark.py to prove isolation): if the environment variable
-EDGECOMPRESS_TEST_CHILD_SIGNAL is "FILENAME:SIGNAL" (for example "b.tflite:SIGSEGV") and the model's file
-name is FILENAME, the child sends itself SIGNAL right after the model is loaded.
+Test hook (edgecompress.isolation.crash_for_tests, used by tests/test_benchmark.py to prove isolation): if the
+environment variable EDGECOMPRESS_TEST_CHILD_SIGNAL is "FILENAME:SIGNAL" (for example "b.tflite:SIGSEGV") and
+the model's file name is FILENAME, the child sends itself SIGNAL right after the model is loaded.
 """
 from __future__ import annotations
 
@@ -32,7 +32,6 @@ import dataclasses
 import json
 import os
 import resource
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -40,12 +39,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgecompress.errors import UserError
+from edgecompress.isolation import crash_for_tests
 from edgecompress.runtime import load_interpreter, runtime_info
 from edgecompress.measure import phases
 from edgecompress.measure.inputs import InputsError, model_inputs
 from edgecompress.measure.stats import latency_stats
 
-TEST_SIGNAL_ENV = "EDGECOMPRESS_TEST_CHILD_SIGNAL"
 MB = 1024 * 1024
 
 
@@ -129,13 +128,6 @@ def _lift_limit() -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (hard, hard))
 
 
-def _test_signal(model: str) -> None:
-    hook = os.environ.get(TEST_SIGNAL_ENV, "")
-    name, _, sig = hook.rpartition(":")
-    if name and name == Path(model).name:
-        os.kill(os.getpid(), getattr(signal, sig))
-
-
 def _ms(seconds: list[float]) -> list[float]:
     return [s * 1000.0 for s in seconds]
 
@@ -185,7 +177,7 @@ def _measure_into(req: ChildRequest, result: _Result) -> None:
         _limit_data(req.memory_limit_mb)
     try:
         invoke = _load_and_feed(req, result)
-        _test_signal(req.model)
+        crash_for_tests(req.model)
         _run_phases(req, invoke, result)
     except InputsError:
         raise
