@@ -1,4 +1,4 @@
-"""Running work where a native crash cannot take the tool down: a spawned child process.
+"""Running work where a native crash cannot take the tool down: a child process.
 
 TensorFlow's and the runtimes' native code can die by a signal (seen: TF 2.21's oneDNN kernels segfault while
 training a 1x1 stride-2 convolution). In a child, that death becomes one line naming the stage the child had
@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import io
-import multiprocessing
 import os
+import pickle
 import signal
+import subprocess
 import sys
 import traceback
+from multiprocessing.connection import Connection
 from typing import Any, Callable, Iterator
 
 from edgecompress import progress
@@ -28,17 +30,24 @@ TEST_SIGNAL_ENV = "EDGECOMPRESS_TEST_CHILD_SIGNAL"
 
 def run_isolated(fn: Callable[..., Any], *args: Any, what: str, debug: bool = False,
                  env: dict[str, str] | None = None, **kwargs: Any) -> Any:
-    """fn(*args, **kwargs) in a spawned child: its result, or its exception re-raised here; a death by a signal
+    """fn(*args, **kwargs) in a child process: its result, or its exception re-raised here; a death by a signal
     is a NativeCrash naming WHAT, the last stage reported and the signal. DEBUG: the child prints tracebacks.
-    ENV: variables set for the child only."""
-    ctx = multiprocessing.get_context("spawn")  # fork would copy a parent's TensorFlow threads
-    receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(send, fn, args, kwargs, debug))
-    with _environment(env or {}):  # a spawned child copies os.environ when it starts
-        proc.start()
-    send.close()  # so that the child's death reads as EOF here
+    ENV: variables set for the child only. FN must be importable by name (a module-level function).
+
+    The child is `python -m edgecompress.isolation`, not a multiprocessing spawn: a spawn re-runs the caller's
+    main script, which breaks scripts without a main guard and code read from stdin."""
+    receive_fd, send_fd = os.pipe()
+    with _environment(env or {}):
+        proc = subprocess.Popen([sys.executable, "-m", "edgecompress.isolation", str(send_fd)],
+                                stdin=subprocess.PIPE, pass_fds=(send_fd,))
+    os.close(send_fd)  # so that the child's death reads as EOF here
+    receive = Connection(receive_fd, writable=False)
     stage = None
     try:
+        assert proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # a child that died at start says so below
+            proc.stdin.write(pickle.dumps((fn, args, kwargs, debug)))
+            proc.stdin.close()
         while True:
             try:
                 kind, payload = receive.recv()
@@ -55,11 +64,13 @@ def run_isolated(fn: Callable[..., Any], *args: Any, what: str, debug: bool = Fa
             else:
                 raise payload
     finally:
-        proc.join(timeout=None if not proc.is_alive() else 30)
-        if proc.is_alive():
+        receive.close()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
             proc.kill()
-            proc.join()
-    raise NativeCrash(_death(proc.exitcode, what, stage))
+            proc.wait()
+    raise NativeCrash(_death(proc.returncode, what, stage))
 
 
 @contextlib.contextmanager
@@ -134,3 +145,13 @@ def _picklable(exc: BaseException) -> bool:
     except Exception:  # noqa: BLE001 - any failure to round-trip means: send a summary instead
         return False
     return isinstance(exc, (UserError, KeyboardInterrupt)) or type(exc).__module__ == "builtins"
+
+
+def _main(send_fd: int) -> None:
+    """The child: the request (fn, args, kwargs, debug) pickled on stdin, messages to the parent on SEND_FD."""
+    fn, args, kwargs, debug = pickle.load(sys.stdin.buffer)
+    _child(Connection(send_fd, readable=False), fn, args, kwargs, debug)
+
+
+if __name__ == "__main__":
+    _main(int(sys.argv[1]))

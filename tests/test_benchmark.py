@@ -287,7 +287,9 @@ def test_the_device_result_is_typed_and_the_json_is_made_from_it(float_tflite, c
     [r] = benchmark([float_tflite], QUICK, device="raspberry-pi-4")
     device, est = r.device, r.device.estimate
     assert device.name == "raspberry-pi-4" and device.memory_budget_mb == 3584 and est.kind == "estimate"
-    assert est.p50_ms > 0 and est.references and 0 <= est.leave_one_out_within_20pct <= 1
+    assert est.p50_ms > 0 and est.references
+    # The digits CNN runs in microseconds: far enough outside the fit, no leave-one-out score is claimed for it.
+    assert est.leave_one_out_within_20pct is None if est.outside_fit else 0 <= est.leave_one_out_within_20pct <= 1
     row = r.to_dict()["device"]
     assert row["estimated_latency_ms"]["p50"] == est.p50_ms and row["calibration"]["rule"] == est.rule
     # The CLI's JSON keeps the keys it had, and its text report reads the same typed result.
