@@ -26,7 +26,8 @@ from edgecompress.compare import OutputCheck, compare_output, output_problem
 from edgecompress.measure.harness import RUNTIME_CUSTOM_OPS
 from edgecompress.probe_inputs import EDGE_INPUTS, generated_feeds, with_edges
 from edgecompress.progress import note
-from edgecompress.runner import TFLiteRunner
+from edgecompress.isolation import crash_for_tests, run_isolated
+from edgecompress.runner import Port, TFLiteRunner
 from edgecompress.runtime import dequantize
 from edgecompress.tflite_reader import unsupported_ops
 
@@ -108,18 +109,26 @@ def _advice(ops: ModelOps, spec: RuntimeSpec, missing: str | None) -> str:
 class HostRun:
     """This host's run of the inputs the device gets: raw output tensors (by tensor index) and how to read them."""
 
-    runner: TFLiteRunner
+    out_ports: list[Port]
     outputs: dict[int, np.ndarray]  # output tensor index -> samples, as stored (integers for quantized outputs)
     inputs: str
+    runtime: str
 
 
 def _host_run(path: Path, feeds_file: Path, inputs: str | Path | None, num_samples: int, seed: int) -> HostRun:
-    """Run the samples (given, or generated) and the edge inputs on this host, one at a time; save exactly the
-    input tensors it was fed (quantized where the model's inputs are) to FEEDS_FILE for the device."""
+    """Run the samples (given, or generated) and the edge inputs on this host, one at a time, in a child process
+    (a file that crashes the runtime must not take check down); save exactly the input tensors it was fed
+    (quantized where the model's inputs are) to FEEDS_FILE for the device."""
+    return run_isolated(_host_run_here, path, feeds_file, inputs, num_samples, seed,
+                        what=f"the runtime on this host, running {path.name}")
+
+
+def _host_run_here(path: Path, feeds_file: Path, inputs: str | Path | None, num_samples: int, seed: int) -> HostRun:
     from edgecompress.calibration import load_samples
     from edgecompress.calibration.sources import open_source
 
     runner = TFLiteRunner(path, num_threads=1)
+    crash_for_tests(path)
     if inputs is not None:
         columns = open_source(inputs, runner.real_inputs).columns
         specs = runner.feed_specs({name: np.dtype(column.dtype) for name, column in columns.items()})
@@ -137,13 +146,14 @@ def _host_run(path: Path, feeds_file: Path, inputs: str | Path | None, num_sampl
                 values.append(runner.interpreter.get_tensor(index).copy())
     np.savez(feeds_file, **{f"t{i}": np.stack(v) for i, v in fed.items()})
     described = f"{count} {origin} samples + edge inputs ({', '.join(EDGE_INPUTS)})"
-    return HostRun(runner, {i: np.stack(v) for i, v in got.items()}, described)
+    return HostRun(runner.out_ports, {i: np.stack(v) for i, v in got.items()}, described,
+                   f"{runner.runtime.name} {runner.runtime.version}")
 
 
 def _agreement(host: HostRun, guest_npz: Path) -> list[OutputAgreement]:
     out = []
     with np.load(guest_npz) as guest:
-        for port in host.runner.out_ports:
+        for port in host.out_ports:
             h, g = host.outputs[port.index], guest[f"t{port.index}"]
             real_h, real_g = (dequantize(h, port.scale, port.zero_point), dequantize(g, port.scale, port.zero_point)) \
                 if port.quantized else (h, g)
@@ -224,7 +234,7 @@ def _run_emulated(path: Path, profile: DeviceProfile, specs: list[RuntimeSpec], 
         host = _host_run(path, feeds, inputs, num_samples, seed)
         for v, spec in zip(verdicts, specs):
             _emulated(v, profile, spec, ops, path, feeds, host, folder)
-    return f"{host.runner.runtime.name} {host.runner.runtime.version}", host.inputs
+    return host.runtime, host.inputs
 
 
 def check(path: str | Path, device: str | Path, runtimes: Sequence[str] = (), inputs: str | Path | None = None,

@@ -178,3 +178,15 @@ def test_check_runs_the_users_samples(run_cli, emulation_tools, int8_tflite, cal
     code, out, err = run_cli(["check", int8_tflite, "--device", PI, "--inputs", calib_npz, "--num-samples", "5"])
     assert code == 0, err
     assert "5 given samples + edge inputs (zeros, min, max)" in out and "RUNS (on the emulated userland)" in out
+
+
+def test_a_host_crash_is_one_line(run_cli, emulation_tools, int8_tflite, tmp_path, monkeypatch):
+    """check's host side runs the file in a child process: a runtime crash there is one line, exit 1 (issue 25)."""
+    import shutil
+
+    from edgecompress.isolation import TEST_SIGNAL_ENV
+
+    doomed = shutil.copy(int8_tflite, tmp_path / "doomed.tflite")
+    monkeypatch.setenv(TEST_SIGNAL_ENV, "doomed.tflite:SIGSEGV")
+    code, out, err = run_cli(["check", doomed, "--device", PI])
+    assert code == 1 and out == "" and "(SIGSEGV)" in err and "doomed.tflite" in err and "Traceback" not in err
