@@ -19,6 +19,7 @@ from edgecompress.models import LoadedModel, import_tf, load_model
 from edgecompress.quiet import quiet_native_stderr
 from edgecompress.runner import RunFailed
 from edgecompress.runtime import first_line
+from edgecompress.shapes import fit_input_shapes
 from edgecompress.probe_inputs import generated_feeds
 from edgecompress.progress import note
 from edgecompress.converters.int16x8 import make_runnable
@@ -254,30 +255,11 @@ def run_converter(call: Callable[[], T], quantize: str, flex_option: bool = True
 
 
 def with_input_shapes(loaded: LoadedModel, shapes: dict[str, tuple[int, ...]]) -> LoadedModel:
-    """LOADED with the free dimensions of its inputs fixed to SHAPES (name -> shape with batch 1; "" names the
-    only input); a shape that contradicts a fixed dimension, or names no input, is a UserError."""
-    names = [s.name for s in loaded.inputs]
-    if "" in shapes:
-        if len(names) != 1:
-            raise UserError(f"the model has {len(names)} inputs ({', '.join(names)}): give input_shape as NAME=SHAPE",
-                            settings=("input_shape",))
-        shapes = {names[0]: shapes[""]}
-    unknown = sorted(set(shapes) - set(names))
-    if unknown:
-        raise UserError(f"the model has no input {unknown[0]!r}: its inputs are {', '.join(names)}",
-                        settings=("input_shape",))
-    fixed = []
-    for spec in loaded.inputs:
-        shape = shapes.get(spec.name)
-        if shape is not None:
-            clash = len(shape) != len(spec.shape) or shape[0] != 1 or any(
-                d is not None and d != w for d, w in zip(spec.shape[1:], shape[1:]))
-            if clash:
-                raise UserError(f"input_shape {'x'.join(map(str, shape))} does not fit input {spec.describe()}: "
-                                "give batch 1 and the model's fixed dimensions as they are", settings=("input_shape",))
-            spec = dataclasses.replace(spec, shape=(None, *shape[1:]))
-        fixed.append(spec)
-    return dataclasses.replace(loaded, inputs=fixed)
+    """LOADED with the free dimensions of its inputs fixed to SHAPES (shapes.fit_input_shapes checks them)."""
+    fitted = fit_input_shapes(shapes, [(spec.name, (1, *spec.shape[1:])) for spec in loaded.inputs])
+    return dataclasses.replace(loaded, inputs=[
+        dataclasses.replace(spec, shape=(None, *fitted[spec.name][1:])) if spec.name in fitted else spec
+        for spec in loaded.inputs])
 
 
 def fixed_batch_function(tf: Any, loaded: LoadedModel) -> tuple[Any, Any]:

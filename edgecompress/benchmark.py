@@ -30,7 +30,7 @@ from edgecompress.errors import UserError
 from edgecompress.inspect import total_macs
 from edgecompress.measure import Measurement, MeasureOptions, measure
 from edgecompress.measure.harness import check_model
-from edgecompress.shapes import resolve_shapes
+from edgecompress.shapes import resolve_shapes, tflite_input_shapes
 from edgecompress.progress import note
 from edgecompress.tflite_reader import TFLiteModel, is_integer_model
 
@@ -167,14 +167,18 @@ def benchmark(
     options.validate()
     run = device_run(device, device_threads) if device is not None else None
     opts = run.options(options) if run is not None else options
-    models = [check_model(p, opts.inputs) for p in paths]
-    for path, model in zip(paths, models):  # MACs (for the estimates) from the shapes the runtime resolves
-        resolve_shapes(model, path)
+    models = [check_model(p, opts.inputs, opts.use_xnnpack) for p in paths]
+    # A free dimension other than the batch needs the shape to run; MACs (for the estimates) come from the
+    # shapes the runtime resolves.
+    per_model = [dataclasses.replace(opts, input_shapes=tflite_input_shapes(model, opts.input_shapes, required=True))
+                 for model in models]
+    for path, model, model_opts in zip(paths, models, per_model):
+        resolve_shapes(model, path, model_opts.input_shapes)
     fit, unavailable = _device_fit(run) if run is not None and estimate else (None, None)
     if run is not None and run.threads_used < run.threads:
         note(f"{run.profile.name} runs {run.threads} threads and this host has {host_cores()} cores: measured at "
              f"{run.threads_used} host threads" + (f", estimated for the device's {run.threads} by Amdahl's law" if fit else ""))
-    measurements = [_measure(i, len(paths), path, opts) for i, path in enumerate(paths, 1)]
+    measurements = [_measure(i, len(paths), path, o) for i, (path, o) in enumerate(zip(paths, per_model), 1)]
     results = [BenchmarkResult(m, s) for m, s in zip(measurements, _speedups(measurements))]
     if run is not None:
         for i, (result, path, model) in enumerate(zip(results, paths, models), 1):
@@ -183,7 +187,8 @@ def benchmark(
             spread_run = None
             if fit is not None and m.ok and m.threads > 1:
                 spread_run = (one_thread_runs[i - 1] if one_thread_runs is not None
-                              else _measure(i, len(paths), path, run.options(options, threads=1), "for the estimate's p90/p50"))
+                              else _measure(i, len(paths), path, run.options(per_model[i - 1], threads=1),
+                                            "for the estimate's p90/p50"))
             result.device = _device_result(run, fit, unavailable, m, model, spread_run)
     return results
 

@@ -23,7 +23,6 @@ from edgecompress.devices.compat import ModelOps, StaticVerdict, model_ops, stat
 from edgecompress.devices.profiles import DeviceProfile, load_profile
 from edgecompress.devices.userland import RuntimeSpec, parse_runtime, require_tools, run_in_userland
 from edgecompress.compare import OutputCheck, compare_output, output_problem
-from edgecompress.measure.harness import RUNTIME_CUSTOM_OPS
 from edgecompress.probe_inputs import EDGE_INPUTS, generated_feeds, with_edges
 from edgecompress.progress import note
 from edgecompress.isolation import crash_for_tests, run_isolated
@@ -246,21 +245,20 @@ def check(path: str | Path, device: str | Path, runtimes: Sequence[str] = (), in
     profile = load_profile(device)
     ops = model_ops(path)
     specs = _runtimes(profile, runtimes)
-    lacking = [n for n in unsupported_ops(ops.model) if n not in RUNTIME_CUSTOM_OPS]
+    # Whether a runtime has a custom or Flex op is asked of that runtime (run on the userland), never of a list.
+    custom = unsupported_ops(ops.model)
     verdicts = [RuntimeVerdict(f"{s.name} {s.version}", static_check(ops, s.name, s.version), False, None) for s in specs]
     host_runtime, fed = "-", "-"
-    if lacking:  # Flex and custom ops: no stock runtime has them, on any device
-        for v in verdicts:
-            v.runs, v.missing_op = False, ", ".join(lacking)
-            v.error = f"operators no stock runtime has (Flex or custom): {', '.join(lacking)}"
-            v.advice = "re-convert with TFLITE_BUILTINS only"
-    elif profile.userland is not None:
+    if profile.userland is not None:
         host_runtime, fed = _run_emulated(path, profile, specs, ops, verdicts, inputs, num_samples, seed)
     else:
         note(f"{profile.name} names no OS userland to emulate: the operator versions are checked, not run")
         for v, spec in zip(verdicts, specs):
-            v.runs = v.static.ok
+            v.runs = v.static.ok if not custom or v.static.ok is False else None
             v.advice = _advice(ops, spec, None) if v.static.ok is False else None
+            if v.runs is None:
+                v.advice = (f"custom or Flex ops ({', '.join(custom)}): only the device's runtime can say whether "
+                            "it has them; run the model there (benchmark --on)")
     userland = profile.userland.os if profile.userland else None
     return CheckReport(str(path), profile.name, userland, host_runtime, fed, list(ops.ops), ops.min_runtime_version,
                        verdicts)

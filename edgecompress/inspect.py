@@ -32,9 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecompress.errors import UserError
 from edgecompress.fileio import gzip_size
 from edgecompress.runtime import check_tflite_file
-from edgecompress.shapes import resolve_shapes
+from edgecompress.shapes import resolve_shapes, tflite_input_shapes
 from edgecompress.tflite_reader import (
     COMPUTE_OPS,
     Operator,
@@ -124,15 +125,24 @@ class InspectReport:
     weights: list[WeightStats]
     unsupported_ops: list[str]  # Flex and custom op names
     warnings: list[str] = field(default_factory=list)
-    resolved_tensors: int = 0  # tensors whose shapes came from the runtime (dynamic dimensions, batch 1)
+    resolved_tensors: int = 0  # tensors whose shapes came from the runtime (dynamic dimensions)
+    resolved_at: dict[str, list[int]] = field(default_factory=dict)  # the input shapes given for that (else batch 1)
     float16_weights: int = 0  # constants stored as float16 and dequantized to float32 by a DEQUANTIZE op
     state_variables: int = 0  # variables kept between invocations (tflite_reader.state_size)
 
 
-def inspect_model(path: str | Path) -> InspectReport:
+def inspect_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None) -> InspectReport:
+    """What PATH holds; INPUT_SHAPES (name -> shape, "" for the only input) sizes inputs with free dimensions,
+    which are otherwise sized at 1 by the runtime."""
     data = check_tflite_file(path)
     model = parse_model(data, str(path))
-    resolved = resolve_shapes(model, path) if not unsupported_ops(model) else 0
+    given = tflite_input_shapes(model, input_shapes or {})
+    sizing = []
+    try:
+        resolved = resolve_shapes(model, path, given)
+    except UserError as exc:  # Flex ops, say: the file is still worth reading
+        resolved = 0
+        sizing.append(f"the runtime could not size the dynamic shapes ({exc}): MACs and sizes are from the stored shapes")
     weights = _weight_tensors(model)
     stats = [_weight_stats(t) for t in weights]
     # The converter may point several tensors at one buffer (identical constants): bytes count it once.
@@ -158,8 +168,9 @@ def inspect_model(path: str | Path) -> InspectReport:
         integer_model=is_integer_model(model),
         weights=stats,
         unsupported_ops=unsupported_ops(model),
-        warnings=_warnings(model),
+        warnings=sizing + _warnings(model),
         resolved_tensors=resolved,
+        resolved_at={name: list(shape) for name, shape in given.items()},
         float16_weights=_float16_weights(model),
         state_variables=state_size(model),
     )

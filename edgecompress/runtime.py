@@ -10,7 +10,7 @@ import importlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -56,6 +56,11 @@ def runtime_info(prefer: str | None = None) -> RuntimeInfo:
     return _load_runtime(prefer)[2]
 
 
+def load_check(path: str, use_xnnpack: bool = True) -> None:
+    """Load and allocate PATH as a run would, for a child to ask (a UserError in the runtime's words if it refuses)."""
+    load_interpreter(path, num_threads=1, use_xnnpack=use_xnnpack)
+
+
 def check_tflite_file(path: str | Path) -> bytes:
     """Read a .tflite file, refusing what is plainly not one with a message that says so."""
     p = require_file(path, "model")
@@ -77,10 +82,12 @@ def load_interpreter(
     use_xnnpack: bool = True,
     prefer: str | None = None,
     preserve_all_tensors: bool = False,
+    input_shapes: dict[str, Sequence[int]] | None = None,
 ) -> tuple[Any, RuntimeInfo]:
     """Create and allocate an interpreter for PATH; bad files become UserError, not crashes.
 
-    PRESERVE_ALL_TENSORS keeps every intermediate tensor readable after invoke (no buffer reuse)."""
+    PRESERVE_ALL_TENSORS keeps every intermediate tensor readable after invoke (no buffer reuse). INPUT_SHAPES
+    (input name -> shape) sizes inputs with free dimensions before allocation."""
     check_tflite_file(path)
     interpreter_cls, resolver, info = _load_runtime(prefer)
     kwargs: dict[str, Any] = {"model_path": str(path)}
@@ -96,6 +103,9 @@ def load_interpreter(
             # preserve_all_tensors is asked for on purpose (per-layer comparison); its memory warning is noise
             warnings.simplefilter("ignore", UserWarning)
             interpreter = interpreter_cls(**kwargs)
+            for detail in interpreter.get_input_details() if input_shapes else ():
+                if detail["name"] in input_shapes:
+                    interpreter.resize_tensor_input(detail["index"], list(input_shapes[detail["name"]]), strict=False)
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise UserError(f"{info.name} {info.version} cannot load {path}: {first_line(exc)}") from exc

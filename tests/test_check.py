@@ -8,25 +8,13 @@ itself installs nothing as root.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from edgecompress.errors import UserError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from apt_packages import ensure_packages  # noqa: E402
-
 PI = "raspberry-pi-4"
 BOTH = ["--runtime", "ai-edge-litert==2.3.0", "--runtime", "tflite-runtime==2.14.0"]
-
-
-@pytest.fixture(scope="module")
-def emulation_tools():
-    from edgecompress.devices.userland import missing_tools
-
-    ensure_packages(missing_tools())
 
 
 @pytest.fixture(scope="module")

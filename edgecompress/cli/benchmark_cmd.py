@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from edgecompress.tables import fmt, key_values, table, to_json
-from edgecompress.cli.options import json_option
+from edgecompress.cli.options import input_shape_option, json_option
 
 # benchmark_model's defaults (edgecompress.measure.phases), repeated here so --help needs no import.
 DEFAULT_RUNS = 50
@@ -146,6 +146,8 @@ def render(results: list) -> str:
 @click.option("--min-secs", type=float, default=DEFAULT_MIN_SECS, show_default=True, help="Minimum seconds of timed runs.")
 @click.option("--inputs", type=click.Path(path_type=Path), help="A .npz with one array per input (or x) instead of random data.")
 @click.option("--no-xnnpack", is_flag=True, help="Run without the XNNPACK delegate (the builtin kernels).")
+@input_shape_option("The shape to run an input with free dimensions at (batch 1 first; repeat for several inputs). "
+                    "Needed when a dimension other than the batch is free.")
 @click.option("--on", "on", metavar="ssh://USER@HOST[:PORT]|adb[:SERIAL]", help="Measure on that device instead of this host.")
 @click.option("--remote-python", default="python3", show_default=True, help="With --on ssh://: the device's Python that has edgecompress.")
 @click.option("--ssh-config", type=click.Path(path_type=Path), help="With --on ssh://: an ssh_config file (as `ssh -F`).")
@@ -160,6 +162,7 @@ def benchmark_command(
     min_secs: float,
     inputs: Path | None,
     no_xnnpack: bool,
+    input_shape: tuple[str, ...],
     on: str | None,
     remote_python: str,
     ssh_config: Path | None,
@@ -174,8 +177,10 @@ def benchmark_command(
     when any model failed to run.
     """
     from edgecompress.benchmark import benchmark
+    from edgecompress.errors import UserError
     from edgecompress.measure import MeasureOptions
     from edgecompress.progress import note
+    from edgecompress.shapes import parse_input_shapes
 
     options = MeasureOptions(
         threads=1 if threads is None else threads,
@@ -184,8 +189,12 @@ def benchmark_command(
         min_secs=min_secs,
         use_xnnpack=not no_xnnpack,
         inputs=inputs,
+        input_shapes=parse_input_shapes(input_shape),
     )
     if on is not None or ssh_config is not None or benchmark_binary is not None:
+        if input_shape:
+            raise UserError("--input-shape is for this host's runs: with --on, give the device a model with fixed "
+                            "shapes (convert --input-shape)")
         from edgecompress.cli.remote_output import benchmark_on
 
         benchmark_on(on, list(models), options, device, remote_python, ssh_config, benchmark_binary, as_json)

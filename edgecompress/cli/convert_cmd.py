@@ -10,7 +10,7 @@ from edgecompress.converters.convert import DEFAULT_CALIBRATION_SAMPLES, VALIDAT
 from edgecompress.converters.quantize import IO_TYPES, QUANTIZE_MODES
 from edgecompress.tables import fmt_metric, fmt_points, key_values, table
 from edgecompress.cli.options import (
-    emit, force_option, json_option, outputs_table, size_ratio, unsafe_option, validation_rows,
+    emit, force_option, input_shape_option, json_option, outputs_table, size_ratio, unsafe_option, validation_rows,
 )
 
 QUANTIZE_HELP = (
@@ -55,9 +55,8 @@ IMAGE_SCALE_HELP = "How image-folder pixels become inputs: " + "; ".join(f"{k} =
 @click.option("--model-output", metavar="NAME|INDEX",
               help="The output --eval-data's labels are for, by name or position [default: the only output, or the only one "
                    "holding class scores].")
-@click.option("--input-shape", "input_shape", multiple=True, metavar="[NAME=]1xHxWxC",
-              help="Fix the free dimensions of an input (a fully convolutional model) at export, batch 1 first; "
-                   "repeat it for several inputs, and convert once per shape for several scales.")
+@input_shape_option("Fix the free dimensions of an input (a fully convolutional model) at export, batch 1 first; "
+                    "repeat it for several inputs, and convert once per shape for several scales.")
 @click.option("--keep-failed", is_flag=True,
               help="Write the .tflite even when its outputs are NaN/Inf where the original's are finite (the "
                    "command still fails), to inspect it.")
@@ -73,12 +72,13 @@ def convert_command(model: str, output: str, quantize: str, calibration: str | N
     then check it against the original on validation samples."""
     from edgecompress.converters import convert_model
     from edgecompress.errors import UserError
+    from edgecompress.shapes import parse_input_shapes
 
     result = convert_model(
         model, output, quantize=quantize, calibration=calibration, num_samples=num_samples, io_type=io_type,
         force=force, unsafe=unsafe, allow_flex=allow_flex, image_scale=image_scale, seed=seed,
         validation_samples=validation_samples, block_size=block_size, eval_data=eval_data, max_drop=max_drop,
-        keep_failed=keep_failed, model_output=model_output, input_shapes=parse_input_shapes(input_shape),
+        keep_failed=keep_failed, model_output=model_output, input_shapes=parse_input_shapes(input_shape) or None,
     )
     emit(result, as_json, render_conversion)
     if result.target_met is False:
@@ -87,23 +87,6 @@ def convert_command(model: str, output: str, quantize: str, calibration: str | N
             f"{len(result.float_layers)} layer(s) in float, written to {result.output}): raise --max-drop, "
             "or use --quantize dynamic or float16"
         )
-
-
-def parse_input_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]] | None:
-    """--input-shape values (NAME=1x120x160x3, or 1x120x160x3 for the only input) as {name: shape}."""
-    from edgecompress.errors import UserError
-
-    shapes: dict[str, tuple[int, ...]] = {}
-    for value in values:
-        name, _, dims = value.rpartition("=")
-        try:
-            shape = tuple(int(d) for d in dims.lower().split("x"))
-        except ValueError:
-            shape = ()
-        if not shape or min(shape) < 1:
-            raise UserError(f"--input-shape {value!r} is not a shape: write it as NAME=1x120x160x3 (batch 1 first)")
-        shapes[name] = shape
-    return shapes or None
 
 
 def render_conversion(result: Any) -> str:

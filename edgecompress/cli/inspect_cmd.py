@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from edgecompress.cli.options import emit, json_option
+from edgecompress.cli.options import emit, input_shape_option, json_option
 
 
 def _io_rows(specs: list) -> list[list]:
@@ -28,6 +28,12 @@ def _granularity(w) -> str:
     return f"blockwise ({w.block_size})" if w.block_size else w.quantized
 
 
+def _sized_at(report) -> str:
+    if not report.resolved_at:
+        return "batch 1"
+    return ", ".join(f"{name}={'x'.join(map(str, shape))}" for name, shape in report.resolved_at.items())
+
+
 def render(report) -> str:
     from edgecompress.tables import key_values, table
 
@@ -42,7 +48,7 @@ def render(report) -> str:
                 ("everything else (bytes)", report.other_bytes),
                 ("parameters", report.parameter_count),
                 ("estimated MACs", report.macs_total),
-                ("shapes", f"dynamic: {report.resolved_tensors} tensors sized by the runtime at batch 1"
+                ("shapes", f"dynamic: {report.resolved_tensors} tensors sized by the runtime at {_sized_at(report)}"
                  if report.resolved_tensors else "as stored in the file"),
                 ("integer model", report.integer_model),
                 ("stateful", f"{report.state_variables} variables kept between invocations"
@@ -83,15 +89,19 @@ def render(report) -> str:
 
 @click.command("inspect")
 @click.argument("model", type=click.Path(path_type=Path))
+@input_shape_option("Size an input with free dimensions (batch 1 first; repeat for several inputs) before MACs and "
+                    "sizes are counted [default: 1 in every free dimension].")
 @json_option
-def inspect_command(model: Path, as_json: bool) -> None:
+def inspect_command(model: Path, input_shape: tuple[str, ...], as_json: bool) -> None:
     """Show a .tflite file's inputs, operators, dtypes, parameters, weight sparsity and estimated MACs.
 
-    Flex (SELECT_TF_OPS) and custom operators are flagged: stock runtimes cannot run them.
+    Flex (SELECT_TF_OPS) and custom operators are listed: whether a runtime has them is for that runtime to say
+    (benchmark and check ask it).
     """
     from edgecompress.inspect import inspect_model
+    from edgecompress.shapes import parse_input_shapes
 
-    emit(inspect_model(model), as_json, render)
+    emit(inspect_model(model, parse_input_shapes(input_shape)), as_json, render)
 
 
 COMMANDS = [inspect_command]

@@ -16,6 +16,12 @@ unsafe_option = click.option(
 )
 
 
+
+def input_shape_option(help_text: str) -> Callable[[Any], Any]:
+    """--input-shape [NAME=]1xHxWxC, repeatable (parsed by edgecompress.shapes.parse_input_shapes)."""
+    return click.option("--input-shape", "input_shape", multiple=True, metavar="[NAME=]1xHxWxC", help=help_text)
+
+
 # Library errors name settings; a command's flag is its setting with dashes, except those listed here.
 FLAG_OF_SETTING: dict[str, str] = {}
 

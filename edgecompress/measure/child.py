@@ -62,6 +62,7 @@ class ChildRequest:
     cpu_cores: int | None = None
     memory_limit_mb: float | None = None
     seed: int = 0
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)  # inputs with free dimensions, sized
 
 
 class BudgetExceeded(Exception):
@@ -136,7 +137,8 @@ def _load_and_feed(req: ChildRequest, result: _Result) -> Callable[[], None]:
     """Load the model (timed, with its memory delta), set its inputs once; return its invoke."""
     rss_before = _status_mb("VmRSS") or 0.0
     t0 = time.perf_counter()
-    interp, _ = load_interpreter(req.model, num_threads=req.threads, use_xnnpack=req.use_xnnpack)
+    interp, _ = load_interpreter(req.model, num_threads=req.threads, use_xnnpack=req.use_xnnpack,
+                                  input_shapes=req.input_shapes)
     result.init_ms = (time.perf_counter() - t0) * 1000.0
     result.model_load_rss_mb = (_status_mb("VmRSS") or 0.0) - rss_before
     details = interp.get_input_details()
@@ -163,7 +165,8 @@ def _run_phases(req: ChildRequest, invoke: Callable[[], None], result: _Result) 
 
 def _first_inference_works(req: ChildRequest) -> bool:
     try:
-        interp, _ = load_interpreter(req.model, num_threads=req.threads, use_xnnpack=req.use_xnnpack)
+        interp, _ = load_interpreter(req.model, num_threads=req.threads, use_xnnpack=req.use_xnnpack,
+                                  input_shapes=req.input_shapes)
         interp.invoke()
     except (UserError, RuntimeError, ValueError, MemoryError):
         return False

@@ -19,6 +19,8 @@ from typing import Any
 
 from edgecompress.errors import UserError
 from edgecompress.fileio import gzip_size, require_file
+from edgecompress.isolation import run_isolated
+from edgecompress.runtime import load_check
 from edgecompress.tflite_reader import TFLiteModel, read_model, unsupported_ops
 from edgecompress.measure import phases
 from edgecompress.measure.child import ChildRequest
@@ -30,9 +32,6 @@ CHILD_MODULE = "edgecompress.measure.child"
 # (the benchmark never calls BLAS) and the memory budget about the model.
 CHILD_ENV = {"OPENBLAS_NUM_THREADS": "1"}
 STDERR_TAIL = 3
-# Custom operators that the stock interpreter registers itself (tensorflow/lite/core/kernels/register.cc);
-# every other custom or Flex op needs a runtime built with it.
-RUNTIME_CUSTOM_OPS = frozenset({"NumericVerify", "AudioSpectrogram", "Mfcc", "TFLite_Detection_PostProcess"})
 
 
 @dataclass(frozen=True)
@@ -45,6 +44,7 @@ class MeasureOptions:
     max_secs: float = phases.MAX_SECS
     use_xnnpack: bool = True
     inputs: Path | None = None
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # for inputs with free dimensions
     cpu_cores: int | None = None  # pin the child to this many cores
     memory_limit_mb: float | None = None  # hard memory budget for the child (see child.py)
     budget_owner: str | None = None  # who the budget belongs to (a device name), for error messages
@@ -110,6 +110,7 @@ def _request(path: Path, options: MeasureOptions) -> ChildRequest:
         inputs=str(Path(options.inputs).resolve()) if options.inputs else None,
         cpu_cores=options.cpu_cores,
         memory_limit_mb=options.memory_limit_mb,
+        input_shapes={name: list(shape) for name, shape in options.input_shapes.items()},
     )
 
 
@@ -191,18 +192,29 @@ def _input_details(model: TFLiteModel) -> list[dict[str, Any]]:
     ]
 
 
-def check_model(path: str | os.PathLike, inputs: Path | None = None) -> TFLiteModel:
-    """Refuse, before any child runs, what is bad input: not a model, ops the runtime lacks, mismatched --inputs."""
+def check_model(path: str | os.PathLike, inputs: Path | None = None, use_xnnpack: bool | None = True) -> TFLiteModel:
+    """Refuse, before any child runs, what is bad input: not a model, mismatched --inputs, and custom or Flex ops
+    this host's runtime cannot load with USE_XNNPACK (None: the model runs elsewhere, whose runtime says)."""
     model = read_model(path)
-    lacking = [name for name in unsupported_ops(model) if name not in RUNTIME_CUSTOM_OPS]
-    if lacking:
-        raise UserError(
-            f"model {path} uses operators the runtime lacks (Flex or custom): {', '.join(lacking)}; "
-            "re-convert it with TFLITE_BUILTINS only, or use a runtime built with these ops"
-        )
+    custom = unsupported_ops(model)
+    if custom and use_xnnpack is not None:
+        require_runtime_loads(path, custom, use_xnnpack)
     if inputs is not None:
         npz_inputs(require_file(inputs, "--inputs file"), _input_details(model))
     return model
+
+
+def require_runtime_loads(path: str | os.PathLike, custom: list[str], use_xnnpack: bool) -> None:
+    """Ask the runtime whether it has the custom or Flex ops CUSTOM of PATH: load and allocate it in a child.
+    Which custom ops a runtime resolves is its own business (seen: ai-edge-litert's XNNPACK delegate runs
+    MediaPipe's Convolution2DTransposeBias, its plain resolver does not), so no list here decides it."""
+    try:
+        run_isolated(load_check, str(path), use_xnnpack, what=f"the runtime, loading {Path(path).name}")
+    except UserError as exc:
+        fixes = "re-convert it with TFLITE_BUILTINS only, or use a runtime built with these ops"
+        if not use_xnnpack:
+            fixes += ", or run with XNNPACK (it provides some)"
+        raise UserError(f"{str(exc).rstrip('.')}; it uses custom or Flex ops ({', '.join(custom)}): {fixes}") from exc
 
 
 def measure(path: str | os.PathLike, options: MeasureOptions = MeasureOptions()) -> Measurement:
@@ -211,7 +223,7 @@ def measure(path: str | os.PathLike, options: MeasureOptions = MeasureOptions())
     Bad input (see check_model) raises UserError before the child starts.
     """
     options.validate()
-    model = check_model(path, options.inputs)
+    model = check_model(path, options.inputs, options.use_xnnpack)
     data = Path(path).read_bytes()
     base = Measurement(
         model=str(path),

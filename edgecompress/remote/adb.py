@@ -159,7 +159,7 @@ def benchmark_over_adb(paths: Sequence[str | Path], options: MeasureOptions, ser
         raise UserError("--inputs is not supported with --on adb: benchmark_model feeds random inputs")
     models = [Path(p) for p in paths]
     for p in models:
-        check_model(p)
+        check_model(p, use_xnnpack=None)  # the device's runtime says what it lacks
     device = AdbDevice(serial)
     device.require_ready()
     ident = identity(device)

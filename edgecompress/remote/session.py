@@ -133,7 +133,7 @@ def benchmark_over_ssh(
     options.validate()
     models = [Path(p) for p in paths]
     for p in models:
-        check_model(p, options.inputs)
+        check_model(p, options.inputs, use_xnnpack=None)  # the device's runtime says what it lacks
     note(f"connecting to {target.url}")
     ident, workdir = hello(target, remote_python)
     _check_fits(models, ident, target)
