@@ -21,7 +21,8 @@ import numpy as np
 from edgecompress.calibration import SampleSet, load_samples
 from edgecompress.evaluate import EvalResult, drop_points, evaluate, evaluate_keras
 from edgecompress.models import LoadedModel, import_tf, load_model
-from edgecompress.progress import note
+from edgecompress.isolation import crash_for_tests
+from edgecompress.progress import note, stage
 from edgecompress.quiet import quiet_native_stderr
 from edgecompress.runtime import load_interpreter
 from edgecompress.tflite_reader import parse_model
@@ -77,10 +78,14 @@ def diagnose(
     reference = evaluate_keras(loaded, data, model_output) if data is not None else None
     samples = load_samples(calibration, loaded.inputs, num_samples, seed, image_scale)
     note(f"quantizing {loaded.path.name} to int8 and comparing every layer with float on {len(samples)} samples")
+    stage("int8 conversion")
     debugger = Int8Debugger(loaded, samples)
+    stage("layer-by-layer int8 run")  # where a file that corrupts the runtime dies (a full-int8 LSTM, seen)
+    crash_for_tests(loaded.path)
     layers = debugger.layer_errors()
     accuracy = None
     if reference is not None:
+        stage("int8 accuracy")
         int8 = evaluate_bytes(debugger.quantized(), data, reference)  # type: ignore[arg-type]
         accuracy = AccuracyComparison(
             "accuracy" if reference.task == "classification" else "mae",

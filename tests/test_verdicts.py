@@ -4,6 +4,7 @@ in the shape of the real one that showed the defect (benchmarks/real_models.py r
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -258,3 +259,17 @@ def test_a_runtime_crash_during_validation_is_one_line_and_leaves_nothing(run_cl
     line = err.strip().splitlines()[-1]
     assert "doomed.tflite" in line and "(SIGABRT)" in line and "try another quantize mode" in line
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_runtime_crash_during_diagnose_is_one_line(run_cli, face_model, monkeypatch):
+    """diagnose ran TensorFlow's debugger in the tool's own process: the int8 file of stacked LSTMs aborted it
+    (issue 25). It runs in a child now; the crash, a real signal at the point where the int8 file runs, is one
+    line naming the stage, the signal and the modes that keep float activations."""
+    from edgecompress.isolation import TEST_SIGNAL_ENV
+
+    model, crops = face_model
+    monkeypatch.setenv(TEST_SIGNAL_ENV, f"{Path(model).name}:SIGABRT")
+    code, stdout, err = run_cli(["diagnose", model, "--calibration", crops, "--num-samples", "4", "--json"])
+    assert code == 1 and stdout == "" and "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert "layer-by-layer int8 run" in line and "(SIGABRT)" in line and "--quantize dynamic" in line

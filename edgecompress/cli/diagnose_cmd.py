@@ -28,13 +28,23 @@ from edgecompress.cli.options import emit, json_option, unsafe_option
                    "one holding class scores].")
 @unsafe_option
 @json_option
-def diagnose_command(model: str, calibration: str, data: str | None, num_samples: int, image_scale: str, seed: int,
-                     model_output: str | None, unsafe: bool, as_json: bool) -> None:
+@click.pass_context
+def diagnose_command(ctx: click.Context, model: str, calibration: str, data: str | None, num_samples: int,
+                     image_scale: str, seed: int, model_output: str | None, unsafe: bool, as_json: bool) -> None:
     """Quantize a Keras MODEL to full int8 and show which layers lose the most against float, worst first."""
     from edgecompress.converters.diagnose import diagnose
+    from edgecompress.errors import NativeCrash
+    from edgecompress.isolation import run_isolated
 
-    result = diagnose(model, calibration, data=data, num_samples=num_samples, seed=seed, image_scale=image_scale,
-                      unsafe=unsafe, model_output=model_output)
+    # In a child process: TensorFlow's debugger runs the int8 file in this process's runtime, and a file that
+    # corrupts the runtime (TF 2.21's full-int8 stacked LSTMs) must cost one line, not the tool.
+    try:
+        result = run_isolated(diagnose, model, calibration, data=data, num_samples=num_samples, seed=seed,
+                              image_scale=image_scale, unsafe=unsafe, model_output=model_output, what="diagnose",
+                              debug=bool(ctx.obj and ctx.obj.get("debug")))
+    except NativeCrash as crash:
+        raise NativeCrash(f"{crash}. Full int8 of this model is what crashed: export it with --quantize dynamic, "
+                          "float16 or int8-weights, which keep float activations") from crash
     emit(result, as_json, render_diagnosis)
 
 
