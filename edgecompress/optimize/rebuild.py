@@ -37,22 +37,74 @@ def _activation(value: Any) -> Any:
     return KERAS3_NAMES.get(value, value) if isinstance(value, str) else value
 
 
-def _tf_keras_config(layer: Any, cls: Any) -> dict[str, Any]:
+# Keras 3 names for arguments tf-keras spells otherwise.
+_RENAMED = {"negative_slope": "alpha"}
+# Keras 3 resolves data_format=None to the global image format, channels_last here; tf-keras layers without the
+# argument compute channels_last.
+_IMPLIED = {"data_format": "channels_last"}
+# Config keys holding a whole layer (wrappers, RNN cells), and the attributes of the Keras 3 layer that hold it.
+_NESTED = {"layer": ("layer", "forward_layer"), "backward_layer": ("backward_layer",), "cell": ("cell",)}
+
+
+def _keras3_default(layer: Any, key: str) -> Any:
+    for cls in type(layer).__mro__:
+        parameter = inspect.signature(cls.__init__).parameters.get(key) if "__init__" in vars(cls) else None
+        if parameter is not None:
+            return parameter.default
+    return inspect.Parameter.empty
+
+
+def _same(value: Any, default: Any) -> bool:
+    try:
+        return bool(value == default)
+    except (TypeError, ValueError):  # arrays
+        return False
+
+
+def _nested(layer: Any, key: str, keras2: Any) -> Any:
+    """The tf-keras rebuild of the layer a wrapper's (or an RNN's) config holds under KEY."""
+    for attribute in _NESTED[key]:
+        inner = getattr(layer, attribute, None)
+        if inner is not None:
+            return _convert_layer(inner, keras2)
+    raise UserError(f"Keras 3 layer {layer.name} ({type(layer).__name__}) holds a {key} that cannot be found to "
+                    "rebuild: save the model with tf-keras")
+
+
+def _tf_keras_config(layer: Any, cls: Any, keras2: Any) -> dict[str, Any]:
+    """LAYER's config as CLS (its tf-keras class) takes it. An argument tf-keras lacks is left off when Keras 3
+    has it at the value that computes what tf-keras computes without it, translated when tf-keras names it
+    otherwise, and refused in one line when it would change the computation."""
     config = dict(layer.get_config())
+    if "cells" in config:  # StackedRNNCells
+        config["cells"] = [_convert_layer(cell, keras2) for cell in layer.cells]
+    for key in _NESTED:
+        if isinstance(config.get(key), dict):
+            config[key] = _nested(layer, key, keras2)
     for key in ("activation", "recurrent_activation"):
         if key in config:
             config[key] = _activation(config[key])
     dtype = config.get("dtype")
     if isinstance(dtype, dict):  # Keras 3 writes a DTypePolicy object
         config["dtype"] = dtype.get("config", {}).get("name", "float32")
+    if config.get("output_mode") == "int" and "vocabulary_dtype" in config:  # tf-keras lookups give ids as dtype
+        config["dtype"] = config["vocabulary_dtype"]
     accepted = set(inspect.signature(cls.__init__).parameters) | _BASE_KWARGS
     out: dict[str, Any] = {}
     for key, value in config.items():
         if key.endswith("_initializer"):
             continue
-        if key not in accepted and value in (None, False, 0, "", [], {}):
-            continue  # a Keras 3-only option left off; any other unknown one is refused by the constructor
-        out[key] = _plain(value)
+        if key in accepted:
+            out[key] = _plain(value)
+        elif _RENAMED.get(key) in accepted:
+            out[_RENAMED[key]] = _plain(value)
+        elif (default := _keras3_default(layer, key)) is inspect.Parameter.empty:
+            continue  # not an argument in Keras 3 either: state get_config reports (IntegerLookup's vocabulary_size)
+        elif not (_same(value, None) or value is False or _same(value, _IMPLIED.get(key, None)) or _same(value, default)):
+            raise UserError(
+                f"Keras 3 layer {layer.name} ({type(layer).__name__}) sets {key}={value!r}, which tf-keras's "
+                f"{cls.__name__} lacks: TF-MOT needs tf-keras, so leave {key} at its default or save the model with "
+                "tf-keras (TF_USE_LEGACY_KERAS=1)")
     return out
 
 
@@ -63,13 +115,19 @@ def _convert_layer(layer: Any, keras2: Any) -> Any:
             f"Keras 3 layer {layer.name} ({type(layer).__name__}) has no tf-keras equivalent: "
             "TF-MOT needs tf-keras, so save the model with tf-keras (TF_USE_LEGACY_KERAS=1)"
         )
+    config = _tf_keras_config(layer, cls, keras2)
     try:
-        return cls(**_tf_keras_config(layer, cls))
+        return cls(**config)
     except (TypeError, ValueError) as exc:
         raise UserError(
-            f"Keras 3 layer {layer.name} ({type(layer).__name__}) cannot be rebuilt in tf-keras: "
-            f"{str(exc).splitlines()[0]}"
+            f"Keras 3 layer {layer.name} ({type(layer).__name__}) cannot be rebuilt in tf-keras: {_said(exc)}"
         ) from exc
+
+
+def _said(exc: BaseException) -> str:
+    """EXC's message on one line (tf-keras raises some with a tuple of arguments)."""
+    said = " ".join(str(a) for a in exc.args) if exc.args else type(exc).__name__
+    return said.splitlines()[0] if said.strip() else type(exc).__name__
 
 
 # keras.ops arithmetic in a Keras 3 graph (x + 3.0 in MobileNetV3's hard_sigmoid) -> tf-keras layers:
@@ -136,7 +194,14 @@ def _rebuild_graph(model: Any, keras3: Any, keras2: Any) -> tuple[Any, list[tupl
             args = _map(node.arguments.args, tensors)
             if isinstance(op, keras3.layers.Layer):
                 new = _convert_layer(op, keras2)
-                result = new(*args, **_map(node.arguments.kwargs, tensors))
+                # Keras 3 records training=True on the nodes of its random augmentation layers; the tf-keras
+                # model must follow the training flag it is called with (inference: identity, as in Keras 3).
+                kwargs = {k: v for k, v in node.arguments.kwargs.items() if k != "training"}
+                try:
+                    result = new(*args, **_map(kwargs, tensors))
+                except (TypeError, ValueError) as exc:
+                    raise UserError(f"Keras 3 layer {op.name} ({type(op).__name__}) cannot be rebuilt in tf-keras: "
+                                    f"{_said(exc)}") from exc
             else:
                 new, inputs_of_op = _convert_op(op, args, keras2)
                 result = new(inputs_of_op)
@@ -198,6 +263,9 @@ def as_tf_keras(model: Any) -> Rebuilt:
     error = 0.0
     for a, b in zip(_as_list(model(feed, training=False)), _as_list(rebuilt(feed, training=False))):
         a, b = np.asarray(a), np.asarray(b)
+        if a.shape != b.shape:  # Keras 3's RandomCrop passes images through at inference, tf-keras's crops them
+            raise UserError(f"the tf-keras rebuild of Keras 3 model {model.name} gives outputs of shape {b.shape} "
+                            f"where the model gives {a.shape}: save the model with tf-keras")
         error = max(error, float(np.max(np.abs(a - b))))
         if not np.allclose(a, b, rtol=1e-4, atol=1e-5):
             raise UserError(
