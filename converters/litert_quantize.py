@@ -91,10 +91,13 @@ def quantize_weights(data: bytes, quantize: str, block_size: int | None = None, 
     check_block_size(quantize, block_size)
     model = parse_model(data, source)
     if any(t.is_constant and t.dtype == "float16" for sg in model.subgraphs for t in sg.tensors):
-        data, folded = restore_float32(data)
+        data, folded, densified = restore_float32(data)
         if folded:
             note(f"{Path(source).name} has float16 weights: {folded} restored to float32 (exact) before quantizing")
-            model = parse_model(data, source)
+        if densified:
+            note(f"{densified} of them were stored sparse: the quantized file stores them dense, so it can be larger "
+                 "than the input (the quantizer keeps no sparse format)")
+        model = parse_model(data, source)
     _check_float(model, source)
     if block_size is not None:
         _check_blocks(model, block_size, source)

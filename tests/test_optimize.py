@@ -220,6 +220,13 @@ def test_keras3_model_file_is_rebuilt_and_optimized(digits, train_npz, tmp_path)
 # ---------------------------------------------------------------- training until convergence
 
 
+def _watching_acc():
+    """An objective whose metric Keras logs as `acc`, higher is better."""
+    from edgecompress.optimize.train import Objective
+
+    return Objective(loss=None, metrics=["acc"], key="acc", label="accuracy", higher_is_better=True, describe="")
+
+
 def _tiny_model():
     from edgecompress.models import import_tf_keras
 
@@ -235,7 +242,7 @@ def test_convergence_keeps_the_best_epoch_lowers_the_rate_and_stops():
 
     assert LR_PATIENCE < 3
     model = _tiny_model()
-    callback = convergence(model, model.optimizer, "acc", patience=3, max_epochs=10, first_compared=2)
+    callback = convergence(model, model.optimizer, _watching_acc(), patience=3, max_epochs=10, first_compared=2)
     callback.set_model(model)
     # Epoch 1 ends before the technique's schedule does: never kept, however good. Epoch 4 ties epoch 3's
     # accuracy with a lower loss: kept. Epoch 6 has a record loss but a lower accuracy: it resets the wait but
@@ -266,7 +273,7 @@ def test_accuracies_one_validation_sample_apart_are_ties_broken_by_the_loss():
     from edgecompress.optimize.train import convergence
 
     model = _tiny_model()
-    callback = convergence(model, model.optimizer, "acc", patience=5, max_epochs=10, first_compared=1,
+    callback = convergence(model, model.optimizer, _watching_acc(), patience=5, max_epochs=10, first_compared=1,
                            val_samples=10)
     callback.set_model(model)
     kept = []
@@ -277,10 +284,10 @@ def test_accuracies_one_validation_sample_apart_are_ties_broken_by_the_loss():
 
 
 def test_holdout_is_a_seeded_disjoint_share_of_the_training_data(digits):
-    from edgecompress.optimize.data import Labeled
+    from edgecompress.optimize.data import Labeled, Target
     from edgecompress.optimize.train import holdout_split
 
-    data = Labeled([digits.train.x[:400]], digits.train.y[:400])
+    data = Labeled([digits.train.x[:400]], digits.train.y[:400], Target(0, "probs", "classes", 1))
     fit, held = holdout_split(data, 0.1, seed=0)
     again = holdout_split(data, 0.1, seed=0)[1]
     other = holdout_split(data, 0.1, seed=1)[1]

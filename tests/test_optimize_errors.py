@@ -114,22 +114,3 @@ def test_training_that_diverges_is_a_one_line_error(files, digits_model_path, tm
     assert exit_info.value.code == 2 and "Traceback" not in "\n".join(err)
     assert err[-1].startswith("error: prune training diverged") and "--learning-rate" in err[-1], err[-1]
     assert not out.exists()
-
-
-def test_float_targets_are_refused_not_trained_with_cross_entropy(tmp_path, capsys):
-    """Embedding targets went into categorical cross-entropy: the loss went negative and early stopping watched
-    an 'accuracy' of them (issue 24). Until other objectives exist, one line says so."""
-    from edgecompress.cli.main import main
-    from edgecompress.models import import_tf_keras
-
-    k = import_tf_keras()
-    inp = k.Input((6,))
-    k.Model(inp, k.layers.Dense(4)(inp)).save(tmp_path / "embed.keras")
-    rng = np.random.default_rng(0)
-    np.savez(tmp_path / "train.npz", x=rng.normal(size=(40, 6)).astype("float32"),
-             y=rng.normal(size=(40, 4)).astype("float32"))
-    with pytest.raises(SystemExit) as exit_:
-        main(["optimize", str(tmp_path / "embed.keras"), "-o", str(tmp_path / "out.keras"), "--train",
-              str(tmp_path / "train.npz"), "--prune", "0.5"])
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2 and "float targets" in err and err.count("\n") == 1

@@ -65,11 +65,12 @@ def test_shrinking_equals_silencing_what_was_removed(reviews, tiny_encoder):
     """Before fine-tuning, the smaller model computes exactly what the original computes with the removed heads'
     output projections and the removed units' input weights set to zero: nothing else was disturbed."""
     from edgecompress.models import load_model
-    from edgecompress.optimize.data import Labeled
+    from edgecompress.optimize.data import Labeled, Target
     from edgecompress.optimize.structured import plan, shrink
 
     model = load_model(tiny_encoder).model
-    chosen, _ = plan(model, heads=0.5, ffn=0.5, data=Labeled([reviews.train.x[:256]], reviews.train.y[:256]))
+    chosen, _ = plan(model, heads=0.5, ffn=0.5, data=Labeled([reviews.train.x[:256]], reviews.train.y[:256],
+                                                                   Target(0, "probs", "classes", 1)))
     small = shrink(model, chosen)
     for name, kept in chosen.heads.items():
         assert small.get_layer(name)._num_heads == 2 and len(kept) == 2

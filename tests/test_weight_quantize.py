@@ -194,7 +194,8 @@ def test_float16_weights_are_restored_exactly(float16_tflite, digits):
     from edgecompress.tflite_reader import parse_model
 
     data = float16_tflite.read_bytes()
-    restored, folded = restore_float32(data)
+    restored, folded, densified = restore_float32(data)
+    assert densified == 0
     model = parse_model(restored)
     assert folded >= 4 and "DEQUANTIZE" not in {op.name for op in model.operators}
     assert not any(t.is_constant and t.dtype == "float16" for t in model.main.tensors)
@@ -204,6 +205,63 @@ def test_float16_weights_are_restored_exactly(float16_tflite, digits):
     for x in digits.test.x[:20]:
         (a,), (b,) = before.run({before.inputs[0].name: x[None]}), after.run({after.inputs[0].name: x[None]})
         assert np.array_equal(a, b)
+
+
+def _sparse_as_float16(data: bytes) -> bytes:
+    """A sparse float32 file in MediaPipe's form: each sparse constant stored as float16, DENSIFY giving float16,
+    then a DEQUANTIZE to the float32 tensor the graph reads (the converter makes sparse or float16, not both)."""
+    from edgecompress.converters.tflite_edit import add_tensor, flatbuffers, op_code, operator, read, write
+
+    model, schema = read(data), flatbuffers().schema_fb
+    sg = model.subgraphs[0]
+    for op in [o for o in sg.operators if op_code(model, o) == schema.BuiltinOperator.DENSIFY]:
+        source, dense = sg.tensors[op.inputs[0]], sg.tensors[op.outputs[0]]
+        values = np.frombuffer(np.asarray(model.buffers[source.buffer].data, np.uint8).tobytes(), "<f4")
+        model.buffers[source.buffer].data = np.frombuffer(values.astype("<f2").tobytes(), np.uint8)
+        source.type = dense.type = schema.TensorType.FLOAT16
+        restored = add_tensor(sg, dense, list(dense.shape), b"_dequantized", dtype=schema.TensorType.FLOAT32)
+        for consumer in sg.operators:
+            consumer.inputs = [restored if i == op.outputs[0] else i for i in consumer.inputs]
+        sg.operators.insert(sg.operators.index(op) + 1,
+                            operator(model, schema.BuiltinOperator.DEQUANTIZE, [op.outputs[0]], [restored]))
+    return write(model)
+
+
+def test_block_sparse_float16_weights_are_densified_by_the_runtime_then_restored(run_cli, tmp_path):
+    """MediaPipe's full-range face detector stores float16 weights block-sparse (DENSIFY, then DEQUANTIZE):
+    quantize called it 'already quantized' (issue 24). The runtime's own DENSIFY gives the dense values, so the
+    restored file computes bit for bit what the sparse one does, and every weight mode takes it."""
+    import tensorflow as tf
+
+    from edgecompress.converters.float16_weights import restore_float32
+    from edgecompress.models import import_tf_keras
+    from edgecompress.runner import TFLiteRunner
+    from edgecompress.tflite_reader import parse_model
+
+    k = import_tf_keras()
+    inp = k.Input((64,))
+    dense, head = k.layers.Dense(256, activation="relu"), k.layers.Dense(10)
+    model = k.Model(inp, head(dense(inp)))
+    kernel, bias = head.get_weights()  # sparse: stored sparse and densified by a DENSIFY op
+    head.set_weights([kernel * (np.random.default_rng(1).random(kernel.shape) < 0.2), bias])
+    fn = tf.function(lambda x: model(x)).get_concrete_function(tf.TensorSpec([1, 64], tf.float32))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn], model)
+    converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+    sparse = tmp_path / "sparse16.tflite"
+    sparse.write_bytes(_sparse_as_float16(converter.convert()))
+    stored = parse_model(sparse.read_bytes())
+    assert {"DENSIFY", "DEQUANTIZE"} <= {op.name for op in stored.operators}
+    restored, folded, densified = restore_float32(sparse.read_bytes())
+    assert densified == 1 and folded == 1
+    assert not ({"DENSIFY", "DEQUANTIZE"} & {op.name for op in parse_model(restored).operators})
+    (tmp_path / "restored.tflite").write_bytes(restored)
+    before, after = TFLiteRunner(sparse), TFLiteRunner(tmp_path / "restored.tflite")
+    for x in np.random.default_rng(3).normal(size=(10, 1, 64)).astype(np.float32):
+        (a,), (b,) = before.run({before.inputs[0].name: x}), after.run({after.inputs[0].name: x})
+        assert np.array_equal(a, b)
+    code, _, err = run_cli(["quantize", sparse, "-o", tmp_path / "q.tflite", "--quantize", "int8-weights"])
+    assert code == 0, err
+    assert "stored sparse" in err
 
 
 def test_quantize_takes_a_float16_weight_file(run_cli, float16_tflite, tmp_path):

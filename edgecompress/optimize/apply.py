@@ -12,18 +12,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgecompress.errors import UserError
 from edgecompress.fileio import atomic_path, check_output
 from edgecompress.models import LoadedModel, avoid_onednn_crash, keras_model, load_model
 from edgecompress.progress import note, stage
 from edgecompress.optimize.base import Context, Technique, ordered
-from edgecompress.optimize.data import Labeled, load_labeled
+from edgecompress.optimize.data import Labeled, load_labeled, load_labeled_inputs, predictions
 from edgecompress.optimize.distill import DISTILLATION, DistillationConfig, load_teacher
 from edgecompress.optimize.layers import SkippedLayer, freeze, import_tfmot, independent_copy, unfreeze
 from edgecompress.optimize.rebuild import as_tf_keras
 from edgecompress.optimize.report import ModelStats, OptimizeResult, stats
 from edgecompress.optimize.train import (
-    Objective, StageTraining, TrainSettings, classification, fine_tune, holdout_split,
+    Objective, StageTraining, TrainSettings, fine_tune, holdout_split, objective_for,
 )
 
 
@@ -58,11 +60,14 @@ def optimize(
     distill: DistillationConfig | None = None,
     force: bool = False,
     unsafe: bool = False,
+    model_output: str | None = None,
 ) -> OptimizeResult:
     """Compress MODEL (a .keras/.h5 path or an in-memory tf-keras model) into OUTPUT.
 
-    TRAIN and VAL are .npz files with the model's inputs (`x` for a single input) and labels `y`. Each stage
-    trains until VAL's accuracy stops improving (without VAL, on a seeded share of TRAIN held out for it).
+    TRAIN and VAL are .npz files with the model's inputs (`x` for a single input) and labels `y` for one output
+    (MODEL_OUTPUT, a name or position, for a model with several; see evaluate.pick_output); the loss fits the
+    labels (train.objective_for) and the other outputs are kept by learning back the original's values. Each
+    stage trains until VAL's metric stops improving (without VAL, on a seeded share of TRAIN held out for it).
     With DISTILL, every fine-tuning uses the teacher's soft targets; alone, it trains MODEL as a student.
     """
     if not techniques and distill is None:
@@ -88,8 +93,11 @@ def optimize(
     loaded, source_path = _source(model, unsafe)
     rebuilt = as_tf_keras(loaded.model) if loaded.flavour == "keras3" else None
     source = rebuilt.model if rebuilt is not None else loaded.model
-    train_data = load_labeled(train, loaded.inputs, loaded.outputs, "training")
-    val_data = load_labeled(val, loaded.inputs, loaded.outputs, "validation") if val is not None else None
+    output = _target_output(source, loaded, train, model_output)
+    original = lambda xs: predictions(source, xs)  # noqa: E731 - what the other outputs must keep computing
+    train_data = load_labeled(train, loaded.inputs, loaded.outputs, "training", output).keeping(original)
+    val_data = (load_labeled(val, loaded.inputs, loaded.outputs, "validation", train_data.target.index)
+                .keeping(original) if val is not None else None)
 
     teacher = load_teacher(distill, source, unsafe) if distill is not None else None
 
@@ -99,15 +107,50 @@ def optimize(
     note("optimizing: " + " -> ".join(plan))
     fit_data, stop_data, stopped_on = _stopping_data(train_data, val_data, settings)
     ctx = Context(frozenset(names), settings.steps_per_epoch(len(fit_data)), settings.max_epochs(not steps), fit_data)
-    objective = classification(source, fit_data, teacher, distill)
+    objective = objective_for(source, fit_data, teacher, distill)
+    note(f"fine-tuning with {objective.describe}, early stopping on val {objective.label}")
 
     work, skipped, details, training = _apply_all(source, steps, ctx, objective, fit_data, stop_data, settings)
     if rebuilt is not None:
         details["rebuild"] = {"max_abs_error": rebuilt.max_abs_error}
+    if len(loaded.outputs) > 1:
+        details["outputs"] = {"against the original": _against_original(source, work, stop_data)}
     save_model(work, out, quantized="qat" in names)
     after = stats(work, out, val_data)
     used = [t.name for t in steps] + ([DISTILLATION] if distill else [])
     return OptimizeResult(out, used, plan, skipped, before, after, details, training, stopped_on)
+
+
+def _target_output(source: Any, loaded: LoadedModel, train: str | Path, model_output: str | None) -> int | None:
+    """The output the labels are for: MODEL_OUTPUT resolved, else (several outputs, integer labels) the only
+    class output, as evaluate picks it; None leaves it to the labels' shape (optimize.data)."""
+    if len(loaded.outputs) == 1 and model_output is None:
+        return None
+    from edgecompress.evaluate import pick_output
+
+    xs, y = load_labeled_inputs(train, loaded.inputs, "training")
+    values = predictions(source, [x[:16] for x in xs])
+    integer = np.issubdtype(y.dtype, np.integer)
+    try:
+        return pick_output(str(loaded.path), loaded.outputs, values, model_output, classification=integer)
+    except UserError:
+        if model_output is not None:
+            raise
+        return None  # the labels' shape may still single out one output
+
+
+def _against_original(source: Any, work: Any, data: Labeled) -> list[dict[str, Any]]:
+    """Each output of WORK against SOURCE's on DATA (the data early stopping watched): the labelled one, and
+    the ones fine-tuning had to keep."""
+    from edgecompress.compare import compare_output
+
+    rows = []
+    for i, (want, got) in enumerate(zip(predictions(source, data.x), predictions(work, data.x))):
+        check = compare_output(source.output_names[i], want, got)
+        rows.append({"output": check.name, "labels": "yes" if i == data.target.index else "kept",
+                     "kind": check.kind, "sqnr_db": check.sqnr_db, "cosine": check.cosine,
+                     "agreement": check.agreement})
+    return rows
 
 
 def _stopping_data(train: Labeled, val: Labeled | None, settings: TrainSettings) -> tuple[Labeled, Labeled, str]:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgecompress.fileio import gzip_size
-from edgecompress.optimize.data import Labeled
+from edgecompress.optimize.data import Labeled, predictions
 from edgecompress.optimize.layers import SkippedLayer, import_tfmot
 from edgecompress.optimize.train import StageTraining
 
@@ -22,7 +22,8 @@ class ModelStats:
     distinct_values: int  # summed over kernels (weights of rank >= 2): what clustering reduces
     saved_bytes: int
     saved_gzip_bytes: int  # zeros and repeated values only shrink a file once compressed
-    val_accuracy: float | None
+    val_accuracy: float | None  # class or 0/1 labels
+    val_mae: float | None = None  # float targets
 
 
 @dataclass(frozen=True)
@@ -68,16 +69,24 @@ def model_weights(model: Any) -> list[np.ndarray]:
     return weights
 
 
-def accuracy(model: Any, data: Labeled | None, batch_size: int = 256) -> float | None:
+def val_scores(model: Any, data: Labeled | None) -> tuple[float | None, float | None]:
+    """(accuracy, MAE) of MODEL's target output on DATA: accuracy for class and 0/1 labels (per position for
+    dense labels), MAE for float targets."""
     if data is None:
-        return None
-    probs = np.asarray(model.predict(data.feed(), batch_size=batch_size, verbose=0))
-    truth = data.y if data.y.ndim == 1 else np.argmax(data.y, axis=-1)
-    return float(np.mean(np.argmax(probs, axis=-1) == truth))
+        return None, None
+    out = predictions(model, data.x)[data.target.index]
+    if data.target.kind == "classes":
+        truth = np.argmax(data.y, axis=-1) if data.y.shape == out.shape else data.y
+        return float(np.mean(np.argmax(out, axis=-1) == truth)), None
+    if data.target.kind == "binary":
+        threshold = 0.5 if out.min() >= 0 and out.max() <= 1 else 0.0  # probabilities, else logits
+        return float(np.mean((out > threshold) == (data.y > 0.5))), None
+    return None, float(np.mean(np.abs(out - data.y)))
 
 
 def stats(model: Any, saved: Path, val: Labeled | None) -> ModelStats:
     weights = model_weights(model)
+    val_acc, val_mae = val_scores(model, val)
     data = saved.read_bytes()
     return ModelStats(
         params=int(sum(w.size for w in weights)),
@@ -85,5 +94,6 @@ def stats(model: Any, saved: Path, val: Labeled | None) -> ModelStats:
         distinct_values=int(sum(np.unique(w).size for w in weights if w.ndim >= 2)),
         saved_bytes=len(data),
         saved_gzip_bytes=gzip_size(data),
-        val_accuracy=accuracy(model, val),
+        val_accuracy=val_acc,
+        val_mae=val_mae,
     )

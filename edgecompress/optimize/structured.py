@@ -111,7 +111,10 @@ class StructurePlan:
 def plan(model: Any, heads: float, ffn: float, data: Labeled) -> tuple[StructurePlan, list[SkippedLayer]]:
     """What to keep in each layer, from scores measured on DATA (at most SCORE_SAMPLES of it)."""
     keras = import_tf_keras()
-    sample = Labeled([x[:SCORE_SAMPLES] for x in data.x], data.y[:SCORE_SAMPLES])
+    if data.target.kind != "classes" or data.target.outputs > 1:
+        raise UserError("prune_heads and prune_ffn score heads and units by the class loss: they need a "
+                        "single-output model with class labels", settings=("prune_heads", "prune_ffn"))
+    sample = data.take(np.arange(min(len(data), SCORE_SAMPLES)))
     probabilities = ends_in_softmax(model)
     result = StructurePlan({}, {}, {}, {"heads": {}, "ffn": {}})
     skipped: list[SkippedLayer] = []

@@ -23,7 +23,7 @@ import numpy as np
 from edgecompress.errors import UserError
 from edgecompress.models import import_tf_keras
 from edgecompress.progress import bar, note
-from edgecompress.optimize.data import Labeled
+from edgecompress.optimize.data import Labeled, predictions
 from edgecompress.optimize.distill import DistillationConfig, build_distiller
 
 # Fine-tuning an already trained model converges in a few epochs; early stopping usually ends it well before.
@@ -85,18 +85,30 @@ class StageTraining:
     max_epochs: int
     epochs_run: int
     best_epoch: int | None  # 1-based; None when no epoch could be compared
-    best_val_accuracy: float | None
+    best_val_accuracy: float | None  # accuracy of class or 0/1 labels (None for float targets)
     stop_reason: str
+    metric: str = "accuracy"  # what early stopping watched: accuracy, or MAE for float targets
+    best_val_score: float | None = None  # that metric at the kept epoch
 
 
 @dataclass(frozen=True)
 class Objective:
-    """What fine-tuning minimises: the loss on the labels, or distillation from a teacher when one is given."""
+    """What fine-tuning minimises (per output, for several) and what early stopping watches."""
 
-    loss: Any
-    metric: str
+    loss: Any  # one loss, or one per output
+    metrics: list[Any]  # compile()'s metrics: the target output's (per output, for several)
+    key: str  # the metric's name
+    label: str  # accuracy or MAE
+    higher_is_better: bool
+    describe: str  # the loss, said to the user
     teacher: Any = None
     distill: DistillationConfig | None = None
+    output: int | None = None  # the target output's position, for a model with several
+
+    def log_key(self, model: Any) -> str:
+        """The metric's name in Keras's logs of MODEL (without "val_"): prefixed with the output's layer name,
+        which TF-MOT's wrappers change, when there are several."""
+        return self.key if self.output is None else f"{model.output_names[self.output]}_{self.key}"
 
 
 def holdout_split(train: Labeled, share: float, seed: int) -> tuple[Labeled, Labeled]:
@@ -106,29 +118,59 @@ def holdout_split(train: Labeled, share: float, seed: int) -> tuple[Labeled, Lab
     order = np.random.default_rng(seed).permutation(len(train))
     n = min(len(train) - 1, max(1, round(share * len(train))))
     held, rest = np.sort(order[:n]), np.sort(order[n:])
-
-    def take(idx: np.ndarray) -> Labeled:
-        return Labeled([x[idx] for x in train.x], train.y[idx])
-
-    return take(rest), take(held)
+    return train.take(rest), train.take(held)
 
 
-def outputs_probabilities(model: Any, sample: Labeled) -> bool:
-    """True when the model ends in a softmax (rows of non-negative values summing to 1), else logits."""
-    out = np.asarray(model(sample.x[0][:16] if len(sample.x) == 1 else [x[:16] for x in sample.x], training=False))
-    return bool(np.all(out >= 0) and np.allclose(out.sum(axis=-1), 1.0, atol=1e-3))
+def _probabilities(values: np.ndarray, kind: str) -> bool:
+    """True when VALUES are what a softmax (kind classes) or a sigmoid (binary) gives, else logits."""
+    if values.size == 0 or values.min() < 0 or values.max() > 1:
+        return False
+    return kind == "binary" or bool(np.allclose(values.sum(axis=-1), 1.0, atol=1e-3))
 
 
-def classification(
-    model: Any, train: Labeled, teacher: Any = None, distill: DistillationConfig | None = None
-) -> Objective:
+def objective_for(model: Any, train: Labeled, teacher: Any = None,
+                  distill: DistillationConfig | None = None) -> Objective:
+    """The loss that fits the target output and its labels (cross-entropy for classes, binary cross-entropy for
+    0/1 labels, mean squared error for float targets), early stopping on the matching metric; every other output
+    learns back the original's values (train.kept) so that fine-tuning keeps it."""
     keras = import_tf_keras()
-    logits = not outputs_probabilities(model, train)
-    if train.y.ndim == 1:
-        loss, metric = keras.losses.SparseCategoricalCrossentropy(from_logits=logits), "sparse_categorical_accuracy"
+    target = train.target
+    sample = train.take(np.arange(min(len(train), 16)))
+    values = predictions(model, sample.x)
+    head = values[target.index]
+    probabilities = _probabilities(head, target.kind)
+    if target.kind == "classes":
+        sparse = train.y.shape[1:] != head.shape[1:]
+        loss = (keras.losses.SparseCategoricalCrossentropy if sparse else keras.losses.CategoricalCrossentropy)(
+            from_logits=not probabilities)
+        metric = "sparse_categorical_accuracy" if sparse else "categorical_accuracy"
+        key, label, higher, said = metric, "accuracy", True, "cross-entropy"
+    elif target.kind == "binary":
+        loss = keras.losses.BinaryCrossentropy(from_logits=not probabilities)
+        metric = keras.metrics.BinaryAccuracy(name="binary_accuracy", threshold=0.5 if probabilities else 0.0)
+        key, label, higher, said = "binary_accuracy", "accuracy", True, "binary cross-entropy"
     else:
-        loss, metric = keras.losses.CategoricalCrossentropy(from_logits=logits), "categorical_accuracy"
-    return Objective(loss, metric, teacher, distill)
+        loss, metric = keras.losses.MeanSquaredError(), "mean_absolute_error"
+        key, label, higher, said = metric, "MAE", False, "mean squared error"
+    if distill is not None and (target.kind != "classes" or target.outputs > 1):
+        raise UserError("distillation learns a teacher's class probabilities: it needs a single-output model with "
+                        "class labels", settings=("distill_from",))
+    said = f"{said} on output {target.name}" if target.outputs > 1 else said
+    if target.outputs == 1:
+        return Objective(loss, [metric], key, label, higher, said, teacher, distill)
+    losses, kept = [], []
+    for i, original in enumerate(values):
+        if i == target.index:
+            losses.append(loss)
+        else:  # the original's own values as soft targets
+            kind = "classes" if _probabilities(original, "classes") else "binary" if _probabilities(original, "binary") \
+                else "values"
+            losses.append(keras.losses.CategoricalCrossentropy() if kind == "classes" else
+                          keras.losses.BinaryCrossentropy() if kind == "binary" else keras.losses.MeanSquaredError())
+            kept.append(model.output_names[i])
+    metrics = [[metric] if i == target.index else [] for i in range(len(values))]
+    said += f"; {', '.join(kept)} kept by learning back the original's outputs"
+    return Objective(losses, metrics, key, label, higher, said, teacher, distill, target.index)
 
 
 def seed_everything(seed: int) -> None:
@@ -137,7 +179,7 @@ def seed_everything(seed: int) -> None:
 
 
 def convergence(
-    model: Any, optimizer: Any, metric: str, patience: int, max_epochs: int, first_compared: int,
+    model: Any, optimizer: Any, objective: Objective, patience: int, max_epochs: int, first_compared: int,
     val_samples: int | None = None,
 ) -> Any:
     """A Keras callback: keep MODEL's best validation epoch, lower the learning rate, stop, restore.
@@ -146,7 +188,9 @@ def convergence(
     accuracies within one sample of each other are ties.
     """
     keras = import_tf_keras()
-    band = 1.0 / val_samples + 1e-9 if val_samples else 0.0
+    band = 1.0 / val_samples + 1e-9 if val_samples and objective.higher_is_better else 0.0
+    sign = 1.0 if objective.higher_is_better else -1.0  # scores compare higher-is-better
+    key = objective.log_key(model)
 
     def better(score: tuple[float, float], kept: tuple[float, float], top_accuracy: float) -> bool:
         """SCORE beats KEPT: a clearly higher accuracy, or a tie (within one sample of KEPT and of the best
@@ -171,7 +215,7 @@ def convergence(
             self.epochs_run = epoch + 1
             if self.epochs_run < first_compared:
                 return
-            score = (float(logs[f"val_{metric}"]), -float(logs.get("val_loss", 0.0)))
+            score = (sign * float(logs[f"val_{key}"]), -float(logs.get("val_loss", 0.0)))
             improved = score[0] > self.records[0] or -score[1] < -self.records[1] * (1 - LOSS_MIN_DELTA)
             if self.best is None or better(score, self.best, self.records[0]):
                 self.best, self.best_epoch, improved = score, self.epochs_run, True
@@ -199,15 +243,15 @@ def convergence(
                         f"(epoch {first_compared}): nothing compared, last epoch kept")
             restored = f"; restored epoch {self.best_epoch}" if self.best_epoch != self.epochs_run else ""
             if self.stopped_early:
-                return (f"stopped at epoch {self.epochs_run}: val accuracy and loss did not improve for "
+                return (f"stopped at epoch {self.epochs_run}: val {objective.label} and loss did not improve for "
                         f"{patience} epochs{restored}")
             return f"reached the maximum of {max_epochs} epochs{restored}"
 
     return Convergence()
 
 
-def epoch_progress(label: str, epochs: int, steps: int, metric: str, first_compared: int) -> Any:
-    """A Keras callback: one progress bar per epoch (batches), then a line with loss and val accuracy."""
+def epoch_progress(label: str, epochs: int, steps: int, objective: Objective, first_compared: int) -> Any:
+    """A Keras callback: one progress bar per epoch (batches), then a line with loss and the val metric."""
     keras = import_tf_keras()
 
     class EpochProgress(keras.callbacks.Callback):
@@ -221,9 +265,9 @@ def epoch_progress(label: str, epochs: int, steps: int, metric: str, first_compa
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             self._stack.close()
             logs = logs or {}
-            val = logs.get(f"val_{metric}")
+            val = logs.get(f"val_{objective.log_key(self.model)}", float("nan"))
             ramp = "  (schedule still running: not compared)" if epoch + 1 < first_compared else ""
-            note(f"  epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}  val accuracy {val:.4f}{ramp}")
+            note(f"  epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}  val {objective.label} {val:.4f}{ramp}")
 
     return EpochProgress()
 
@@ -265,21 +309,20 @@ def fine_tune(
     if objective.distill is not None:
         # The distiller trains MODEL itself (its variables, its TF-MOT wrappers) against the teacher.
         cfg = objective.distill
-        trainer = build_distiller(model, objective.teacher, cfg.temperature, cfg.alpha, metric=objective.metric)
+        trainer = build_distiller(model, objective.teacher, cfg.temperature, cfg.alpha, metric=objective.key)
         trainer.compile(optimizer=optimizer)
     else:
         trainer = model
-        trainer.compile(optimizer=optimizer, loss=objective.loss, metrics=[objective.metric])
+        trainer.compile(optimizer=optimizer, loss=objective.loss, metrics=objective.metrics)
     first_compared = min(first_compared, max_epochs)
     steps = settings.steps_per_epoch(len(train))
-    stopper = convergence(model, optimizer, objective.metric, settings.patience, max_epochs, first_compared,
-                          len(val))
-    progress = epoch_progress(label, max_epochs, steps, objective.metric, first_compared)
+    stopper = convergence(model, optimizer, objective, settings.patience, max_epochs, first_compared, len(val))
+    progress = epoch_progress(label, max_epochs, steps, objective, first_compared)
     diverged = stop_on_nan()
     trainer.fit(
         train.feed(),
-        train.y,
-        validation_data=(val.feed(), val.y),
+        train.targets(),
+        validation_data=(val.feed(), val.targets()),
         epochs=max_epochs,
         batch_size=settings.batch_size,
         shuffle=True,
@@ -291,13 +334,16 @@ def fine_tune(
         raise UserError(f"{label} training diverged (the loss became NaN): lower learning_rate, "
                         "or check that the training inputs have the scale the model expects",
                         settings=("learning_rate",))
+    best = None if stopper.best is None else (stopper.best[0] if objective.higher_is_better else -stopper.best[0])
     result = StageTraining(
         stage=label,
         max_epochs=max_epochs,
         epochs_run=stopper.epochs_run,
         best_epoch=stopper.best_epoch,
-        best_val_accuracy=stopper.best[0] if stopper.best else None,
+        best_val_accuracy=best if objective.label == "accuracy" else None,
         stop_reason=stopper.reason(),
+        metric=objective.label,
+        best_val_score=best,
     )
     note(f"{label}: {result.stop_reason}")
     return result
