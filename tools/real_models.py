@@ -146,10 +146,38 @@ def _lfw(skimage_wheel: Path, folder: Path) -> np.ndarray:
     return faces
 
 
-def _mediapipe(wheel: Path, faces: np.ndarray, out: Path) -> None:
+def _people_images(skimage_wheel: Path) -> dict:
+    """scikit-image's photographs of people (the astronaut, the cameraman) and without (a coffee cup, a cat)."""
+    import io
+
+    from PIL import Image
+
+    with zipfile.ZipFile(skimage_wheel) as zf:
+        return {n: Image.open(io.BytesIO(zf.read(f"skimage/data/{n}.png"))).convert("RGB")
+                for n in ("astronaut", "camera", "coffee", "chelsea")}
+
+
+def _people(skimage_wheel: Path, size: int) -> np.ndarray:
+    """12 SIZExSIZE RGB images in [0, 1] for a person segmenter: the people whole, cropped and mirrored, then
+    the cup and the cat."""
+    from PIL import Image
+
+    images = _people_images(skimage_wheel)
+    views = []
+    for name in ("astronaut", "camera"):
+        img = images[name]
+        w, h = img.size
+        for box in ((0, 0, w, h), (w // 8, 0, w - w // 8, h - h // 4), (0, h // 6, w - w // 6, h)):
+            crop = img.crop(box).resize((size, size), Image.BILINEAR)
+            views += [crop, crop.transpose(Image.FLIP_LEFT_RIGHT)]
+    views = views[:10] + [images["coffee"].resize((size, size)), images["chelsea"].resize((size, size))]
+    return np.stack([np.asarray(v, np.float32) / 255.0 for v in views])
+
+
+def _mediapipe(wheel: Path, faces: np.ndarray, out: Path, skimage_wheel: Path) -> None:
     """MediaPipe's face detectors (float16 weights; the full-range one block-sparse) and selfie segmentation (its
-    custom op Convolution2DTransposeBias), with real face crops: [-1, 1] for the detectors, [0, 1] for the
-    segmentation, as MediaPipe's graphs feed them. Half the detector inputs are the faces mirrored and shifted
+    custom op Convolution2DTransposeBias): real face crops in [-1, 1] for the detectors, photographs of people in
+    [0, 1] for the segmentation, as MediaPipe's graphs feed them. Half the detector inputs are the faces mirrored and shifted
     off-centre, so that not every input holds a centred face."""
     modules = "mediapipe/modules/"
     _extract(wheel, modules + "face_detection/face_detection_short_range.tflite", out / "face_short.tflite")
@@ -159,21 +187,16 @@ def _mediapipe(wheel: Path, faces: np.ndarray, out: Path) -> None:
     short[12:] = np.roll(short[12:, :, ::-1], 40, axis=1)
     np.savez(out / "faces128.npz", input=short * 2 - 1)
     np.savez(out / "faces192.npz", input_1=_rgb(faces[24:40], 192) * 2 - 1)
-    np.savez(out / "faces256.npz", input_1=_rgb(faces[40:52], 256))
+    np.savez(out / "people256.npz", input_1=_people(skimage_wheel, 256))
 
 
 def _wakeword(wheel: Path, out: Path) -> None:
     """pymicro-wakeword's okay_nabu: a streaming int8 model (12 state variables) fed 3 frames of 40 features per
-    call. Its features come from a microphone front end this corpus does not have, so the stream is a smooth
-    synthetic spectrogram in the input's int8 range (120 calls, 3.6 s)."""
+    call. Its features come from a microphone front end this corpus does not have: the stream is 120 calls
+    (3.6 s) of low random features (0-7 of the front end's 0-26 range, where the model's score moves)."""
     _extract(wheel, "pymicro_wakeword/models/okay_nabu.tflite", out / "okay_nabu.tflite")
-    rng = np.random.default_rng(0)
-    frames = 360
-    bands = np.linspace(0, 1, 40)
-    t = np.arange(frames)[:, None]
-    energy = 60 + 40 * np.sin(t / 17.0) * np.exp(-((bands - 0.3 - 0.2 * np.sin(t / 29.0)) ** 2) / 0.02)
-    features = np.clip(energy + rng.normal(0, 4, energy.shape), -128, 127).astype(np.int8)
-    np.savez(out / "stream.npz", **{"serving_default_input_audio:0": features.reshape(-1, 3, 40)})
+    features = np.random.default_rng(0).integers(-128, -60, (120, 3, 40)).astype(np.int8)
+    np.savez(out / "stream.npz", **{"serving_default_input_audio:0": features})
 
 
 # MTCNN 1.0's networks (mtcnn/network/*.py) as Keras 3 functional models: layers in the order the package builds
@@ -209,7 +232,7 @@ def _set_in_order(layers: list, weights: list) -> None:
     assert at == len(weights), f"{at} of {len(weights)} weights used"
 
 
-def _mtcnn(wheel: Path, faces: np.ndarray, out: Path) -> None:
+def _mtcnn(wheel: Path, faces: np.ndarray, out: Path, skimage_wheel: Path) -> None:
     """PNet (free height and width: the detector's first stage, run at every scale of an image pyramid) and ONet
     (48x48 crops -> box, landmarks, face/not-face) rebuilt from the wheel's weights (joblib files, lz4), saved as
     Keras 3 models; inputs normalised as MTCNN does, (x - 127.5) / 128."""
@@ -241,7 +264,12 @@ def _mtcnn(wheel: Path, faces: np.ndarray, out: Path) -> None:
     crops = _rgb(faces[52:100], 48) * 255.0
     crops[24:] = np.roll(crops[24:], 20, axis=(1, 2))  # half of them off-centre: partial faces, fewer scores near 1
     np.savez(out / "crops48.npz", crop=(crops - 127.5) / 128.0)
-    np.savez(out / "scene.npz", image=(_rgb(faces[:1], 120)[:, :, :, :] * 255.0 - 127.5) / 128.0)
+    # PNet slides a 12x12 window: one level of MTCNN's image pyramid, photographs at 40x40 (faces of about 12
+    # pixels in the astronaut and the cameraman; a cup and a cat beside them).
+    scenes = np.stack([np.asarray(_people_images(skimage_wheel)[name].crop(box).resize((40, 40)), np.float32) / 255.0
+                       for name in ("astronaut", "camera", "coffee", "chelsea")
+                       for box in ((0, 0, 512, 512), (0, 0, 400, 400))])
+    np.savez(out / "scene.npz", image=(scenes * 255.0 - 127.5) / 128.0)
 
 
 def build(force: bool = False) -> Path:
@@ -274,12 +302,12 @@ def build(force: bool = False) -> Path:
         np.savez(bird / "audio.npz", INPUT=_bird_clips(12, seed=0))
         np.savez(bird / "places.npz", MNET_INPUT=_places())
     media, wake, mtcnn = root / "mediapipe", root / "wakeword", root / "mtcnn"
-    if not (media / "faces256.npz").exists() or not (mtcnn / "crops48.npz").exists():
+    if not (media / "people256.npz").exists() or not (mtcnn / "crops48.npz").exists():
         faces = _lfw(_wheel("scikit_image", wheels), root)
         media.mkdir(parents=True, exist_ok=True)
-        _mediapipe(_wheel("mediapipe", wheels), faces, media)
+        _mediapipe(_wheel("mediapipe", wheels), faces, media, _wheel("scikit_image", wheels))
         mtcnn.mkdir(parents=True, exist_ok=True)
-        _mtcnn(_wheel("mtcnn", wheels), faces, mtcnn)
+        _mtcnn(_wheel("mtcnn", wheels), faces, mtcnn, _wheel("scikit_image", wheels))
     if not (wake / "stream.npz").exists():
         wake.mkdir(parents=True, exist_ok=True)
         _wakeword(_wheel("pymicro_wakeword", wheels), wake)
