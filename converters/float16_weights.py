@@ -20,7 +20,7 @@ import numpy as np
 
 from edgecompress.isolation import run_isolated
 
-from edgecompress.converters.tflite_edit import flatbuffers, op_code, read, write
+from edgecompress.converters.tflite_edit import drop_unused_tensors, flatbuffers, op_code, read, write
 
 
 def restore_float32(data: bytes) -> tuple[bytes, int, int]:
@@ -39,10 +39,7 @@ def restore_float32(data: bytes) -> tuple[bytes, int, int]:
             else:
                 kept.append(op)
         subgraph.operators = kept
-    for subgraph in model.subgraphs:  # float16 tensors left on a converted buffer: nothing reads them now
-        for tensor in subgraph.tensors:
-            if tensor.type == schema.TensorType.FLOAT16 and tensor.buffer in converted:
-                tensor.buffer = 0
+    drop_unused_tensors(model)  # the float16 constants: nothing reads them now
     return (write(model), folded, densified) if folded else (data, 0, densified)
 
 
@@ -88,10 +85,7 @@ def densify_constants(data: bytes) -> tuple[bytes, int]:
         model.buffers.append(buffer)
         target.buffer = len(model.buffers) - 1
     subgraph.operators = [op for op in subgraph.operators if all(op is not d for d in densify)]
-    still_read = {i for op in subgraph.operators for i in op.inputs}
-    for op in densify:  # the sparse constant, read by nothing now, keeps no data
-        if op.inputs[0] not in still_read:
-            subgraph.tensors[op.inputs[0]].buffer = 0
+    drop_unused_tensors(model)  # the sparse constants
     return write(model), len(densify)
 
 

@@ -44,7 +44,9 @@ from edgecompress.converters.validate import (
     Validation, check_finite_outputs, validate_tflite, validation_warnings,
 )
 
-TFLITE_MODES = ("int4", "int8-weights", "dynamic")
+TFLITE_MODES = ("int4", "int8-weights", "dynamic")  # weights only, through quantize_weights
+FULL_INT8 = "int8"  # weights and activations, calibrated: converters.full_int8
+QUANTIZE_MODES = (*TFLITE_MODES, FULL_INT8)  # what `quantize` takes
 BLOCK_MODES = ("int4",)
 BLOCK_SIZES = (32, 64, 128, 256)  # the granularities ai-edge-quantizer and LiteRT's kernels support
 EXTRA = "quantize"
@@ -89,16 +91,7 @@ def quantize_weights(data: bytes, quantize: str, block_size: int | None = None, 
     if quantize not in TFLITE_MODES:
         raise UserError(f"unknown weight quantization {quantize!r}: use one of {', '.join(TFLITE_MODES)}")
     check_block_size(quantize, block_size)
-    model = parse_model(data, source)
-    if any(t.is_constant and t.dtype == "float16" for sg in model.subgraphs for t in sg.tensors):
-        data, folded, densified = restore_float32(data)
-        if folded:
-            note(f"{Path(source).name} has float16 weights: {folded} restored to float32 (exact) before quantizing")
-        if densified:
-            note(f"{densified} of them were stored sparse: the quantized file stores them dense, so it can be larger "
-                 "than the input (the quantizer keeps no sparse format)")
-        model = parse_model(data, source)
-    _check_float(model, source)
+    data, model = float32_constants(data, source)
     if block_size is not None:
         _check_blocks(model, block_size, source)
     aeq = require_quantizer()
@@ -121,6 +114,22 @@ def quantize_weights(data: bytes, quantize: str, block_size: int | None = None, 
     return quantized
 
 
+def float32_constants(data: bytes, source: str) -> tuple[bytes, TFLiteModel]:
+    """DATA with float16 (and sparse float16) constants restored to float32, parsed; a file quantized already, or
+    with weights that are not finite, is a UserError."""
+    model = parse_model(data, source)
+    if any(t.is_constant and t.dtype == "float16" for sg in model.subgraphs for t in sg.tensors):
+        data, folded, densified = restore_float32(data)
+        if folded:
+            note(f"{Path(source).name} has float16 weights: {folded} restored to float32 (exact) before quantizing")
+        if densified:
+            note(f"{densified} of them were stored sparse: the quantized file stores them dense, so it can be larger "
+                 "than the input (the quantizer keeps no sparse format)")
+        model = parse_model(data, source)
+    _check_float(model, source)
+    return data, model
+
+
 def quantize_tflite(
     model: str | Path,
     output: str | Path,
@@ -133,8 +142,12 @@ def quantize_tflite(
     keep_failed: bool = False,
     allow_partial: bool = False,
     stream: bool = False,
+    calibration: str | Path | None = None,
+    num_samples: int = 100,
+    io_type: str = "float32",
 ) -> WeightQuantization:
-    """Quantize the float32 .tflite MODEL into OUTPUT, validated against MODEL on INPUTS (.npz) or generated samples.
+    """Quantize the float32 .tflite MODEL into OUTPUT, validated against MODEL on INPUTS (.npz) or generated samples
+    (int8: full integer, calibrated on NUM_SAMPLES of CALIBRATION, which also validates when INPUTS is not given).
 
     Outputs that turn NaN/Inf are a WrongResult and leave no OUTPUT, unless KEEP_FAILED (written, still raised).
     """
@@ -148,7 +161,14 @@ def quantize_tflite(
     out = check_output(output, force)
     data = check_tflite_file(path)
     reference = TFLiteRunner(path)  # a file the runtime cannot run is refused before any work
-    quantized = quantize_weights(data, quantize, block_size, str(path), allow_partial)
+    if quantize == FULL_INT8:
+        quantized = _full_int8(data, reference, calibration, num_samples, seed, io_type, str(path), allow_partial)
+        inputs = inputs if inputs is not None else calibration
+    else:
+        if calibration is not None:
+            raise UserError(f"calibration samples are for --quantize int8; {quantize} quantizes weights only: drop "
+                            "them, or give validation samples with inputs", settings=("calibration",))
+        quantized = quantize_weights(data, quantize, block_size, str(path), allow_partial)
     coverage = weight_coverage(parse_model(quantized, str(path)))
     if describe_float(coverage):
         note(f"left float: {describe_float(coverage)}")
@@ -180,6 +200,50 @@ def quantize_tflite(
         coverage=coverage,
         float_share=float_share(coverage),
     )
+
+
+def _full_int8(data: bytes, reference: TFLiteRunner, calibration: str | Path | None, count: int, seed: int,
+               io_type: str, source: str, allow_partial: bool) -> bytes:
+    """DATA to full int8 (converters.full_int8), calibrated on COUNT samples of CALIBRATION; ops it leaves in
+    float need ALLOW_PARTIAL, and a file with no integer activation at all is refused."""
+    from edgecompress.calibration import load_samples
+    from edgecompress.converters.full_int8 import quantize_full_int8
+
+    if calibration is None:
+        raise UserError("int8 quantizes the activations too, from their ranges on representative inputs: give "
+                        "calibration samples (a .npz with one array per input, or x)", settings=("calibration",))
+    data, _ = float32_constants(data, source)
+    batch = load_samples(calibration, reference.inputs, count, seed).batch(count)
+    samples = len(next(iter(batch.values())))
+    feeds = [{p.index: batch[p.spec.name][i:i + 1] for p in reference.in_ports} for i in range(samples)]
+    note(f"quantizing {Path(source).name} to full int8, calibrated on {samples} samples")
+    require_quantizer()
+    quantized = quantize_full_int8(data, feeds, io_type)
+    left = _float_ops(parse_model(quantized, source))
+    if left and not any(op_type for op_type in _integer_ops(parse_model(quantized, source))):
+        raise UserError(f"int8 quantized nothing in {Path(source).name}: every op stays float ({', '.join(left)})")
+    if left:
+        said = f"ops left in float by the quantizer: {', '.join(left)}"
+        if not allow_partial:
+            raise UserError(f"{said}; an integer-only accelerator cannot run them: accept it with allow_partial, or "
+                            "use --quantize dynamic", settings=("allow_partial",))
+        note(said)
+    return quantized
+
+
+def _float_ops(model: TFLiteModel) -> list[str]:
+    """Op types that compute in float (a float32 output), the QUANTIZE/DEQUANTIZE at the edges left aside."""
+    counts: dict[str, int] = {}
+    for op in model.main.operators:
+        outs = [model.main.tensor(i) for i in op.outputs]
+        if op.name not in ("QUANTIZE", "DEQUANTIZE") and any(t is not None and t.dtype == "float32" for t in outs):
+            counts[op.name] = counts.get(op.name, 0) + 1
+    return [f"{name} ({n})" for name, n in sorted(counts.items())]
+
+
+def _integer_ops(model: TFLiteModel) -> list[str]:
+    return [op.name for op in model.main.operators
+            if any((t := model.main.tensor(i)) is not None and t.dtype in ("int8", "int16") for i in op.outputs)]
 
 
 def _validate(tflite: Path, reference: TFLiteRunner, inputs: str | Path | None, count: int, seed: int,

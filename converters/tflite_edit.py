@@ -58,3 +58,33 @@ def opcode_index(model: Any, code: int, version: int) -> int:
     entry.version = version
     model.operatorCodes.append(entry)
     return len(model.operatorCodes) - 1
+
+
+def drop_unused_tensors(model: Any) -> int:
+    """Remove from each subgraph the tensors no operator, subgraph input or output, or signature refers to (such
+    as a float16 constant whose DEQUANTIZE was folded): tools that walk every tensor expect data behind each.
+    Returns how many went."""
+    dropped = 0
+    for index, subgraph in enumerate(model.subgraphs):
+        signatures = [t for sd in (model.signatureDefs or []) if sd.subgraphIndex == index
+                      for t in [*(sd.inputs or []), *(sd.outputs or [])]]
+        used = {i for op in subgraph.operators for i in [*(op.inputs if op.inputs is not None else []),
+                                                         *(op.outputs if op.outputs is not None else [])] if i >= 0}
+        used |= {int(i) for i in subgraph.inputs} | {int(i) for i in subgraph.outputs}
+        used |= {int(t.tensorIndex) for t in signatures}
+        keep = [i for i in range(len(subgraph.tensors)) if i in used]
+        if len(keep) == len(subgraph.tensors):
+            continue
+        new_index = {old: new for new, old in enumerate(keep)}
+        remap = lambda seq: [new_index[int(i)] if i >= 0 else int(i) for i in seq]  # noqa: E731 - -1: no input
+        for op in subgraph.operators:
+            op.inputs = remap(op.inputs if op.inputs is not None else [])
+            op.outputs = remap(op.outputs if op.outputs is not None else [])
+            if getattr(op, "intermediates", None) is not None:
+                op.intermediates = remap(op.intermediates)
+        subgraph.inputs, subgraph.outputs = remap(subgraph.inputs), remap(subgraph.outputs)
+        for t in signatures:
+            t.tensorIndex = new_index[int(t.tensorIndex)]
+        dropped += len(subgraph.tensors) - len(keep)
+        subgraph.tensors = [subgraph.tensors[i] for i in keep]
+    return dropped

@@ -42,7 +42,8 @@ def _port(name: str, detail: dict[str, Any]) -> Port:
     return Port(spec, int(detail["index"]), float(scale), int(zero_point))
 
 
-def _clean(tensor_name: str) -> str:
+def clean_name(tensor_name: str) -> str:
+    """A tensor's name as a user calls the input or output: 'serving_default_x:0' -> 'x'."""
     match = _TENSOR_NAME.match(tensor_name)
     return match.group("name") if match else tensor_name
 
@@ -110,8 +111,8 @@ class TFLiteRunner:
             out_ports = [_port(name, by_index_out[outs[name]["index"]]) for name in _natural(outs)]
             return in_ports, out_ports
         return (
-            [_port(_clean(d["name"]), d) for d in by_index_in.values()],
-            [_port(_clean(d["name"]), d) for d in by_index_out.values()],
+            [_port(clean_name(d["name"]), d) for d in by_index_in.values()],
+            [_port(clean_name(d["name"]), d) for d in by_index_out.values()],
         )
 
     def run(self, feeds: dict[str, np.ndarray], reset: bool = False) -> list[np.ndarray]:

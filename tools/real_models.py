@@ -192,7 +192,8 @@ def _mediapipe(wheel: Path, faces: np.ndarray, out: Path, skimage_wheel: Path) -
     short = _rgb(faces[:24], 128)
     short[12:] = np.roll(short[12:, :, ::-1], 40, axis=1)
     np.savez(out / "faces128.npz", input=short * 2 - 1)
-    np.savez(out / "faces192.npz", input_1=_rgb(faces[24:40], 192) * 2 - 1)
+    # The full-range detector finds faces at a distance: photographs of people (faces found), then tight crops.
+    np.savez(out / "faces192.npz", input_1=np.concatenate([_people(skimage_wheel, 192), _rgb(faces[24:40], 192)]) * 2 - 1)
     np.savez(out / "people256.npz", input_1=_people(skimage_wheel, 256))
 
 

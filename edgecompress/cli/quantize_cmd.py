@@ -5,18 +5,29 @@ from typing import Any
 
 import click
 
-from edgecompress.converters.litert_quantize import TFLITE_MODES
+from edgecompress.converters.full_int8 import FULL_INT8_IO_TYPES
+from edgecompress.converters.litert_quantize import QUANTIZE_MODES
 from edgecompress.cli.options import emit, force_option, json_option, outputs_table, size_ratio, validation_rows
+
 MODE_HELP = (
     "int4: 4-bit weights, float activations quantized on the fly; int8-weights: int8 weights dequantized to "
-    "float, float compute; dynamic: int8 weights, float activations quantized on the fly."
+    "float, float compute; dynamic: int8 weights, float activations quantized on the fly; int8: full integer, "
+    "weights and activations (needs --calibration)."
 )
 
 
 @click.command("quantize")
 @click.argument("model", type=click.Path(path_type=str))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=str), help="The .tflite file to write.")
-@click.option("--quantize", type=click.Choice(TFLITE_MODES), required=True, help=MODE_HELP)
+@click.option("--quantize", type=click.Choice(QUANTIZE_MODES), required=True, help=MODE_HELP)
+@click.option("--calibration", type=click.Path(path_type=str),
+              help="int8: representative samples (.npz with one array per input, or `x`) whose activation ranges "
+                   "set the int8 scales; they validate too when --inputs is not given.")
+@click.option("--num-samples", type=click.IntRange(min=1), default=100, show_default=True,
+              help="int8: calibration samples to use.")
+@click.option("--io-type", type=click.Choice(FULL_INT8_IO_TYPES), default="float32", show_default=True,
+              help="int8: the type of the model's inputs and outputs (float32 keeps a QUANTIZE and a DEQUANTIZE at "
+                   "the edges; int8 is what integer-only accelerators take).")
 @click.option("--block-size", type=int,
               help="int4 only: one scale per this many input channels of FULLY_CONNECTED weights "
                    "(32, 64, 128 or 256) instead of one per output channel.")
@@ -36,16 +47,17 @@ MODE_HELP = (
                    "still fails), to inspect it.")
 @force_option
 @json_option
-def quantize_command(model: str, output: str, quantize: str, block_size: int | None, inputs: str | None,
-                     validation_samples: int, seed: int, stream: bool, allow_partial: bool, keep_failed: bool,
-                     force: bool, as_json: bool) -> None:
+def quantize_command(model: str, output: str, quantize: str, calibration: str | None, num_samples: int, io_type: str,
+                     block_size: int | None, inputs: str | None, validation_samples: int, seed: int, stream: bool,
+                     allow_partial: bool, keep_failed: bool, force: bool, as_json: bool) -> None:
     """Quantize the weights of a float32 .tflite MODEL with ai-edge-quantizer (no TensorFlow needed),
     then check the result against MODEL."""
     from edgecompress.converters.litert_quantize import quantize_tflite
 
     result = quantize_tflite(model, output, quantize, block_size=block_size, inputs=inputs, force=force,
                              seed=seed, validation_samples=validation_samples, keep_failed=keep_failed,
-                             allow_partial=allow_partial, stream=stream)
+                             allow_partial=allow_partial, stream=stream, calibration=calibration,
+                             num_samples=num_samples, io_type=io_type)
     emit(result, as_json, render)
 
 

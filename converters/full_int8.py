@@ -1,0 +1,125 @@
+"""Full-integer int8 of an existing .tflite (int8 weights and activations), with no Keras source and no TensorFlow.
+
+Models that exist only as .tflite (MediaPipe's, most hubs') could only be weight-quantized, while NPU and DSP
+boards need integer activations. ai-edge-quantizer's static recipe does it, with three things added here:
+- files without a SignatureDef (MediaPipe's detector: "Invalid signature_key") get one naming the subgraph's
+  inputs and outputs, which its calibration needs;
+- float16 (and sparse float16) weights are restored to float32 first (converters.float16_weights);
+- activation ranges: its calibration keeps a moving average of per-sample ranges, narrower than the global
+  min/max TFLiteConverter uses (on one-sample batches the average forgets the extremes: shared/FACTS.md). The
+  ranges are replaced by each tensor's min and max over every calibration sample, measured here with the
+  runtime (every tensor kept), in a child process.
+Inputs and outputs stay float32 (a QUANTIZE and a DEQUANTIZE at the edges) unless io_type is int8.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgecompress.errors import UserError
+from edgecompress.isolation import run_isolated
+from edgecompress.quiet import quiet_native_stderr
+from edgecompress.runner import clean_name
+from edgecompress.converters.tflite_edit import flatbuffers, read, write
+
+FULL_INT8_IO_TYPES = ("float32", "int8")
+SIGNATURE_KEY = "serving_default"
+
+
+def with_signature(data: bytes) -> tuple[bytes, str, dict[int, str]]:
+    """DATA with a SignatureDef for its main subgraph (added when it has none), the signature's key, and its input
+    names by tensor index."""
+    model = read(data)
+    main = [sd for sd in (model.signatureDefs or []) if sd.subgraphIndex == 0]
+    if main:
+        key = main[0].signatureKey.decode() if isinstance(main[0].signatureKey, bytes) else main[0].signatureKey
+        return data, key, {int(t.tensorIndex): _text(t.name) for t in main[0].inputs}
+    schema = flatbuffers().schema_fb
+    subgraph = model.subgraphs[0]
+
+    def entry(index: int) -> Any:  # named as TFLiteRunner names a signature-less file's inputs and outputs
+        tensor_map = schema.TensorMapT()
+        tensor_map.name, tensor_map.tensorIndex = clean_name(_text(subgraph.tensors[index].name)).encode(), int(index)
+        return tensor_map
+
+    signature = schema.SignatureDefT()
+    signature.signatureKey, signature.subgraphIndex = SIGNATURE_KEY.encode(), 0
+    signature.inputs = [entry(i) for i in subgraph.inputs]
+    signature.outputs = [entry(i) for i in subgraph.outputs]
+    model.signatureDefs = [*(model.signatureDefs or []), signature]
+    return write(model), SIGNATURE_KEY, {int(i): clean_name(_text(subgraph.tensors[i].name)) for i in subgraph.inputs}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def quantize_full_int8(data: bytes, feeds: Sequence[dict[int, np.ndarray]], io_type: str = "float32") -> bytes:
+    """DATA (float32 constants) quantized to full int8, calibrated on FEEDS (one dict per sample: input tensor
+    index -> a batch of one, float)."""
+    from edgecompress.converters.litert_quantize import require_quantizer
+
+    if io_type not in FULL_INT8_IO_TYPES:
+        raise UserError(f"io_type {io_type} is not available for a .tflite: use {' or '.join(FULL_INT8_IO_TYPES)}",
+                        settings=("io_type",))
+    data, key, names = with_signature(data)
+    aeq = require_quantizer()
+    ops = aeq.qtyping.TFLOperationName
+    quantizer = aeq.quantizer.Quantizer(bytearray(data))
+    quantizer.add_static_config(".*", ops.ALL_SUPPORTED, activation_num_bits=8, weight_num_bits=8)
+    if io_type == "float32":
+        from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+        for edge in (ops.INPUT, ops.OUTPUT):
+            quantizer.update_quantization_recipe(regex=".*", operation_name=edge, algorithm_key=AlgorithmName.NO_QUANTIZE)
+    samples = [{names[index]: value for index, value in feed.items()} for feed in feeds]
+    # It prints a size report on stdout, which must stay clean for --json, and a progress bar on stderr.
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+            quiet_native_stderr(replay_on_error=False):
+        ranges = quantizer.calibrate({key: samples}, num_threads=1)
+        _global_ranges(ranges, data, feeds)
+        result = quantizer.quantize(ranges)
+    return bytes(result.quantized_model)
+
+
+def _global_ranges(ranges: dict[str, Any], data: bytes, feeds: Sequence[dict[int, np.ndarray]]) -> None:
+    """Replace each activation's moving-average range in RANGES by its min and max over all FEEDS."""
+    with tempfile.TemporaryDirectory(prefix="edgecompress-ranges-") as folder:
+        path = Path(folder) / "float.tflite"
+        path.write_bytes(data)
+        extremes = run_isolated(tensor_extremes, str(path), list(feeds),
+                                what=f"the runtime, measuring the activation ranges of {path.name}")
+    for name, qsv in ranges.items():
+        if name in extremes and "min" in qsv and np.size(qsv["min"]) == 1:  # per-tensor: activations, not weights
+            low, high = extremes[name]
+            qsv["min"] = np.full_like(np.asarray(qsv["min"]), low)
+            qsv["max"] = np.full_like(np.asarray(qsv["max"]), high)
+
+
+def tensor_extremes(path: str, feeds: list[dict[int, np.ndarray]]) -> dict[str, tuple[float, float]]:
+    """Every float activation's (min, max) over FEEDS, by tensor name; every tensor kept after each run."""
+    from edgecompress.runtime import load_interpreter
+
+    interpreter, _ = load_interpreter(path, num_threads=1, use_xnnpack=False, preserve_all_tensors=True)
+    details = [d for d in interpreter.get_tensor_details() if d["dtype"] == np.float32]
+    extremes: dict[str, tuple[float, float]] = {}
+    for feed in feeds:
+        for index, value in feed.items():
+            interpreter.set_tensor(index, value)
+        interpreter.invoke()
+        for d in details:
+            try:
+                values = interpreter.get_tensor(d["index"])
+            except ValueError:  # no data behind it (a constant the runtime folded away)
+                continue
+            if values.size == 0 or not np.isfinite(values).all():
+                continue
+            low, high = float(values.min()), float(values.max())
+            old = extremes.get(d["name"])
+            extremes[d["name"]] = (low, high) if old is None else (min(old[0], low), max(old[1], high))
+    return extremes
