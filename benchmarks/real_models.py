@@ -36,7 +36,9 @@ from edgecompress.tables import markdown_table, table  # noqa: E402
 
 CONVERT_MODES = ("none", "dynamic", "float16", "int8", "int16x8", "int4", "int8-weights")
 QUANTIZE_MODES = ("dynamic", "int8-weights", "int4")
-FULL_INT8_MODES = (*QUANTIZE_MODES, "int8")  # int8: calibrated on the same samples, ops it leaves float allowed
+# int8: full integer calibrated on the same samples, ops it leaves float allowed; "int8 percentile": with
+# --calibration-method percentile
+FULL_INT8_MODES = (*QUANTIZE_MODES, "int8", "int8 percentile")
 
 
 @dataclass
@@ -157,9 +159,10 @@ def _edgecompress(case: Case, mode: str, out: Path) -> tuple[dict[str, dict[str,
             result = convert_model(case.source, out, mode, calibration=case.data, num_samples=count,
                                    validation_samples=count, force=True, input_shapes=case.input_shapes)
         else:
-            calibration = case.data if mode == "int8" else None
-            result = quantize_tflite(case.source, out, mode, inputs=case.data, validation_samples=count, force=True,
-                                     calibration=calibration, num_samples=count, allow_partial=mode == "int8")
+            full, method = mode.startswith("int8 ") or mode == "int8", mode.split(" ")[1] if " " in mode else "minmax"
+            result = quantize_tflite(case.source, out, mode.split(" ")[0], inputs=case.data, validation_samples=count,
+                                     force=True, calibration=case.data if full else None, num_samples=count,
+                                     allow_partial=full, calibration_method=method)
     except UserError as exc:
         return {}, str(exc)
     per_output = {}
@@ -177,8 +180,8 @@ def _export_bytes(case: Case, mode: str) -> bytes | str:
     from edgecompress.models import load_model
 
     try:
-        if case.verb == "quantize" and mode == "int8":
-            return _full_int8_bytes(case)
+        if case.verb == "quantize" and mode.split(" ")[0] == "int8":
+            return _full_int8_bytes(case, mode.split(" ")[1] if " " in mode else "minmax")
         if case.verb == "quantize":
             return quantize_weights(case.source.read_bytes(), mode, source=str(case.source))
         loaded = load_model(case.source)
@@ -190,7 +193,7 @@ def _export_bytes(case: Case, mode: str) -> bytes | str:
         return str(exc)
 
 
-def _full_int8_bytes(case: Case) -> bytes:
+def _full_int8_bytes(case: Case, method: str) -> bytes:
     """quantize's full int8 made again from the same calibration samples, without its validation."""
     from edgecompress.converters.full_int8 import quantize_full_int8
     from edgecompress.converters.litert_quantize import float32_constants
@@ -199,7 +202,8 @@ def _full_int8_bytes(case: Case) -> bytes:
     data, _ = float32_constants(case.source.read_bytes(), str(case.source))
     runner = TFLiteRunner(case.source)
     x = next(iter(np.load(case.data).values()))
-    return quantize_full_int8(data, [{runner.in_ports[0].index: x[i:i + 1].astype(np.float32)} for i in range(len(x))])
+    feeds = [{runner.in_ports[0].index: x[i:i + 1].astype(np.float32)} for i in range(len(x))]
+    return quantize_full_int8(data, feeds, method=method)
 
 
 def _rows(case: Case, modes: tuple[str, ...], folder: Path) -> list[list[Any]]:

@@ -7,8 +7,12 @@ boards need integer activations. ai-edge-quantizer's static recipe does it, with
 - float16 (and sparse float16) weights are restored to float32 first (converters.float16_weights);
 - activation ranges: its calibration keeps a moving average of per-sample ranges, narrower than the global
   min/max TFLiteConverter uses (on one-sample batches the average forgets the extremes: shared/FACTS.md). The
-  ranges are replaced by each tensor's min and max over every calibration sample, measured here with the
-  runtime (every tensor kept), in a child process.
+  ranges are replaced by each tensor's min and max over every calibration sample ("minmax", as TFLiteConverter),
+  or its 0.01th and 99.99th percentiles ("percentile": rare extremes clipped, finer steps for the rest),
+  measured here with the runtime (every tensor kept), in a child process. Measured on MediaPipe's full-range
+  face detector: minmax 12.4 / 14.0 dB (boxes / scores) and the same face decision on 82% of 28 images,
+  percentile 15.6 / 9.3 dB and 96%; on fer's CNN minmax 25.9 dB. Which serves a model is its task's call, so
+  minmax, what the converter does, is the default.
 Inputs and outputs stay float32 (a QUANTIZE and a DEQUANTIZE at the edges) unless io_type is int8.
 """
 from __future__ import annotations
@@ -28,6 +32,9 @@ from edgecompress.runner import clean_name
 from edgecompress.converters.tflite_edit import flatbuffers, read, write
 
 FULL_INT8_IO_TYPES = ("float32", "int8")
+RANGE_METHODS = ("minmax", "percentile")
+PERCENTILE = 99.99
+_RANGE_VALUES = 1_000_000  # values kept per tensor to estimate percentiles (a random share of each sample's)
 SIGNATURE_KEY = "serving_default"
 
 
@@ -59,11 +66,15 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def quantize_full_int8(data: bytes, feeds: Sequence[dict[int, np.ndarray]], io_type: str = "float32") -> bytes:
+def quantize_full_int8(data: bytes, feeds: Sequence[dict[int, np.ndarray]], io_type: str = "float32",
+                       method: str = "minmax") -> bytes:
     """DATA (float32 constants) quantized to full int8, calibrated on FEEDS (one dict per sample: input tensor
-    index -> a batch of one, float)."""
+    index -> a batch of one, float), activation ranges by METHOD (RANGE_METHODS)."""
     from edgecompress.converters.litert_quantize import require_quantizer
 
+    if method not in RANGE_METHODS:
+        raise UserError(f"calibration_method {method} is not one of {', '.join(RANGE_METHODS)}",
+                        settings=("calibration_method",))
     if io_type not in FULL_INT8_IO_TYPES:
         raise UserError(f"io_type {io_type} is not available for a .tflite: use {' or '.join(FULL_INT8_IO_TYPES)}",
                         settings=("io_type",))
@@ -82,17 +93,17 @@ def quantize_full_int8(data: bytes, feeds: Sequence[dict[int, np.ndarray]], io_t
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
             quiet_native_stderr(replay_on_error=False):
         ranges = quantizer.calibrate({key: samples}, num_threads=1)
-        _global_ranges(ranges, data, feeds)
+        _global_ranges(ranges, data, feeds, method)
         result = quantizer.quantize(ranges)
     return bytes(result.quantized_model)
 
 
-def _global_ranges(ranges: dict[str, Any], data: bytes, feeds: Sequence[dict[int, np.ndarray]]) -> None:
-    """Replace each activation's moving-average range in RANGES by its min and max over all FEEDS."""
+def _global_ranges(ranges: dict[str, Any], data: bytes, feeds: Sequence[dict[int, np.ndarray]], method: str) -> None:
+    """Replace each activation's moving-average range in RANGES by its range over all FEEDS, by METHOD."""
     with tempfile.TemporaryDirectory(prefix="edgecompress-ranges-") as folder:
         path = Path(folder) / "float.tflite"
         path.write_bytes(data)
-        extremes = run_isolated(tensor_extremes, str(path), list(feeds),
+        extremes = run_isolated(tensor_ranges, str(path), list(feeds), method,
                                 what=f"the runtime, measuring the activation ranges of {path.name}")
     for name, qsv in ranges.items():
         if name in extremes and "min" in qsv and np.size(qsv["min"]) == 1:  # per-tensor: activations, not weights
@@ -101,13 +112,17 @@ def _global_ranges(ranges: dict[str, Any], data: bytes, feeds: Sequence[dict[int
             qsv["max"] = np.full_like(np.asarray(qsv["max"]), high)
 
 
-def tensor_extremes(path: str, feeds: list[dict[int, np.ndarray]]) -> dict[str, tuple[float, float]]:
-    """Every float activation's (min, max) over FEEDS, by tensor name; every tensor kept after each run."""
+def tensor_ranges(path: str, feeds: list[dict[int, np.ndarray]], method: str = "minmax") -> dict[str, tuple[float, float]]:
+    """Every float activation's range over FEEDS, by tensor name: (min, max), or the (100 - PERCENTILE)th and
+    PERCENTILEth percentiles of its values (a random share of each sample's when there are many)."""
     from edgecompress.runtime import load_interpreter
 
     interpreter, _ = load_interpreter(path, num_threads=1, use_xnnpack=False, preserve_all_tensors=True)
     details = [d for d in interpreter.get_tensor_details() if d["dtype"] == np.float32]
     extremes: dict[str, tuple[float, float]] = {}
+    kept: dict[str, list[np.ndarray]] = {}
+    rng = np.random.default_rng(0)
+    share = max(1, _RANGE_VALUES // max(1, len(feeds)))
     for feed in feeds:
         for index, value in feed.items():
             interpreter.set_tensor(index, value)
@@ -122,4 +137,11 @@ def tensor_extremes(path: str, feeds: list[dict[int, np.ndarray]]) -> dict[str, 
             low, high = float(values.min()), float(values.max())
             old = extremes.get(d["name"])
             extremes[d["name"]] = (low, high) if old is None else (min(old[0], low), max(old[1], high))
+            if method == "percentile":
+                flat = values.ravel()
+                kept.setdefault(d["name"], []).append(flat if flat.size <= share else rng.choice(flat, share))
+    if method == "percentile":
+        for name, parts in kept.items():
+            values = np.concatenate(parts)
+            extremes[name] = (float(np.percentile(values, 100 - PERCENTILE)), float(np.percentile(values, PERCENTILE)))
     return extremes

@@ -145,6 +145,7 @@ def quantize_tflite(
     calibration: str | Path | None = None,
     num_samples: int = 100,
     io_type: str = "float32",
+    calibration_method: str = "minmax",
 ) -> WeightQuantization:
     """Quantize the float32 .tflite MODEL into OUTPUT, validated against MODEL on INPUTS (.npz) or generated samples
     (int8: full integer, calibrated on NUM_SAMPLES of CALIBRATION, which also validates when INPUTS is not given).
@@ -162,7 +163,8 @@ def quantize_tflite(
     data = check_tflite_file(path)
     reference = TFLiteRunner(path)  # a file the runtime cannot run is refused before any work
     if quantize == FULL_INT8:
-        quantized = _full_int8(data, reference, calibration, num_samples, seed, io_type, str(path), allow_partial)
+        quantized = _full_int8(data, reference, calibration, num_samples, seed, io_type, str(path), allow_partial,
+                               calibration_method)
         inputs = inputs if inputs is not None else calibration
     else:
         if calibration is not None:
@@ -203,7 +205,7 @@ def quantize_tflite(
 
 
 def _full_int8(data: bytes, reference: TFLiteRunner, calibration: str | Path | None, count: int, seed: int,
-               io_type: str, source: str, allow_partial: bool) -> bytes:
+               io_type: str, source: str, allow_partial: bool, method: str) -> bytes:
     """DATA to full int8 (converters.full_int8), calibrated on COUNT samples of CALIBRATION; ops it leaves in
     float need ALLOW_PARTIAL, and a file with no integer activation at all is refused."""
     from edgecompress.calibration import load_samples
@@ -216,9 +218,9 @@ def _full_int8(data: bytes, reference: TFLiteRunner, calibration: str | Path | N
     batch = load_samples(calibration, reference.inputs, count, seed).batch(count)
     samples = len(next(iter(batch.values())))
     feeds = [{p.index: batch[p.spec.name][i:i + 1] for p in reference.in_ports} for i in range(samples)]
-    note(f"quantizing {Path(source).name} to full int8, calibrated on {samples} samples")
+    note(f"quantizing {Path(source).name} to full int8, calibrated on {samples} samples ({method} ranges)")
     require_quantizer()
-    quantized = quantize_full_int8(data, feeds, io_type)
+    quantized = quantize_full_int8(data, feeds, io_type, method)
     left = _float_ops(parse_model(quantized, source))
     if left and not any(op_type for op_type in _integer_ops(parse_model(quantized, source))):
         raise UserError(f"int8 quantized nothing in {Path(source).name}: every op stays float ({', '.join(left)})")

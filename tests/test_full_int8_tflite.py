@@ -82,3 +82,24 @@ def test_int8_needs_calibration_and_weight_modes_refuse_it(run_cli, float_tflite
                             "--calibration", tmp_path / "calib.npz"])
     assert code == 2 and "--quantize int8" in err
     assert not (tmp_path / "a.tflite").exists() and not (tmp_path / "b.tflite").exists()
+
+
+def test_percentile_ranges_clip_the_rare_extremes(run_cli, float_tflite, digits, tmp_path):
+    """--calibration-method percentile: every activation range within minmax's, some narrower."""
+    from edgecompress.runner import TFLiteRunner
+    from edgecompress.tflite_reader import read_model
+
+    np.savez(tmp_path / "calib.npz", x=digits.train.x[:100])
+    scales = {}
+    for method in ("minmax", "percentile"):
+        out = tmp_path / f"{method}.tflite"
+        code, _, err = run_cli(["quantize", float_tflite, "-o", out, "--quantize", "int8", "--calibration",
+                                tmp_path / "calib.npz", "--calibration-method", method])
+        assert code == 0, err
+        assert f"({method} ranges)" in err
+        scales[method] = {t.name: t.quantization.scale[0] for t in read_model(out).main.tensors
+                          if t.dtype == "int8" and not t.is_constant and t.quantization.is_quantized}
+    shared = set(scales["minmax"]) & set(scales["percentile"])
+    assert shared and all(scales["percentile"][n] <= scales["minmax"][n] * 1.0001 for n in shared)
+    assert any(scales["percentile"][n] < scales["minmax"][n] * 0.99 for n in shared)
+    assert TFLiteRunner(tmp_path / "percentile.tflite").in_ports[0].spec.dtype == "float32"

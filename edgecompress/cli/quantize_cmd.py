@@ -5,7 +5,7 @@ from typing import Any
 
 import click
 
-from edgecompress.converters.full_int8 import FULL_INT8_IO_TYPES
+from edgecompress.converters.full_int8 import FULL_INT8_IO_TYPES, RANGE_METHODS
 from edgecompress.converters.litert_quantize import QUANTIZE_MODES
 from edgecompress.cli.options import emit, force_option, json_option, outputs_table, size_ratio, validation_rows
 
@@ -25,6 +25,9 @@ MODE_HELP = (
                    "set the int8 scales; they validate too when --inputs is not given.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=100, show_default=True,
               help="int8: calibration samples to use.")
+@click.option("--calibration-method", type=click.Choice(RANGE_METHODS), default="minmax", show_default=True,
+              help="int8: each activation's range, from its min and max over the samples (as TFLiteConverter), or "
+                   "its 0.01th-99.99th percentiles (rare extremes clipped: kept a detector's decisions better here).")
 @click.option("--io-type", type=click.Choice(FULL_INT8_IO_TYPES), default="float32", show_default=True,
               help="int8: the type of the model's inputs and outputs (float32 keeps a QUANTIZE and a DEQUANTIZE at "
                    "the edges; int8 is what integer-only accelerators take).")
@@ -47,7 +50,8 @@ MODE_HELP = (
                    "still fails), to inspect it.")
 @force_option
 @json_option
-def quantize_command(model: str, output: str, quantize: str, calibration: str | None, num_samples: int, io_type: str,
+def quantize_command(model: str, output: str, quantize: str, calibration: str | None, num_samples: int,
+                     calibration_method: str, io_type: str,
                      block_size: int | None, inputs: str | None, validation_samples: int, seed: int, stream: bool,
                      allow_partial: bool, keep_failed: bool, force: bool, as_json: bool) -> None:
     """Quantize the weights of a float32 .tflite MODEL with ai-edge-quantizer (no TensorFlow needed),
@@ -57,7 +61,7 @@ def quantize_command(model: str, output: str, quantize: str, calibration: str | 
     result = quantize_tflite(model, output, quantize, block_size=block_size, inputs=inputs, force=force,
                              seed=seed, validation_samples=validation_samples, keep_failed=keep_failed,
                              allow_partial=allow_partial, stream=stream, calibration=calibration,
-                             num_samples=num_samples, io_type=io_type)
+                             num_samples=num_samples, io_type=io_type, calibration_method=calibration_method)
     emit(result, as_json, render)
 
 
