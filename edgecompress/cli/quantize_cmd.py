@@ -27,7 +27,7 @@ MODE_HELP = (
               help="int8: calibration samples to use.")
 @click.option("--calibration-method", type=click.Choice(RANGE_METHODS), default="minmax", show_default=True,
               help="int8: each activation's range, from its min and max over the samples (as TFLiteConverter), or "
-                   "its 0.01th-99.99th percentiles (rare extremes clipped: kept a detector's decisions better here).")
+                   "its 0.01th-99.99th percentiles (rare extremes clipped: finer steps for the rest).")
 @click.option("--io-type", type=click.Choice(FULL_INT8_IO_TYPES), default="float32", show_default=True,
               help="int8: the type of the model's inputs and outputs (float32 keeps a QUANTIZE and a DEQUANTIZE at "
                    "the edges; int8 is what integer-only accelerators take).")
