@@ -415,7 +415,6 @@ def _optimize_one_head(onet: Path, crops: Path, folder: Path) -> str:
     result = run_isolated(optimize, onet, out, labelled, techniques_from_settings({"prune": 0.3}),
                           settings=TrainSettings(epochs=3), force=True, model_output="face", what="optimize")
     rows = {r["output"]: r for r in result.details["outputs"]["against the original"]}
-    import tf_keras  # noqa: F401 - optimize saves tf-keras models
     from edgecompress.models import load_model
 
     pruned = load_model(out).model

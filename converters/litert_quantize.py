@@ -219,7 +219,6 @@ def _full_int8(data: bytes, reference: TFLiteRunner, calibration: str | Path | N
     samples = len(next(iter(batch.values())))
     feeds = [{p.index: batch[p.spec.name][i:i + 1] for p in reference.in_ports} for i in range(samples)]
     note(f"quantizing {Path(source).name} to full int8, calibrated on {samples} samples ({method} ranges)")
-    require_quantizer()
     quantized = quantize_full_int8(data, feeds, io_type, method)
     left = _float_ops(parse_model(quantized, source))
     if left and not any(op_type for op_type in _integer_ops(parse_model(quantized, source))):
