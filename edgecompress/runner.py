@@ -69,8 +69,14 @@ class TFLiteRunner:
 
     def __init__(self, path: str | Path, num_threads: int | None = None, prefer: str | None = None) -> None:
         self.path = Path(path)
-        self.interpreter, self.runtime = load_interpreter(path, num_threads=num_threads, prefer=prefer)
-        self.state_variables = state_size(read_model(path))
+        self._load = lambda: load_interpreter(path, num_threads=num_threads, prefer=prefer)  # noqa: E731
+        self.interpreter, self.runtime = self._load()
+        model = read_model(path)
+        self.state_variables = state_size(model)
+        # reset_all_variables() clears variable tensors (a converted LSTM's) but leaves resource variables
+        # (VAR_HANDLE, set up by CALL_ONCE: streaming models) as they are: measured, a state initialised to 5
+        # still held the last input after it. Those models reset by loading the file again.
+        self._reset_by_reload = any(op.name == "VAR_HANDLE" for sg in model.subgraphs for op in sg.operators)
         try:
             self.in_ports, self.out_ports = self._ports()
         # A damaged file can load yet hold unreadable names or dtypes (seen when fuzzing).
@@ -118,9 +124,11 @@ class TFLiteRunner:
     def run(self, feeds: dict[str, np.ndarray], reset: bool = False) -> list[np.ndarray]:
         """One invocation; FEEDS maps input names to real-valued arrays shaped like the inputs. RESET: clear the
         model's state first (as a stateless original would have it)."""
+        if reset and self._reset_by_reload:
+            self.interpreter = self._load()[0]
+        elif reset and self.state_variables:
+            self.interpreter.reset_all_variables()
         interp = self.interpreter
-        if reset and self.state_variables:
-            interp.reset_all_variables()
         for port in self.in_ports:
             if port.spec.name not in feeds:
                 raise UserError(
