@@ -40,6 +40,7 @@ from edgecompress.tflite_reader import Tensor, TFLiteModel, parse_model
 from edgecompress.converters.embedding_lookup import gathers_to_embedding_lookups
 from edgecompress.converters.coverage import OpCoverage, check_coverage, describe_float, float_share, weight_coverage
 from edgecompress.converters.float16_weights import restore_float32
+from edgecompress.converters.tflite_edit import fill_builtin_codes
 from edgecompress.converters.validate import (
     Validation, check_finite_outputs, validate_tflite, validation_warnings,
 )
@@ -115,8 +116,9 @@ def quantize_weights(data: bytes, quantize: str, block_size: int | None = None, 
 
 
 def float32_constants(data: bytes, source: str) -> tuple[bytes, TFLiteModel]:
-    """DATA with float16 (and sparse float16) constants restored to float32, parsed; a file quantized already, or
-    with weights that are not finite, is a UserError."""
+    """DATA with float16 (and sparse float16) constants restored to float32 and every operator code filled in,
+    parsed; a file quantized already, or with weights that are not finite, is a UserError."""
+    data, _ = fill_builtin_codes(data)
     model = parse_model(data, source)
     if any(t.is_constant and t.dtype == "float16" for sg in model.subgraphs for t in sg.tensors):
         data, folded, densified = restore_float32(data)

@@ -27,6 +27,21 @@ def op_code(model: Any, op: Any) -> int:
     return flatbuffers().get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex])
 
 
+def fill_builtin_codes(data: bytes) -> tuple[bytes, int]:
+    """DATA with each operator code's builtin_code filled from deprecated_builtin_code, and how many were empty.
+    Files written before schema v3's builtin_code field (MediaPipe's short-range face detector) leave it 0, which
+    reads as ADD to tools that look only there (ai-edge-quantizer then quantizes no op of that file, and its full
+    int8 treats convolution weights as ADD inputs); the runtime takes the larger of the two."""
+    root = flatbuffers().schema_fb.Model.GetRootAs(data, 0)
+    codes = [root.OperatorCodes(i) for i in range(root.OperatorCodesLength())]
+    if all(c.BuiltinCode() >= c.DeprecatedBuiltinCode() for c in codes):
+        return data, 0  # the usual case, without unpacking a large file
+    model = read(data)
+    for entry in model.operatorCodes:
+        entry.builtinCode = max(entry.builtinCode, entry.deprecatedBuiltinCode)
+    return write(model), sum(c.BuiltinCode() < c.DeprecatedBuiltinCode() for c in codes)
+
+
 def add_tensor(subgraph: Any, like: Any, shape: list[int], suffix: bytes, dtype: int | None = None) -> int:
     """A new activation tensor named after LIKE, with SHAPE and LIKE's type (or DTYPE), unquantized; its index."""
     tensor = flatbuffers().schema_fb.TensorT()

@@ -130,7 +130,7 @@ def compare(tflite_path: str | Path, names: list[str], expected: list[np.ndarray
             data: str, samples: int, stream: bool = False) -> Validation:
     """Run FEEDS through the .tflite and judge each of its outputs against EXPECTED (one array per output)."""
     run = run_file_isolated(tflite_path, feeds, len(EDGE_INPUTS), reset=not stream, probe=stream)
-    outputs = compare_outputs(names, expected, run.outputs, figures_on=samples)
+    outputs = compare_outputs(names, expected, run.in_order(names), figures_on=samples)
     state = ("streamed" if stream else "reset") if run.state_variables else None
     return summarize(samples, data, run.runtime, outputs, state=state, state_drift=run.state_drift)
 
@@ -140,9 +140,18 @@ class FileRun:
     """What running a .tflite on a batch of samples gave, sample by sample (edgecompress.runner)."""
 
     outputs: list[np.ndarray]  # one array per output, samples stacked
+    names: list[str]  # the outputs' names, in that order
     runtime: str
     state_variables: int
     state_drift: float | None = None  # with probe, for a model that keeps state (see _state_drift)
+
+    def in_order(self, names: list[str]) -> list[np.ndarray]:
+        """The outputs in the order of NAMES when they are these outputs' names, else as run. A SignatureDef
+        lists outputs by name, so a file given one (full int8 of a signature-less file) can return them in
+        another order than its source."""
+        if sorted(names) != sorted(self.names):
+            return self.outputs
+        return [self.outputs[self.names.index(name)] for name in names]
 
 
 def run_file(path: str | Path, feeds: dict[str, np.ndarray], edges: int = 0, reset: bool = True,
@@ -152,7 +161,8 @@ def run_file(path: str | Path, feeds: dict[str, np.ndarray], edges: int = 0, res
     crash_for_tests(path)
     outputs = run_all(runner, feeds, edges, reset)
     drift = _state_drift(runner, feeds) if probe and runner.state_variables else None
-    return FileRun(outputs, f"{runner.runtime.name} {runner.runtime.version}", runner.state_variables, drift)
+    return FileRun(outputs, [o.name for o in runner.outputs], f"{runner.runtime.name} {runner.runtime.version}",
+                   runner.state_variables, drift)
 
 
 def run_file_isolated(path: str | Path, feeds: dict[str, np.ndarray], edges: int = 0, reset: bool = True,

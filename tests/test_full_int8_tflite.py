@@ -103,3 +103,46 @@ def test_percentile_ranges_clip_the_rare_extremes(run_cli, float_tflite, digits,
     assert shared and all(scales["percentile"][n] <= scales["minmax"][n] * 1.0001 for n in shared)
     assert any(scales["percentile"][n] < scales["minmax"][n] * 0.99 for n in shared)
     assert TFLiteRunner(tmp_path / "percentile.tflite").in_ports[0].spec.dtype == "float32"
+
+
+@pytest.fixture(scope="module")
+def old_two_headed(session_dir):
+    """A detector written as MediaPipe's short-range face detector is: operator codes only in the field older
+    schemas had (builtin_code left 0, which reads as ADD), no SignatureDef, and two outputs whose names sort
+    the other way round (regressors first, classificators second)."""
+    import tensorflow as tf
+
+    from edgecompress.converters.tflite_edit import read, write
+    from edgecompress.models import import_tf_keras
+
+    k = import_tf_keras()
+    k.utils.set_random_seed(0)
+    x = k.Input((8, 8, 1), batch_size=1)
+    h = k.layers.Flatten()(k.layers.Conv2D(8, 3, activation="relu")(x))
+    model = k.Model(x, [k.layers.Dense(4)(h), k.layers.Dense(1, activation="sigmoid")(h)])
+    fn = tf.function(lambda v: model(v, training=False)).get_concrete_function(tf.TensorSpec([1, 8, 8, 1], tf.float32))
+    flat = read(tf.lite.TFLiteConverter.from_concrete_functions([fn], model).convert())
+    flat.signatureDefs = []
+    for entry in flat.operatorCodes:
+        entry.deprecatedBuiltinCode, entry.builtinCode = entry.builtinCode, 0
+    graph = flat.subgraphs[0]
+    for index, name in zip(graph.outputs, (b"regressors", b"classificators")):
+        graph.tensors[index].name = name
+    path = session_dir / "old_two_headed.tflite"
+    path.write_bytes(write(flat))
+    return path
+
+
+def test_a_file_of_the_old_schema_is_quantized_and_judged_output_by_output(run_cli, old_two_headed, digits, tmp_path):
+    """The quantizer read every op of such a file as ADD: weight modes quantized nothing (exit 2), and full int8
+    gave convolution weights a zero point the runtime refuses. Its SignatureDef then listed the outputs by name,
+    and validation compared classificators with regressors (a traceback)."""
+    np.savez(tmp_path / "calib.npz", x=digits.train.x[:64])
+    code, _, err = run_cli(["quantize", old_two_headed, "-o", tmp_path / "w.tflite", "--quantize", "int8-weights"])
+    assert code == 0, err
+    code, stdout, err = run_cli(["quantize", old_two_headed, "-o", tmp_path / "int8.tflite", "--quantize", "int8",
+                                 "--calibration", tmp_path / "calib.npz", "--json"])
+    assert code == 0, err
+    outputs = {o["name"]: o for o in json.loads(stdout)["validation"]["outputs"]}
+    assert set(outputs) == {"regressors", "classificators"}
+    assert all(o["sqnr_db"] > 20 for o in outputs.values()), outputs
