@@ -21,6 +21,10 @@ import numpy as np
 # less (basic-pitch int4: contour 11.1, note 7.7, onset 5.7 dB; note F1 0.93 -> 0.03).
 MIN_AGREEMENT = 0.90
 MIN_SQNR_DB = 12.0
+# An output whose decisions at 0.5 go one way everywhere has collapsed when the original's went each way on at
+# least this share of its values.
+_MIN_SIDE = 0.01
+_MIN_COUNT = 4  # and on at least this many values (or samples, for classes): not a coincidence of a few samples
 # Softmax outputs sum to 1 up to float rounding (float16 and int8 exports a little less tightly).
 _SUM_TOLERANCE = 0.02
 
@@ -85,6 +89,33 @@ def output_problem(o: OutputCheck) -> str | None:
         return f"agrees with the original on only {o.agreement:.1%} of samples ({what}; below {MIN_AGREEMENT:.0%})"
     if o.kind == "values" and o.sqnr_db is not None and o.sqnr_db < MIN_SQNR_DB:
         return f"has an SQNR of {o.sqnr_db:.1f} dB (below {MIN_SQNR_DB:.0f} dB)"
+    return None
+
+
+def collapse(reference: np.ndarray, actual: np.ndarray) -> str | None:
+    """How ACTUAL (samples x ...) stopped following its input where REFERENCE did, or None: one class for every
+    sample, one side of 0.5 everywhere for scores in [0, 1] (a sigmoid, a per-pixel mask), or constant values.
+    A fine-tuning that loses its signal this way can still score well on imbalanced labels (a mask of 23% edge
+    pixels reads 77% accurate when it finds none)."""
+    ref, act = reference.astype(np.float64), actual.reshape(reference.shape).astype(np.float64)
+    if not (np.isfinite(ref).all() and np.isfinite(act).all()) or ref.size == 0:
+        return None  # NaN is reported on its own
+    if output_kind(ref) == "classes":
+        _, counts = np.unique(np.argmax(ref, axis=-1), return_counts=True)
+        ours = np.unique(np.argmax(act, axis=-1))
+        varied = np.sum(counts >= _MIN_COUNT) > 1
+        return f"gives class {int(ours[0])} for every sample" if varied and len(ours) == 1 else None
+    if ref.min() >= 0 and ref.max() <= 1:
+        above = int(np.sum(ref >= 0.5))
+        varied = min(above, ref.size - above) >= max(_MIN_COUNT, _MIN_SIDE * ref.size)
+        if varied and np.all(act >= 0.5) != np.all(act < 0.5):
+            share = above / ref.size
+            side = "at or above" if np.all(act >= 0.5) else "below"
+            return f"is {side} 0.5 everywhere (the original: {share:.0%} at or above)"
+        return None
+    spread, kept = float(np.std(ref)), float(np.std(act))
+    if spread > 0 and kept < 1e-3 * spread:
+        return f"is constant (spread {kept:.2g}; the original's {spread:.2g})"
     return None
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecompress.errors import UserError
+from edgecompress.errors import UserError, WrongResult
 from edgecompress.fileio import atomic_path, check_output
 from edgecompress.models import LoadedModel, avoid_onednn_crash, keras_model, load_model
 from edgecompress.progress import note, stage
@@ -115,6 +115,7 @@ def optimize(
         details["rebuild"] = {"max_abs_error": rebuilt.max_abs_error}
     if len(loaded.outputs) > 1:
         details["outputs"] = {"against the original": _against_original(source, work, stop_data)}
+    _refuse_collapse(source, work, stop_data, stopped_on, settings.rate(not steps))
     save_model(work, out, quantized="qat" in names)
     after = stats(work, out, val_data)
     used = [t.name for t in steps] + ([DISTILLATION] if distill else [])
@@ -151,6 +152,20 @@ def _against_original(source: Any, work: Any, data: Labeled) -> list[dict[str, A
                      "kind": check.kind, "sqnr_db": check.sqnr_db, "cosine": check.cosine,
                      "agreement": check.agreement})
     return rows
+
+
+def _refuse_collapse(source: Any, work: Any, data: Labeled, what: str, rate: float) -> None:
+    """A WrongResult (nothing written) when an output of WORK no longer follows its input on DATA where
+    SOURCE's did (compare.collapse): the metric early stopping watched can look fine on imbalanced labels."""
+    from edgecompress.compare import collapse
+
+    for i, (want, got) in enumerate(zip(predictions(source, data.x), predictions(work, data.x))):
+        why = collapse(want, got)
+        if why:
+            raise WrongResult(
+                f"the optimized model's output {source.output_names[i]!r} {why} on the {what}: it no longer "
+                f"computes what the original did; fine-tune at a lower learning_rate (this run: {rate:g}; try "
+                f"{rate / 100:g}) or compress less", settings=("learning_rate",))
 
 
 def _stopping_data(train: Labeled, val: Labeled | None, settings: TrainSettings) -> tuple[Labeled, Labeled, str]:
