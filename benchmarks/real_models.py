@@ -331,7 +331,15 @@ def _verbs(root: Path, folder: Path) -> list[list[Any]]:
     onet = root / "mtcnn" / "onet.keras"
     rows += _verb("optimize --prune 0.3 (labels for one head)", "MTCNN ONet",
                   lambda: _optimize_one_head(onet, root / "mtcnn" / "crops48.npz", folder))
-    return rows
+    return rows + _verbs_hed(root, folder)
+
+
+def _verbs_hed(root: Path, folder: Path) -> list[list[Any]]:
+    """HED pruned at the default rate (its edges collapse: refused) and at HED's own scale of rates."""
+    hed, photos = root / "hed" / "hed.keras", root / "hed" / "photos.npz"
+    return [row for rate in (None, 1e-5)
+            for row in _verb(f"optimize --prune 0.3 --learning-rate {rate or 'default'} (Keras 3 Resizing)",
+                             "HED edges", lambda: _optimize_resizing(hed, photos, folder, rate))]
 
 
 def _custom_op(path: Path) -> str:
@@ -426,6 +434,29 @@ def _optimize_one_head(onet: Path, crops: Path, folder: Path) -> str:
     return (f"face accuracy {result.training[-1].best_val_score:.0%} (held out); kept heads' cosine to the original: "
             f"box {rows['box']['cosine']:.3f}, landmarks {rows['landmarks']['cosine']:.3f} (here: "
             f"{cosine(box, got[0]):.3f}, {cosine(landmarks, got[1]):.3f}) on the data early stopping watched / all crops")
+
+
+def _optimize_resizing(hed: Path, photos: Path, folder: Path, rate: float | None) -> str:
+    """Prune HED (Keras 3, four Resizing layers, rebuilt in tf-keras for TF-MOT) with its own edge maps at 0.5 as
+    0/1 labels per pixel; the pruned model's pixel agreement with the original is computed again here with plain
+    Keras on every photo."""
+    import keras
+
+    from edgecompress.isolation import run_isolated
+    from edgecompress.models import load_model
+    from edgecompress.optimize import TrainSettings, optimize, techniques_from_settings
+
+    x = np.load(photos)["image"]
+    edges = keras.saving.load_model(hed, compile=False).predict(x, verbose=0) > 0.5
+    labelled = folder / "hed_labelled.npz"
+    np.savez(labelled, image=x, y=edges.astype(np.uint8))
+    out = folder / "hed-pruned.keras"
+    result = run_isolated(optimize, hed, out, labelled, techniques_from_settings({"prune": 0.3}),
+                          settings=TrainSettings(epochs=2, learning_rate=rate), force=True, what="optimize")
+    got = load_model(out).model.predict(x, verbose=0) > 0.5
+    return (f"nonzero parameters {result.before.nonzero_params:,} -> {result.after.nonzero_params:,}; held-out pixel "
+            f"accuracy {result.training[-1].best_val_score:.1%}; here, plain Keras on all {len(x)} photos: same "
+            f"edge decision on {np.mean(got == edges):.1%} of pixels")
 
 
 def _verb(name: str, model: str, call: Callable[[], str]) -> list[list[Any]]:
@@ -525,6 +556,8 @@ def main() -> None:
             Case("MTCNN PNet (Keras 3, free dims) at 40x40", root / "mtcnn" / "pnet.keras", root / "mtcnn" / "scene.npz",
                  "convert", ("none", "dynamic", "float16", "int8"), _mask("conv4-2", "face windows", lambda p: p[..., 1]),
                  {"image": (1, 40, 40, 3)}),
+            Case("HED edges (Keras 3, Resizing)", root / "hed" / "hed.keras", root / "hed" / "photos.npz", "convert",
+                 ("none", "dynamic", "float16", "int8", "int4", "int8-weights"), _mask("edges", "edge pixels")),
         ]
         cases = [c for c in cases if not args.only or any(o.lower() in c.model.lower() for o in args.only)]
         rows = [row for case in cases for row in _rows(case, case.modes, folder)]

