@@ -159,10 +159,11 @@ def _edgecompress(case: Case, mode: str, out: Path) -> tuple[dict[str, dict[str,
             result = convert_model(case.source, out, mode, calibration=case.data, num_samples=count,
                                    validation_samples=count, force=True, input_shapes=case.input_shapes)
         else:
-            full, method = mode.startswith("int8 ") or mode == "int8", mode.split(" ")[1] if " " in mode else "minmax"
+            full = mode.split(" ")[0] == "int8"
+            method, heads = _full_int8_options(mode)
             result = quantize_tflite(case.source, out, mode.split(" ")[0], inputs=case.data, validation_samples=count,
                                      force=True, calibration=case.data if full else None, num_samples=count,
-                                     allow_partial=full, calibration_method=method)
+                                     allow_partial=full, calibration_method=method, int16_heads=heads)
     except UserError as exc:
         return {}, str(exc)
     per_output = {}
@@ -181,7 +182,7 @@ def _export_bytes(case: Case, mode: str) -> bytes | str:
 
     try:
         if case.verb == "quantize" and mode.split(" ")[0] == "int8":
-            return _full_int8_bytes(case, mode.split(" ")[1] if " " in mode else "minmax")
+            return _full_int8_bytes(case, *_full_int8_options(mode))
         if case.verb == "quantize":
             return quantize_weights(case.source.read_bytes(), mode, source=str(case.source))
         loaded = load_model(case.source)
@@ -193,9 +194,17 @@ def _export_bytes(case: Case, mode: str) -> bytes | str:
         return str(exc)
 
 
-def _full_int8_bytes(case: Case, method: str) -> bytes:
+def _full_int8_options(mode: str) -> tuple[str, tuple[str, ...]]:
+    """("int8 percentile" / "int8 int16-head=OUTPUT") -> (calibration method, outputs whose heads are 16-bit)."""
+    words = mode.split(" ")[1:]
+    heads = tuple(w.split("=", 1)[1] for w in words if w.startswith("int16-head="))
+    methods = [w for w in words if not w.startswith("int16-head=")]
+    return (methods[0] if methods else "minmax"), heads
+
+
+def _full_int8_bytes(case: Case, method: str, heads: tuple[str, ...]) -> bytes:
     """quantize's full int8 made again from the same calibration samples, without its validation."""
-    from edgecompress.converters.full_int8 import quantize_full_int8
+    from edgecompress.converters.full_int8 import head_ops, quantize_full_int8
     from edgecompress.converters.litert_quantize import float32_constants
     from edgecompress.runner import TFLiteRunner
 
@@ -203,7 +212,8 @@ def _full_int8_bytes(case: Case, method: str) -> bytes:
     runner = TFLiteRunner(case.source)
     x = next(iter(np.load(case.data).values()))
     feeds = [{runner.in_ports[0].index: x[i:i + 1].astype(np.float32)} for i in range(len(x))]
-    return quantize_full_int8(data, feeds, method=method)
+    wide = [name for head in heads for name in head_ops(data, head)]  # these models' output tensors bear those names
+    return quantize_full_int8(data, feeds, method=method, wide=wide)
 
 
 def _rows(case: Case, modes: tuple[str, ...], folder: Path) -> list[list[Any]]:
@@ -548,7 +558,8 @@ def main() -> None:
             Case("MediaPipe face detector (fp16 .tflite)", media / "face_short.tflite", media / "faces128.npz",
                  "quantize", FULL_INT8_MODES, _detections("classificators", _sigmoid)),
             Case("MediaPipe face detector on photographs", media / "face_short.tflite", media / "photos128.npz",
-                 "quantize", FULL_INT8_MODES, _detections("classificators", _sigmoid)),
+                 "quantize", (*FULL_INT8_MODES, "int8 int16-head=classificators"),
+                 _detections("classificators", _sigmoid)),
             Case("MediaPipe full-range detector (block-sparse fp16)", media / "face_full_sparse.tflite",
                  media / "faces192.npz", "quantize", FULL_INT8_MODES, _detections("Identity_1", _sigmoid)),
             Case("MediaPipe selfie segmentation (custom op)", media / "selfie.tflite", media / "people256.npz",

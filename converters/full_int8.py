@@ -15,11 +15,16 @@ boards need integer activations. ai-edge-quantizer's static recipe does it, with
   ranges: 96% with percentiles computed from every value instead of a histogram); on fer's CNN minmax 25.9 dB.
   Which serves a model is its task's call, so minmax, what the converter does, is the default.
 Inputs and outputs stay float32 (a QUANTIZE and a DEQUANTIZE at the edges) unless io_type is int8.
+
+An output head that int8 activations cannot carry (MediaPipe's short-range detector: score logits spread over
+hundreds where the decision is at 0, 5.7 dB) can be quantized again with 16-bit activations on the ops only it
+depends on (`head_ops`), int8 weights kept: the file stays integer, a little larger.
 """
 from __future__ import annotations
 
 import contextlib
 import io
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
@@ -67,10 +72,35 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def head_ops(data: bytes, output_tensor: str) -> list[str]:
+    """The names of the tensors computed by the ops that only the output tensor named OUTPUT_TENSOR depends on
+    (its head: back from it to where the graph feeds other outputs too), the output itself included."""
+    from edgecompress.tflite_reader import parse_model
+
+    graph = parse_model(data).main
+    output = next(i for i in graph.outputs if graph.tensors[i].name == output_tensor)
+    producer = {t: op for op in graph.operators for t in op.outputs}
+    consumers: dict[int, list[Any]] = {}
+    for op in graph.operators:
+        for t in op.inputs:
+            consumers.setdefault(t, []).append(op)
+    head, todo = {output}, [output]
+    while todo:
+        op = producer.get(todo.pop())
+        if op is None:
+            continue
+        for t in op.inputs:
+            if t in producer and t not in head and all(set(c.outputs) <= head for c in consumers[t]):
+                head.add(t)
+                todo.append(t)
+    return sorted(graph.tensors[t].name for t in head if t in producer)
+
+
 def quantize_full_int8(data: bytes, feeds: Sequence[dict[int, np.ndarray]], io_type: str = "float32",
-                       method: str = "minmax") -> bytes:
+                       method: str = "minmax", wide: Sequence[str] = ()) -> bytes:
     """DATA (float32 constants) quantized to full int8, calibrated on FEEDS (one dict per sample: input tensor
-    index -> a batch of one, float), activation ranges by METHOD (RANGE_METHODS)."""
+    index -> a batch of one, float), activation ranges by METHOD (RANGE_METHODS); the ops computing the tensors
+    named in WIDE get 16-bit activations (head_ops)."""
     from edgecompress.converters.litert_quantize import require_quantizer
 
     if method not in RANGE_METHODS:
@@ -83,12 +113,20 @@ def quantize_full_int8(data: bytes, feeds: Sequence[dict[int, np.ndarray]], io_t
     aeq = require_quantizer()
     ops = aeq.qtyping.TFLOperationName
     quantizer = aeq.quantizer.Quantizer(bytearray(data))
+    scopes = [".*"]
     quantizer.add_static_config(".*", ops.ALL_SUPPORTED, activation_num_bits=8, weight_num_bits=8)
+    if wide:
+        # The quantizer matches an op by its scope: its output tensors' names, each followed by ";". The graph's
+        # outputs are a pseudo-op whose scope names them all, so the edge rule below is set for this scope too.
+        scopes.append("(?:^|;)(?:" + "|".join(re.escape(name) for name in wide) + ");")
+        quantizer.add_static_config(scopes[-1], ops.ALL_SUPPORTED, activation_num_bits=16, weight_num_bits=8)
     if io_type == "float32":
         from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
-        for edge in (ops.INPUT, ops.OUTPUT):
-            quantizer.update_quantization_recipe(regex=".*", operation_name=edge, algorithm_key=AlgorithmName.NO_QUANTIZE)
+        for scope in scopes:
+            for edge in (ops.INPUT, ops.OUTPUT):
+                quantizer.update_quantization_recipe(regex=scope, operation_name=edge,
+                                                     algorithm_key=AlgorithmName.NO_QUANTIZE)
     samples = [{names[index]: value for index, value in feed.items()} for feed in feeds]
     # It prints a size report on stdout, which must stay clean for --json, and a progress bar on stderr.
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \

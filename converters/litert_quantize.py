@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -148,9 +148,11 @@ def quantize_tflite(
     num_samples: int = 100,
     io_type: str = "float32",
     calibration_method: str = "minmax",
+    int16_heads: Sequence[str] = (),
 ) -> WeightQuantization:
     """Quantize the float32 .tflite MODEL into OUTPUT, validated against MODEL on INPUTS (.npz) or generated samples
-    (int8: full integer, calibrated on NUM_SAMPLES of CALIBRATION, which also validates when INPUTS is not given).
+    (int8: full integer, calibrated on NUM_SAMPLES of CALIBRATION, which also validates when INPUTS is not given;
+    the heads of the outputs named in INT16_HEADS get 16-bit activations, their weights int8).
 
     Outputs that turn NaN/Inf are a WrongResult and leave no OUTPUT, unless KEEP_FAILED (written, still raised).
     """
@@ -165,10 +167,16 @@ def quantize_tflite(
     data = check_tflite_file(path)
     reference = TFLiteRunner(path)  # a file the runtime cannot run is refused before any work
     if quantize == FULL_INT8:
+        if int16_heads and io_type != "float32":
+            raise UserError("int16_head needs float32 inputs and outputs (io_type float32)",
+                            settings=("int16_head", "io_type"))
         quantized = _full_int8(data, reference, calibration, num_samples, seed, io_type, str(path), allow_partial,
-                               calibration_method)
+                               calibration_method, _head_tensors(reference, int16_heads))
         inputs = inputs if inputs is not None else calibration
     else:
+        if int16_heads:
+            raise UserError(f"int16_head is for --quantize int8 (16-bit activations); {quantize} quantizes weights "
+                            "only", settings=("int16_head",))
         if calibration is not None:
             raise UserError(f"calibration samples are for --quantize int8; {quantize} quantizes weights only: drop "
                             "them, or give validation samples with inputs", settings=("calibration",))
@@ -207,7 +215,7 @@ def quantize_tflite(
 
 
 def _full_int8(data: bytes, reference: TFLiteRunner, calibration: str | Path | None, count: int, seed: int,
-               io_type: str, source: str, allow_partial: bool, method: str) -> bytes:
+               io_type: str, source: str, allow_partial: bool, method: str, wide: Sequence[str] = ()) -> bytes:
     """DATA to full int8 (converters.full_int8), calibrated on COUNT samples of CALIBRATION; ops it leaves in
     float need ALLOW_PARTIAL, and a file with no integer activation at all is refused."""
     from edgecompress.calibration import load_samples
@@ -220,8 +228,9 @@ def _full_int8(data: bytes, reference: TFLiteRunner, calibration: str | Path | N
     batch = load_samples(calibration, reference.inputs, count, seed).batch(count)
     samples = len(next(iter(batch.values())))
     feeds = [{p.index: batch[p.spec.name][i:i + 1] for p in reference.in_ports} for i in range(samples)]
-    note(f"quantizing {Path(source).name} to full int8, calibrated on {samples} samples ({method} ranges)")
-    quantized = quantize_full_int8(data, feeds, io_type, method)
+    wider = f", 16-bit activations on {len(wide)} tensors of the heads asked for" if wide else ""
+    note(f"quantizing {Path(source).name} to full int8, calibrated on {samples} samples ({method} ranges{wider})")
+    quantized = quantize_full_int8(data, feeds, io_type, method, wide)
     left = _float_ops(parse_model(quantized, source))
     if left and not any(op_type for op_type in _integer_ops(parse_model(quantized, source))):
         raise UserError(f"int8 quantized nothing in {Path(source).name}: every op stays float ({', '.join(left)})")
@@ -232,6 +241,23 @@ def _full_int8(data: bytes, reference: TFLiteRunner, calibration: str | Path | N
                             "use --quantize dynamic", settings=("allow_partial",))
         note(said)
     return quantized
+
+
+def _head_tensors(reference: TFLiteRunner, outputs: Sequence[str]) -> list[str]:
+    """The tensors of the heads of OUTPUTS (as the runner names them; full_int8.head_ops), for 16-bit
+    activations; an output the file does not have is a UserError naming those it has."""
+    from edgecompress.converters.full_int8 import head_ops
+
+    have = [p.spec.name for p in reference.out_ports]
+    unknown = [name for name in outputs if name not in have]
+    if unknown:
+        raise UserError(f"int16_head {', '.join(unknown)}: {reference.path.name} has no such output; its outputs: "
+                        f"{', '.join(have)}", settings=("int16_head",))
+    source = reference.path.read_bytes()
+    tensors = parse_model(source).main.tensors  # the runner's ports index the source's tensors
+    float_data = restore_float32(source)[0]  # the graph full int8 is made from (its op codes aside)
+    return sorted({name for p in reference.out_ports if p.spec.name in outputs
+                   for name in head_ops(float_data, tensors[p.index].name)})
 
 
 def _float_ops(model: TFLiteModel) -> list[str]:

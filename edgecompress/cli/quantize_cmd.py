@@ -31,6 +31,9 @@ MODE_HELP = (
 @click.option("--io-type", type=click.Choice(FULL_INT8_IO_TYPES), default="float32", show_default=True,
               help="int8: the type of the model's inputs and outputs (float32 keeps a QUANTIZE and a DEQUANTIZE at "
                    "the edges; int8 is what integer-only accelerators take).")
+@click.option("--int16-head", "int16_heads", multiple=True, metavar="OUTPUT",
+              help="int8 only: 16-bit activations (weights int8) on the ops only this output depends on, for a head "
+                   "whose values int8 steps are too coarse for (a detector's scores). Repeatable.")
 @click.option("--block-size", type=int,
               help="int4 only: one scale per this many input channels of FULLY_CONNECTED weights "
                    "(32, 64, 128 or 256) instead of one per output channel.")
@@ -51,7 +54,7 @@ MODE_HELP = (
 @force_option
 @json_option
 def quantize_command(model: str, output: str, quantize: str, calibration: str | None, num_samples: int,
-                     calibration_method: str, io_type: str,
+                     calibration_method: str, io_type: str, int16_heads: tuple[str, ...],
                      block_size: int | None, inputs: str | None, validation_samples: int, seed: int, stream: bool,
                      allow_partial: bool, keep_failed: bool, force: bool, as_json: bool) -> None:
     """Quantize the weights of a float32 .tflite MODEL with ai-edge-quantizer (no TensorFlow needed),
@@ -61,7 +64,8 @@ def quantize_command(model: str, output: str, quantize: str, calibration: str | 
     result = quantize_tflite(model, output, quantize, block_size=block_size, inputs=inputs, force=force,
                              seed=seed, validation_samples=validation_samples, keep_failed=keep_failed,
                              allow_partial=allow_partial, stream=stream, calibration=calibration,
-                             num_samples=num_samples, io_type=io_type, calibration_method=calibration_method)
+                             num_samples=num_samples, io_type=io_type, calibration_method=calibration_method,
+                             int16_heads=int16_heads)
     emit(result, as_json, render)
 
 
