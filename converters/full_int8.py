@@ -97,10 +97,11 @@ def head_ops(data: bytes, output_tensor: str) -> list[str]:
 
 
 def quantize_full_int8(data: bytes, feeds: Sequence[dict[int, np.ndarray]], io_type: str = "float32",
-                       method: str = "minmax", wide: Sequence[str] = ()) -> bytes:
-    """DATA (float32 constants) quantized to full int8, calibrated on FEEDS (one dict per sample: input tensor
-    index -> a batch of one, float), activation ranges by METHOD (RANGE_METHODS); the ops computing the tensors
-    named in WIDE get 16-bit activations (head_ops)."""
+                       method: str = "minmax", wide: Sequence[str] = (), bits: int = 8) -> bytes:
+    """DATA (float32 constants) quantized to full integer, int8 weights and BITS-bit activations (8, or 16 for
+    int16x8), calibrated on FEEDS (one dict per sample: input tensor index -> a batch of one, float), activation
+    ranges by METHOD (RANGE_METHODS); the ops computing the tensors named in WIDE get 16-bit activations
+    (head_ops)."""
     from edgecompress.converters.litert_quantize import require_quantizer
 
     if method not in RANGE_METHODS:
@@ -114,7 +115,7 @@ def quantize_full_int8(data: bytes, feeds: Sequence[dict[int, np.ndarray]], io_t
     ops = aeq.qtyping.TFLOperationName
     quantizer = aeq.quantizer.Quantizer(bytearray(data))
     scopes = [".*"]
-    quantizer.add_static_config(".*", ops.ALL_SUPPORTED, activation_num_bits=8, weight_num_bits=8)
+    quantizer.add_static_config(".*", ops.ALL_SUPPORTED, activation_num_bits=bits, weight_num_bits=8)
     if wide:
         # The quantizer matches an op by its scope: its output tensors' names, each followed by ";". The graph's
         # outputs are a pseudo-op whose scope names them all, so the edge rule below is set for this scope too.

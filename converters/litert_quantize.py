@@ -47,7 +47,9 @@ from edgecompress.converters.validate import (
 
 TFLITE_MODES = ("int4", "int8-weights", "dynamic")  # weights only, through quantize_weights
 FULL_INT8 = "int8"  # weights and activations, calibrated: converters.full_int8
-QUANTIZE_MODES = (*TFLITE_MODES, FULL_INT8)  # what `quantize` takes
+FULL_INT16X8 = "int16x8"  # the same with 16-bit activations, where the runtime has the kernels
+ACTIVATION_BITS = {FULL_INT8: 8, FULL_INT16X8: 16}  # the calibrated modes
+QUANTIZE_MODES = (*TFLITE_MODES, *ACTIVATION_BITS)  # what `quantize` takes
 BLOCK_MODES = ("int4",)
 BLOCK_SIZES = (32, 64, 128, 256)  # the granularities ai-edge-quantizer and LiteRT's kernels support
 EXTRA = "quantize"
@@ -166,19 +168,23 @@ def quantize_tflite(
     out = check_output(output, force)
     data = check_tflite_file(path)
     reference = TFLiteRunner(path)  # a file the runtime cannot run is refused before any work
-    if quantize == FULL_INT8:
-        if int16_heads and io_type != "float32":
-            raise UserError("int16_head needs float32 inputs and outputs (io_type float32)",
+    if quantize in ACTIVATION_BITS:
+        if int16_heads and (io_type != "float32" or quantize != FULL_INT8):
+            raise UserError("int16_head is for --quantize int8 with float32 inputs and outputs (io_type float32)",
                             settings=("int16_head", "io_type"))
+        if quantize == FULL_INT16X8 and io_type != "float32":
+            raise UserError("int16x8 keeps float32 inputs and outputs: drop io_type, or use --quantize int8",
+                            settings=("io_type",))
         quantized = _full_int8(data, reference, calibration, num_samples, seed, io_type, str(path), allow_partial,
-                               calibration_method, _head_tensors(reference, int16_heads))
+                               calibration_method, _head_tensors(reference, int16_heads), ACTIVATION_BITS[quantize])
         inputs = inputs if inputs is not None else calibration
     else:
         if int16_heads:
             raise UserError(f"int16_head is for --quantize int8 (16-bit activations); {quantize} quantizes weights "
                             "only", settings=("int16_head",))
         if calibration is not None:
-            raise UserError(f"calibration samples are for --quantize int8; {quantize} quantizes weights only: drop "
+            raise UserError(f"calibration samples are for --quantize int8 or int16x8; {quantize} quantizes weights "
+                            "only: drop "
                             "them, or give validation samples with inputs", settings=("calibration",))
         quantized = quantize_weights(data, quantize, block_size, str(path), allow_partial)
     coverage = weight_coverage(parse_model(quantized, str(path)))
@@ -215,25 +221,28 @@ def quantize_tflite(
 
 
 def _full_int8(data: bytes, reference: TFLiteRunner, calibration: str | Path | None, count: int, seed: int,
-               io_type: str, source: str, allow_partial: bool, method: str, wide: Sequence[str] = ()) -> bytes:
-    """DATA to full int8 (converters.full_int8), calibrated on COUNT samples of CALIBRATION; ops it leaves in
-    float need ALLOW_PARTIAL, and a file with no integer activation at all is refused."""
+               io_type: str, source: str, allow_partial: bool, method: str, wide: Sequence[str] = (),
+               bits: int = 8) -> bytes:
+    """DATA to full integer (converters.full_int8) with BITS-bit activations, calibrated on COUNT samples of
+    CALIBRATION; ops it leaves in float need ALLOW_PARTIAL, and a file with no integer activation at all is
+    refused."""
     from edgecompress.calibration import load_samples
     from edgecompress.converters.full_int8 import quantize_full_int8
 
+    mode = FULL_INT8 if bits == 8 else FULL_INT16X8
     if calibration is None:
-        raise UserError("int8 quantizes the activations too, from their ranges on representative inputs: give "
+        raise UserError(f"{mode} quantizes the activations too, from their ranges on representative inputs: give "
                         "calibration samples (a .npz with one array per input, or x)", settings=("calibration",))
     data, _ = float32_constants(data, source)
     batch = load_samples(calibration, reference.inputs, count, seed).batch(count)
     samples = len(next(iter(batch.values())))
     feeds = [{p.index: batch[p.spec.name][i:i + 1] for p in reference.in_ports} for i in range(samples)]
     wider = f", 16-bit activations on {len(wide)} tensors of the heads asked for" if wide else ""
-    note(f"quantizing {Path(source).name} to full int8, calibrated on {samples} samples ({method} ranges{wider})")
-    quantized = quantize_full_int8(data, feeds, io_type, method, wide)
+    note(f"quantizing {Path(source).name} to full {mode}, calibrated on {samples} samples ({method} ranges{wider})")
+    quantized = quantize_full_int8(data, feeds, io_type, method, wide, bits)
     left = _float_ops(parse_model(quantized, source))
     if left and not any(op_type for op_type in _integer_ops(parse_model(quantized, source))):
-        raise UserError(f"int8 quantized nothing in {Path(source).name}: every op stays float ({', '.join(left)})")
+        raise UserError(f"{mode} quantized nothing in {Path(source).name}: every op stays float ({', '.join(left)})")
     if left:
         said = f"ops left in float by the quantizer: {', '.join(left)}"
         if not allow_partial:

@@ -171,3 +171,22 @@ def test_int16_head_widens_only_the_ops_that_output_depends_on(run_cli, old_two_
                             "--calibration", tmp_path / "calib.npz", "--int16-head", "scores"])
     assert code == 2 and "no such output" in err and "regressors, classificators" in err
     assert not (tmp_path / "x.tflite").exists()
+
+
+def test_int16x8_of_a_tflite_has_16_bit_activations_and_more_signal(run_cli, float_tflite, digits, tmp_path):
+    from edgecompress.tflite_reader import read_model
+
+    np.savez(tmp_path / "calib.npz", x=digits.train.x[:100])
+    sqnr = {}
+    for mode in ("int8", "int16x8"):
+        code, stdout, err = run_cli(["quantize", float_tflite, "-o", tmp_path / f"{mode}.tflite", "--quantize", mode,
+                                     "--calibration", tmp_path / "calib.npz", "--json"])
+        assert code == 0, err
+        sqnr[mode] = json.loads(stdout)["validation"]["outputs"][0]["sqnr_db"]
+    activations = {t.dtype for t in read_model(tmp_path / "int16x8.tflite").main.tensors if not t.is_constant}
+    assert "int16" in activations and "int8" not in activations
+    print(f"full integer SQNR: int8 {sqnr['int8']:.1f} dB, int16x8 {sqnr['int16x8']:.1f} dB")
+    assert sqnr["int16x8"] > sqnr["int8"] + 6
+    code, _, err = run_cli(["quantize", float_tflite, "-o", tmp_path / "io.tflite", "--quantize", "int16x8",
+                            "--calibration", tmp_path / "calib.npz", "--io-type", "int8"])
+    assert code == 2 and "int16x8 keeps float32 inputs and outputs" in err

@@ -313,7 +313,7 @@ def test_early_stopping_restores_the_best_epoch_and_says_why(digits_model_path, 
                                                               capsys):
     # A learning rate far too high makes every epoch after the first worse: training must stop and go back.
     main(["optimize", str(digits_model_path), "-o", str(tmp_path / "q.keras"), "--train", str(train_npz),
-          "--val", str(val_npz), "--cluster", "8", "--epochs", "20", "--patience", "2", "--learning-rate", "0.05",
+          "--val", str(val_npz), "--cluster", "8", "--epochs", "20", "--patience", "2", "--learning-rate", "0.02",
           "--json"])
     captured = capsys.readouterr()
     report = json.loads(captured.out)

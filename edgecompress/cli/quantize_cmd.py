@@ -12,7 +12,8 @@ from edgecompress.cli.options import emit, force_option, json_option, outputs_ta
 MODE_HELP = (
     "int4: 4-bit weights, float activations quantized on the fly; int8-weights: int8 weights dequantized to "
     "float, float compute; dynamic: int8 weights, float activations quantized on the fly; int8: full integer, "
-    "weights and activations (needs --calibration)."
+    "weights and activations (needs --calibration); int16x8: int8 weights, 16-bit activations (needs "
+    "--calibration; the runtime's reference kernels, slower than int8)."
 )
 
 
@@ -21,13 +22,13 @@ MODE_HELP = (
 @click.option("-o", "--output", required=True, type=click.Path(path_type=str), help="The .tflite file to write.")
 @click.option("--quantize", type=click.Choice(QUANTIZE_MODES), required=True, help=MODE_HELP)
 @click.option("--calibration", type=click.Path(path_type=str),
-              help="int8: representative samples (.npz with one array per input, or `x`) whose activation ranges "
-                   "set the int8 scales; they validate too when --inputs is not given.")
+              help="int8, int16x8: representative samples (.npz with one array per input, or `x`) whose activation "
+                   "ranges set the scales; they validate too when --inputs is not given.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=100, show_default=True,
-              help="int8: calibration samples to use.")
+              help="int8, int16x8: calibration samples to use.")
 @click.option("--calibration-method", type=click.Choice(RANGE_METHODS), default="minmax", show_default=True,
-              help="int8: each activation's range, from its min and max over the samples (as TFLiteConverter), or "
-                   "its 0.01th-99.99th percentiles (rare extremes clipped: finer steps for the rest).")
+              help="int8, int16x8: each activation's range, from its min and max over the samples (as "
+                   "TFLiteConverter), or its 0.01th-99.99th percentiles (rare extremes clipped: finer steps for the rest).")
 @click.option("--io-type", type=click.Choice(FULL_INT8_IO_TYPES), default="float32", show_default=True,
               help="int8: the type of the model's inputs and outputs (float32 keeps a QUANTIZE and a DEQUANTIZE at "
                    "the edges; int8 is what integer-only accelerators take).")
