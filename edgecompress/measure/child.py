@@ -38,6 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+# numpy 2 imports numpy.random on first use; under the memory budget that import itself can fail ("failed to
+# map segment") and would be read as a crash, so it is made now, before the limit is set.
+import numpy.random  # noqa: F401
+
 from edgecompress.errors import UserError
 from edgecompress.isolation import crash_for_tests
 from edgecompress.runtime import load_interpreter, runtime_info
