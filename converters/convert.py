@@ -23,7 +23,8 @@ from edgecompress.shapes import fit_input_shapes
 from edgecompress.probe_inputs import generated_feeds
 from edgecompress.progress import note
 from edgecompress.converters.int16x8 import make_runnable
-from edgecompress.converters.litert_quantize import quantize_weights
+from edgecompress.converters.algorithm_choice import AlgorithmChoice
+from edgecompress.converters.litert_quantize import WeightBytes, check_algorithm, quantize_weights
 from edgecompress.converters.quantize import CALIBRATED_MODES, WEIGHT_MODES, check_options, configure
 from edgecompress.converters.validate import (
     Validation, check_finite_outputs, validate, validation_warnings,
@@ -66,6 +67,8 @@ class ConversionResult:
     steps: list[Any] = field(default_factory=list)  # converters.fallback.FallbackStep
     target_met: bool | None = None
     block_size: int | None = None  # int4 only: input channels per weight scale in FULLY_CONNECTED layers
+    algorithm: str | None = None  # how the weights were rounded, in the weight modes (auto: the one it chose)
+    algorithm_choice: AlgorithmChoice | None = None  # with auto: every algorithm tried, measured
 
 
 def convert_model(
@@ -87,6 +90,7 @@ def convert_model(
     keep_failed: bool = False,
     model_output: str | None = None,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
+    algorithm: str = "auto",
 ) -> ConversionResult:
     """Convert MODEL (a path or a LoadedModel) to OUTPUT, validate it, and keep it only if all went well.
 
@@ -98,6 +102,8 @@ def convert_model(
     MODEL_OUTPUT: the output EVAL_DATA's labels are for (evaluate.pick_output).
     INPUT_SHAPES (input name, or "" for the only input -> shape with batch 1) fixes dimensions the model leaves
     free (a fully convolutional model), for one export per shape.
+    ALGORITHM: how int4 and int8-weights round the weights (converters.litert_quantize; auto measures the
+    algorithms on CALIBRATION when given); an explicit one sends dynamic through the quantizer too.
     """
     # fallback builds on this module's converter helpers, so it is imported here rather than at the top
     from edgecompress.converters.fallback import accuracy_driven_int8, check_fallback_options
@@ -108,8 +114,9 @@ def convert_model(
             raise UserError(f"{model} is a .tflite: max_drop and io_type need the Keras model it came from",
                             settings=("max_drop", "io_type"))
         return _from_tflite(Path(model), output, quantize, calibration, validation_samples, seed, block_size, force,
-                            keep_failed)
+                            keep_failed, algorithm)
     check_options(quantize, io_type, calibration is not None, block_size)
+    check_algorithm(quantize, algorithm, calibration is not None)
     check_fallback_options(quantize, io_type, max_drop, eval_data, allow_flex)
     out = check_output(output, force)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, unsafe=unsafe)
@@ -122,11 +129,12 @@ def convert_model(
         samples = load_samples(calibration, loaded.inputs, num_samples, seed, image_scale)
     note(f"converting {loaded.path.name} ({loaded.flavour}) to {quantize}"
          + (f", calibrating on {len(samples)} samples" if samples and quantize in CALIBRATED_MODES else ""))
-    search = None
+    search, weights = None, None
     if reference is not None and samples is not None and max_drop is not None:
         data, search = accuracy_driven_int8(loaded, samples, eval_data, max_drop, reference)  # type: ignore[arg-type]
     else:
-        data = to_tflite(loaded, quantize, io_type, samples, allow_flex, block_size)
+        exported = export_tflite(loaded, quantize, io_type, samples, allow_flex, block_size, algorithm)
+        data, weights = exported.data, exported.weights
     flex = flex_ops(data)
     validation = None
     with atomic_path(out) as tmp:
@@ -172,11 +180,13 @@ def convert_model(
         steps=search.steps if search else [],
         target_met=search.target_met if search else None,
         block_size=block_size,
+        algorithm=weights.algorithm if weights else None,
+        algorithm_choice=weights.choice if weights else None,
     )
 
 
 def _from_tflite(path: Path, output: str | Path, quantize: str, calibration: str | Path | None, count: int,
-                 seed: int, block_size: int | None, force: bool, keep_failed: bool) -> ConversionResult:
+                 seed: int, block_size: int | None, force: bool, keep_failed: bool, algorithm: str) -> ConversionResult:
     """A .tflite source (a MediaPipe or hub model with no Keras source): the weight modes need only the file, and
     go through converters.litert_quantize (float16 weights are restored first), validated on CALIBRATION."""
     from edgecompress.converters.litert_quantize import TFLITE_MODES, quantize_tflite
@@ -184,13 +194,14 @@ def _from_tflite(path: Path, output: str | Path, quantize: str, calibration: str
     if quantize not in TFLITE_MODES:
         raise UserError(f"{path} is a .tflite: quantize {quantize} needs the Keras model it came from "
                         f"(TFLiteConverter); a .tflite takes quantize {', '.join(TFLITE_MODES)}", settings=("quantize",))
-    r = quantize_tflite(path, output, quantize, block_size, inputs=calibration, force=force, seed=seed,
-                        validation_samples=count, keep_failed=keep_failed)
+    r = quantize_tflite(path, output, quantize, block_size, force=force, seed=seed, validation_samples=count,
+                        keep_failed=keep_failed, calibration=calibration, algorithm=algorithm)
     return ConversionResult(
         output=r.output, quantize=quantize, io_type="float32", size_bytes=r.size_bytes, gzip_bytes=r.gzip_bytes,
         source=r.input, source_size_bytes=r.source_size_bytes, source_gzip_bytes=r.source_gzip_bytes,
         source_weight_bytes=r.source_size_bytes, ratio=r.ratio, ratio_base="file", validation=r.validation,
-        seconds=r.seconds, warnings=r.warnings, block_size=block_size)
+        seconds=r.seconds, warnings=r.warnings, block_size=block_size, algorithm=r.algorithm,
+        algorithm_choice=r.algorithm_choice)
 
 
 def _validate(
@@ -216,6 +227,12 @@ def _validate(
                         f"({first_line(exc.__cause__ or exc)}): {hint}", settings=("quantize",)) from exc
 
 
+@dataclass(frozen=True)
+class Export:
+    data: bytes
+    weights: WeightBytes | None = None  # the weight modes: how the quantizer rounded them
+
+
 def to_tflite(
     loaded: LoadedModel,
     quantize: str = "none",
@@ -223,22 +240,44 @@ def to_tflite(
     samples: SampleSet | None = None,
     allow_flex: bool = False,
     block_size: int | None = None,
+    algorithm: str = "auto",
 ) -> bytes:
-    """The .tflite bytes of LOADED (fixed batch 1); SAMPLES feed calibration in int8/int16x8."""
+    """The .tflite bytes of LOADED (fixed batch 1): export_tflite's file."""
+    return export_tflite(loaded, quantize, io_type, samples, allow_flex, block_size, algorithm).data
+
+
+def export_tflite(
+    loaded: LoadedModel,
+    quantize: str = "none",
+    io_type: str = "float32",
+    samples: SampleSet | None = None,
+    allow_flex: bool = False,
+    block_size: int | None = None,
+    algorithm: str = "auto",
+) -> Export:
+    """LOADED as a .tflite (fixed batch 1); SAMPLES feed calibration in int8/int16x8, and the weight modes' rounding
+    (ALGORITHM) where they are given."""
     check_options(quantize, io_type, samples is not None, block_size)
+    check_algorithm(quantize, algorithm, samples is not None)
+    through_quantizer = quantize in WEIGHT_MODES or (quantize == "dynamic" and algorithm != "auto")
     tf = import_tf("converting to TFLite")
     function, owner = fixed_batch_function(tf, loaded)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], owner)
     # Samples go in as {signature input name: value}: the converted model does not keep Keras's input order,
     # so a list in Keras order would feed one input's samples to another.
     representative = (lambda: samples.samples()) if samples else None
-    configure(converter, tf, quantize, io_type, representative, allow_flex)
+    configure(converter, tf, "none" if through_quantizer else quantize, io_type, representative, allow_flex)
     data = run_converter(converter.convert, quantize)
     if quantize == "int16x8":
         data, changes = make_runnable(data)
         if changes:
             note(f"int16x8 made runnable in LiteRT: {'; '.join(changes)}")
-    return quantize_weights(data, quantize, block_size, loaded.path.name) if quantize in WEIGHT_MODES else data
+    if not through_quantizer:
+        return Export(data)
+    calibration = samples.batch(len(samples)) if samples is not None else None
+    weights = quantize_weights(data, quantize, block_size, loaded.path.name, algorithm=algorithm,
+                               calibration=calibration)
+    return Export(weights.data, weights)
 
 
 def run_converter(call: Callable[[], T], quantize: str, flex_option: bool = True) -> T:

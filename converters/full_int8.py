@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import re
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
@@ -102,7 +101,7 @@ def quantize_full_int8(data: bytes, feeds: Sequence[dict[int, np.ndarray]], io_t
     int16x8), calibrated on FEEDS (one dict per sample: input tensor index -> a batch of one, float), activation
     ranges by METHOD (RANGE_METHODS); the ops computing the tensors named in WIDE get 16-bit activations
     (head_ops)."""
-    from edgecompress.converters.litert_quantize import require_quantizer
+    from edgecompress.converters.litert_quantize import require_quantizer, scope_regex
 
     if method not in RANGE_METHODS:
         raise UserError(f"calibration_method {method} is not one of {', '.join(RANGE_METHODS)}",
@@ -117,13 +116,12 @@ def quantize_full_int8(data: bytes, feeds: Sequence[dict[int, np.ndarray]], io_t
     scopes = [".*"]
     quantizer.add_static_config(".*", ops.ALL_SUPPORTED, activation_num_bits=bits, weight_num_bits=8)
     if wide:
-        # The quantizer matches an op by its scope: its output tensors' names, each followed by ";". The graph's
-        # outputs are a pseudo-op whose scope names them all, so the edge rule below is set for this scope too.
-        scopes.append("(?:^|;)(?:" + "|".join(re.escape(name) for name in wide) + ");")
+        # The graph's outputs are a pseudo-op whose scope names them all, so the edge rule below is set for this
+        # scope too.
+        scopes.append(scope_regex(wide))
         quantizer.add_static_config(scopes[-1], ops.ALL_SUPPORTED, activation_num_bits=16, weight_num_bits=8)
     if io_type == "float32":
-        from ai_edge_quantizer.algorithm_manager import AlgorithmName
-
+        AlgorithmName = aeq.algorithm_manager.AlgorithmName  # noqa: N806 (the quantizer's enum)
         for scope in scopes:
             for edge in (ops.INPUT, ops.OUTPUT):
                 quantizer.update_quantization_recipe(regex=scope, operation_name=edge,

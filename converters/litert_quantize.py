@@ -1,26 +1,35 @@
-"""A float32 .tflite -> int4 or int8 weights with Google's ai-edge-quantizer: no TensorFlow, so it runs on a
-Raspberry Pi with the runtime side plus the [quantize] extra.
+"""A float32 .tflite -> int4 or int8 weights with Google's litert-quantizer (ai-edge-quantizer renamed): no
+TensorFlow, so it runs on a Raspberry Pi with the runtime side plus the [quantize] extra.
 
-TFLiteConverter has no int4, so these modes quantize an existing .tflite (ai-edge-quantizer rewrites the
+TFLiteConverter has no int4, so these modes quantize an existing .tflite (the quantizer rewrites the
 flatbuffer). Activations stay float32 in all of them:
 - int4: 4-bit weights, dynamic: the hybrid kernels quantize activations on the fly (FULLY_CONNECTED, CONV_2D,
   EMBEDDING_LOOKUP; DEPTHWISE_CONV_2D has no int4 kernel and stays float). Embedding tables, which the
   converter emits as GATHER, are first rewritten as EMBEDDING_LOOKUP (converters.embedding_lookup) so that
   every mode quantizes them. Dynamic rather than weight-only because only the dynamic kernels take blockwise
   int4, and weight-only adds DEQUANTIZE ops that give the runtime float copies of the weights. One scale per
-  output channel, chosen by a search that minimises the squared error (with 16 levels, clipping outliers
-  matters: on the digits CNN min/max lost 1.3 points of held-out accuracy, the search none). With block_size,
-  FULLY_CONNECTED weights get one scale per block of input channels (min/max: the quantizer has no search for
-  blocks), convolutions stay per channel.
+  output channel (how it is chosen: `algorithm`, below). With block_size, FULLY_CONNECTED weights get one scale
+  per block of input channels, convolutions stay per channel.
 - int8-weights: 8-bit weights, weight-only: DEQUANTIZE ops restore float weights and every op computes in
   float, so outputs stay closest to float32.
 - dynamic: 8-bit weights with the int8 hybrid kernels, as TFLiteConverter's dynamic-range mode.
+
+How the weights are rounded (`algorithm`): minmax (one scale per channel from its largest weight), mse and octav
+(the quantizer's searches for the clipping range with the least error), gptq (error-compensating rounding from
+the calibration activations, converters.rounding: convolutions too, which the quantizer's own GPTQ skips), or
+auto (each, measured against float on held-out calibration samples: converters.algorithm_choice; without
+samples, AUTO_WITHOUT_SAMPLES). Hadamard
+rotation is not offered: it adds a custom op (`hadamard_rotation`) that stock Pi and Android runtimes may lack,
+and its decomposed form stores float rotation matrices that outgrow the weights.
 """
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
+import re
 import struct
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,21 +46,32 @@ from edgecompress.quiet import quiet_native_stderr
 from edgecompress.runner import RunFailed, TFLiteRunner
 from edgecompress.runtime import check_tflite_file, first_line
 from edgecompress.tflite_reader import Tensor, TFLiteModel, parse_model
+from edgecompress.converters.algorithm_choice import AlgorithmChoice, choose
 from edgecompress.converters.embedding_lookup import gathers_to_embedding_lookups
 from edgecompress.converters.coverage import OpCoverage, check_coverage, describe_float, float_share, weight_coverage
 from edgecompress.converters.float16_weights import restore_float32
+from edgecompress.converters.rounding import RoundedLayer, round_weights
 from edgecompress.converters.tflite_edit import fill_builtin_codes
 from edgecompress.converters.validate import (
     Validation, check_finite_outputs, validate_tflite, validation_warnings,
 )
 
 TFLITE_MODES = ("int4", "int8-weights", "dynamic")  # weights only, through quantize_weights
+WEIGHT_BITS = {"int4": 4, "int8-weights": 8, "dynamic": 8}
 FULL_INT8 = "int8"  # weights and activations, calibrated: converters.full_int8
 FULL_INT16X8 = "int16x8"  # the same with 16-bit activations, where the runtime has the kernels
 ACTIVATION_BITS = {FULL_INT8: 8, FULL_INT16X8: 16}  # the calibrated modes
 QUANTIZE_MODES = (*TFLITE_MODES, *ACTIVATION_BITS)  # what `quantize` takes
 BLOCK_MODES = ("int4",)
 BLOCK_SIZES = (32, 64, 128, 256)  # the granularities ai-edge-quantizer and LiteRT's kernels support
+WEIGHT_ALGORITHMS = ("minmax", "mse", "octav", "gptq")  # simplest first: auto prefers the earlier on a tie
+ALGORITHMS = (*WEIGHT_ALGORITHMS, "auto")
+CALIBRATED_ALGORITHMS = ("gptq",)  # rounding that needs the activations: calibration samples
+AUTO_SAMPLES = 16  # held-out samples auto measures each algorithm on
+# auto with nothing to measure on: int4's 16 levels need the clipping search (on the digits CNN min/max lost 1.3
+# points of held-out accuracy, mse none); 8-bit weights lose little either way, and min/max is what the converter does
+AUTO_WITHOUT_SAMPLES = {"int4": "mse", "int8-weights": "minmax", "dynamic": "minmax"}
+GPTQ_SAMPLES = 64  # calibration samples GPTQ's Hessians are measured on, at most
 EXTRA = "quantize"
 _KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -72,6 +92,18 @@ class WeightQuantization:
     warnings: list[str] = field(default_factory=list)  # outputs the validation says no longer compute the same
     coverage: list[OpCoverage] = field(default_factory=list)  # per op type: weights quantized and left float
     float_share: float = 0.0  # the share of the weights left float
+    algorithm: str | None = None  # how the weights were rounded (auto: the one it chose)
+    algorithm_choice: AlgorithmChoice | None = None  # with auto: every algorithm tried, measured
+
+
+@dataclass(frozen=True)
+class WeightBytes:
+    """What quantize_weights made: the file, the rounding algorithm used and, with auto, how it was chosen."""
+
+    data: bytes
+    algorithm: str
+    choice: AlgorithmChoice | None = None
+    rounded: list[RoundedLayer] = field(default_factory=list)  # gptq: the ops whose weights it rounded
 
 
 def check_block_size(quantize: str, block_size: int | None) -> None:
@@ -86,19 +118,85 @@ def check_block_size(quantize: str, block_size: int | None) -> None:
                         settings=("block_size",))
 
 
+def check_algorithm(quantize: str, algorithm: str, has_calibration: bool) -> None:
+    """The rounding algorithm is for the weight modes, and gptq needs calibration samples; caught before work."""
+    if algorithm not in ALGORITHMS:
+        raise UserError(f"unknown algorithm {algorithm!r}: use one of {', '.join(ALGORITHMS)}", settings=("algorithm",))
+    if algorithm != "auto" and quantize not in TFLITE_MODES:
+        raise UserError(f"algorithm {algorithm} rounds weights in quantize {', '.join(TFLITE_MODES)}, not {quantize}: "
+                        "drop it", settings=("algorithm", "quantize"))
+    if algorithm in CALIBRATED_ALGORITHMS and not has_calibration:
+        raise UserError(f"algorithm {algorithm} rounds weights from the activations they multiply: give calibration "
+                        "samples (a .npz with one array per input, or x)", settings=("algorithm", "calibration"))
+
+
 def quantize_weights(data: bytes, quantize: str, block_size: int | None = None, source: str = "<bytes>",
-                     allow_partial: bool = False) -> bytes:
+                     allow_partial: bool = False, algorithm: str = "auto",
+                     calibration: dict[str, np.ndarray] | None = None, seed: int = 0) -> WeightBytes:
     """DATA (a float32 .tflite, or one with float16 weights: converters.float16_weights) with its weights quantized
-    in mode QUANTIZE (see the module docstring). What was quantized is counted (converters.coverage): nothing, or
-    less than the mode's kernels take (unless ALLOW_PARTIAL), is a UserError, never a silent no-op."""
+    in mode QUANTIZE (see the module docstring), rounded by ALGORITHM; CALIBRATION (input name -> stacked samples)
+    feeds gptq and auto's measurements. What was quantized is counted (converters.coverage): nothing, or less than
+    the mode's kernels take (unless ALLOW_PARTIAL), is a UserError, never a silent no-op."""
     if quantize not in TFLITE_MODES:
         raise UserError(f"unknown weight quantization {quantize!r}: use one of {', '.join(TFLITE_MODES)}")
     check_block_size(quantize, block_size)
+    check_algorithm(quantize, algorithm, calibration is not None)
     data, model = float32_constants(data, source)
     if block_size is not None:
         _check_blocks(model, block_size, source)
+    require_quantizer()
+    with tempfile.TemporaryDirectory(prefix="edgecompress-weights-") as tmp:
+        float_path = Path(tmp) / "float32.tflite"  # the runtime reads files: for the activations and the measures
+        float_path.write_bytes(data)
+        made: dict[str, WeightBytes] = {}
+
+        def one(name: str) -> bytes:
+            made[name] = _quantize_as(data, quantize, block_size, source, allow_partial, name, float_path,
+                                      calibration, seed)
+            return made[name].data
+
+        if algorithm != "auto":
+            one(algorithm)
+            return made[algorithm]
+        if calibration is None:  # random inputs would rank the algorithms on activations the model never sees
+            fallback = AUTO_WITHOUT_SAMPLES[quantize]
+            one(fallback)
+            return WeightBytes(made[fallback].data, fallback, AlgorithmChoice(fallback, 0))
+        _, choice = choose(WEIGHT_ALGORITHMS, one, float_path, _held_out(calibration))
+    return WeightBytes(made[choice.chosen].data, choice.chosen, choice, made[choice.chosen].rounded)
+
+
+def _held_out(calibration: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The samples auto measures on: the last AUTO_SAMPLES of CALIBRATION (gptq fits on the others, see
+    _fit_samples), or all of them when there are fewer than 8."""
+    count = len(next(iter(calibration.values())))
+    held = min(AUTO_SAMPLES, max(count // 4, 1)) if count >= 8 else count
+    return {k: v[count - held:] for k, v in calibration.items()}
+
+
+def _fit_samples(calibration: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The calibration samples gptq's Hessians come from: those auto does not measure on, when there are enough."""
+    count = len(next(iter(calibration.values())))
+    fit = count - min(AUTO_SAMPLES, max(count // 4, 1)) if count >= 8 else count
+    return {k: v[:min(fit, GPTQ_SAMPLES)] for k, v in calibration.items()}
+
+
+def _quantize_as(data: bytes, quantize: str, block_size: int | None, source: str, allow_partial: bool,
+                 algorithm: str, float_path: Path, calibration: dict[str, np.ndarray] | None, seed: int) -> WeightBytes:
+    rounded: list[RoundedLayer] = []
+    if algorithm == "gptq":
+        assert calibration is not None
+        runner = TFLiteRunner(float_path)
+        fit = _fit_samples(calibration)
+        feeds = [{p.index: fit[p.spec.name][i:i + 1] for p in runner.in_ports}
+                 for i in range(len(next(iter(fit.values()))))]
+        ops = ("CONV_2D",) if block_size is not None else ("CONV_2D", "FULLY_CONNECTED")  # blocks: FC by the quantizer
+        data, rounded = round_weights(data, feeds, WEIGHT_BITS[quantize], str(float_path), seed, ops)
+        if not rounded:
+            raise UserError(f"gptq has no CONV_2D or FULLY_CONNECTED weights to round in {Path(source).name}: use "
+                            "another algorithm", settings=("algorithm",))
     aeq = require_quantizer()
-    recipe = _recipe(aeq, quantize, block_size)
+    recipe = _recipe(aeq, quantize, block_size, algorithm, rounded)
     # It prints a size report (and sometimes more) on stdout, which must stay clean for --json.
     try:
         with contextlib.redirect_stdout(io.StringIO()), quiet_native_stderr(replay_on_error=False):
@@ -107,14 +205,14 @@ def quantize_weights(data: bytes, quantize: str, block_size: int | None = None, 
             result = quantizer.quantize(enable_progress_bar=False, enable_progress_report=False)
     # The rewrite and the quantizer read more of the flatbuffer than parse_model does: damaged files that got
     # past it fail here (seen when fuzzing: struct.error, TypeError, IndexError, ValueError, UnicodeDecodeError).
-    except (struct.error, IndexError, TypeError, OverflowError, ValueError) as exc:
+    except (struct.error, IndexError, TypeError, OverflowError, ValueError, RuntimeError) as exc:
         raise UserError(
-            f"ai-edge-quantizer cannot quantize {source} ({first_line(exc)}): check that it is an undamaged "
-            "float32 .tflite, or re-export it"
+            f"the quantizer cannot quantize {source} with algorithm {algorithm} ({first_line(exc)}): check that it "
+            "is an undamaged float32 .tflite, or try another algorithm"
         ) from exc
     quantized = bytes(result.quantized_model)
     check_coverage(weight_coverage(parse_model(quantized, source)), quantize, Path(source).name, allow_partial)
-    return quantized
+    return WeightBytes(quantized, algorithm, None, rounded)
 
 
 def float32_constants(data: bytes, source: str) -> tuple[bytes, TFLiteModel]:
@@ -151,10 +249,12 @@ def quantize_tflite(
     io_type: str = "float32",
     calibration_method: str = "minmax",
     int16_heads: Sequence[str] = (),
+    algorithm: str = "auto",
 ) -> WeightQuantization:
     """Quantize the float32 .tflite MODEL into OUTPUT, validated against MODEL on INPUTS (.npz) or generated samples
     (int8: full integer, calibrated on NUM_SAMPLES of CALIBRATION, which also validates when INPUTS is not given;
-    the heads of the outputs named in INT16_HEADS get 16-bit activations, their weights int8).
+    the heads of the outputs named in INT16_HEADS get 16-bit activations, their weights int8). The weight modes
+    round by ALGORITHM, from CALIBRATION's activations where it needs them (gptq; auto tries it when given).
 
     Outputs that turn NaN/Inf are a WrongResult and leave no OUTPUT, unless KEEP_FAILED (written, still raised).
     """
@@ -165,9 +265,11 @@ def quantize_tflite(
             f"{path} is a Keras model, not a .tflite: quantize it with `edgecompress convert --quantize {quantize}`"
         )
     check_block_size(quantize, block_size)
+    check_algorithm(quantize, algorithm, calibration is not None)
     out = check_output(output, force)
     data = check_tflite_file(path)
     reference = TFLiteRunner(path)  # a file the runtime cannot run is refused before any work
+    weights = None
     if quantize in ACTIVATION_BITS:
         if int16_heads and (io_type != "float32" or quantize != FULL_INT8):
             raise UserError("int16_head is for --quantize int8 with float32 inputs and outputs (io_type float32)",
@@ -182,16 +284,19 @@ def quantize_tflite(
         if int16_heads:
             raise UserError(f"int16_head is for --quantize int8 (16-bit activations); {quantize} quantizes weights "
                             "only", settings=("int16_head",))
+        samples = None
         if calibration is not None:
-            raise UserError(f"calibration samples are for --quantize int8 or int16x8; {quantize} quantizes weights "
-                            "only: drop "
-                            "them, or give validation samples with inputs", settings=("calibration",))
-        quantized = quantize_weights(data, quantize, block_size, str(path), allow_partial)
+            from edgecompress.calibration import load_samples
+
+            samples = load_samples(calibration, reference.inputs, num_samples, seed).batch(num_samples)
+            inputs = inputs if inputs is not None else calibration
+        weights = quantize_weights(data, quantize, block_size, str(path), allow_partial, algorithm, samples, seed)
+        quantized = weights.data
     coverage = weight_coverage(parse_model(quantized, str(path)))
     if describe_float(coverage):
         note(f"left float: {describe_float(coverage)}")
     note(f"quantized {path.name} ({quantize}" + (f", blocks of {block_size}" if block_size else "")
-         + f"): {len(data):,} -> {len(quantized):,} bytes")
+         + (f", {weights.algorithm} rounding" if weights else "") + f"): {len(data):,} -> {len(quantized):,} bytes")
     with atomic_path(out) as tmp:
         tmp.write_bytes(quantized)
         validation = _validate(tmp, reference, inputs, validation_samples, seed, stream)
@@ -217,6 +322,8 @@ def quantize_tflite(
         warnings=warnings,
         coverage=coverage,
         float_share=float_share(coverage),
+        algorithm=weights.algorithm if weights else None,
+        algorithm_choice=weights.choice if weights else None,
     )
 
 
@@ -305,30 +412,46 @@ def _validate(tflite: Path, reference: TFLiteRunner, inputs: str | Path | None, 
 
 
 def require_quantizer() -> ModuleType:
-    """ai-edge-quantizer, or a one-line error naming the extra that installs it."""
-    try:
-        import ai_edge_quantizer
-        from ai_edge_quantizer import qtyping, quantizer, recipe_manager  # noqa: F401
-    except ImportError as exc:
-        raise MissingExtraError("int4 and weight-only quantization", "ai-edge-quantizer", EXTRA) from exc
-    return ai_edge_quantizer
+    """litert-quantizer (ai-edge-quantizer renamed: the same API), or the old name where only it is installed, or a
+    one-line error naming the extra that installs it."""
+    for name in ("litert_quantizer", "ai_edge_quantizer"):
+        try:
+            module = importlib.import_module(name)
+            for part in ("qtyping", "quantizer", "recipe_manager", "algorithm_manager"):
+                importlib.import_module(f"{name}.{part}")
+        except ImportError:
+            continue
+        return module
+    raise MissingExtraError("int4 and weight-only quantization", "litert-quantizer", EXTRA)
 
 
-def _recipe(aeq: ModuleType, quantize: str, block_size: int | None) -> Any:
-    """The quantizer's recipe: rules of (layer-name regex, op, algorithm, config), later rules refining earlier ones."""
-    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+def scope_regex(tensors: Sequence[str]) -> str:
+    """A recipe regex for the ops that output any of TENSORS: the quantizer matches (re.search) an op's scope,
+    its output tensors' names each followed by ";"."""
+    return "(?:^|;)(?:" + "|".join(re.escape(name) for name in tensors) + ");"
 
-    ops, granularity = aeq.qtyping.TFLOperationName, aeq.qtyping.QuantGranularity
+
+_ALGORITHM_KEYS = {"minmax": "MIN_MAX_UNIFORM_QUANT", "mse": "MSE", "octav": "OCTAV"}
+
+
+def _recipe(aeq: ModuleType, quantize: str, block_size: int | None, algorithm: str,
+            rounded: Sequence[RoundedLayer] = ()) -> Any:
+    """The quantizer's recipe: rules of (output-tensor regex, op, algorithm, config), later rules refining earlier
+    ones. gptq's rounded layers are read back exactly (DEQUANTIZED_WEIGHT_RECOVERY); the ops it does not round
+    (depthwise, embedding tables) get mse. Blockwise FULLY_CONNECTED weights take min/max: the quantizer has no
+    search for blocks."""
+    names, ops, granularity = aeq.algorithm_manager.AlgorithmName, aeq.qtyping.TFLOperationName, aeq.qtyping.QuantGranularity
     manager = aeq.recipe_manager.RecipeManager()
-    if quantize == "int8-weights":
-        manager.add_weight_only_config(".*", ops.ALL_SUPPORTED, num_bits=8)
-    elif quantize == "dynamic":
-        manager.add_dynamic_config(".*", ops.ALL_SUPPORTED, num_bits=8)
-    else:
-        manager.add_dynamic_config(".*", ops.ALL_SUPPORTED, num_bits=4, algorithm_key=AlgorithmName.MSE)
-        if block_size is not None:
-            manager.add_dynamic_config(".*", ops.FULLY_CONNECTED, num_bits=4,
-                                       granularity=granularity(f"BLOCKWISE_{block_size}"))
+    add = manager.add_weight_only_config if quantize == "int8-weights" else manager.add_dynamic_config
+    base = getattr(names, _ALGORITHM_KEYS.get(algorithm, "MSE"))
+    add(".*", ops.ALL_SUPPORTED, num_bits=WEIGHT_BITS[quantize], algorithm_key=base)
+    if block_size is not None:
+        blocks = base if algorithm == "octav" else names.MIN_MAX_UNIFORM_QUANT
+        add(".*", ops.FULLY_CONNECTED, num_bits=4, granularity=granularity(f"BLOCKWISE_{block_size}"),
+            algorithm_key=blocks)
+    for op in sorted({layer.op for layer in rounded}):
+        add(scope_regex([layer.tensor for layer in rounded if layer.op == op]), getattr(ops, op),
+            num_bits=WEIGHT_BITS[quantize], algorithm_key=names.DEQUANTIZED_WEIGHT_RECOVERY)
     return manager.get_quantization_recipe()
 
 

@@ -99,7 +99,7 @@ class Operator:
     version: int
     inputs: tuple[int, ...]  # tensor indices; -1 is an omitted optional input
     outputs: tuple[int, ...]
-    options: dict[str, Any] = field(default_factory=dict)  # the few builtin options the MAC rules need
+    options: dict[str, Any] = field(default_factory=dict)  # the few builtin options read: MAC rules, conv geometry
 
 
 @dataclass
@@ -389,13 +389,23 @@ def _operator(schema: Any, op: Any, index: int, opcodes: list[tuple[str, str, in
 
 
 def _options(schema: Any, op: Any, name: str) -> dict[str, Any]:
-    # Only BATCH_MATMUL's transposition flags change its MAC count; everything else follows from shapes.
-    if name != "BATCH_MATMUL" or op.BuiltinOptionsType() != schema.BuiltinOptions.BatchMatMulOptions:
-        return {}
+    # BATCH_MATMUL's transposition flags change its MAC count; CONV_2D's geometry is what error-compensating
+    # rounding needs to see the inputs its weights multiply (converters.rounding). Shapes give the rest.
+    if name == "BATCH_MATMUL" and op.BuiltinOptionsType() == schema.BuiltinOptions.BatchMatMulOptions:
+        opts = _table(schema.BatchMatMulOptions(), op)
+        return {"adj_x": bool(opts.AdjX()), "adj_y": bool(opts.AdjY())}
+    if name == "CONV_2D" and op.BuiltinOptionsType() == schema.BuiltinOptions.Conv2DOptions:
+        opts = _table(schema.Conv2DOptions(), op)
+        return {"padding": "same" if opts.Padding() == schema.Padding.SAME else "valid",
+                "stride": (int(opts.StrideH()), int(opts.StrideW())),
+                "dilation": (int(opts.DilationHFactor()), int(opts.DilationWFactor()))}
+    return {}
+
+
+def _table(opts: Any, op: Any) -> Any:
     table = op.BuiltinOptions()
-    opts = schema.BatchMatMulOptions()
     opts.Init(table.Bytes, table.Pos)
-    return {"adj_x": bool(opts.AdjX()), "adj_y": bool(opts.AdjY())}
+    return opts
 
 
 def _signature(sig: Any) -> Signature:

@@ -98,7 +98,7 @@ def runtime_venv(tmp_path_factory) -> Path:
     """A virtual environment with only the runtime side installed: returns its python executable.
 
     This is what a Raspberry Pi user has (pip install 'edgecompress[quantize]'): numpy, click, ai-edge-litert,
-    and ai-edge-quantizer for `quantize` (it brings no TensorFlow).
+    and litert-quantizer for `quantize` (it brings no TensorFlow).
     """
     root = tmp_path_factory.mktemp("runtime-venv")
     subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)

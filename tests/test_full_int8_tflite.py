@@ -74,13 +74,14 @@ def test_a_float16_file_without_signature_goes_to_int8_io(run_cli, float16_no_si
     assert runner.in_ports[0].spec.dtype == "int8" and runner.out_ports[0].spec.dtype == "int8"
 
 
-def test_int8_needs_calibration_and_weight_modes_refuse_it(run_cli, float_tflite, tmp_path):
+def test_int8_and_gptq_need_calibration(run_cli, float_tflite, tmp_path):
+    """Weight modes once refused calibration samples; since gptq rounds from the activations (and auto measures
+    on them) they take them, and gptq without them is refused in one line."""
     code, out, err = run_cli(["quantize", float_tflite, "-o", tmp_path / "a.tflite", "--quantize", "int8"])
     assert code == 2 and out == "" and "--calibration" in err and len(err.strip().splitlines()) == 1
-    np.savez(tmp_path / "calib.npz", x=np.zeros((4, 8, 8, 1), np.float32))
     code, _, err = run_cli(["quantize", float_tflite, "-o", tmp_path / "b.tflite", "--quantize", "dynamic",
-                            "--calibration", tmp_path / "calib.npz"])
-    assert code == 2 and "--quantize int8" in err
+                            "--algorithm", "gptq"])
+    assert code == 2 and "--calibration" in err and "--algorithm gptq" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "a.tflite").exists() and not (tmp_path / "b.tflite").exists()
 
 

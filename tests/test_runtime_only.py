@@ -1,4 +1,4 @@
-"""The runtime-only install (numpy, click, ai-edge-litert, ai-edge-quantizer; what a Raspberry Pi has) inspects,
+"""The runtime-only install (numpy, click, ai-edge-litert, litert-quantizer; what a Raspberry Pi has) inspects,
 evaluates and quantizes .tflite files, and those paths never load TensorFlow, even where TensorFlow is installed."""
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def test_tensorflow_cannot_be_imported_there(runtime_venv):
     assert result.returncode != 0 and "No module named 'tensorflow'" in result.stderr
     listing = _run(runtime_venv, "-m", "pip", "list", "--format=json")
     names = {p["name"].lower() for p in json.loads(listing.stdout)}
-    assert {"numpy", "click", "ai-edge-litert", "ai-edge-quantizer", "edgecompress"} <= names
+    assert {"numpy", "click", "ai-edge-litert", "litert-quantizer", "edgecompress"} <= names
     assert not names & {"tensorflow", "tensorflow-cpu", "tf-keras", "keras"}
 
 
@@ -84,12 +84,15 @@ def test_evaluate_tflite_without_tensorflow(where, runtime_venv, float_tflite, t
 
 @pytest.mark.parametrize("where", ["runtime venv", "full venv"])
 def test_quantize_int4_without_tensorflow(where, runtime_venv, float_tflite, test_npz, tmp_path):
+    """With calibration samples, auto measures every rounding algorithm, gptq's Hessians included: all of it on
+    the runtime and numpy."""
     python = runtime_venv if where == "runtime venv" else sys.executable
     out = tmp_path / "int4.tflite"
     output, heavy = _heavy_modules_after(python, "quantize", str(float_tflite), "-o", str(out), "--quantize", "int4",
-                                         "--inputs", str(test_npz), "--json")
+                                         "--calibration", str(test_npz), "--json")
     result = json.loads(output)
     assert result["ratio"] > 6 and result["validation"]["top1_agreement"] >= 0.97
+    assert len(result["algorithm_choice"]["trials"]) == 4
     assert heavy == []
     evaluated, _ = _heavy_modules_after(python, "evaluate", str(out), "--data", str(test_npz), "--json")
     assert json.loads(evaluated)["accuracy"] > 0.95

@@ -128,8 +128,8 @@ def test_convert_block_size_needs_int4(digits_model_path, tmp_path, run_cli):
 
 
 def without_quantizer(*args) -> subprocess.CompletedProcess:
-    """The CLI with ai-edge-quantizer hidden from imports, as if the [quantize] extra were not installed."""
-    hide = ("import sys; sys.modules['ai_edge_quantizer'] = None\n"
+    """The CLI with the quantizer hidden from imports (both names), as if the [quantize] extra were not installed."""
+    hide = ("import sys; sys.modules['litert_quantizer'] = sys.modules['ai_edge_quantizer'] = None\n"
             "from edgecompress.cli.main import main; main(sys.argv[1:])")
     return subprocess.run([sys.executable, "-c", hide, *map(str, args)], capture_output=True, text=True, timeout=120)
 

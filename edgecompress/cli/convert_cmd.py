@@ -10,14 +10,15 @@ from edgecompress.converters.convert import DEFAULT_CALIBRATION_SAMPLES, VALIDAT
 from edgecompress.converters.quantize import IO_TYPES, QUANTIZE_MODES
 from edgecompress.tables import fmt_metric, fmt_points, key_values, table
 from edgecompress.cli.options import (
-    emit, force_option, input_shape_option, json_option, outputs_table, size_ratio, unsafe_option, validation_rows,
+    algorithm_option, emit, force_option, input_shape_option, json_option, outputs_table, rounding_row, size_ratio,
+    unsafe_option, validation_rows,
 )
 
 QUANTIZE_HELP = (
     "none: float32; dynamic: int8 weights, float activations; float16: half-size weights; "
     "int8: full integer (needs --calibration); int16x8: int16 activations, int8 weights (needs --calibration); "
     "int4: 4-bit weights, float activations quantized on the fly; int8-weights: weight-only int8, float compute "
-    "(both: float32 conversion, then ai-edge-quantizer)."
+    "(both: float32 conversion, then litert-quantizer; dynamic too with an explicit --algorithm)."
 )
 BLOCK_SIZE_HELP = (
     "int4 only: one scale per this many input channels of FULLY_CONNECTED weights (32, 64, 128 or 256) "
@@ -44,6 +45,7 @@ IMAGE_SCALE_HELP = "How image-folder pixels become inputs: " + "; ".join(f"{k} =
 @click.option("--validation-samples", type=click.IntRange(min=1), default=VALIDATION_SAMPLES, show_default=True,
               help="Samples the .tflite and the original both run to measure the error.")
 @click.option("--block-size", type=int, help=BLOCK_SIZE_HELP)
+@algorithm_option
 @click.option("--allow-flex", is_flag=True,
               help="Allow TensorFlow (Flex / SELECT_TF_OPS) ops; stock runtimes cannot run the result.")
 @click.option("--max-drop", type=float, metavar="POINTS",
@@ -65,7 +67,7 @@ IMAGE_SCALE_HELP = "How image-folder pixels become inputs: " + "; ".join(f"{k} =
 @json_option
 def convert_command(model: str, output: str, quantize: str, calibration: str | None, num_samples: int,
                     io_type: str, image_scale: str, seed: int, validation_samples: int, block_size: int | None,
-                    allow_flex: bool, max_drop: float | None, eval_data: str | None, model_output: str | None,
+                    algorithm: str, allow_flex: bool, max_drop: float | None, eval_data: str | None, model_output: str | None,
                     input_shape: tuple[str, ...], keep_failed: bool,
                     force: bool, unsafe: bool, as_json: bool) -> None:
     """Convert a Keras MODEL (.keras, .h5 or SavedModel folder) to a .tflite with a fixed batch of 1,
@@ -79,6 +81,7 @@ def convert_command(model: str, output: str, quantize: str, calibration: str | N
         force=force, unsafe=unsafe, allow_flex=allow_flex, image_scale=image_scale, seed=seed,
         validation_samples=validation_samples, block_size=block_size, eval_data=eval_data, max_drop=max_drop,
         keep_failed=keep_failed, model_output=model_output, input_shapes=parse_input_shapes(input_shape) or None,
+        algorithm=algorithm,
     )
     emit(result, as_json, render_conversion)
     if result.target_met is False:
@@ -105,7 +108,8 @@ def render_conversion(result: Any) -> str:
         title=f"Wrote {result.output}",
     ))
     v = result.validation
-    rows = [("size ratio", size_ratio(result.ratio, f"the original's {result.ratio_base}"))]
+    rows = [("size ratio", size_ratio(result.ratio, f"the original's {result.ratio_base}")),
+            *rounding_row(result.algorithm, result.algorithm_choice)]
     if v is not None:
         rows += validation_rows(v)
     else:

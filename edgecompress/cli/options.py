@@ -7,6 +7,7 @@ from typing import Any, Callable
 import click
 
 from edgecompress.errors import UserError
+from edgecompress.converters.litert_quantize import ALGORITHMS
 from edgecompress.tables import to_json
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -14,7 +15,13 @@ force_option = click.option("--force", is_flag=True, help="Overwrite the output 
 unsafe_option = click.option(
     "--unsafe", is_flag=True, help="Allow Lambda layers when loading Keras models (runs code from the file)."
 )
-
+algorithm_option = click.option(
+    "--algorithm", type=click.Choice(ALGORITHMS), default="auto", show_default=True,
+    help="int4, int8-weights, dynamic: how weights are rounded. minmax: one scale per channel from its largest "
+         "weight; mse, octav: the clipping range with the least error; gptq: each weight's rounding error "
+         "compensated by the others, from the activations (needs --calibration); auto: each that applies, "
+         "measured against float on held-out samples, the best kept (the output says which and why).",
+)
 
 
 def input_shape_option(help_text: str) -> Callable[[Any], Any]:
@@ -48,6 +55,13 @@ def size_ratio(ratio: float | None, base: str) -> str | None:
     if not ratio:
         return None
     return f"{ratio:.2f}x smaller than {base}" if ratio >= 1 else f"{1 / ratio:.2f}x larger than {base}"
+
+
+def rounding_row(algorithm: str | None, choice: Any) -> list[tuple[str, Any]]:
+    """The weights' rounding algorithm as a row; with auto, every algorithm it measured (algorithm_choice)."""
+    if algorithm is None:
+        return []
+    return [("rounding", choice.reason() if choice is not None else algorithm)]
 
 
 def validation_rows(v: Any) -> list[tuple[str, Any]]:

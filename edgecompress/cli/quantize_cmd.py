@@ -7,7 +7,9 @@ import click
 
 from edgecompress.converters.full_int8 import FULL_INT8_IO_TYPES, RANGE_METHODS
 from edgecompress.converters.litert_quantize import QUANTIZE_MODES
-from edgecompress.cli.options import emit, force_option, json_option, outputs_table, size_ratio, validation_rows
+from edgecompress.cli.options import (
+    algorithm_option, emit, force_option, json_option, outputs_table, rounding_row, size_ratio, validation_rows,
+)
 
 MODE_HELP = (
     "int4: 4-bit weights, float activations quantized on the fly; int8-weights: int8 weights dequantized to "
@@ -22,10 +24,11 @@ MODE_HELP = (
 @click.option("-o", "--output", required=True, type=click.Path(path_type=str), help="The .tflite file to write.")
 @click.option("--quantize", type=click.Choice(QUANTIZE_MODES), required=True, help=MODE_HELP)
 @click.option("--calibration", type=click.Path(path_type=str),
-              help="int8, int16x8: representative samples (.npz with one array per input, or `x`) whose activation "
-                   "ranges set the scales; they validate too when --inputs is not given.")
+              help="Representative samples (.npz with one array per input, or `x`): for int8 and int16x8 their "
+                   "activation ranges set the scales; for the weight modes gptq rounds from their activations and "
+                   "auto measures on them. They validate too when --inputs is not given.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=100, show_default=True,
-              help="int8, int16x8: calibration samples to use.")
+              help="Calibration samples to use.")
 @click.option("--calibration-method", type=click.Choice(RANGE_METHODS), default="minmax", show_default=True,
               help="int8, int16x8: each activation's range, from its min and max over the samples (as "
                    "TFLiteConverter), or its 0.01th-99.99th percentiles (rare extremes clipped: finer steps for the rest).")
@@ -38,6 +41,7 @@ MODE_HELP = (
 @click.option("--block-size", type=int,
               help="int4 only: one scale per this many input channels of FULLY_CONNECTED weights "
                    "(32, 64, 128 or 256) instead of one per output channel.")
+@algorithm_option
 @click.option("--inputs", type=click.Path(path_type=str),
               help="Validation samples: a .npz (one array per input name, or `x`) or .npy; random ones otherwise.")
 @click.option("--validation-samples", type=click.IntRange(min=1), default=100, show_default=True,
@@ -56,9 +60,9 @@ MODE_HELP = (
 @json_option
 def quantize_command(model: str, output: str, quantize: str, calibration: str | None, num_samples: int,
                      calibration_method: str, io_type: str, int16_heads: tuple[str, ...],
-                     block_size: int | None, inputs: str | None, validation_samples: int, seed: int, stream: bool,
+                     block_size: int | None, algorithm: str, inputs: str | None, validation_samples: int, seed: int, stream: bool,
                      allow_partial: bool, keep_failed: bool, force: bool, as_json: bool) -> None:
-    """Quantize the weights of a float32 .tflite MODEL with ai-edge-quantizer (no TensorFlow needed),
+    """Quantize a float32 .tflite MODEL with litert-quantizer (no TensorFlow needed),
     then check the result against MODEL."""
     from edgecompress.converters.litert_quantize import quantize_tflite
 
@@ -66,7 +70,7 @@ def quantize_command(model: str, output: str, quantize: str, calibration: str | 
                              seed=seed, validation_samples=validation_samples, keep_failed=keep_failed,
                              allow_partial=allow_partial, stream=stream, calibration=calibration,
                              num_samples=num_samples, io_type=io_type, calibration_method=calibration_method,
-                             int16_heads=int16_heads)
+                             int16_heads=int16_heads, algorithm=algorithm)
     emit(result, as_json, render)
 
 
@@ -83,7 +87,8 @@ def render(result: Any) -> str:
     from edgecompress.converters.coverage import describe_float
 
     rows = [("size ratio", size_ratio(result.ratio, "the input")),
-            ("left float", describe_float(result.coverage) or "nothing"), *validation_rows(result.validation)]
+            ("left float", describe_float(result.coverage) or "nothing"),
+            *rounding_row(result.algorithm, result.algorithm_choice), *validation_rows(result.validation)]
     return "\n\n".join([sizes, key_values(rows, title=f"Validation against {result.input}"),
                         outputs_table(result.validation)])
 
