@@ -103,6 +103,10 @@ BAD = [
      "block_size = 32", ["variants[0].block_size", "int4"]),
     ('name = "full-int8"\nquantize = "int8"', 'name = "full-int8"\nquantize = "int4"\nblock_size = 48',
      "block_size = 48", ["variants[0].block_size", "48", "0 (per channel)", "32, 64, 128, 256"]),
+    ('name = "full-int8"\nquantize = "int8"', 'name = "full-int8"\nquantize = "int4"\nalgorithm = "hadamard"',
+     'algorithm = "hadamard"', ["variants[0].algorithm", "hadamard", "gptq", "auto"]),
+    ('name = "full-int8"\nquantize = "int8"', 'name = "full-int8"\nquantize = "int8"\nalgorithm = "gptq"',
+     'algorithm = "gptq"', ["variants[0].algorithm", "int4, int8-weights, dynamic", "not int8"]),
     ('quantize = "int8"\nio_type', 'quantize = "float16"\nio_type', 'io_type = "int8"',
      ["variants[0].io_type", "needs quantize", "int8"]),
     ('quantize = "int8"\nqat = true', 'quantize = "dynamic"\nqat = true', "qat = true", ["variants[1].qat", "int8"]),
@@ -201,6 +205,17 @@ def test_a_grid_crosses_int4_blocks_with_other_modes(folder):
     names = [v.name for v in recipe.variants]
     assert {"int8-weights", "int4", "int4-b32"} <= set(names) and "int8-weights-b32" not in names
     assert any("int8-weights-b32" in n and "int4" in n for n in recipe.notes)
+
+
+def test_a_grid_crosses_rounding_algorithms_with_the_weight_modes_only(folder):
+    text = GOOD.replace("prune = [0, 0.5]", 'algorithm = ["auto", "gptq"]').replace(
+        'quantize = ["dynamic", "int8"]', 'quantize = ["int4", "float16"]')
+    recipe = load_recipe(write(folder, text))
+    names = [v.name for v in recipe.variants]
+    assert {"int4", "int4-gptq", "float16"} <= set(names) and "float16-gptq" not in names
+    assert any("float16-gptq" in n for n in recipe.notes)
+    gptq = next(v.settings for v in recipe.variants if v.name == "int4-gptq")
+    assert gptq.needs_calibration and gptq.uses_calibration
 
 
 TABLED = GOOD.replace('devices = ["raspberry-pi-4", "pixel-3a"]\n', "") + """

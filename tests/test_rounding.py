@@ -133,3 +133,19 @@ def test_auto_without_samples_says_it_did_not_measure(run_cli, float_tflite, tmp
     code, text, _ = run_cli(["quantize", float_tflite, "-o", tmp_path / "a.tflite", "--quantize", "int4"])
     assert code == 0
     assert "algorithm auto: mse, the default for the mode (no calibration samples" in text
+
+
+def test_convert_rounds_by_the_algorithm_asked_for_even_in_dynamic(run_cli, digits_model_path, calib_npz, tmp_path):
+    """convert's dynamic goes through TFLiteConverter unless an algorithm is asked for; then through the quantizer,
+    whose gptq file is still int8 dynamic-range (int8 weights, float I/O)."""
+    out = tmp_path / "dynamic-gptq.tflite"
+    code, text, err = run_cli(["convert", digits_model_path, "-o", out, "--quantize", "dynamic", "--algorithm", "gptq",
+                               "--calibration", calib_npz, "--json"])
+    assert code == 0, err
+    result = json.loads(text)
+    assert result["algorithm"] == "gptq" and result["validation"]["top1_agreement"] >= 0.97
+    weights = [t for t in parse_model(out.read_bytes()).main.tensors if t.is_constant and t.dtype == "int8"]
+    assert len(weights) >= 3
+    code, text, _ = run_cli(["convert", digits_model_path, "-o", tmp_path / "int4.tflite", "--quantize", "int4",
+                             "--calibration", calib_npz, "--json"])
+    assert code == 0 and len(json.loads(text)["algorithm_choice"]["trials"]) == 4

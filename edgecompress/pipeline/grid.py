@@ -12,8 +12,8 @@ from typing import Any, Iterable
 
 from edgecompress.errors import UserError
 from edgecompress.converters.fallback import check_fallback_options
-from edgecompress.converters.litert_quantize import check_block_size
-from edgecompress.converters.quantize import CALIBRATED_MODES, options_conflict, qat_conflict
+from edgecompress.converters.litert_quantize import CALIBRATED_ALGORITHMS, check_algorithm, check_block_size
+from edgecompress.converters.quantize import CALIBRATED_MODES, WEIGHT_MODES, options_conflict, qat_conflict
 from edgecompress.optimize.base import techniques_from_settings
 from edgecompress.optimize.distill import DISTILLATION
 
@@ -25,6 +25,7 @@ class VariantSettings:
     quantize: str = "none"
     io_type: str = "float32"
     block_size: int | None = None  # int4 only: blockwise FULLY_CONNECTED weights
+    algorithm: str = "auto"  # the weight modes' rounding (converters.litert_quantize)
     prune: float = 0.0
     prune_pattern: str | None = None
     cluster: int = 0
@@ -51,7 +52,12 @@ class VariantSettings:
 
     @property
     def needs_calibration(self) -> bool:
-        return self.quantize in CALIBRATED_MODES
+        return self.quantize in CALIBRATED_MODES or self.algorithm in CALIBRATED_ALGORITHMS
+
+    @property
+    def uses_calibration(self) -> bool:
+        """Needs it, or is better for it: auto measures the rounding algorithms on it."""
+        return self.needs_calibration or self.quantize in WEIGHT_MODES
 
     def conflict(self) -> tuple[str, str] | None:
         """(field, why) when the settings contradict each other, else None."""
@@ -62,6 +68,10 @@ class VariantSettings:
             check_block_size(self.quantize, self.block_size)
         except UserError as exc:
             return "block_size", str(exc)
+        try:  # the data it needs is the recipe's to check
+            check_algorithm(self.quantize, self.algorithm, has_calibration=True)
+        except UserError as exc:
+            return "algorithm", str(exc)
         try:  # the converter's rules for accuracy-driven int8 (its held-out data is the recipe's data.val)
             check_fallback_options(self.quantize, self.io_type, self.max_drop, "data.val" if self.max_drop is not None else None)
         except UserError as exc:
@@ -99,6 +109,8 @@ class VariantSettings:
         if self.qat:
             parts.append("qat")
         parts.append("float32" if self.quantize == "none" else self.quantize)
+        if self.algorithm != "auto":
+            parts.append(self.algorithm)
         if self.block_size is not None:
             parts.append(f"b{self.block_size}")
         if self.io_type != "float32":

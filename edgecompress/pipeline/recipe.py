@@ -17,7 +17,7 @@ from the recipe's folder. Format (all sections but `model`, `data` and the varia
     [constraints] max_accuracy_drop (points), max_size_kb, max_gzip_kb,
                  max_latency_ms (a number for every device, or a table device -> ms)
     [grid]       any variant field -> list of values (the cross product is tried)
-    [[variants]] name, quantize, io_type, block_size, max_drop, prune, prune_pattern, prune_heads, prune_ffn,
+    [[variants]] name, quantize, io_type, block_size, algorithm, max_drop, prune, prune_pattern, prune_heads, prune_ffn,
                  cluster, qat, low_rank,
                  distill_student, temperature, alpha, epochs, learning_rate
 """
@@ -35,8 +35,8 @@ from edgecompress.models import keras_flavour
 from edgecompress.specs import LABEL_KEY
 from edgecompress.tomlfields import FieldChecker, field_name, type_name
 from edgecompress.optimize.prune import SUPPORTED_PATTERNS
-from edgecompress.converters.litert_quantize import BLOCK_SIZES
-from edgecompress.converters.quantize import IO_TYPES, QUANTIZE_MODES
+from edgecompress.converters.litert_quantize import ALGORITHMS, BLOCK_SIZES
+from edgecompress.converters.quantize import CALIBRATED_MODES, IO_TYPES, QUANTIZE_MODES
 from edgecompress.pipeline.grid import SETTING_FIELDS, Variant, VariantSettings, dedupe, expand_grid, normalized
 
 import tomllib
@@ -470,6 +470,8 @@ def _setting(check: _Checker, key: str, value: Any, where: tuple[Any, ...]) -> A
         return check.choice(value, where, QUANTIZE_MODES, "quantization mode")
     if key == "io_type":
         return check.choice(value, where, IO_TYPES, "io_type")
+    if key == "algorithm":
+        return check.choice(value, where, ALGORITHMS, "rounding algorithm")
     if key == "block_size":  # 0 turns blocks off (one scale per channel), so a grid can cross both
         size = check.number(value, where, low=0, integer=True)
         if size and size not in BLOCK_SIZES:
@@ -564,7 +566,8 @@ def _check_data_needs(check: _Checker, settings: VariantSettings, data: DataFile
         technique = settings.techniques[0]
         raise check.fail(where, f"{technique} fine-tunes the model: set data.train to a training .npz file")
     if settings.needs_calibration and data.calibration is None:
-        raise check.fail(where + ("quantize",), f"{settings.quantize} needs calibration data: set data.calibration")
+        what = settings.quantize if settings.quantize in CALIBRATED_MODES else f"algorithm {settings.algorithm}"
+        raise check.fail(where + ("quantize",), f"{what} needs calibration data: set data.calibration")
     if settings.max_drop is not None and data.val is None:
         raise check.fail(where + ("max_drop",), "max_drop measures the loss on labelled validation data (the test "
                                                 "split stays for scoring): set data.val")

@@ -92,7 +92,7 @@ def _keys(recipe: Recipe, variants: list[Variant]) -> _Keys:
         parts: dict[str, Any] = {"model": model, "eval": evaluation, "settings": settings}
         if data.eval_output is not None:  # scored on another output: other figures
             parts["eval_output"] = data.eval_output
-        if s.needs_calibration:
+        if s.uses_calibration:
             parts["calibration"] = [file_digest(data.calibration), data.calibration_samples, recipe.training.seed]
         if s.needs_training:
             parts["train"] = file_digest(data.train)

@@ -225,10 +225,11 @@ def _convert(task: BuildTask, source: Path) -> dict[str, Any]:
         source,
         task.dir.tflite,
         quantize=s.quantize,
-        calibration=task.data.calibration if s.needs_calibration else None,
+        calibration=task.data.calibration if s.uses_calibration else None,
         num_samples=task.data.calibration_samples,
         io_type=s.io_type,
         block_size=s.block_size,
+        algorithm=s.algorithm,
         force=True,  # the variant's folder is ours: a file here is a leftover of an interrupted stage
         seed=task.training.seed,
         # the fallback decision is made on val, so the test split that scores the variant stays unseen
