@@ -75,7 +75,7 @@ def choose(candidates: Sequence[str], quantize: Callable[[str], bytes], float_pa
                 first_error = first_error or exc
                 choice.trials.append(Trial(algorithm, None, 0, time.perf_counter() - start, str(exc)))
                 continue
-            worst = _worst_sqnr(reference.outputs, run.in_order(reference.names))
+            worst = worst_sqnr(reference.outputs, run.in_order(reference.names))
             choice.trials.append(Trial(algorithm, worst, len(data), time.perf_counter() - start))
             results[algorithm] = data
             if best is None or _better(worst, best[1]):
@@ -88,7 +88,7 @@ def choose(candidates: Sequence[str], quantize: Callable[[str], bytes], float_pa
     return results[best[0]], choice
 
 
-def _worst_sqnr(reference: list[np.ndarray], actual: list[np.ndarray]) -> float | None:
+def worst_sqnr(reference: list[np.ndarray], actual: list[np.ndarray]) -> float | None:
     figures = [sqnr_db(r.astype(np.float64), a.astype(np.float64)) for r, a in zip(reference, actual)]
     figures = [f if f is None or not math.isnan(f) else -math.inf for f in figures]
     known = [f for f in figures if f is not None]

@@ -29,7 +29,7 @@ from edgecompress.converters.quantize import CALIBRATED_MODES, WEIGHT_MODES, che
 from edgecompress.converters.validate import (
     Validation, check_finite_outputs, validate, validation_warnings,
 )
-from edgecompress.evaluate import evaluate_keras
+from edgecompress.evaluate import EvalResult, evaluate_bytes, evaluate_keras
 
 DEFAULT_CALIBRATION_SAMPLES = 300  # TFLite's guide suggests a few hundred representative samples
 VALIDATION_SAMPLES = 100
@@ -64,7 +64,9 @@ class ConversionResult:
     accuracy: float | None = None
     source_accuracy: float | None = None
     drop: float | None = None  # top-1 points, or MAE increase in %
-    steps: list[Any] = field(default_factory=list)  # converters.fallback.FallbackStep
+    steps: list[Any] = field(default_factory=list)  # converters.precision_steps.FallbackStep
+    int8_layers: list[str] = field(default_factory=list)  # int4 with max_drop: the layers moved to int8
+    precision_reasons: dict[str, str] = field(default_factory=dict)  # int4 with max_drop: each layer's measure
     target_met: bool | None = None
     block_size: int | None = None  # int4 only: input channels per weight scale in FULLY_CONNECTED layers
     algorithm: str | None = None  # how the weights were rounded, in the weight modes (auto: the one it chose)
@@ -130,7 +132,10 @@ def convert_model(
     note(f"converting {loaded.path.name} ({loaded.flavour}) to {quantize}"
          + (f", calibrating on {len(samples)} samples" if samples and quantize in CALIBRATED_MODES else ""))
     search, weights = None, None
-    if reference is not None and samples is not None and max_drop is not None:
+    if reference is not None and max_drop is not None and quantize == "int4":
+        data, search, chosen = _accuracy_driven_int4(loaded, samples, eval_data, max_drop, reference, algorithm, seed)
+        weights = WeightBytes(data, chosen)
+    elif reference is not None and samples is not None and max_drop is not None:
         data, search = accuracy_driven_int8(loaded, samples, eval_data, max_drop, reference)  # type: ignore[arg-type]
     else:
         exported = export_tflite(loaded, quantize, io_type, samples, allow_flex, block_size, algorithm)
@@ -173,6 +178,8 @@ def convert_model(
         seconds=time.perf_counter() - start,
         warnings=warnings,
         float_layers=search.kept.float_layers if search else [],
+        int8_layers=search.kept.int8_layers if search else [],
+        precision_reasons=search.reasons if search else {},
         metric=search.metric if search else None,
         accuracy=search.kept.accuracy if search else None,
         source_accuracy=search.source_accuracy if search else None,
@@ -183,6 +190,19 @@ def convert_model(
         algorithm=weights.algorithm if weights else None,
         algorithm_choice=weights.choice if weights else None,
     )
+
+
+def _accuracy_driven_int4(loaded: LoadedModel, samples: SampleSet | None, eval_data: str | Path, max_drop: float,
+                          reference: EvalResult, algorithm: str, seed: int) -> tuple[bytes, Any, str]:
+    """converters.mixed_precision on LOADED's float32 export, scored on EVAL_DATA; each layer's sensitivity is
+    measured on the calibration SAMPLES, which it needs."""
+    from edgecompress.converters.mixed_precision import int4_within
+
+    if samples is None:
+        raise UserError("max_drop with int4 measures what int4 costs each layer on representative samples: set "
+                        "calibration", settings=("max_drop", "calibration"))
+    return int4_within(to_tflite(loaded), loaded.path.name, samples.batch(len(samples)),
+                       lambda made: evaluate_bytes(made, eval_data, reference), reference, max_drop, algorithm, seed)
 
 
 def _from_tflite(path: Path, output: str | Path, quantize: str, calibration: str | Path | None, count: int,

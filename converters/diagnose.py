@@ -9,7 +9,6 @@ calibrated scale applied to the float model's own activations, measured per chan
 """
 from __future__ import annotations
 
-import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -19,11 +18,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgecompress.calibration import SampleSet, load_samples
-from edgecompress.evaluate import EvalResult, drop_points, evaluate, evaluate_keras
+from edgecompress.evaluate import EvalResult, drop_points, evaluate_bytes, evaluate_keras
 from edgecompress.models import LoadedModel, import_tf, load_model
 from edgecompress.isolation import crash_for_tests
 from edgecompress.progress import note, stage
 from edgecompress.quiet import quiet_native_stderr
+from edgecompress.runner import layer_name
 from edgecompress.runtime import load_interpreter
 from edgecompress.tflite_reader import parse_model
 from edgecompress.converters.convert import DEFAULT_CALIBRATION_SAMPLES, fixed_batch_function, run_converter
@@ -92,28 +92,6 @@ def diagnose(
             reference.score, int8.score, drop_points(reference, int8),
         )
     return Diagnosis(str(loaded.path), len(samples), layers, accuracy, time.perf_counter() - start)
-
-
-def evaluate_bytes(data: bytes, eval_data: str | Path, reference: EvalResult) -> EvalResult:
-    """Score a .tflite held in memory on labelled EVAL_DATA (the runtime reads files), on the output REFERENCE
-    (its Keras source's result) was scored on: the .tflite keeps the Keras outputs' order, not their names."""
-    with tempfile.TemporaryDirectory(prefix="edgecompress-") as folder:
-        path = Path(folder) / "candidate.tflite"
-        path.write_bytes(data)
-        return evaluate(path, eval_data, model_output=str(reference.output_index))
-
-
-def layer_name(tensor: str, layers: frozenset[str] = frozenset()) -> str:
-    """'model/dense/MatMul;model/dense/BiasAdd' -> 'dense': the converter names tensors after their layers.
-
-    Keras 3 models trace under suffixed names ('functional_1/conv_1/...' for a layer named 'conv'): with the
-    model's own LAYERS given, a name they lack is matched without its '_N' suffix."""
-    parts = tensor.split(";")[0].split("/")
-    name = "/".join(parts[1:-1]) if len(parts) > 2 else tensor
-    if layers and name not in layers:
-        bare = re.sub(r"_\d+$", "", name)
-        return bare if bare in layers else name
-    return name
 
 
 class Int8Debugger:

@@ -9,37 +9,18 @@ layer, and it names the tensor whose range is at fault rather than the layers do
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgecompress.calibration import SampleSet
 from edgecompress.errors import UserError
-from edgecompress.evaluate import EvalResult, drop_points
+from edgecompress.evaluate import EvalResult, drop_points, evaluate_bytes
 from edgecompress.models import LoadedModel
 from edgecompress.progress import note
-from edgecompress.converters.diagnose import Int8Debugger, evaluate_bytes
+from edgecompress.converters.diagnose import Int8Debugger
+from edgecompress.converters.precision_steps import FallbackSearch, FallbackStep
 
 
-@dataclass(frozen=True)
-class FallbackStep:
-    float_layers: list[str]
-    size_bytes: int
-    accuracy: float  # top-1 on the labelled data, or MAE for regression
-    drop: float  # top-1 points, or MAE increase in %
-
-
-@dataclass
-class FallbackSearch:
-    metric: str  # "accuracy" or "mae"
-    source_accuracy: float  # the original Keras model on the same data
-    max_drop: float
-    steps: list[FallbackStep] = field(default_factory=list)
-    chosen: int = 0  # the step whose model was kept
-    target_met: bool = False
-
-    @property
-    def kept(self) -> FallbackStep:
-        return self.steps[self.chosen]
+MAX_DROP_MODES = ("int8", "int4")  # int4: converters.mixed_precision
 
 
 def check_fallback_options(
@@ -55,9 +36,9 @@ def check_fallback_options(
             "max_drop needs labelled data to measure the drop: set eval_data (a .npz with the inputs plus labels "
             "under 'y')", settings=("max_drop", "eval_data")
         )
-    if quantize != "int8":
-        raise UserError(f"max_drop keeps layers of an int8 model in float: use quantize int8, not {quantize!r}",
-                        settings=("max_drop", "quantize"))
+    if quantize not in MAX_DROP_MODES:
+        raise UserError(f"max_drop keeps layers of an int8 model in float, or of an int4 model at int8 or float: use "
+                        f"quantize int8 or int4, not {quantize!r}", settings=("max_drop", "quantize"))
     if io_type != "float32":
         raise UserError(f"max_drop leaves some layers in float, so I/O stays float32: drop io_type {io_type}",
                         settings=("max_drop", "io_type"))
@@ -82,12 +63,11 @@ def accuracy_driven_int8(
         result = evaluate_bytes(data, eval_data, reference)
         layers = list(dict.fromkeys(debugger.layer_name(op) for op in debugger.float_ops(tensors)))
         step = FallbackStep(layers, len(data), result.score, drop_points(reference, result))
-        search.steps.append(step)
         note(f"  {len(layers)} layer(s) in float{': ' + ', '.join(layers) if layers else ''}: "
              f"{search.metric} {step.accuracy:.4g}, drop {step.drop:.2f} (max {max_drop:g}), {len(data):,} bytes")
-        met = step.drop <= max_drop
-        if met or len(search.steps) == 1 or step.drop < search.kept.drop:
-            search.chosen, search.target_met, best = len(search.steps) - 1, met, data
+        met = search.record(step)
+        if search.steps[search.chosen] is step:
+            best = data
         return met
 
     note(f"accuracy-driven int8: original {search.metric} {reference.score:.4g}; full int8 first")

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -50,7 +50,7 @@ from edgecompress.converters.algorithm_choice import AlgorithmChoice, choose
 from edgecompress.converters.embedding_lookup import gathers_to_embedding_lookups
 from edgecompress.converters.coverage import OpCoverage, check_coverage, describe_float, float_share, weight_coverage
 from edgecompress.converters.float16_weights import restore_float32
-from edgecompress.converters.rounding import RoundedLayer, round_weights
+from edgecompress.converters.rounding import RoundedLayer, Rounding, gptq_rounding
 from edgecompress.converters.tflite_edit import fill_builtin_codes
 from edgecompress.converters.validate import (
     Validation, check_finite_outputs, validate_tflite, validation_warnings,
@@ -162,11 +162,11 @@ def quantize_weights(data: bytes, quantize: str, block_size: int | None = None, 
             fallback = AUTO_WITHOUT_SAMPLES[quantize]
             one(fallback)
             return WeightBytes(made[fallback].data, fallback, AlgorithmChoice(fallback, 0))
-        _, choice = choose(WEIGHT_ALGORITHMS, one, float_path, _held_out(calibration))
+        _, choice = choose(WEIGHT_ALGORITHMS, one, float_path, held_out(calibration))
     return WeightBytes(made[choice.chosen].data, choice.chosen, choice, made[choice.chosen].rounded)
 
 
-def _held_out(calibration: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def held_out(calibration: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The samples auto measures on: the last AUTO_SAMPLES of CALIBRATION (gptq fits on the others, see
     _fit_samples), or all of them when there are fewer than 8."""
     count = len(next(iter(calibration.values())))
@@ -183,20 +183,45 @@ def _fit_samples(calibration: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def _quantize_as(data: bytes, quantize: str, block_size: int | None, source: str, allow_partial: bool,
                  algorithm: str, float_path: Path, calibration: dict[str, np.ndarray] | None, seed: int) -> WeightBytes:
-    rounded: list[RoundedLayer] = []
+    rounding = None
     if algorithm == "gptq":
         assert calibration is not None
-        runner = TFLiteRunner(float_path)
-        fit = _fit_samples(calibration)
-        feeds = [{p.index: fit[p.spec.name][i:i + 1] for p in runner.in_ports}
-                 for i in range(len(next(iter(fit.values()))))]
-        ops = ("CONV_2D",) if block_size is not None else ("CONV_2D", "FULLY_CONNECTED")  # blocks: FC by the quantizer
-        data, rounded = round_weights(data, feeds, WEIGHT_BITS[quantize], str(float_path), seed, ops)
-        if not rounded:
+        rounding = gptq_rounding_of(data, quantize, block_size, float_path, calibration, seed)
+        if not rounding.layers:
             raise UserError(f"gptq has no CONV_2D or FULLY_CONNECTED weights to round in {Path(source).name}: use "
                             "another algorithm", settings=("algorithm",))
+    return quantize_layers(data, quantize, algorithm, source, block_size=block_size, rounding=rounding,
+                           allow_partial=allow_partial)
+
+
+def gptq_rounding_of(data: bytes, quantize: str, block_size: int | None, float_path: Path,
+                     calibration: dict[str, np.ndarray], seed: int) -> Rounding:
+    """GPTQ's rounding of DATA (written at FLOAT_PATH) for QUANTIZE, from the activations of CALIBRATION's fitting
+    samples (_fit_samples); with block_size, FULLY_CONNECTED weights are the quantizer's (blockwise)."""
+    runner = TFLiteRunner(float_path)
+    fit = _fit_samples(calibration)
+    missing = [p.spec.name for p in runner.in_ports if p.spec.name not in fit]
+    if missing:
+        raise UserError(f"the calibration samples lack the model's input(s) {', '.join(missing)} (found: "
+                        f"{', '.join(fit)})", settings=("calibration",))
+    feeds = [{p.index: fit[p.spec.name][i:i + 1] for p in runner.in_ports}
+             for i in range(len(next(iter(fit.values()))))]
+    ops = ("CONV_2D",) if block_size is not None else ("CONV_2D", "FULLY_CONNECTED")
+    return gptq_rounding(data, feeds, WEIGHT_BITS[quantize], str(float_path), seed, ops)
+
+
+def quantize_layers(data: bytes, quantize: str, algorithm: str, source: str, block_size: int | None = None,
+                    rounding: Rounding | None = None, precision: Mapping[str, int | None] | None = None,
+                    allow_partial: bool = False) -> WeightBytes:
+    """DATA (float32 constants) quantized in mode QUANTIZE by ALGORITHM (gptq: its ROUNDING, made beforehand), with
+    the layers named in PRECISION (by output tensor) at another bit width, or float (None): a mixed-precision
+    file, in which what stays float is chosen, so coverage is not checked."""
+    precision = dict(precision or {})
+    rounded: list[RoundedLayer] = []
+    if rounding is not None:
+        data, rounded = rounding.apply(data, [t for t in rounding.layers if t not in precision])
     aeq = require_quantizer()
-    recipe = _recipe(aeq, quantize, block_size, algorithm, rounded)
+    recipe = _recipe(aeq, quantize, block_size, algorithm, rounded, precision)
     # It prints a size report (and sometimes more) on stdout, which must stay clean for --json.
     try:
         with contextlib.redirect_stdout(io.StringIO()), quiet_native_stderr(replay_on_error=False):
@@ -211,7 +236,8 @@ def _quantize_as(data: bytes, quantize: str, block_size: int | None, source: str
             "is an undamaged float32 .tflite, or try another algorithm"
         ) from exc
     quantized = bytes(result.quantized_model)
-    check_coverage(weight_coverage(parse_model(quantized, source)), quantize, Path(source).name, allow_partial)
+    check_coverage(weight_coverage(parse_model(quantized, source)), quantize, Path(source).name,
+                   allow_partial or bool(precision))
     return WeightBytes(quantized, algorithm, None, rounded)
 
 
@@ -435,11 +461,11 @@ _ALGORITHM_KEYS = {"minmax": "MIN_MAX_UNIFORM_QUANT", "mse": "MSE", "octav": "OC
 
 
 def _recipe(aeq: ModuleType, quantize: str, block_size: int | None, algorithm: str,
-            rounded: Sequence[RoundedLayer] = ()) -> Any:
+            rounded: Sequence[RoundedLayer] = (), precision: Mapping[str, int | None] | None = None) -> Any:
     """The quantizer's recipe: rules of (output-tensor regex, op, algorithm, config), later rules refining earlier
     ones. gptq's rounded layers are read back exactly (DEQUANTIZED_WEIGHT_RECOVERY); the ops it does not round
     (depthwise, embedding tables) get mse. Blockwise FULLY_CONNECTED weights take min/max: the quantizer has no
-    search for blocks."""
+    search for blocks. PRECISION's layers come last: min/max at their bit width, or no quantization."""
     names, ops, granularity = aeq.algorithm_manager.AlgorithmName, aeq.qtyping.TFLOperationName, aeq.qtyping.QuantGranularity
     manager = aeq.recipe_manager.RecipeManager()
     add = manager.add_weight_only_config if quantize == "int8-weights" else manager.add_dynamic_config
@@ -452,6 +478,12 @@ def _recipe(aeq: ModuleType, quantize: str, block_size: int | None, algorithm: s
     for op in sorted({layer.op for layer in rounded}):
         add(scope_regex([layer.tensor for layer in rounded if layer.op == op]), getattr(ops, op),
             num_bits=WEIGHT_BITS[quantize], algorithm_key=names.DEQUANTIZED_WEIGHT_RECOVERY)
+    for bits in sorted({b for b in (precision or {}).values() if b is not None}):
+        add(scope_regex([t for t, b in precision.items() if b == bits]), ops.ALL_SUPPORTED, num_bits=bits,
+            algorithm_key=names.MIN_MAX_UNIFORM_QUANT)
+    kept_float = [t for t, b in (precision or {}).items() if b is None]
+    if kept_float:
+        manager.add_quantization_config(scope_regex(kept_float), ops.ALL_SUPPORTED, algorithm_key=names.NO_QUANTIZE)
     return manager.get_quantization_recipe()
 
 

@@ -14,7 +14,7 @@ recover (its levels share a common factor that is not the scale) keeps the op ou
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 
@@ -41,21 +41,35 @@ def int_range(bits: int) -> tuple[int, int]:
     return (-high - 1 if bits < 8 else -high), high
 
 
-def round_weights(data: bytes, feeds: Sequence[dict[int, np.ndarray]], bits: int, source_path: str,
-                  seed: int = 0, ops: Sequence[str] = ROUNDED_OPS) -> tuple[bytes, list[RoundedLayer]]:
-    """DATA (float32 constants; SOURCE_PATH holds the same file, run to see the activations) with the weights of
-    its OPS (CONV_2D, FULLY_CONNECTED) replaced by their GPTQ rounding to BITS-bit integers times a per-channel
-    scale, the Hessians measured on FEEDS (input index -> one batch-1 array). Returns the new bytes and the ops
-    rounded (the rest are left as they were)."""
-    buffer = bytearray(data)
-    model = parse_model(buffer)  # a bytearray: the weight arrays are writable views into it
-    graph = model.main
+@dataclass(frozen=True)
+class Rounding:
+    """GPTQ's result for one model: per op output tensor, the layer and its rounded weights (float32, in the
+    weight tensor's shape). Computed once, written into any selection of layers (apply)."""
+
+    layers: dict[str, tuple[RoundedLayer, np.ndarray]]
+
+    def apply(self, data: bytes, tensors: Collection[str] | None = None) -> tuple[bytes, list[RoundedLayer]]:
+        """DATA (the file the rounding was made from) with the rounded weights of TENSORS (all when None)."""
+        buffer = bytearray(data)
+        graph = parse_model(buffer).main  # a bytearray: the weight arrays are writable views into it
+        weights = {t.name: t for t in graph.tensors if t.is_constant}
+        chosen = [name for name in self.layers if tensors is None or name in tensors]
+        for name in chosen:
+            layer, values = self.layers[name]
+            weights[layer.weight].data[...] = values
+        return bytes(buffer), [self.layers[name][0] for name in chosen]
+
+
+def gptq_rounding(data: bytes, feeds: Sequence[dict[int, np.ndarray]], bits: int, source_path: str,
+                  seed: int = 0, ops: Sequence[str] = ROUNDED_OPS) -> Rounding:
+    """The GPTQ rounding of the weights of DATA's OPS (CONV_2D, FULLY_CONNECTED; float32 constants, SOURCE_PATH
+    holds the same file, run to see the activations) to BITS-bit integers times a per-channel scale, the
+    Hessians measured on FEEDS (input index -> one batch-1 array)."""
+    graph = parse_model(data).main
     targets = [op for op in graph.operators if op.name in ops and _roundable(graph, op)]
-    if not targets:
-        return bytes(buffer), []
-    hessians = _hessians(source_path, graph, targets, feeds, seed)
+    hessians = _hessians(source_path, graph, targets, feeds, seed) if targets else {}
     low, high = int_range(bits)
-    rounded = []
+    layers = {}
     for op in targets:
         weight = graph.tensor(op.inputs[1])
         matrix = weight.data.reshape(weight.shape[0], -1).astype(np.float64)
@@ -64,9 +78,16 @@ def round_weights(data: bytes, feeds: Sequence[dict[int, np.ndarray]], bits: int
         levels = gptq(matrix, h, scale, low, high)
         if not _recoverable(levels):
             continue
-        weight.data[...] = (levels * scale[:, None]).reshape(weight.shape).astype(np.float32)
-        rounded.append(RoundedLayer(graph.tensor(op.outputs[0]).name, op.name, weight.name, matrix.shape[1]))
-    return bytes(buffer), rounded
+        tensor = graph.tensor(op.outputs[0]).name
+        values = (levels * scale[:, None]).reshape(weight.shape).astype(np.float32)
+        layers[tensor] = (RoundedLayer(tensor, op.name, weight.name, matrix.shape[1]), values)
+    return Rounding(layers)
+
+
+def round_weights(data: bytes, feeds: Sequence[dict[int, np.ndarray]], bits: int, source_path: str,
+                  seed: int = 0, ops: Sequence[str] = ROUNDED_OPS) -> tuple[bytes, list[RoundedLayer]]:
+    """DATA with the weights of its OPS replaced by their GPTQ rounding (gptq_rounding), and the ops rounded."""
+    return gptq_rounding(data, feeds, bits, source_path, seed, ops).apply(data)
 
 
 def _roundable(graph: Subgraph, op: Operator) -> bool:

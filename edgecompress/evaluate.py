@@ -99,6 +99,17 @@ def pick_output(model: str, outputs: list[TensorSpec], predictions: list[np.ndar
                     settings=("model_output",))
 
 
+def evaluate_bytes(data: bytes, eval_data: str | Path, reference: EvalResult) -> EvalResult:
+    """Score a .tflite held in memory on labelled EVAL_DATA (the runtime reads files), on the output REFERENCE
+    was scored on: a .tflite keeps its Keras source's outputs' order, not their names."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="edgecompress-") as folder:
+        path = Path(folder) / "candidate.tflite"
+        path.write_bytes(data)
+        return evaluate(path, eval_data, model_output=str(reference.output_index))
+
+
 def drop_points(reference: EvalResult, other: EvalResult) -> float:
     """How much worse OTHER is than REFERENCE: top-1 points for a classifier, MAE increase in % for regression."""
     if reference.task == "classification":

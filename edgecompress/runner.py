@@ -48,6 +48,19 @@ def clean_name(tensor_name: str) -> str:
     return match.group("name") if match else tensor_name
 
 
+def layer_name(tensor: str, layers: frozenset[str] = frozenset()) -> str:
+    """'model/dense/MatMul;model/dense/BiasAdd' -> 'dense': the converter names tensors after their layers.
+
+    Keras 3 models trace under suffixed names ('functional_1/conv_1/...' for a layer named 'conv'): with the
+    model's own LAYERS given, a name they lack is matched without its '_N' suffix."""
+    parts = tensor.split(";")[0].split("/")
+    name = "/".join(parts[1:-1]) if len(parts) > 2 else tensor
+    if layers and name not in layers:
+        bare = re.sub(r"_\d+$", "", name)
+        return bare if bare in layers else name
+    return name
+
+
 class RunFailed(UserError):
     """The runtime loaded the model but failed while running it (an op or type it has no kernel for)."""
 

@@ -61,7 +61,7 @@ def test_max_drop_keeps_the_damaging_layers_in_float(run_cli, broken_path, calib
     # The readable report: one form per column (it mixed 2.45 and 0.4902, and said "original accuracy 1").
     from edgecompress.cli.convert_cmd import render_conversion
     from edgecompress.converters.convert import ConversionResult
-    from edgecompress.converters.fallback import FallbackStep
+    from edgecompress.converters.precision_steps import FallbackStep
 
     steps_ = [FallbackStep(s["float_layers"], s["size_bytes"], s["accuracy"], s["drop"]) for s in steps]
     text = render_conversion(ConversionResult(**{**result, "validation": None, "calibration": [], "steps": steps_}))

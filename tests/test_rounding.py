@@ -149,3 +149,35 @@ def test_convert_rounds_by_the_algorithm_asked_for_even_in_dynamic(run_cli, digi
     code, text, _ = run_cli(["convert", digits_model_path, "-o", tmp_path / "int4.tflite", "--quantize", "int4",
                              "--calibration", calib_npz, "--json"])
     assert code == 0 and len(json.loads(text)["algorithm_choice"]["trials"]) == 4
+
+
+def test_int4_max_drop_moves_the_measured_culprits_up_and_says_why(run_cli, digits_model, calib_npz, digits,
+                                                                   tmp_path):
+    """The digits CNN with one outlier channel (activations about 1e4 that the float output ignores): int4's hybrid
+    kernels quantize each layer's input on the fly, so the layer reading the outlier loses every other channel.
+    --max-drop moves layers up by their measured sensitivity until the target holds; each raised layer is listed
+    with its measure; the file stays smaller than float32."""
+    from edgecompress.examples import with_outlier_channel
+
+    model = tmp_path / "outlier.keras"
+    with_outlier_channel(digits_model, layer="conv1").save(model)
+    val = digits.val.save_npz(tmp_path / "val.npz")
+    code, text, err = run_cli(["convert", model, "-o", tmp_path / "plain.tflite", "--quantize", "int4", "--json"])
+    assert code == 0
+    plain_agreement = json.loads(text)["validation"]["top1_agreement"]
+    code, text, err = run_cli(["convert", model, "-o", tmp_path / "f32.tflite", "--json"])
+    float_size = json.loads(text)["size_bytes"]
+    code, text, err = run_cli(["convert", model, "-o", tmp_path / "mixed.tflite", "--quantize", "int4", "--calibration",
+                               calib_npz, "--eval-data", val, "--max-drop", "1", "--json"])
+    assert code == 0, err
+    result = json.loads(text)
+    steps = result["steps"]
+    assert result["target_met"] is True and steps[0]["int8_layers"] == [] and steps[0]["float_layers"] == []
+    assert steps[0]["drop"] > 1 and plain_agreement < 0.9  # all int4 fails: the search had work to do
+    raised = result["int8_layers"] + result["float_layers"]
+    assert raised and set(raised) <= set(result["precision_reasons"])
+    assert all("alone at int4" in result["precision_reasons"][layer] for layer in raised)
+    assert result["size_bytes"] < float_size / 2
+    assert "Why these layers are not int4" in run_cli(["convert", model, "-o", tmp_path / "again.tflite", "--quantize",
+                                                       "int4", "--calibration", calib_npz, "--eval-data", val,
+                                                       "--max-drop", "1"])[1]

@@ -49,9 +49,10 @@ IMAGE_SCALE_HELP = "How image-folder pixels become inputs: " + "; ".join(f"{k} =
 @click.option("--allow-flex", is_flag=True,
               help="Allow TensorFlow (Flex / SELECT_TF_OPS) ops; stock runtimes cannot run the result.")
 @click.option("--max-drop", type=float, metavar="POINTS",
-              help="With --quantize int8: keep the most damaging layers in float until the loss on --eval-data is at "
-                   "most POINTS (top-1 points; MAE increase in % for regression). Exits 2 if no attempt gets there "
-                   "(the best one is written).")
+              help="With --quantize int8: keep the most damaging layers in float; with int4: move the layers int4 "
+                   "hurts most (measured each alone on --calibration) to int8, then to float; until the loss on "
+                   "--eval-data is at most POINTS (top-1 points; MAE increase in % for regression). Exits 2 if no "
+                   "attempt gets there (the best one is written).")
 @click.option("--eval-data", type=click.Path(path_type=str),
               help="Labelled samples (.npz with the input(s) and labels under `y`) that --max-drop measures on.")
 @click.option("--model-output", metavar="NAME|INDEX",
@@ -86,7 +87,7 @@ def convert_command(model: str, output: str, quantize: str, calibration: str | N
     emit(result, as_json, render_conversion)
     if result.target_met is False:
         raise UserError(
-            f"no int8 model came within --max-drop {max_drop:g} (best: drop {result.drop:.2f} with "
+            f"no {result.quantize} model came within --max-drop {max_drop:g} (best: drop {result.drop:.2f} with "
             f"{len(result.float_layers)} layer(s) in float, written to {result.output}): raise --max-drop, "
             "or use --quantize dynamic or float16"
         )
@@ -118,7 +119,21 @@ def render_conversion(result: Any) -> str:
     parts.append(key_values(rows, title="Validation against the original"))
     if v is not None:
         parts.append(outputs_table(v))
-    if result.steps:
+    if result.steps and result.quantize == "int4":
+        parts.append(table(
+            ["layers at int8", "layers in float", "size (bytes)", result.metric, "drop", "kept"],
+            [[", ".join(s.int8_layers) or "(none: all int4)", ", ".join(s.float_layers) or "-", s.size_bytes,
+              fmt_metric(result.metric, s.accuracy), fmt_points(s.drop),
+              (s.int8_layers, s.float_layers) == (result.int8_layers, result.float_layers)] for s in result.steps],
+            title=(f"Accuracy-driven int4 (original {result.metric}: "
+                   f"{fmt_metric(result.metric, result.source_accuracy)}; drop in "
+                   + ("points)" if result.metric == "accuracy" else "% of the MAE)")),
+        ))
+        raised = [*result.int8_layers, *result.float_layers]
+        if raised:
+            parts.append(key_values([(layer, result.precision_reasons.get(layer, "")) for layer in raised],
+                                    title="Why these layers are not int4 (measured, most sensitive first)"))
+    elif result.steps:
         parts.append(table(
             ["layers in float", "size (bytes)", result.metric, "drop", "kept"],
             [[", ".join(s.float_layers) or "(none: full int8)", s.size_bytes, fmt_metric(result.metric, s.accuracy),

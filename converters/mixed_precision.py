@@ -1,0 +1,141 @@
+"""int4 within an accuracy target: the weight layers int4 hurts most move to int8, then to float, cumulatively,
+until the loss on labelled data is at most max_drop; each step is measured and reported with its size.
+
+Which layers hurt most is measured, not assumed (no fixed rule for first, last or depthwise layers): each layer
+alone at int4, every other weight float, run on held-out calibration samples; its worst output's SQNR against
+float ranks it. One file per layer, all run in one child process (a file that crashes the runtime is found by
+running them one by one). The steps then cost one quantization and one evaluation each.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from edgecompress.errors import NativeCrash
+from edgecompress.evaluate import EvalResult, drop_points
+from edgecompress.isolation import run_isolated
+from edgecompress.progress import note
+from edgecompress.runner import layer_name
+from edgecompress.tflite_reader import parse_model
+from edgecompress.converters.algorithm_choice import worst_sqnr
+from edgecompress.converters.litert_quantize import (
+    float32_constants, gptq_rounding_of, held_out, quantize_layers, quantize_weights,
+)
+from edgecompress.converters.precision_steps import FallbackSearch, FallbackStep
+from edgecompress.converters.validate import run_file
+
+
+@dataclass(frozen=True)
+class LayerSensitivity:
+    layer: str  # the Keras layer, read from the tensor name
+    tensor: str  # the op's output tensor (what a recipe scope names)
+    sqnr_db: float | None  # the worst output's, with this layer alone at int4; None: the file did not run
+
+
+def int4_layers(data: bytes) -> dict[str, str]:
+    """The ops whose weights are int4 in the quantized DATA, in graph order: output tensor (what a recipe scope
+    names) -> layer name, read from the weight tensor (the output's name is often a fused activation's)."""
+    graph = parse_model(data).main
+    found = {}
+    for op in graph.operators:
+        weights = [t for i in op.inputs if (t := graph.tensor(i)) is not None and t.is_constant and t.dtype == "int4"]
+        if weights:
+            found[graph.tensor(op.outputs[0]).name] = layer_name(weights[0].name)
+    return found
+
+
+def int4_within(data: bytes, source: str, calibration: dict[str, np.ndarray], score: Callable[[bytes], EvalResult],
+                reference: EvalResult, max_drop: float, algorithm: str = "auto",
+                seed: int = 0) -> tuple[bytes, FallbackSearch, str]:
+    """The int4 model of the float .tflite DATA that loses at most MAX_DROP against REFERENCE (as SCORE measures
+    a file) with the fewest layers at higher precision, or the best attempt (search.target_met says which);
+    and the rounding algorithm used (auto: chosen on CALIBRATION, converters.algorithm_choice)."""
+    data, _ = float32_constants(data, source)
+    if algorithm == "auto":
+        algorithm = quantize_weights(data, "int4", source=source, algorithm="auto", calibration=calibration,
+                                     seed=seed).algorithm
+    with tempfile.TemporaryDirectory(prefix="edgecompress-mixed-") as tmp:
+        float_path = Path(tmp) / "float32.tflite"
+        float_path.write_bytes(data)
+        rounding = (gptq_rounding_of(data, "int4", None, float_path, calibration, seed)
+                    if algorithm == "gptq" else None)
+
+        def build(precision: dict[str, int | None]) -> bytes:
+            return quantize_layers(data, "int4", algorithm, source, rounding=rounding, precision=precision).data
+
+        search = FallbackSearch("accuracy" if reference.task == "classification" else "mae", reference.score,
+                                max_drop)
+        kept: dict[int, bytes] = {}
+
+        layers: dict[str, str] = {}
+
+        def attempt(precision: dict[str, int | None]) -> bool:
+            made = build(precision)
+            result = score(made)
+            names = {bits: [layers[t] for t, b in precision.items() if b == bits] for bits in (8, None)}
+            step = FallbackStep(names[None], len(made), result.score, drop_points(reference, result), names[8])
+            note(f"  {len(names[8])} layer(s) at int8, {len(names[None])} in float: {search.metric} "
+                 f"{step.accuracy:.4g}, drop {step.drop:.2f} (max {max_drop:g}), {len(made):,} bytes")
+            kept[len(search.steps)] = made
+            return search.record(step)
+
+        note(f"accuracy-driven int4 ({algorithm} rounding): original {search.metric} {reference.score:.4g}; all "
+             "int4 first")
+        if attempt({}):
+            return kept[search.chosen], search, algorithm
+        layers.update(int4_layers(build({})))
+        ranking = rank_layers(layers, build, float_path, held_out(calibration), Path(tmp))
+        search.reasons = {s.layer: f"alone at int4 the worst output keeps {_db(s.sqnr_db)}" for s in ranking}
+        order = [s.tensor for s in ranking]
+        for bits in (8, None):  # int8 first: it keeps 4x of the compression that float gives up
+            for count in range(1, len(order) + 1):
+                precision = {t: bits for t in order[:count]}
+                if bits is None:
+                    precision.update({t: 8 for t in order[count:]})
+                if attempt(precision):
+                    return kept[search.chosen], search, algorithm
+        return kept[search.chosen], search, algorithm
+
+
+def rank_layers(layers: dict[str, str], build: Callable[[dict[str, int | None]], bytes], float_path: Path,
+                feeds: dict[str, np.ndarray], folder: Path) -> list[LayerSensitivity]:
+    """LAYERS (output tensor -> layer name), most sensitive first: each alone at int4 (BUILD with every other one float), measured against
+    FLOAT_PATH on FEEDS."""
+    paths = []
+    for i, tensor in enumerate(layers):
+        path = folder / f"alone-{i}.tflite"
+        path.write_bytes(build({other: None for other in layers if other != tensor}))
+        paths.append(str(path))
+    note(f"measuring how much int4 costs each of {len(layers)} layers, alone, on {len(next(iter(feeds.values())))} "
+         "held-out samples")
+    reference = run_file(float_path, feeds)
+    try:
+        outputs = run_isolated(run_files, paths, feeds, reference.names,
+                               what="the runtime, running one int4 layer at a time")
+    except NativeCrash:  # find the file: each alone
+        outputs = []
+        for path in paths:
+            try:
+                outputs.append(run_isolated(run_files, [path], feeds, reference.names,
+                                            what=f"the runtime, running {path}")[0])
+            except NativeCrash:
+                outputs.append(None)
+    measured = [LayerSensitivity(name, t, None if out is None else worst_sqnr(reference.outputs, out))
+                for (t, name), out in zip(layers.items(), outputs)]
+    return sorted(measured, key=lambda s: -math.inf if s.sqnr_db is None else s.sqnr_db)
+
+
+def run_files(paths: Sequence[str], feeds: dict[str, np.ndarray], names: list[str]) -> list[list[np.ndarray]]:
+    """Each file's outputs on FEEDS, in the order of the output NAMES (importable: run in a child)."""
+    return [run_file(p, feeds).in_order(names) for p in paths]
+
+
+def _db(value: float | None) -> str:
+    if value is None:
+        return "nothing (the file does not run)"
+    return "all its signal" if math.isinf(value) else f"{value:.1f} dB"
