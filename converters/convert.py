@@ -66,6 +66,8 @@ class ConversionResult:
     drop: float | None = None  # top-1 points, or MAE increase in %
     steps: list[Any] = field(default_factory=list)  # converters.precision_steps.FallbackStep
     int8_layers: list[str] = field(default_factory=list)  # int4 with max_drop: the layers moved to int8
+    smoothed: list[str] = field(default_factory=list)  # int8 with max_drop: outlier channels scaled, per layer
+    chosen_step: int | None = None  # with max_drop: the step whose model was kept
     precision_reasons: dict[str, str] = field(default_factory=dict)  # int4 with max_drop: each layer's measure
     target_met: bool | None = None
     block_size: int | None = None  # int4 only: input channels per weight scale in FULLY_CONNECTED layers
@@ -180,6 +182,8 @@ def convert_model(
         float_layers=search.kept.float_layers if search else [],
         int8_layers=search.kept.int8_layers if search else [],
         precision_reasons=search.reasons if search else {},
+        smoothed=search.smoothed if search else [],
+        chosen_step=search.chosen if search else None,
         metric=search.metric if search else None,
         accuracy=search.kept.accuracy if search else None,
         source_accuracy=search.source_accuracy if search else None,

@@ -13,6 +13,7 @@ class FallbackStep:
     accuracy: float  # top-1 on the labelled data, or MAE for regression
     drop: float  # top-1 points, or MAE increase in %
     int8_layers: list[str] = field(default_factory=list)  # int4 searches: layers moved to int8
+    smoothed: bool = False  # int8: made from the model with its outlier channels scaled (converters.smoothing)
 
 
 @dataclass
@@ -24,6 +25,7 @@ class FallbackSearch:
     chosen: int = 0  # the step whose model was kept
     target_met: bool = False
     reasons: dict[str, str] = field(default_factory=dict)  # layer -> the measure that moved it first
+    smoothed: list[str] = field(default_factory=list)  # int8: outlier channels scaled into their readers
 
     @property
     def kept(self) -> FallbackStep:

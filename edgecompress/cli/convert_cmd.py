@@ -123,8 +123,8 @@ def render_conversion(result: Any) -> str:
         parts.append(table(
             ["layers at int8", "layers in float", "size (bytes)", result.metric, "drop", "kept"],
             [[", ".join(s.int8_layers) or "(none: all int4)", ", ".join(s.float_layers) or "-", s.size_bytes,
-              fmt_metric(result.metric, s.accuracy), fmt_points(s.drop),
-              (s.int8_layers, s.float_layers) == (result.int8_layers, result.float_layers)] for s in result.steps],
+              fmt_metric(result.metric, s.accuracy), fmt_points(s.drop), i == result.chosen_step]
+             for i, s in enumerate(result.steps)],
             title=(f"Accuracy-driven int4 (original {result.metric}: "
                    f"{fmt_metric(result.metric, result.source_accuracy)}; drop in "
                    + ("points)" if result.metric == "accuracy" else "% of the MAE)")),
@@ -135,13 +135,19 @@ def render_conversion(result: Any) -> str:
                                     title="Why these layers are not int4 (measured, most sensitive first)"))
     elif result.steps:
         parts.append(table(
-            ["layers in float", "size (bytes)", result.metric, "drop", "kept"],
-            [[", ".join(s.float_layers) or "(none: full int8)", s.size_bytes, fmt_metric(result.metric, s.accuracy),
-              fmt_points(s.drop), s.float_layers == result.float_layers] for s in result.steps],
+            ["layers with float activations", "outliers scaled", "size (bytes)", result.metric, "drop", "kept"],
+            [[", ".join(s.float_layers) or "(none: full int8)", s.smoothed, s.size_bytes,
+              fmt_metric(result.metric, s.accuracy), fmt_points(s.drop), i == result.chosen_step]
+             for i, s in enumerate(result.steps)],
             title=(f"Accuracy-driven int8 (original {result.metric}: "
                    f"{fmt_metric(result.metric, result.source_accuracy)}; drop in "
                    + ("points)" if result.metric == "accuracy" else "% of the MAE)")),
         ))
+        notes = [("outliers scaled", "; ".join(result.smoothed))] if result.smoothed else []
+        if result.float_layers:
+            notes.append(("layers with float activations", "keep int8 weights (weight-only)"))
+        if notes:
+            parts.append(key_values(notes))
     return "\n\n".join(parts)
 
 
