@@ -26,7 +26,8 @@ from edgecompress.quiet import quiet_native_stderr
 from edgecompress.runner import layer_name
 from edgecompress.runtime import load_interpreter
 from edgecompress.tflite_reader import parse_model
-from edgecompress.converters.convert import DEFAULT_CALIBRATION_SAMPLES, fixed_batch_function, run_converter
+from edgecompress.converters.convert import DEFAULT_CALIBRATION_SAMPLES, fixed_batch_function, run_converter, to_tflite
+from edgecompress.converters.mixed_precision import Int4Diagnosis
 from edgecompress.converters.quantize import configure
 
 _VERIFY_PREFIX = "NumericVerify/"
@@ -92,6 +93,32 @@ def diagnose(
             reference.score, int8.score, drop_points(reference, int8),
         )
     return Diagnosis(str(loaded.path), len(samples), layers, accuracy, time.perf_counter() - start)
+
+
+def diagnose_int4_file(
+    model: str | Path,
+    calibration: str | Path,
+    num_samples: int | None = DEFAULT_CALIBRATION_SAMPLES,
+    seed: int = 0,
+    image_scale: str = "unit",
+    unsafe: bool = False,
+    algorithm: str = "auto",
+) -> Int4Diagnosis:
+    """What int4 weights cost each layer of MODEL (a float .tflite, read without TensorFlow, or a Keras model,
+    exported to float32 first), measured on CALIBRATION (converters.mixed_precision.diagnose_int4)."""
+    from edgecompress.converters.mixed_precision import diagnose_int4
+    from edgecompress.runner import TFLiteRunner
+    from edgecompress.runtime import check_tflite_file
+
+    path = Path(model)
+    if path.suffix.lower() == ".tflite":
+        data, inputs = check_tflite_file(path), TFLiteRunner(path).inputs
+    else:
+        loaded = load_model(model, unsafe=unsafe)
+        data, inputs = to_tflite(loaded), loaded.inputs
+    samples = load_samples(calibration, inputs, num_samples, seed, image_scale)
+    note(f"measuring int4 weights on each layer of {path.name} alone, against float")
+    return diagnose_int4(data, path.name, samples.batch(len(samples)), algorithm, seed)
 
 
 class Int8Debugger:

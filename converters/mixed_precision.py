@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -33,20 +34,45 @@ from edgecompress.converters.validate import run_file
 @dataclass(frozen=True)
 class LayerSensitivity:
     layer: str  # the Keras layer, read from the tensor name
+    op: str
     tensor: str  # the op's output tensor (what a recipe scope names)
     sqnr_db: float | None  # the worst output's, with this layer alone at int4; None: the file did not run
 
+    @property
+    def signal_lost(self) -> float | None:
+        """RMS error over RMS signal at the worst output: the SQNR as a share."""
+        return None if self.sqnr_db is None else 10 ** (-self.sqnr_db / 20)
 
-def int4_layers(data: bytes) -> dict[str, str]:
+
+@dataclass
+class Int4Diagnosis:
+    model: str
+    samples: int  # held-out calibration samples each layer was measured on
+    algorithm: str  # the rounding the measures are for
+    all_int4_sqnr_db: float | None  # every layer at int4 together
+    layers: list[LayerSensitivity]  # most sensitive first
+    seconds: float
+
+
+def int4_layers(data: bytes) -> dict[str, tuple[str, str]]:
     """The ops whose weights are int4 in the quantized DATA, in graph order: output tensor (what a recipe scope
-    names) -> layer name, read from the weight tensor (the output's name is often a fused activation's)."""
+    names) -> (layer name, read from the weight tensor: the output's is often a fused activation's; op)."""
     graph = parse_model(data).main
     found = {}
     for op in graph.operators:
         weights = [t for i in op.inputs if (t := graph.tensor(i)) is not None and t.is_constant and t.dtype == "int4"]
         if weights:
-            found[graph.tensor(op.outputs[0]).name] = layer_name(weights[0].name)
-    return found
+            found[graph.tensor(op.outputs[0]).name] = (weights[0].name, op.name)
+    names = [layer_name(weight) for weight, _ in found.values()]
+    # one Keras layer can hold many weighted ops (basic-pitch's constant-Q layer: 26 convolutions): name those
+    # by their own op too
+    return {tensor: (name if names.count(name) == 1 else _op_path(weight), op)
+            for (tensor, (weight, op)), name in zip(found.items(), names)}
+
+
+def _op_path(tensor: str) -> str:
+    """'model_1/cq/conv1d_4;model_1/cq/conv1d_4' -> 'cq/conv1d_4'."""
+    return "/".join(tensor.split(";")[0].split("/")[1:])
 
 
 def int4_within(data: bytes, source: str, calibration: dict[str, np.ndarray], score: Callable[[bytes], EvalResult],
@@ -72,12 +98,12 @@ def int4_within(data: bytes, source: str, calibration: dict[str, np.ndarray], sc
                                 max_drop)
         kept: dict[int, bytes] = {}
 
-        layers: dict[str, str] = {}
+        layers: dict[str, tuple[str, str]] = {}
 
         def attempt(precision: dict[str, int | None]) -> bool:
             made = build(precision)
             result = score(made)
-            names = {bits: [layers[t] for t, b in precision.items() if b == bits] for bits in (8, None)}
+            names = {bits: [layers[t][0] for t, b in precision.items() if b == bits] for bits in (8, None)}
             step = FallbackStep(names[None], len(made), result.score, drop_points(reference, result), names[8])
             note(f"  {len(names[8])} layer(s) at int8, {len(names[None])} in float: {search.metric} "
                  f"{step.accuracy:.4g}, drop {step.drop:.2f} (max {max_drop:g}), {len(made):,} bytes")
@@ -102,9 +128,39 @@ def int4_within(data: bytes, source: str, calibration: dict[str, np.ndarray], sc
         return kept[search.chosen], search, algorithm
 
 
-def rank_layers(layers: dict[str, str], build: Callable[[dict[str, int | None]], bytes], float_path: Path,
+def diagnose_int4(data: bytes, source: str, calibration: dict[str, np.ndarray], algorithm: str = "auto",
+                  seed: int = 0) -> Int4Diagnosis:
+    """How much int4 weights cost each weight layer of the float .tflite DATA alone (the rest float), and all of
+    them together, measured on held-out CALIBRATION samples; the layers most sensitive first."""
+    start = time.perf_counter()
+    data, _ = float32_constants(data, source)
+    if algorithm == "auto":
+        algorithm = quantize_weights(data, "int4", source=source, algorithm="auto", calibration=calibration,
+                                     seed=seed).algorithm
+    feeds = held_out(calibration)
+    with tempfile.TemporaryDirectory(prefix="edgecompress-diagnose-") as tmp:
+        float_path = Path(tmp) / "float32.tflite"
+        float_path.write_bytes(data)
+        rounding = (gptq_rounding_of(data, "int4", None, float_path, calibration, seed)
+                    if algorithm == "gptq" else None)
+
+        def build(precision: dict[str, int | None]) -> bytes:
+            return quantize_layers(data, "int4", algorithm, source, rounding=rounding, precision=precision).data
+
+        whole = build({})
+        ranking = rank_layers(int4_layers(whole), build, float_path, feeds, Path(tmp))
+        reference = run_file(float_path, feeds)
+        together_path = Path(tmp) / "all.tflite"
+        together_path.write_bytes(whole)
+        together = run_isolated(run_files, [str(together_path)], feeds, reference.names,
+                                what="the runtime, running the int4 file")[0]
+    return Int4Diagnosis(source, len(next(iter(feeds.values()))), algorithm,
+                         worst_sqnr(reference.outputs, together), ranking, time.perf_counter() - start)
+
+
+def rank_layers(layers: dict[str, tuple[str, str]], build: Callable[[dict[str, int | None]], bytes], float_path: Path,
                 feeds: dict[str, np.ndarray], folder: Path) -> list[LayerSensitivity]:
-    """LAYERS (output tensor -> layer name), most sensitive first: each alone at int4 (BUILD with every other one float), measured against
+    """LAYERS (output tensor -> (layer name, op)), most sensitive first: each alone at int4 (BUILD with every other one float), measured against
     FLOAT_PATH on FEEDS."""
     paths = []
     for i, tensor in enumerate(layers):
@@ -125,8 +181,8 @@ def rank_layers(layers: dict[str, str], build: Callable[[dict[str, int | None]],
                                             what=f"the runtime, running {path}")[0])
             except NativeCrash:
                 outputs.append(None)
-    measured = [LayerSensitivity(name, t, None if out is None else worst_sqnr(reference.outputs, out))
-                for (t, name), out in zip(layers.items(), outputs)]
+    measured = [LayerSensitivity(name, op, t, None if out is None else worst_sqnr(reference.outputs, out))
+                for (t, (name, op)), out in zip(layers.items(), outputs)]
     return sorted(measured, key=lambda s: -math.inf if s.sqnr_db is None else s.sqnr_db)
 
 

@@ -181,3 +181,28 @@ def test_int4_max_drop_moves_the_measured_culprits_up_and_says_why(run_cli, digi
     assert "Why these layers are not int4" in run_cli(["convert", model, "-o", tmp_path / "again.tflite", "--quantize",
                                                        "int4", "--calibration", calib_npz, "--eval-data", val,
                                                        "--max-drop", "1"])[1]
+
+
+def test_diagnose_int4_ranks_every_int4_layer_without_tensorflow(float_tflite, calib_npz):
+    """diagnose --quantize int4 on a .tflite: every layer int4 would quantize is measured alone, most sensitive
+    first, and nothing imports TensorFlow (the runtime side's promise)."""
+    import subprocess
+    import sys
+
+    probe = ("import json, sys\nfrom edgecompress.cli.main import main\n"
+             "try:\n    main(sys.argv[1:])\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+             "print()\nprint(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+             "('tensorflow', 'tf_keras', 'keras'))))\n")
+    done = subprocess.run([sys.executable, "-c", probe, "diagnose", str(float_tflite), "--calibration", str(calib_npz),
+                           "--quantize", "int4", "--algorithm", "gptq", "--json"],
+                          capture_output=True, text=True, timeout=600, cwd="/")
+    assert done.returncode == 0, done.stderr
+    *out, heavy = done.stdout.rstrip("\n").split("\n")
+    assert json.loads(heavy) == []
+    result = json.loads("\n".join(out))
+    layers = result["layers"]
+    assert result["algorithm"] == "gptq" and len(layers) == 4  # two convolutions, two dense layers
+    assert {layer["op"] for layer in layers} == {"CONV_2D", "FULLY_CONNECTED"}
+    figures = [layer["sqnr_db"] for layer in layers]
+    assert figures == sorted(figures) and all(f is not None and f > 0 for f in figures)
+    assert result["all_int4_sqnr_db"] <= figures[-1]  # all of them together lose at least what the mildest does
