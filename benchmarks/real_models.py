@@ -151,7 +151,7 @@ def _f1(posterior: np.ndarray, truth: np.ndarray) -> float:
 def _edgecompress(case: Case, mode: str, out: Path) -> tuple[dict[str, dict[str, Any]], str | None]:
     """edgecompress's own verdict per output (by output name) and its refusal or failure, if any."""
     from edgecompress.converters.convert import convert_model
-    from edgecompress.converters.litert_quantize import quantize_tflite
+    from edgecompress.converters.quantize_file import quantize_tflite
 
     count = len(next(iter(np.load(case.data).values())))
     try:

@@ -213,7 +213,8 @@ def _from_tflite(path: Path, output: str | Path, quantize: str, calibration: str
                  seed: int, block_size: int | None, force: bool, keep_failed: bool, algorithm: str) -> ConversionResult:
     """A .tflite source (a MediaPipe or hub model with no Keras source): the weight modes need only the file, and
     go through converters.litert_quantize (float16 weights are restored first), validated on CALIBRATION."""
-    from edgecompress.converters.litert_quantize import TFLITE_MODES, quantize_tflite
+    from edgecompress.converters.litert_quantize import TFLITE_MODES
+    from edgecompress.converters.quantize_file import quantize_tflite
 
     if quantize not in TFLITE_MODES:
         raise UserError(f"{path} is a .tflite: quantize {quantize} needs the Keras model it came from "

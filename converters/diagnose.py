@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgecompress.calibration import SampleSet, load_samples
-from edgecompress.evaluate import EvalResult, drop_points, evaluate_bytes, evaluate_keras
+from edgecompress.evaluate import drop_points, evaluate_bytes, evaluate_keras
 from edgecompress.models import LoadedModel, import_tf, load_model
 from edgecompress.isolation import crash_for_tests
 from edgecompress.progress import note, stage

@@ -206,3 +206,28 @@ def test_diagnose_int4_ranks_every_int4_layer_without_tensorflow(float_tflite, c
     figures = [layer["sqnr_db"] for layer in layers]
     assert figures == sorted(figures) and all(f is not None and f > 0 for f in figures)
     assert result["all_int4_sqnr_db"] <= figures[-1]  # all of them together lose at least what the mildest does
+
+
+def test_quantize_max_drop_on_a_tflite_and_its_refusals(run_cli, digits_model, calib_npz, digits, tmp_path):
+    """The same search on a .tflite alone (the runtime side, no Keras source), and bad combinations refused in
+    one line before any work."""
+    from edgecompress.examples import with_outlier_channel
+
+    model = tmp_path / "outlier.keras"
+    with_outlier_channel(digits_model, layer="conv1").save(model)
+    assert run_cli(["convert", model, "-o", tmp_path / "f32.tflite"])[0] == 0
+    val = digits.val.save_npz(tmp_path / "val.npz")
+    source = tmp_path / "f32.tflite"
+    code, text, err = run_cli(["quantize", source, "-o", tmp_path / "mixed.tflite", "--quantize", "int4",
+                               "--calibration", calib_npz, "--eval-data", val, "--max-drop", "1", "--json"])
+    assert code == 0, err
+    search = json.loads(text)["search"]
+    assert search["target_met"] and search["steps"][0]["drop"] > 1 and search["chosen"] > 0
+    assert json.loads(text)["size_bytes"] < source.stat().st_size / 2
+    for extra, words in ((["--quantize", "dynamic", "--eval-data", val, "--calibration", calib_npz], "int4"),
+                         (["--quantize", "int4", "--calibration", calib_npz], "--eval-data"),
+                         (["--quantize", "int4", "--eval-data", val], "--calibration")):
+        out = tmp_path / "bad.tflite"
+        code, _, err = run_cli(["quantize", source, "-o", out, "--max-drop", "1", *extra])
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists()

@@ -85,7 +85,7 @@ def bad(run_cli, args, *words) -> None:
 
 @pytest.fixture(scope="module")
 def int4_tflite(float_tflite, tmp_path_factory) -> Path:
-    from edgecompress.converters.litert_quantize import quantize_tflite
+    from edgecompress.converters.quantize_file import quantize_tflite
 
     return Path(quantize_tflite(float_tflite, tmp_path_factory.mktemp("int4") / "int4.tflite", "int4").output)
 

@@ -10,8 +10,8 @@ from edgecompress.converters.convert import DEFAULT_CALIBRATION_SAMPLES, VALIDAT
 from edgecompress.converters.quantize import IO_TYPES, QUANTIZE_MODES
 from edgecompress.tables import fmt_metric, fmt_points, key_values, table
 from edgecompress.cli.options import (
-    algorithm_option, emit, force_option, input_shape_option, json_option, outputs_table, rounding_row, size_ratio,
-    unsafe_option, validation_rows,
+    algorithm_option, emit, force_option, input_shape_option, int4_search_parts, json_option, outputs_table,
+    rounding_row, size_ratio, unsafe_option, validation_rows,
 )
 
 QUANTIZE_HELP = (
@@ -120,19 +120,8 @@ def render_conversion(result: Any) -> str:
     if v is not None:
         parts.append(outputs_table(v))
     if result.steps and result.quantize == "int4":
-        parts.append(table(
-            ["layers at int8", "layers in float", "size (bytes)", result.metric, "drop", "kept"],
-            [[", ".join(s.int8_layers) or "(none: all int4)", ", ".join(s.float_layers) or "-", s.size_bytes,
-              fmt_metric(result.metric, s.accuracy), fmt_points(s.drop), i == result.chosen_step]
-             for i, s in enumerate(result.steps)],
-            title=(f"Accuracy-driven int4 (original {result.metric}: "
-                   f"{fmt_metric(result.metric, result.source_accuracy)}; drop in "
-                   + ("points)" if result.metric == "accuracy" else "% of the MAE)")),
-        ))
-        raised = [*result.int8_layers, *result.float_layers]
-        if raised:
-            parts.append(key_values([(layer, result.precision_reasons.get(layer, "")) for layer in raised],
-                                    title="Why these layers are not int4 (measured, most sensitive first)"))
+        parts += int4_search_parts(result.metric, result.source_accuracy, result.steps, result.chosen_step,
+                                   [*result.int8_layers, *result.float_layers], result.precision_reasons)
     elif result.steps:
         parts.append(table(
             ["layers with float activations", "outliers scaled", "size (bytes)", result.metric, "drop", "kept"],

@@ -64,6 +64,24 @@ def rounding_row(algorithm: str | None, choice: Any) -> list[tuple[str, Any]]:
     return [("rounding", choice.reason() if choice is not None else algorithm)]
 
 
+def int4_search_parts(metric: str, source_accuracy: float, steps: list[Any], chosen: int | None, raised: list[str],
+                      reasons: dict[str, str]) -> list[str]:
+    """Accuracy-driven int4 (converters.mixed_precision) as text: every step, and why each raised layer is."""
+    from edgecompress.tables import fmt_metric, fmt_points, key_values, table
+
+    parts = [table(
+        ["layers at int8", "layers in float", "size (bytes)", metric, "drop", "kept"],
+        [[", ".join(s.int8_layers) or "(none: all int4)", ", ".join(s.float_layers) or "-", s.size_bytes,
+          fmt_metric(metric, s.accuracy), fmt_points(s.drop), i == chosen] for i, s in enumerate(steps)],
+        title=(f"Accuracy-driven int4 (original {metric}: {fmt_metric(metric, source_accuracy)}; drop in "
+               + ("points)" if metric == "accuracy" else "% of the MAE)")),
+    )]
+    if raised:
+        parts.append(key_values([(layer, reasons.get(layer, "")) for layer in raised],
+                                title="Why these layers are not int4 (measured, most sensitive first)"))
+    return parts
+
+
 def validation_rows(v: Any) -> list[tuple[str, Any]]:
     """A converters Validation's summary as key/value rows (outputs_table has the verdict per output)."""
     edges = f" + edge inputs ({', '.join(v.edge_inputs)})" if v.edge_inputs else ""

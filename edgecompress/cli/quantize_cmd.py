@@ -1,4 +1,4 @@
-"""`edgecompress quantize`: a thin shell over converters.litert_quantize (no TensorFlow: works on a Raspberry Pi)."""
+"""`edgecompress quantize`: a thin shell over converters.quantize_file (no TensorFlow: works on a Raspberry Pi)."""
 from __future__ import annotations
 
 from typing import Any
@@ -8,7 +8,8 @@ import click
 from edgecompress.converters.full_int8 import FULL_INT8_IO_TYPES, RANGE_METHODS
 from edgecompress.converters.litert_quantize import QUANTIZE_MODES
 from edgecompress.cli.options import (
-    algorithm_option, emit, force_option, json_option, outputs_table, rounding_row, size_ratio, validation_rows,
+    algorithm_option, emit, force_option, int4_search_parts, json_option, outputs_table, rounding_row, size_ratio,
+    validation_rows,
 )
 
 MODE_HELP = (
@@ -42,6 +43,15 @@ MODE_HELP = (
               help="int4 only: one scale per this many input channels of FULLY_CONNECTED weights "
                    "(32, 64, 128 or 256) instead of one per output channel.")
 @algorithm_option
+@click.option("--max-drop", type=float, metavar="POINTS",
+              help="int4: move the layers int4 hurts most (each measured alone on --calibration) to int8, then to "
+                   "float, until the loss on --eval-data is at most POINTS (top-1 points; MAE increase in % for "
+                   "regression). Exits 2 if no attempt gets there (the best one is written).")
+@click.option("--eval-data", type=click.Path(path_type=str),
+              help="Labelled samples (.npz with the input(s) and labels under `y`) that --max-drop measures on.")
+@click.option("--model-output", metavar="NAME|INDEX",
+              help="The output --eval-data's labels are for, by name or position [default: the only output, or the "
+                   "only one holding class scores].")
 @click.option("--inputs", type=click.Path(path_type=str),
               help="Validation samples: a .npz (one array per input name, or `x`) or .npy; random ones otherwise.")
 @click.option("--validation-samples", type=click.IntRange(min=1), default=100, show_default=True,
@@ -60,18 +70,25 @@ MODE_HELP = (
 @json_option
 def quantize_command(model: str, output: str, quantize: str, calibration: str | None, num_samples: int,
                      calibration_method: str, io_type: str, int16_heads: tuple[str, ...],
-                     block_size: int | None, algorithm: str, inputs: str | None, validation_samples: int, seed: int, stream: bool,
+                     block_size: int | None, algorithm: str, max_drop: float | None, eval_data: str | None,
+                     model_output: str | None, inputs: str | None, validation_samples: int, seed: int, stream: bool,
                      allow_partial: bool, keep_failed: bool, force: bool, as_json: bool) -> None:
     """Quantize a float32 .tflite MODEL with litert-quantizer (no TensorFlow needed),
     then check the result against MODEL."""
-    from edgecompress.converters.litert_quantize import quantize_tflite
+    from edgecompress.converters.quantize_file import quantize_tflite
 
     result = quantize_tflite(model, output, quantize, block_size=block_size, inputs=inputs, force=force,
                              seed=seed, validation_samples=validation_samples, keep_failed=keep_failed,
                              allow_partial=allow_partial, stream=stream, calibration=calibration,
                              num_samples=num_samples, io_type=io_type, calibration_method=calibration_method,
-                             int16_heads=int16_heads, algorithm=algorithm)
+                             int16_heads=int16_heads, algorithm=algorithm, max_drop=max_drop, eval_data=eval_data,
+                             model_output=model_output)
     emit(result, as_json, render)
+    if result.search is not None and not result.search.target_met:
+        from edgecompress.errors import UserError
+
+        raise UserError(f"no int4 model came within --max-drop {max_drop:g} (best: drop {result.search.kept.drop:.2f}, "
+                        f"written to {result.output}): raise --max-drop, or use --quantize int8-weights or dynamic")
 
 
 def render(result: Any) -> str:
@@ -89,8 +106,12 @@ def render(result: Any) -> str:
     rows = [("size ratio", size_ratio(result.ratio, "the input")),
             ("left float", describe_float(result.coverage) or "nothing"),
             *rounding_row(result.algorithm, result.algorithm_choice), *validation_rows(result.validation)]
-    return "\n\n".join([sizes, key_values(rows, title=f"Validation against {result.input}"),
-                        outputs_table(result.validation)])
+    parts = [sizes, key_values(rows, title=f"Validation against {result.input}"), outputs_table(result.validation)]
+    search = result.search
+    if search is not None:
+        parts += int4_search_parts(search.metric, search.source_accuracy, search.steps, search.chosen,
+                                   [*search.kept.int8_layers, *search.kept.float_layers], search.reasons)
+    return "\n\n".join(parts)
 
 
 COMMANDS = [quantize_command]
