@@ -91,13 +91,20 @@ def accuracy_driven_int8(
         debugger = Int8Debugger(smoothed, samples)
         if attempt([]):
             return best, search
-    ranking = [layer.tensor for layer in debugger.layer_errors() if layer.signal_lost > 0]
+    errors = [layer for layer in debugger.layer_errors() if layer.signal_lost > 0]
+    for layer in errors:  # the first (worst) measure of each layer is why it goes float
+        search.reasons.setdefault(layer.name, f"its output loses {layer.signal_lost:.1%} of its signal at int8")
+    ranking = [layer.tensor for layer in errors]
     kept: list[str] = []
     for tensor in ranking:
         before = set(debugger.float_ops(kept))
         kept.append(tensor)
         if set(debugger.float_ops(kept)) != before and attempt(kept):  # skip what an earlier layer made float
             break
+    # a reader made float with its producer has no measure of its own: say so
+    for layer in search.kept.float_layers:
+        search.reasons.setdefault(layer, "reads a tensor kept float (it would quantize it again)")
+    search.reasons = {layer: search.reasons[layer] for layer in search.kept.float_layers}
     return best, search
 
 

@@ -194,7 +194,8 @@ def quantize_layers(data: bytes, quantize: str, algorithm: str, source: str, blo
     if rounding is not None:
         data, rounded = rounding.apply(data, [t for t in rounding.layers if t not in precision])
     aeq = require_quantizer()
-    recipe = _recipe(aeq, quantize, block_size, algorithm, rounded, precision)
+    blocked = blocked_layers(data, block_size) if block_size is not None else []
+    recipe = _recipe(aeq, quantize, block_size, algorithm, rounded, precision, blocked)
     # It prints a size report (and sometimes more) on stdout, which must stay clean for --json.
     try:
         with contextlib.redirect_stdout(io.StringIO()), quiet_native_stderr(replay_on_error=False):
@@ -255,19 +256,20 @@ _ALGORITHM_KEYS = {"minmax": "MIN_MAX_UNIFORM_QUANT", "mse": "MSE", "octav": "OC
 
 
 def _recipe(aeq: ModuleType, quantize: str, block_size: int | None, algorithm: str,
-            rounded: Sequence[RoundedLayer] = (), precision: Mapping[str, int | None] | None = None) -> Any:
+            rounded: Sequence[RoundedLayer] = (), precision: Mapping[str, int | None] | None = None,
+            blocked: Sequence[str] = ()) -> Any:
     """The quantizer's recipe: rules of (output-tensor regex, op, algorithm, config), later rules refining earlier
     ones. gptq's rounded layers are read back exactly (DEQUANTIZED_WEIGHT_RECOVERY); the ops it does not round
     (depthwise, embedding tables) get mse. Blockwise FULLY_CONNECTED weights take min/max: the quantizer has no
-    search for blocks. PRECISION's layers come last: min/max at their bit width, or no quantization."""
+    search for blocks; BLOCKED names the dense layers the blocks divide. PRECISION's layers come last: min/max at their bit width, or no quantization."""
     names, ops, granularity = aeq.algorithm_manager.AlgorithmName, aeq.qtyping.TFLOperationName, aeq.qtyping.QuantGranularity
     manager = aeq.recipe_manager.RecipeManager()
     add = manager.add_weight_only_config if quantize == "int8-weights" else manager.add_dynamic_config
     base = getattr(names, _ALGORITHM_KEYS.get(algorithm, "MSE"))
     add(".*", ops.ALL_SUPPORTED, num_bits=WEIGHT_BITS[quantize], algorithm_key=base)
-    if block_size is not None:
+    if block_size is not None and blocked:
         blocks = base if algorithm == "octav" else names.MIN_MAX_UNIFORM_QUANT
-        add(".*", ops.FULLY_CONNECTED, num_bits=4, granularity=granularity(f"BLOCKWISE_{block_size}"),
+        add(scope_regex(blocked), ops.FULLY_CONNECTED, num_bits=4, granularity=granularity(f"BLOCKWISE_{block_size}"),
             algorithm_key=blocks)
     for op in sorted({layer.op for layer in rounded}):
         add(scope_regex([layer.tensor for layer in rounded if layer.op == op]), getattr(ops, op),
@@ -296,22 +298,31 @@ def _check_float(model: TFLiteModel, source: str) -> None:
 
 
 def _check_blocks(model: TFLiteModel, block_size: int, source: str) -> None:
-    """Blocks run along a FULLY_CONNECTED weight's input channels, so they must divide them."""
+    """Blocks run along a FULLY_CONNECTED weight's input channels, so they must divide them: those whose channels
+    BLOCK_SIZE does not divide stay per channel (and are named); none at all is a UserError."""
     weights = _fully_connected_weights(model)
     if not weights:
         raise UserError(
             f"block_size applies to FULLY_CONNECTED weights and {source} has none: drop block_size "
             "(its other layers are quantized per channel)"
         )
-    for t in weights:
-        channels = t.shape[-1]
-        if channels % block_size:
-            fits = [str(b) for b in BLOCK_SIZES if all(w.shape[-1] % b == 0 for w in weights)]
-            hint = f"use {' or '.join(fits)}" if fits else "drop block_size (no supported size divides every layer)"
-            raise UserError(
-                f"block_size {block_size} does not divide the {channels} input channels of FULLY_CONNECTED "
-                f"weight {t.name!r}: {hint}"
-            )
+    left = [t for t in weights if t.shape[-1] % block_size]
+    if len(left) == len(weights):
+        fits = [str(b) for b in BLOCK_SIZES if any(w.shape[-1] % b == 0 for w in weights)]
+        hint = f"use {' or '.join(fits)}" if fits else "drop block_size (no supported size divides any of them)"
+        raise UserError(f"block_size {block_size} does not divide the input channels of any FULLY_CONNECTED weight "
+                        f"({', '.join(str(t.shape[-1]) for t in weights)}): {hint}", settings=("block_size",))
+    if left:
+        note(f"block_size {block_size} does not divide the input channels of {len(left)} FULLY_CONNECTED weight(s) "
+             f"({', '.join(f'{t.name} ({t.shape[-1]})' for t in left)}): they stay per channel")
+
+
+def blocked_layers(data: bytes, block_size: int) -> list[str]:
+    """The output tensors of the FULLY_CONNECTED ops whose input channels BLOCK_SIZE divides."""
+    graph = parse_model(data).main
+    return [graph.tensor(op.outputs[0]).name for op in graph.operators
+            if op.name == "FULLY_CONNECTED" and len(op.inputs) > 1 and (w := graph.tensor(op.inputs[1])) is not None
+            and w.is_constant and len(w.shape) == 2 and w.shape[-1] % block_size == 0]
 
 
 def _fully_connected_weights(model: TFLiteModel) -> list[Tensor]:

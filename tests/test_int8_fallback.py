@@ -92,6 +92,8 @@ def test_without_smoothing_the_layers_in_float_keep_int8_weights(broken_path, ca
     samples = load_samples(calib_npz, loaded.inputs, 100)
     data, search = accuracy_driven_int8(loaded, samples, val_npz, 1.0, reference, smooth=False)
     assert search.target_met and "conv1" in search.kept.float_layers
+    assert set(search.reasons) == set(search.kept.float_layers)  # each listed with why
+    assert "of its signal at int8" in search.reasons["conv1"]
     graph = parse_model(data).main
     float_convs = [op for op in graph.operators if op.name == "CONV_2D" and graph.tensor(op.outputs[0]).dtype == "float32"]
     producers = {out: op for op in graph.operators for out in op.outputs}

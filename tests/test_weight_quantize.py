@@ -94,7 +94,6 @@ BAD = [
     # (input fixture or file, extra arguments, words the message must hold)
     ("int8_tflite", ["--quantize", "int4"], ["already quantized", "int8", "float32 .tflite"]),
     ("int4_tflite", ["--quantize", "int8-weights"], ["already quantized", "int4"]),
-    ("float_tflite", ["--quantize", "int4", "--block-size", "256"], ["256", "does not divide", "128", "32 or 64 or 128"]),
     ("float_tflite", ["--quantize", "int4", "--block-size", "48"], ["48", "not supported", "32, 64, 128, 256"]),
     ("float_tflite", ["--quantize", "int8-weights", "--block-size", "32"], ["--block-size", "int4", "int8-weights"]),
     ("digits_model_path", ["--quantize", "int4"], ["Keras model", "convert --quantize int4"]),
@@ -119,6 +118,19 @@ def test_existing_output_needs_force(float_tflite, tmp_path, run_cli):
     code, _, err = run_cli(["quantize", float_tflite, "-o", out, "--quantize", "dynamic", "--force"])
     assert code == 0, err
     assert out.read_bytes()[4:8] == b"TFL3"
+
+
+def test_blocks_go_where_they_divide_and_the_rest_stay_per_channel(run_cli, float_tflite, tmp_path):
+    """A real model's dense layers need not share a width (BirdNET's mel filterbanks take 1,025 and 513 inputs,
+    its classifier 1,024): blocks go where they divide, the others stay per channel and are named."""
+    from edgecompress.tflite_reader import parse_model
+
+    out = tmp_path / "b256.tflite"
+    code, _, err = run_cli(["quantize", float_tflite, "-o", out, "--quantize", "int4", "--block-size", "256"])
+    assert code == 0, err
+    assert "does not divide the input channels of 1 FULLY_CONNECTED weight" in err and "(128)" in err
+    blocks = [t.quantization.block_size for t in parse_model(out.read_bytes()).main.tensors if t.dtype == "int4"]
+    assert 256 in blocks and 0 in blocks
 
 
 def test_convert_block_size_needs_int4(digits_model_path, tmp_path, run_cli):
