@@ -65,7 +65,8 @@ class ConversionResult:
     source_accuracy: float | None = None
     drop: float | None = None  # top-1 points, or MAE increase in %
     steps: list[Any] = field(default_factory=list)  # converters.precision_steps.FallbackStep
-    int8_layers: list[str] = field(default_factory=list)  # int4 with max_drop: the layers moved to int8
+    int8_layers: list[str] = field(default_factory=list)  # int4 with max_drop: layers at int8 weights
+    weight_only_layers: list[str] = field(default_factory=list)  # int4 with max_drop: float activations
     smoothed: list[str] = field(default_factory=list)  # int8 with max_drop: outlier channels scaled, per layer
     chosen_step: int | None = None  # with max_drop: the step whose model was kept
     precision_reasons: dict[str, str] = field(default_factory=dict)  # int4 with max_drop: each layer's measure
@@ -181,6 +182,7 @@ def convert_model(
         warnings=warnings,
         float_layers=search.kept.float_layers if search else [],
         int8_layers=search.kept.int8_layers if search else [],
+        weight_only_layers=search.kept.weight_only_layers if search else [],
         precision_reasons=search.reasons if search else {},
         smoothed=search.smoothed if search else [],
         chosen_step=search.chosen if search else None,

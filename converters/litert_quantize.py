@@ -184,15 +184,17 @@ def gptq_rounding_of(data: bytes, quantize: str, block_size: int | None, float_p
 
 
 def quantize_layers(data: bytes, quantize: str, algorithm: str, source: str, block_size: int | None = None,
-                    rounding: Rounding | None = None, precision: Mapping[str, int | None] | None = None,
+                    rounding: Rounding | None = None, precision: Mapping[str, str | None] | None = None,
                     allow_partial: bool = False) -> WeightBytes:
     """DATA (float32 constants) quantized in mode QUANTIZE by ALGORITHM (gptq: its ROUNDING, made beforehand), with
-    the layers named in PRECISION (by output tensor) at another bit width, or float (None): a mixed-precision
-    file, in which what stays float is chosen, so coverage is not checked."""
+    the layers named in PRECISION (by output tensor) stored otherwise: "int4-weights" or "int8-weights" (weight-
+    only: float activations), or float (None). A mixed-precision file, in which what stays float is chosen, so
+    coverage is not checked."""
     precision = dict(precision or {})
     rounded: list[RoundedLayer] = []
     if rounding is not None:
-        data, rounded = rounding.apply(data, [t for t in rounding.layers if t not in precision])
+        keep = [t for t in rounding.layers if precision.get(t, "int4-weights") == "int4-weights"]
+        data, rounded = rounding.apply(data, keep)
     aeq = require_quantizer()
     blocked = blocked_layers(data, block_size) if block_size is not None else []
     recipe = _recipe(aeq, quantize, block_size, algorithm, rounded, precision, blocked)
@@ -256,12 +258,13 @@ _ALGORITHM_KEYS = {"minmax": "MIN_MAX_UNIFORM_QUANT", "mse": "MSE", "octav": "OC
 
 
 def _recipe(aeq: ModuleType, quantize: str, block_size: int | None, algorithm: str,
-            rounded: Sequence[RoundedLayer] = (), precision: Mapping[str, int | None] | None = None,
+            rounded: Sequence[RoundedLayer] = (), precision: Mapping[str, str | None] | None = None,
             blocked: Sequence[str] = ()) -> Any:
     """The quantizer's recipe: rules of (output-tensor regex, op, algorithm, config), later rules refining earlier
     ones. gptq's rounded layers are read back exactly (DEQUANTIZED_WEIGHT_RECOVERY); the ops it does not round
     (depthwise, embedding tables) get mse. Blockwise FULLY_CONNECTED weights take min/max: the quantizer has no
-    search for blocks; BLOCKED names the dense layers the blocks divide. PRECISION's layers come last: min/max at their bit width, or no quantization."""
+    search for blocks; BLOCKED names the dense layers the blocks divide. PRECISION's layers come last: weight-only
+    at 4 bits (gptq's rounding kept) or 8, or no quantization."""
     names, ops, granularity = aeq.algorithm_manager.AlgorithmName, aeq.qtyping.TFLOperationName, aeq.qtyping.QuantGranularity
     manager = aeq.recipe_manager.RecipeManager()
     add = manager.add_weight_only_config if quantize == "int8-weights" else manager.add_dynamic_config
@@ -271,13 +274,20 @@ def _recipe(aeq: ModuleType, quantize: str, block_size: int | None, algorithm: s
         blocks = base if algorithm == "octav" else names.MIN_MAX_UNIFORM_QUANT
         add(scope_regex(blocked), ops.FULLY_CONNECTED, num_bits=4, granularity=granularity(f"BLOCKWISE_{block_size}"),
             algorithm_key=blocks)
-    for op in sorted({layer.op for layer in rounded}):
-        add(scope_regex([layer.tensor for layer in rounded if layer.op == op]), getattr(ops, op),
-            num_bits=WEIGHT_BITS[quantize], algorithm_key=names.DEQUANTIZED_WEIGHT_RECOVERY)
-    for bits in sorted({b for b in (precision or {}).values() if b is not None}):
-        add(scope_regex([t for t, b in precision.items() if b == bits]), ops.ALL_SUPPORTED, num_bits=bits,
-            algorithm_key=names.MIN_MAX_UNIFORM_QUANT)
-    kept_float = [t for t, b in (precision or {}).items() if b is None]
+    precision = dict(precision or {})
+    weight_only = {t for t, p in precision.items() if p == "int4-weights"}
+    for op in sorted({layer.op for layer in rounded}):  # gptq's layers read back, in their own kind of kernel
+        for tensors, adder in (([l.tensor for l in rounded if l.op == op and l.tensor not in weight_only], add),
+                               ([l.tensor for l in rounded if l.op == op and l.tensor in weight_only],
+                                manager.add_weight_only_config)):
+            if tensors:
+                adder(scope_regex(tensors), getattr(ops, op), num_bits=WEIGHT_BITS[quantize],
+                      algorithm_key=names.DEQUANTIZED_WEIGHT_RECOVERY)
+    for tier, bits, key in (("int4-weights", 4, names.MSE), ("int8-weights", 8, names.MIN_MAX_UNIFORM_QUANT)):
+        tensors = [t for t, p in precision.items() if p == tier and t not in {l.tensor for l in rounded}]
+        if tensors:
+            manager.add_weight_only_config(scope_regex(tensors), ops.ALL_SUPPORTED, num_bits=bits, algorithm_key=key)
+    kept_float = [t for t, p in precision.items() if p is None]
     if kept_float:
         manager.add_quantization_config(scope_regex(kept_float), ops.ALL_SUPPORTED, algorithm_key=names.NO_QUANTIZE)
     return manager.get_quantization_recipe()

@@ -1,5 +1,6 @@
-"""int4 within an accuracy target: the weight layers int4 hurts most move to int8, then to float, cumulatively,
-until the loss on labelled data is at most max_drop; each step is measured and reported with its size.
+"""int4 within an accuracy target: the weight layers int4 hurts most are raised (TIERS: float activations, then
+int8 weights, then float), cumulatively, until the loss on labelled data is at most max_drop; each step is
+measured and reported with its size. Within a tier the fewest layers are found by bisection.
 
 Which layers hurt most is measured, not assumed (no fixed rule for first, last or depthwise layers): each layer
 alone at int4, every other weight float, run on held-out calibration samples; its worst output's SQNR against
@@ -29,6 +30,12 @@ from edgecompress.converters.litert_quantize import (
 )
 from edgecompress.converters.precision_steps import FallbackSearch, FallbackStep
 from edgecompress.converters.validate import run_file
+
+
+# Where a layer goes when int4 costs too much, cheapest first: int4 weights with float activations (the hybrid
+# kernels quantize a layer's input on the fly, which a spectrogram's range does not survive: BirdNET's mel
+# filterbanks), then int8 weights with float activations, then float.
+TIERS: tuple[str | None, ...] = ("int4-weights", "int8-weights", None)
 
 
 @dataclass(frozen=True)
@@ -91,22 +98,23 @@ def int4_within(data: bytes, source: str, calibration: dict[str, np.ndarray], sc
         rounding = (gptq_rounding_of(data, "int4", None, float_path, calibration, seed)
                     if algorithm == "gptq" else None)
 
-        def build(precision: dict[str, int | None]) -> bytes:
+        def build(precision: dict[str, str | None]) -> bytes:
             return quantize_layers(data, "int4", algorithm, source, rounding=rounding, precision=precision).data
 
         search = FallbackSearch("accuracy" if reference.task == "classification" else "mae", reference.score,
                                 max_drop)
         kept: dict[int, bytes] = {}
-
         layers: dict[str, tuple[str, str]] = {}
 
-        def attempt(precision: dict[str, int | None]) -> bool:
+        def attempt(precision: dict[str, str | None]) -> bool:
             made = build(precision)
             result = score(made)
-            names = {bits: [layers[t][0] for t, b in precision.items() if b == bits] for bits in (8, None)}
-            step = FallbackStep(names[None], len(made), result.score, drop_points(reference, result), names[8])
-            note(f"  {len(names[8])} layer(s) at int8, {len(names[None])} in float: {search.metric} "
-                 f"{step.accuracy:.4g}, drop {step.drop:.2f} (max {max_drop:g}), {len(made):,} bytes")
+            names = {tier: [layers[t][0] for t, p in precision.items() if p == tier] for tier in TIERS}
+            step = FallbackStep(names[None], len(made), result.score, drop_points(reference, result),
+                                names["int8-weights"], names["int4-weights"])
+            note(f"  {len(names['int4-weights'])} layer(s) with float activations, {len(names['int8-weights'])} at "
+                 f"int8 weights, {len(names[None])} in float: {search.metric} {step.accuracy:.4g}, drop "
+                 f"{step.drop:.2f} (max {max_drop:g}), {len(made):,} bytes")
             kept[len(search.steps)] = made
             return search.record(step)
 
@@ -118,13 +126,20 @@ def int4_within(data: bytes, source: str, calibration: dict[str, np.ndarray], sc
         ranking = rank_layers(layers, build, float_path, held_out(calibration), Path(tmp))
         search.reasons = {s.layer: f"alone at int4 the worst output keeps {_db(s.sqnr_db)}" for s in ranking}
         order = [s.tensor for s in ranking]
-        for bits in (8, None):  # int8 first: it keeps 4x of the compression that float gives up
-            for count in range(1, len(order) + 1):
-                precision = {t: bits for t in order[:count]}
-                if bits is None:
-                    precision.update({t: 8 for t in order[count:]})
-                if attempt(precision):
-                    return kept[search.chosen], search, algorithm
+        below: str | None = "int4"  # what the layers not raised yet are
+        for tier in TIERS:
+            def raised(count: int) -> dict[str, str | None]:
+                lower = {} if below == "int4" else {t: below for t in order[count:]}
+                return {**lower, **{t: tier for t in order[:count]}}
+
+            if not attempt(raised(len(order))):
+                below = tier
+                continue
+            low, high = 0, len(order)  # raised(high) meets the target, raised(low) does not (low 0: known)
+            while high - low > 1:  # fewest layers raised: bisection, the target taken as monotone in the count
+                middle = (low + high) // 2
+                low, high = (low, middle) if attempt(raised(middle)) else (middle, high)
+            break
         return kept[search.chosen], search, algorithm
 
 
@@ -144,7 +159,7 @@ def diagnose_int4(data: bytes, source: str, calibration: dict[str, np.ndarray], 
         rounding = (gptq_rounding_of(data, "int4", None, float_path, calibration, seed)
                     if algorithm == "gptq" else None)
 
-        def build(precision: dict[str, int | None]) -> bytes:
+        def build(precision: dict[str, str | None]) -> bytes:
             return quantize_layers(data, "int4", algorithm, source, rounding=rounding, precision=precision).data
 
         whole = build({})
@@ -158,10 +173,10 @@ def diagnose_int4(data: bytes, source: str, calibration: dict[str, np.ndarray], 
                          worst_sqnr(reference.outputs, together), ranking, time.perf_counter() - start)
 
 
-def rank_layers(layers: dict[str, tuple[str, str]], build: Callable[[dict[str, int | None]], bytes], float_path: Path,
-                feeds: dict[str, np.ndarray], folder: Path) -> list[LayerSensitivity]:
-    """LAYERS (output tensor -> (layer name, op)), most sensitive first: each alone at int4 (BUILD with every other one float), measured against
-    FLOAT_PATH on FEEDS."""
+def rank_layers(layers: dict[str, tuple[str, str]], build: Callable[[dict[str, str | None]], bytes],
+                float_path: Path, feeds: dict[str, np.ndarray], folder: Path) -> list[LayerSensitivity]:
+    """LAYERS (output tensor -> (layer name, op)), most sensitive first: each alone at int4 (BUILD with every
+    other one float), measured against FLOAT_PATH on FEEDS."""
     paths = []
     for i, tensor in enumerate(layers):
         path = folder / f"alone-{i}.tflite"

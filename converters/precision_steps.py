@@ -12,7 +12,8 @@ class FallbackStep:
     size_bytes: int
     accuracy: float  # top-1 on the labelled data, or MAE for regression
     drop: float  # top-1 points, or MAE increase in %
-    int8_layers: list[str] = field(default_factory=list)  # int4 searches: layers moved to int8
+    int8_layers: list[str] = field(default_factory=list)  # int4 searches: layers at int8 weights, float activations
+    weight_only_layers: list[str] = field(default_factory=list)  # int4 searches: int4 weights, float activations
     smoothed: bool = False  # int8: made from the model with its outlier channels scaled (converters.smoothing)
 
 

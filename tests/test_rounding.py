@@ -174,11 +174,11 @@ def test_int4_max_drop_moves_the_measured_culprits_up_and_says_why(run_cli, digi
     steps = result["steps"]
     assert result["target_met"] is True and steps[0]["int8_layers"] == [] and steps[0]["float_layers"] == []
     assert steps[0]["drop"] > 1 and plain_agreement < 0.9  # all int4 fails: the search had work to do
-    raised = result["int8_layers"] + result["float_layers"]
+    raised = result["weight_only_layers"] + result["int8_layers"] + result["float_layers"]
     assert raised and set(raised) <= set(result["precision_reasons"])
     assert all("alone at int4" in result["precision_reasons"][layer] for layer in raised)
     assert result["size_bytes"] < float_size / 2
-    assert "Why these layers are not int4" in run_cli(["convert", model, "-o", tmp_path / "again.tflite", "--quantize",
+    assert "Why these layers are not plain int4" in run_cli(["convert", model, "-o", tmp_path / "again.tflite", "--quantize",
                                                        "int4", "--calibration", calib_npz, "--eval-data", val,
                                                        "--max-drop", "1"])[1]
 

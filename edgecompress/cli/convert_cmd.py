@@ -121,7 +121,7 @@ def render_conversion(result: Any) -> str:
         parts.append(outputs_table(v))
     if result.steps and result.quantize == "int4":
         parts += int4_search_parts(result.metric, result.source_accuracy, result.steps, result.chosen_step,
-                                   [*result.int8_layers, *result.float_layers], result.precision_reasons)
+                                   result.precision_reasons)
     elif result.steps:
         parts.append(table(
             ["layers with float activations", "outliers scaled", "size (bytes)", result.metric, "drop", "kept"],
@@ -135,6 +135,7 @@ def render_conversion(result: Any) -> str:
         notes = [("outliers scaled", "; ".join(result.smoothed))] if result.smoothed else []
         if result.float_layers:
             notes.append(("layers with float activations", "keep int8 weights (weight-only)"))
+            notes += [(layer, result.precision_reasons.get(layer, "")) for layer in result.float_layers]
         if notes:
             parts.append(key_values(notes))
     return "\n\n".join(parts)

@@ -64,22 +64,32 @@ def rounding_row(algorithm: str | None, choice: Any) -> list[tuple[str, Any]]:
     return [("rounding", choice.reason() if choice is not None else algorithm)]
 
 
-def int4_search_parts(metric: str, source_accuracy: float, steps: list[Any], chosen: int | None, raised: list[str],
+def int4_search_parts(metric: str, source_accuracy: float, steps: list[Any], chosen: int | None,
                       reasons: dict[str, str]) -> list[str]:
     """Accuracy-driven int4 (converters.mixed_precision) as text: every step, and why each raised layer is."""
     from edgecompress.tables import fmt_metric, fmt_points, key_values, table
 
     parts = [table(
-        ["layers at int8", "layers in float", "size (bytes)", metric, "drop", "kept"],
-        [[", ".join(s.int8_layers) or "(none: all int4)", ", ".join(s.float_layers) or "-", s.size_bytes,
-          fmt_metric(metric, s.accuracy), fmt_points(s.drop), i == chosen] for i, s in enumerate(steps)],
+        ["float activations (int4 weights)", "int8 weights", "float", "size (bytes)", metric, "drop", "kept"],
+        [[_names(s.weight_only_layers) if s.weight_only_layers + s.int8_layers + s.float_layers else "(none: all int4)",
+          _names(s.int8_layers), _names(s.float_layers), s.size_bytes, fmt_metric(metric, s.accuracy),
+          fmt_points(s.drop), i == chosen] for i, s in enumerate(steps)],
         title=(f"Accuracy-driven int4 (original {metric}: {fmt_metric(metric, source_accuracy)}; drop in "
                + ("points)" if metric == "accuracy" else "% of the MAE)")),
     )]
+    kept = steps[chosen] if chosen is not None else None
+    raised = [] if kept is None else [(layer, tier) for tier, layers in (
+        ("float activations", kept.weight_only_layers), ("int8 weights", kept.int8_layers),
+        ("float", kept.float_layers)) for layer in layers]
     if raised:
-        parts.append(key_values([(layer, reasons.get(layer, "")) for layer in raised],
-                                title="Why these layers are not int4 (measured, most sensitive first)"))
+        parts.append(key_values([(f"{layer} ({tier})", reasons.get(layer, "")) for layer, tier in raised],
+                                title="Why these layers are not plain int4 (measured)"))
     return parts
+
+
+def _names(layers: list[str]) -> str:
+    """A few layer names, or how many (the kept step's are listed in full below the table)."""
+    return ", ".join(layers) if len(layers) <= 3 else f"{len(layers)} layers"
 
 
 def validation_rows(v: Any) -> list[tuple[str, Any]]:

@@ -109,8 +109,7 @@ def render(result: Any) -> str:
     parts = [sizes, key_values(rows, title=f"Validation against {result.input}"), outputs_table(result.validation)]
     search = result.search
     if search is not None:
-        parts += int4_search_parts(search.metric, search.source_accuracy, search.steps, search.chosen,
-                                   [*search.kept.int8_layers, *search.kept.float_layers], search.reasons)
+        parts += int4_search_parts(search.metric, search.source_accuracy, search.steps, search.chosen, search.reasons)
     return "\n\n".join(parts)
 
 
