@@ -19,7 +19,7 @@ from edgecompress.evaluate import EvalResult, drop_points, evaluate_bytes
 from edgecompress.models import LoadedModel
 from edgecompress.progress import note
 from edgecompress.converters.diagnose import Int8Debugger
-from edgecompress.converters.litert_quantize import quantize_layers
+from edgecompress.converters.litert_quantize import int8_weights
 from edgecompress.converters.precision_steps import FallbackSearch, FallbackStep
 from edgecompress.converters.smoothing import smooth_outliers
 
@@ -106,12 +106,3 @@ def accuracy_driven_int8(
         search.reasons.setdefault(layer, "reads a tensor kept float (it would quantize it again)")
     search.reasons = {layer: search.reasons[layer] for layer in search.kept.float_layers}
     return best, search
-
-
-def int8_weights(data: bytes) -> bytes:
-    """DATA with the weights of its float ops stored as int8, weight-only (DEQUANTIZE, then float compute): their
-    activations stay float, which is why they were kept out of int8, and the file shrinks nearly to int8's size."""
-    try:
-        return quantize_layers(data, "int8-weights", "minmax", "the fallback model", allow_partial=True).data
-    except UserError:  # no float weight left that the quantizer takes
-        return data

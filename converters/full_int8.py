@@ -96,11 +96,12 @@ def head_ops(data: bytes, output_tensor: str) -> list[str]:
 
 
 def quantize_full_int8(data: bytes, feeds: Sequence[dict[int, np.ndarray]], io_type: str = "float32",
-                       method: str = "minmax", wide: Sequence[str] = (), bits: int = 8) -> bytes:
+                       method: str = "minmax", wide: Sequence[str] = (), bits: int = 8,
+                       float_ops: Sequence[str] = ()) -> bytes:
     """DATA (float32 constants) quantized to full integer, int8 weights and BITS-bit activations (8, or 16 for
     int16x8), calibrated on FEEDS (one dict per sample: input tensor index -> a batch of one, float), activation
     ranges by METHOD (RANGE_METHODS); the ops computing the tensors named in WIDE get 16-bit activations
-    (head_ops)."""
+    (head_ops); the ops whose outputs are named in FLOAT_OPS stay float (converters.full_int8_fallback)."""
     from edgecompress.converters.litert_quantize import require_quantizer, scope_regex
 
     if method not in RANGE_METHODS:
@@ -120,8 +121,11 @@ def quantize_full_int8(data: bytes, feeds: Sequence[dict[int, np.ndarray]], io_t
         # scope too.
         scopes.append(scope_regex(wide))
         quantizer.add_static_config(scopes[-1], ops.ALL_SUPPORTED, activation_num_bits=16, weight_num_bits=8)
+    AlgorithmName = aeq.algorithm_manager.AlgorithmName  # noqa: N806 (the quantizer's enum)
+    if float_ops:
+        quantizer.update_quantization_recipe(regex=scope_regex(float_ops), operation_name=ops.ALL_SUPPORTED,
+                                             algorithm_key=AlgorithmName.NO_QUANTIZE)
     if io_type == "float32":
-        AlgorithmName = aeq.algorithm_manager.AlgorithmName  # noqa: N806 (the quantizer's enum)
         for scope in scopes:
             for edge in (ops.INPUT, ops.OUTPUT):
                 quantizer.update_quantization_recipe(regex=scope, operation_name=edge,
@@ -181,6 +185,45 @@ def tensor_ranges(path: str, feeds: list[dict[int, np.ndarray]], method: str = "
         upper = edges[int(np.searchsorted(cumulative, PERCENTILE / 100)) + 1]
         clipped[name] = (float(min(lower, 0.0) if low <= 0 else lower), float(upper))
     return clipped
+
+
+def signal_lost(path: str, feeds: list[dict[int, np.ndarray]], ranges: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Per float activation of PATH in RANGES: the RMS error of int8 with that range (asymmetric, 256 steps) over
+    the RMS value, per channel (last axis) and averaged over the channels that carry signal, on FEEDS. The
+    measure converters.diagnose ranks layers by, here without TensorFlow."""
+    from edgecompress.runtime import load_interpreter
+
+    interpreter, _ = load_interpreter(path, num_threads=1, use_xnnpack=False, preserve_all_tensors=True)
+    details = [d for d in interpreter.get_tensor_details() if d["dtype"] == np.float32 and d["name"] in ranges]
+    error: dict[int, Any] = {}
+    signal: dict[int, Any] = {}
+    for feed in feeds:
+        for index, value in feed.items():
+            interpreter.set_tensor(index, value)
+        interpreter.invoke()
+        for d in details:  # by index: two tensors may share a name (and not a shape)
+            try:
+                real = interpreter.get_tensor(d["index"]).astype(np.float64)
+            except ValueError:  # no data behind it (a constant the runtime folded away)
+                continue
+            if not real.size or not np.isfinite(real).all():
+                continue
+            low, high = ranges[d["name"]]
+            low, high = min(low, 0.0), max(high, 0.0)
+            scale = (high - low) / 255 if high > low else 1.0
+            zero = np.round(-128 - low / scale)
+            restored = (np.clip(np.round(real / scale) + zero, -128, 127) - zero) * scale
+            axes = tuple(range(real.ndim - 1))
+            error[d["index"]] = error.get(d["index"], 0.0) + np.sum((restored - real) ** 2, axis=axes)
+            signal[d["index"]] = signal.get(d["index"], 0.0) + np.sum(real ** 2, axis=axes)
+    lost: dict[str, float] = {}
+    names = {d["index"]: d["name"] for d in details}
+    for index in error:
+        live = np.atleast_1d(signal[index]) > 0
+        if live.any():
+            value = float(np.sqrt(np.atleast_1d(error[index])[live] / np.atleast_1d(signal[index])[live]).mean())
+            lost[names[index]] = max(value, lost.get(names[index], 0.0))
+    return lost
 
 
 def _activations(interpreter: Any, details: list[dict[str, Any]], feeds: list[dict[int, np.ndarray]]) -> Any:

@@ -217,6 +217,16 @@ def quantize_layers(data: bytes, quantize: str, algorithm: str, source: str, blo
     return WeightBytes(quantized, algorithm, None, rounded)
 
 
+def int8_weights(data: bytes) -> bytes:
+    """DATA with the weights of its float ops stored as int8, weight-only (DEQUANTIZE, then float compute): their
+    activations stay float, which is why an accuracy search kept them out of int8, and the file shrinks nearly to
+    int8's size."""
+    try:
+        return quantize_layers(data, "int8-weights", "minmax", "the fallback model", allow_partial=True).data
+    except UserError:  # no float weight left that the quantizer takes
+        return data
+
+
 def float32_constants(data: bytes, source: str) -> tuple[bytes, TFLiteModel]:
     """DATA with float16 (and sparse float16) constants restored to float32 and every operator code filled in,
     parsed; a file quantized already, or with weights that are not finite, is a UserError."""

@@ -26,6 +26,7 @@ from edgecompress.converters.litert_quantize import (
     ACTIVATION_BITS, FULL_INT8, FULL_INT16X8, WeightBytes, check_algorithm, check_block_size, float32_constants,
     quantize_weights,
 )
+from edgecompress.converters.full_int8_fallback import int8_within
 from edgecompress.converters.mixed_precision import int4_within
 from edgecompress.converters.precision_steps import FallbackSearch
 from edgecompress.converters.validate import Validation, check_finite_outputs, validate_tflite, validation_warnings
@@ -93,7 +94,7 @@ def quantize_tflite(
         )
     check_block_size(quantize, block_size)
     check_algorithm(quantize, algorithm, calibration is not None)
-    _check_max_drop(quantize, max_drop, eval_data, calibration, block_size)
+    _check_max_drop(quantize, max_drop, eval_data, calibration, block_size, io_type, int16_heads)
     out = check_output(output, force)
     data = check_tflite_file(path)
     reference = TFLiteRunner(path)  # a file the runtime cannot run is refused before any work
@@ -105,8 +106,14 @@ def quantize_tflite(
         if quantize == FULL_INT16X8 and io_type != "float32":
             raise UserError("int16x8 keeps float32 inputs and outputs: drop io_type, or use --quantize int8",
                             settings=("io_type",))
-        quantized = _full_int8(data, reference, calibration, num_samples, seed, io_type, str(path), allow_partial,
-                               calibration_method, _head_tensors(reference, int16_heads), ACTIVATION_BITS[quantize])
+        if max_drop is not None:
+            assert eval_data is not None  # _check_max_drop
+            search, quantized = _int8_within(data, path, reference, calibration, num_samples, seed, eval_data,
+                                             model_output, max_drop, calibration_method)
+        else:
+            quantized = _full_int8(data, reference, calibration, num_samples, seed, io_type, str(path),
+                                   allow_partial, calibration_method, _head_tensors(reference, int16_heads),
+                                   ACTIVATION_BITS[quantize])
         inputs = inputs if inputs is not None else calibration
     else:
         if int16_heads:
@@ -163,15 +170,21 @@ def quantize_tflite(
 
 
 def _check_max_drop(quantize: str, max_drop: float | None, eval_data: str | Path | None,
-                    calibration: str | Path | None, block_size: int | None) -> None:
-    """max_drop on a .tflite: int4, per channel, with labelled eval_data and calibration samples; before any work."""
+                    calibration: str | Path | None, block_size: int | None, io_type: str = "float32",
+                    int16_heads: Sequence[str] = ()) -> None:
+    """max_drop on a .tflite: int8 (float I/O, no 16-bit head) or int4 (per channel), with labelled eval_data and
+    calibration samples; before any work."""
     if max_drop is None:
         if eval_data is not None:
             raise UserError("eval_data is only used with max_drop: set both", settings=("eval_data", "max_drop"))
         return
-    if quantize != "int4" or block_size is not None:
-        raise UserError(f"max_drop on a .tflite moves int4 layers to int8 or float: use quantize int4 (per channel), "
-                        f"not {quantize}" + (" with block_size" if block_size else ""), settings=("max_drop", "quantize"))
+    if quantize not in ("int4", FULL_INT8) or block_size is not None:
+        raise UserError(f"max_drop on a .tflite keeps int8 layers' activations float, or raises int4 layers: use "
+                        f"quantize int8 or int4 (per channel), not {quantize}" + (" with block_size" if block_size else ""),
+                        settings=("max_drop", "quantize"))
+    if quantize == FULL_INT8 and (io_type != "float32" or int16_heads):
+        raise UserError("max_drop leaves some layers' activations float, so it takes float32 I/O and no int16_head",
+                        settings=("max_drop", "io_type", "int16_head"))
     if not (max_drop >= 0 and math.isfinite(max_drop)):
         raise UserError(f"max_drop must be a number of points >= 0, not {max_drop}", settings=("max_drop",))
     if eval_data is None or calibration is None:
@@ -187,6 +200,22 @@ def _int4_within(data: bytes, path: Path, samples: dict[str, np.ndarray], eval_d
     made, search, chosen = int4_within(data, str(path), samples, lambda b: evaluate_bytes(b, eval_data, reference),
                                        reference, max_drop, algorithm, seed)
     return search, made, chosen
+
+
+def _int8_within(data: bytes, path: Path, reference: TFLiteRunner, calibration: str | Path | None, count: int,
+                 seed: int, eval_data: str | Path, model_output: str | None, max_drop: float,
+                 method: str) -> tuple[FallbackSearch, bytes]:
+    from edgecompress.calibration import load_samples
+
+    score_reference = evaluate(path, eval_data, model_output=model_output)  # bad labels fail before the work
+    assert calibration is not None  # _check_max_drop
+    data, _ = float32_constants(data, str(path))
+    batch = load_samples(calibration, reference.inputs, count, seed).batch(count)
+    samples = len(next(iter(batch.values())))
+    feeds = [{p.index: batch[p.spec.name][i:i + 1] for p in reference.in_ports} for i in range(samples)]
+    made, search = int8_within(data, feeds, lambda b: evaluate_bytes(b, eval_data, score_reference),
+                               score_reference, max_drop, method)
+    return search, made
 
 
 def _full_int8(data: bytes, reference: TFLiteRunner, calibration: str | Path | None, count: int, seed: int,

@@ -191,3 +191,33 @@ def test_int16x8_of_a_tflite_has_16_bit_activations_and_more_signal(run_cli, flo
     code, _, err = run_cli(["quantize", float_tflite, "-o", tmp_path / "io.tflite", "--quantize", "int16x8",
                             "--calibration", tmp_path / "calib.npz", "--io-type", "int8"])
     assert code == 2 and "int16x8 keeps float32 inputs and outputs" in err
+
+
+def test_int8_max_drop_on_a_tflite_keeps_the_culprit_float_with_int8_weights(run_cli, digits_model, calib_npz,
+                                                                              digits, tmp_path):
+    """The digits CNN with an outlier channel, as a .tflite alone (no Keras source to smooth): full int8 collapses;
+    --max-drop keeps the tensor the runtime-side measure ranks first at float activations, with the ops that make
+    and read it, their weights int8 (weight-only), and says why."""
+    import json
+
+    from edgecompress.examples import with_outlier_channel
+    from edgecompress.tflite_reader import parse_model
+
+    model = tmp_path / "outlier.keras"
+    with_outlier_channel(digits_model, layer="conv1").save(model)
+    assert run_cli(["convert", model, "-o", tmp_path / "f32.tflite"])[0] == 0
+    val = digits.val.save_npz(tmp_path / "val.npz")
+    out = tmp_path / "int8.tflite"
+    code, text, err = run_cli(["quantize", tmp_path / "f32.tflite", "-o", out, "--quantize", "int8", "--calibration",
+                               calib_npz, "--eval-data", val, "--max-drop", "1", "--json"])
+    assert code == 0, err
+    search = json.loads(text)["search"]
+    assert search["steps"][0]["drop"] > 40 and search["target_met"]
+    kept = search["steps"][search["chosen"]]
+    assert "conv1" in kept["float_layers"] and set(search["reasons"]) == set(kept["float_layers"])
+    assert "of its signal at int8" in search["reasons"]["conv1"]
+    graph = parse_model(out.read_bytes()).main
+    producers = {o: op for op in graph.operators for o in op.outputs}
+    float_convs = [op for op in graph.operators if op.name == "CONV_2D" and graph.tensor(op.outputs[0]).dtype == "float32"]
+    assert float_convs and all(producers[op.inputs[1]].name == "DEQUANTIZE" for op in float_convs)
+    assert out.stat().st_size < (tmp_path / "f32.tflite").stat().st_size / 3

@@ -8,10 +8,10 @@ import click
 from edgecompress.calibration.sources import IMAGE_SCALES
 from edgecompress.converters.convert import DEFAULT_CALIBRATION_SAMPLES, VALIDATION_SAMPLES
 from edgecompress.converters.quantize import IO_TYPES, QUANTIZE_MODES
-from edgecompress.tables import fmt_metric, fmt_points, key_values, table
+from edgecompress.tables import key_values, table
 from edgecompress.cli.options import (
-    algorithm_option, emit, force_option, input_shape_option, int4_search_parts, json_option, outputs_table,
-    rounding_row, size_ratio, unsafe_option, validation_rows,
+    algorithm_option, emit, force_option, input_shape_option, int4_search_parts, int8_search_parts, json_option,
+    outputs_table, rounding_row, size_ratio, unsafe_option, validation_rows,
 )
 
 QUANTIZE_HELP = (
@@ -123,21 +123,8 @@ def render_conversion(result: Any) -> str:
         parts += int4_search_parts(result.metric, result.source_accuracy, result.steps, result.chosen_step,
                                    result.precision_reasons)
     elif result.steps:
-        parts.append(table(
-            ["layers with float activations", "outliers scaled", "size (bytes)", result.metric, "drop", "kept"],
-            [[", ".join(s.float_layers) or "(none: full int8)", s.smoothed, s.size_bytes,
-              fmt_metric(result.metric, s.accuracy), fmt_points(s.drop), i == result.chosen_step]
-             for i, s in enumerate(result.steps)],
-            title=(f"Accuracy-driven int8 (original {result.metric}: "
-                   f"{fmt_metric(result.metric, result.source_accuracy)}; drop in "
-                   + ("points)" if result.metric == "accuracy" else "% of the MAE)")),
-        ))
-        notes = [("outliers scaled", "; ".join(result.smoothed))] if result.smoothed else []
-        if result.float_layers:
-            notes.append(("layers with float activations", "keep int8 weights (weight-only)"))
-            notes += [(layer, result.precision_reasons.get(layer, "")) for layer in result.float_layers]
-        if notes:
-            parts.append(key_values(notes))
+        parts += int8_search_parts(result.metric, result.source_accuracy, result.steps, result.chosen_step,
+                                   result.float_layers, result.precision_reasons, result.smoothed)
     return "\n\n".join(parts)
 
 

@@ -87,6 +87,28 @@ def int4_search_parts(metric: str, source_accuracy: float, steps: list[Any], cho
     return parts
 
 
+def int8_search_parts(metric: str, source_accuracy: float, steps: list[Any], chosen: int | None,
+                      float_layers: list[str], reasons: dict[str, str], smoothed: list[str] = ()) -> list[str]:
+    """Accuracy-driven int8 (converters.fallback, converters.full_int8_fallback) as text: every step, the outlier
+    channels scaled, and why each layer kept float is."""
+    from edgecompress.tables import fmt_metric, fmt_points, key_values, table
+
+    parts = [table(
+        ["layers with float activations", "outliers scaled", "size (bytes)", metric, "drop", "kept"],
+        [[", ".join(s.float_layers) or "(none: full int8)", s.smoothed, s.size_bytes, fmt_metric(metric, s.accuracy),
+          fmt_points(s.drop), i == chosen] for i, s in enumerate(steps)],
+        title=(f"Accuracy-driven int8 (original {metric}: {fmt_metric(metric, source_accuracy)}; drop in "
+               + ("points)" if metric == "accuracy" else "% of the MAE)")),
+    )]
+    notes = [("outliers scaled", "; ".join(smoothed))] if smoothed else []
+    if float_layers:
+        notes.append(("layers with float activations", "keep int8 weights (weight-only)"))
+        notes += [(layer, reasons.get(layer, "")) for layer in float_layers]
+    if notes:
+        parts.append(key_values(notes))
+    return parts
+
+
 def _names(layers: list[str]) -> str:
     """A few layer names, or how many (the kept step's are listed in full below the table)."""
     return ", ".join(layers) if len(layers) <= 3 else f"{len(layers)} layers"

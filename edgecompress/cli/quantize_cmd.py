@@ -8,8 +8,8 @@ import click
 from edgecompress.converters.full_int8 import FULL_INT8_IO_TYPES, RANGE_METHODS
 from edgecompress.converters.litert_quantize import QUANTIZE_MODES
 from edgecompress.cli.options import (
-    algorithm_option, emit, force_option, int4_search_parts, json_option, outputs_table, rounding_row, size_ratio,
-    validation_rows,
+    algorithm_option, emit, force_option, int4_search_parts, int8_search_parts, json_option, outputs_table,
+    rounding_row, size_ratio, validation_rows,
 )
 
 MODE_HELP = (
@@ -44,8 +44,9 @@ MODE_HELP = (
                    "(32, 64, 128 or 256) instead of one per output channel.")
 @algorithm_option
 @click.option("--max-drop", type=float, metavar="POINTS",
-              help="int4: move the layers int4 hurts most (each measured alone on --calibration) to int8, then to "
-                   "float, until the loss on --eval-data is at most POINTS (top-1 points; MAE increase in % for "
+              help="int8: keep the activations of the layers int8 hurts most float (their weights int8); int4: "
+                   "raise the layers int4 hurts most (each measured alone on --calibration): float activations, "
+                   "int8 weights, then float; until the loss on --eval-data is at most POINTS (top-1 points; MAE increase in % for "
                    "regression). Exits 2 if no attempt gets there (the best one is written).")
 @click.option("--eval-data", type=click.Path(path_type=str),
               help="Labelled samples (.npz with the input(s) and labels under `y`) that --max-drop measures on.")
@@ -87,7 +88,7 @@ def quantize_command(model: str, output: str, quantize: str, calibration: str | 
     if result.search is not None and not result.search.target_met:
         from edgecompress.errors import UserError
 
-        raise UserError(f"no int4 model came within --max-drop {max_drop:g} (best: drop {result.search.kept.drop:.2f}, "
+        raise UserError(f"no {result.quantize} model came within --max-drop {max_drop:g} (best: drop {result.search.kept.drop:.2f}, "
                         f"written to {result.output}): raise --max-drop, or use --quantize int8-weights or dynamic")
 
 
@@ -108,8 +109,11 @@ def render(result: Any) -> str:
             *rounding_row(result.algorithm, result.algorithm_choice), *validation_rows(result.validation)]
     parts = [sizes, key_values(rows, title=f"Validation against {result.input}"), outputs_table(result.validation)]
     search = result.search
-    if search is not None:
+    if search is not None and result.quantize == "int4":
         parts += int4_search_parts(search.metric, search.source_accuracy, search.steps, search.chosen, search.reasons)
+    elif search is not None:
+        parts += int8_search_parts(search.metric, search.source_accuracy, search.steps, search.chosen,
+                                   search.kept.float_layers, search.reasons)
     return "\n\n".join(parts)
 
 
