@@ -20,7 +20,8 @@ import numpy as np
 from edgecompress.compare import sqnr_db
 from edgecompress.errors import NativeCrash, UserError
 from edgecompress.progress import note
-from edgecompress.converters.validate import run_file, run_file_isolated
+from edgecompress.isolation import run_isolated
+from edgecompress.converters.validate import run_file, run_files
 
 TIE_DB = 0.1
 
@@ -61,31 +62,57 @@ def choose(candidates: Sequence[str], quantize: Callable[[str], bytes], float_pa
     runtime is reported and skipped; if all fail, the first one's error is raised."""
     reference = run_file(float_path, feeds)
     samples = len(next(iter(feeds.values())))
-    choice, best, results = AlgorithmChoice("", samples), None, {}
+    choice, results, seconds = AlgorithmChoice("", samples), {}, {}
     first_error: UserError | None = None
     with tempfile.TemporaryDirectory(prefix="edgecompress-auto-") as tmp:
+        paths = {}
         for algorithm in candidates:
             start = time.perf_counter()
             try:
-                data = quantize(algorithm)
-                path = Path(tmp) / f"{algorithm}.tflite"
-                path.write_bytes(data)
-                run = run_file_isolated(path, feeds)
-            except (UserError, NativeCrash) as exc:
+                results[algorithm] = quantize(algorithm)
+            except UserError as exc:
                 first_error = first_error or exc
                 choice.trials.append(Trial(algorithm, None, 0, time.perf_counter() - start, str(exc)))
                 continue
-            worst = worst_sqnr(reference.outputs, run.in_order(reference.names))
-            choice.trials.append(Trial(algorithm, worst, len(data), time.perf_counter() - start))
-            results[algorithm] = data
-            if best is None or _better(worst, best[1]):
-                best = (algorithm, worst)
+            seconds[algorithm] = time.perf_counter() - start
+            paths[algorithm] = Path(tmp) / f"{algorithm}.tflite"
+            paths[algorithm].write_bytes(results[algorithm])
+        outputs = _run_all(paths, feeds, reference.names)
+    best = None
+    for algorithm, out in outputs.items():
+        if isinstance(out, NativeCrash):
+            first_error = first_error or out
+            choice.trials.append(Trial(algorithm, None, len(results.pop(algorithm)), seconds[algorithm], str(out)))
+            continue
+        worst = worst_sqnr(reference.outputs, out)
+        choice.trials.append(Trial(algorithm, worst, len(results[algorithm]), seconds[algorithm]))
+        if best is None or _better(worst, best[1]):
+            best = (algorithm, worst)
     if best is None:
         assert first_error is not None
         raise first_error
+    choice.trials.sort(key=lambda t: list(candidates).index(t.algorithm))
     choice.chosen = best[0]
     note(choice.reason())
     return results[best[0]], choice
+
+
+def _run_all(paths: dict[str, Path], feeds: dict[str, np.ndarray],
+             names: list[str]) -> dict[str, list[np.ndarray] | NativeCrash]:
+    """Every file's outputs on FEEDS in one child process (one start instead of one per file); when a file
+    crashes the runtime, each is run alone to find which."""
+    files = [str(p) for p in paths.values()]
+    try:
+        return dict(zip(paths, run_isolated(run_files, files, feeds, names, what="the runtime, running the candidates")))
+    except NativeCrash:
+        found: dict[str, list[np.ndarray] | NativeCrash] = {}
+        for algorithm, path in paths.items():
+            try:
+                found[algorithm] = run_isolated(run_files, [str(path)], feeds, names,
+                                                what=f"the runtime, running {path.name}")[0]
+            except NativeCrash as crash:
+                found[algorithm] = crash
+        return found
 
 
 def worst_sqnr(reference: list[np.ndarray], actual: list[np.ndarray]) -> float | None:

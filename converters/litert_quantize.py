@@ -65,7 +65,8 @@ AUTO_SAMPLES = 16  # held-out samples auto measures each algorithm on
 # auto with nothing to measure on: int4's 16 levels need the clipping search (on the digits CNN min/max lost 1.3
 # points of held-out accuracy, mse none); 8-bit weights lose little either way, and min/max is what the converter does
 AUTO_WITHOUT_SAMPLES = {"int4": "mse", "int8-weights": "minmax", "dynamic": "minmax"}
-GPTQ_SAMPLES = 64  # calibration samples GPTQ's Hessians are measured on, at most
+GPTQ_SAMPLES = 32  # calibration samples GPTQ's Hessians are measured on, at most (a convolution gets up to
+# rounding.MAX_ROWS_PER_SAMPLE rows from each)
 EXTRA = "quantize"
 
 
@@ -212,8 +213,8 @@ def quantize_layers(data: bytes, quantize: str, algorithm: str, source: str, blo
             "is an undamaged float32 .tflite, or try another algorithm"
         ) from exc
     quantized = bytes(result.quantized_model)
-    check_coverage(weight_coverage(parse_model(quantized, source)), quantize, Path(source).name,
-                   allow_partial or bool(precision))
+    if not precision:  # with precision, what stays float was chosen (all of it, at the end of a search)
+        check_coverage(weight_coverage(parse_model(quantized, source)), quantize, Path(source).name, allow_partial)
     return WeightBytes(quantized, algorithm, None, rounded)
 
 

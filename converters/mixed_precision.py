@@ -14,22 +14,23 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
-from edgecompress.errors import NativeCrash
+from edgecompress.errors import NativeCrash, UserError
 from edgecompress.evaluate import EvalResult, drop_points
 from edgecompress.isolation import run_isolated
 from edgecompress.progress import note
 from edgecompress.runner import layer_name
+from edgecompress.runtime import first_line
 from edgecompress.tflite_reader import parse_model
 from edgecompress.converters.algorithm_choice import worst_sqnr
 from edgecompress.converters.litert_quantize import (
     float32_constants, gptq_rounding_of, held_out, quantize_layers, quantize_weights,
 )
 from edgecompress.converters.precision_steps import FallbackSearch, FallbackStep
-from edgecompress.converters.validate import run_file
+from edgecompress.converters.validate import run_file, run_files
 
 
 # Where a layer goes when int4 costs too much, cheapest first: int4 weights with float activations (the hybrid
@@ -107,7 +108,11 @@ def int4_within(data: bytes, source: str, calibration: dict[str, np.ndarray], sc
         layers: dict[str, tuple[str, str]] = {}
 
         def attempt(precision: dict[str, str | None]) -> bool:
-            made = build(precision)
+            try:
+                made = build(precision)
+            except UserError as exc:  # seen: litert-quantizer 0.11 fails on some mixes of weight-only 4 and 8 bits
+                note(f"  a mix the quantizer cannot build, counted as missing the target: {first_line(exc)}")
+                return False
             result = score(made)
             names = {tier: [layers[t][0] for t, p in precision.items() if p == tier] for tier in TIERS}
             step = FallbackStep(names[None], len(made), result.score, drop_points(reference, result),
@@ -199,11 +204,6 @@ def rank_layers(layers: dict[str, tuple[str, str]], build: Callable[[dict[str, s
     measured = [LayerSensitivity(name, op, t, None if out is None else worst_sqnr(reference.outputs, out))
                 for (t, (name, op)), out in zip(layers.items(), outputs)]
     return sorted(measured, key=lambda s: -math.inf if s.sqnr_db is None else s.sqnr_db)
-
-
-def run_files(paths: Sequence[str], feeds: dict[str, np.ndarray], names: list[str]) -> list[list[np.ndarray]]:
-    """Each file's outputs on FEEDS, in the order of the output NAMES (importable: run in a child)."""
-    return [run_file(p, feeds).in_order(names) for p in paths]
 
 
 def _db(value: float | None) -> str:

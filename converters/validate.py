@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -163,6 +164,12 @@ def run_file(path: str | Path, feeds: dict[str, np.ndarray], edges: int = 0, res
     drift = _state_drift(runner, feeds) if probe and runner.state_variables else None
     return FileRun(outputs, [o.name for o in runner.outputs], f"{runner.runtime.name} {runner.runtime.version}",
                    runner.state_variables, drift)
+
+
+def run_files(paths: Sequence[str], feeds: dict[str, np.ndarray], names: list[str]) -> list[list[np.ndarray]]:
+    """Each file's outputs on FEEDS (run_file), in the order of the output NAMES: for comparing several files of
+    one model in a single child process."""
+    return [run_file(p, feeds).in_order(names) for p in paths]
 
 
 def run_file_isolated(path: str | Path, feeds: dict[str, np.ndarray], edges: int = 0, reset: bool = True,
