@@ -20,8 +20,7 @@ import numpy as np
 from edgecompress.compare import sqnr_db
 from edgecompress.errors import NativeCrash, UserError
 from edgecompress.progress import note
-from edgecompress.isolation import run_isolated
-from edgecompress.converters.validate import run_file, run_files
+from edgecompress.converters.validate import run_file, run_files_isolated
 
 TIE_DB = 0.1
 
@@ -77,7 +76,7 @@ def choose(candidates: Sequence[str], quantize: Callable[[str], bytes], float_pa
             seconds[algorithm] = time.perf_counter() - start
             paths[algorithm] = Path(tmp) / f"{algorithm}.tflite"
             paths[algorithm].write_bytes(results[algorithm])
-        outputs = _run_all(paths, feeds, reference.names)
+        outputs = dict(zip(paths, run_files_isolated([str(p) for p in paths.values()], feeds, reference.names)))
     best = None
     for algorithm, out in outputs.items():
         if isinstance(out, NativeCrash):
@@ -95,24 +94,6 @@ def choose(candidates: Sequence[str], quantize: Callable[[str], bytes], float_pa
     choice.chosen = best[0]
     note(choice.reason())
     return results[best[0]], choice
-
-
-def _run_all(paths: dict[str, Path], feeds: dict[str, np.ndarray],
-             names: list[str]) -> dict[str, list[np.ndarray] | NativeCrash]:
-    """Every file's outputs on FEEDS in one child process (one start instead of one per file); when a file
-    crashes the runtime, each is run alone to find which."""
-    files = [str(p) for p in paths.values()]
-    try:
-        return dict(zip(paths, run_isolated(run_files, files, feeds, names, what="the runtime, running the candidates")))
-    except NativeCrash:
-        found: dict[str, list[np.ndarray] | NativeCrash] = {}
-        for algorithm, path in paths.items():
-            try:
-                found[algorithm] = run_isolated(run_files, [str(path)], feeds, names,
-                                                what=f"the runtime, running {path.name}")[0]
-            except NativeCrash as crash:
-                found[algorithm] = crash
-        return found
 
 
 def worst_sqnr(reference: list[np.ndarray], actual: list[np.ndarray]) -> float | None:

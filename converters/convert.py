@@ -25,6 +25,7 @@ from edgecompress.progress import note
 from edgecompress.converters.int16x8 import make_runnable
 from edgecompress.converters.algorithm_choice import AlgorithmChoice
 from edgecompress.converters.litert_quantize import WeightBytes, check_algorithm, quantize_weights
+from edgecompress.converters.precision_steps import check_fallback_options
 from edgecompress.converters.quantize import CALIBRATED_MODES, WEIGHT_MODES, check_options, configure
 from edgecompress.converters.validate import (
     Validation, check_finite_outputs, validate, validation_warnings,
@@ -111,7 +112,7 @@ def convert_model(
     algorithms on CALIBRATION when given); an explicit one sends dynamic through the quantizer too.
     """
     # fallback builds on this module's converter helpers, so it is imported here rather than at the top
-    from edgecompress.converters.fallback import accuracy_driven_int8, check_fallback_options
+    from edgecompress.converters.fallback import accuracy_driven_int8
 
     start = time.perf_counter()
     if not isinstance(model, LoadedModel) and Path(model).suffix.lower() == ".tflite":

@@ -10,11 +10,9 @@ layer, and it names the tensor whose range is at fault rather than the layers do
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from edgecompress.calibration import SampleSet
-from edgecompress.errors import UserError
 from edgecompress.evaluate import EvalResult, drop_points, evaluate_bytes
 from edgecompress.models import LoadedModel
 from edgecompress.progress import note
@@ -22,34 +20,6 @@ from edgecompress.converters.diagnose import Int8Debugger
 from edgecompress.converters.litert_quantize import int8_weights
 from edgecompress.converters.precision_steps import FallbackSearch, FallbackStep
 from edgecompress.converters.smoothing import smooth_outliers
-
-
-MAX_DROP_MODES = ("int8", "int4")  # int4: converters.mixed_precision
-
-
-def check_fallback_options(
-    quantize: str, io_type: str, max_drop: float | None, eval_data: object, allow_flex: bool = False
-) -> None:
-    """max_drop and eval_data go together, with full-integer int8, float I/O and built-in ops; caught before any work."""
-    if max_drop is None:
-        if eval_data is not None:
-            raise UserError("eval_data is only used with max_drop: set both", settings=("eval_data", "max_drop"))
-        return
-    if eval_data is None:
-        raise UserError(
-            "max_drop needs labelled data to measure the drop: set eval_data (a .npz with the inputs plus labels "
-            "under 'y')", settings=("max_drop", "eval_data")
-        )
-    if quantize not in MAX_DROP_MODES:
-        raise UserError(f"max_drop keeps layers of an int8 model in float, or of an int4 model at int8 or float: use "
-                        f"quantize int8 or int4, not {quantize!r}", settings=("max_drop", "quantize"))
-    if io_type != "float32":
-        raise UserError(f"max_drop leaves some layers in float, so I/O stays float32: drop io_type {io_type}",
-                        settings=("max_drop", "io_type"))
-    if allow_flex:
-        raise UserError("max_drop works on built-in ops only: drop allow_flex", settings=("max_drop", "allow_flex"))
-    if not (max_drop >= 0 and math.isfinite(max_drop)):
-        raise UserError(f"max_drop must be a number of points >= 0, not {max_drop}", settings=("max_drop",))
 
 
 def accuracy_driven_int8(
@@ -101,8 +71,5 @@ def accuracy_driven_int8(
         kept.append(tensor)
         if set(debugger.float_ops(kept)) != before and attempt(kept):  # skip what an earlier layer made float
             break
-    # a reader made float with its producer has no measure of its own: say so
-    for layer in search.kept.float_layers:
-        search.reasons.setdefault(layer, "reads a tensor kept float (it would quantize it again)")
-    search.reasons = {layer: search.reasons[layer] for layer in search.kept.float_layers}
+    search.explain_float_layers()
     return best, search

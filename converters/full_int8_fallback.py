@@ -60,9 +60,7 @@ def int8_within(data: bytes, feeds: Sequence[dict[int, np.ndarray]], score: Call
         search.reasons.setdefault(layer_name(tensor), f"its output loses {lost[tensor]:.1%} of its signal at int8")
         if set(float_ops(graph, chosen)) != before and attempt(chosen):  # skip what an earlier tensor made float
             break
-    for layer in search.kept.float_layers:
-        search.reasons.setdefault(layer, "reads a tensor kept float (it would quantize it again)")
-    search.reasons = {layer: search.reasons[layer] for layer in search.kept.float_layers}
+    search.explain_float_layers()
     return kept[search.chosen], search
 
 

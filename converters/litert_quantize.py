@@ -144,14 +144,17 @@ def held_out(calibration: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The samples auto measures on: the last AUTO_SAMPLES of CALIBRATION (gptq fits on the others, see
     _fit_samples), or all of them when there are fewer than 8."""
     count = len(next(iter(calibration.values())))
-    held = min(AUTO_SAMPLES, max(count // 4, 1)) if count >= 8 else count
-    return {k: v[count - held:] for k, v in calibration.items()}
+    return {k: v[count - _held_count(count):] for k, v in calibration.items()}
+
+
+def _held_count(count: int) -> int:
+    return min(AUTO_SAMPLES, max(count // 4, 1)) if count >= 8 else count
 
 
 def _fit_samples(calibration: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The calibration samples gptq's Hessians come from: those auto does not measure on, when there are enough."""
     count = len(next(iter(calibration.values())))
-    fit = count - min(AUTO_SAMPLES, max(count // 4, 1)) if count >= 8 else count
+    fit = count - _held_count(count) if count >= 8 else count
     return {k: v[:min(fit, GPTQ_SAMPLES)] for k, v in calibration.items()}
 
 

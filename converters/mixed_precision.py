@@ -20,7 +20,6 @@ import numpy as np
 
 from edgecompress.errors import NativeCrash, UserError
 from edgecompress.evaluate import EvalResult, drop_points
-from edgecompress.isolation import run_isolated
 from edgecompress.progress import note
 from edgecompress.runner import layer_name
 from edgecompress.runtime import first_line
@@ -30,7 +29,7 @@ from edgecompress.converters.litert_quantize import (
     float32_constants, gptq_rounding_of, held_out, quantize_layers, quantize_weights,
 )
 from edgecompress.converters.precision_steps import FallbackSearch, FallbackStep
-from edgecompress.converters.validate import run_file, run_files
+from edgecompress.converters.validate import run_file, run_files_isolated
 
 
 # Where a layer goes when int4 costs too much, cheapest first: int4 weights with float activations (the hybrid
@@ -172,8 +171,7 @@ def diagnose_int4(data: bytes, source: str, calibration: dict[str, np.ndarray], 
         reference = run_file(float_path, feeds)
         together_path = Path(tmp) / "all.tflite"
         together_path.write_bytes(whole)
-        together = run_isolated(run_files, [str(together_path)], feeds, reference.names,
-                                what="the runtime, running the int4 file")[0]
+        together = run_files_isolated([str(together_path)], feeds, reference.names)[0]
     return Int4Diagnosis(source, len(next(iter(feeds.values()))), algorithm,
                          worst_sqnr(reference.outputs, together), ranking, time.perf_counter() - start)
 
@@ -190,18 +188,8 @@ def rank_layers(layers: dict[str, tuple[str, str]], build: Callable[[dict[str, s
     note(f"measuring how much int4 costs each of {len(layers)} layers, alone, on {len(next(iter(feeds.values())))} "
          "held-out samples")
     reference = run_file(float_path, feeds)
-    try:
-        outputs = run_isolated(run_files, paths, feeds, reference.names,
-                               what="the runtime, running one int4 layer at a time")
-    except NativeCrash:  # find the file: each alone
-        outputs = []
-        for path in paths:
-            try:
-                outputs.append(run_isolated(run_files, [path], feeds, reference.names,
-                                            what=f"the runtime, running {path}")[0])
-            except NativeCrash:
-                outputs.append(None)
-    measured = [LayerSensitivity(name, op, t, None if out is None else worst_sqnr(reference.outputs, out))
+    outputs = run_files_isolated(paths, feeds, reference.names)
+    measured = [LayerSensitivity(name, op, t, None if isinstance(out, NativeCrash) else worst_sqnr(reference.outputs, out))
                 for (t, (name, op)), out in zip(layers.items(), outputs)]
     return sorted(measured, key=lambda s: -math.inf if s.sqnr_db is None else s.sqnr_db)
 

@@ -3,7 +3,6 @@ converters.litert_quantize; full int8 and int16x8 through converters.full_int8; 
 through converters.mixed_precision), validated against the file it came from, written only when sound."""
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from edgecompress.converters.litert_quantize import (
 )
 from edgecompress.converters.full_int8_fallback import int8_within
 from edgecompress.converters.mixed_precision import int4_within
-from edgecompress.converters.precision_steps import FallbackSearch
+from edgecompress.converters.precision_steps import FallbackSearch, check_fallback_options
 from edgecompress.converters.validate import Validation, check_finite_outputs, validate_tflite, validation_warnings
 
 _KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -174,23 +173,16 @@ def _check_max_drop(quantize: str, max_drop: float | None, eval_data: str | Path
                     int16_heads: Sequence[str] = ()) -> None:
     """max_drop on a .tflite: int8 (float I/O, no 16-bit head) or int4 (per channel), with labelled eval_data and
     calibration samples; before any work."""
+    check_fallback_options(quantize, io_type, max_drop, eval_data)
     if max_drop is None:
-        if eval_data is not None:
-            raise UserError("eval_data is only used with max_drop: set both", settings=("eval_data", "max_drop"))
         return
-    if quantize not in ("int4", FULL_INT8) or block_size is not None:
-        raise UserError(f"max_drop on a .tflite keeps int8 layers' activations float, or raises int4 layers: use "
-                        f"quantize int8 or int4 (per channel), not {quantize}" + (" with block_size" if block_size else ""),
-                        settings=("max_drop", "quantize"))
-    if quantize == FULL_INT8 and (io_type != "float32" or int16_heads):
-        raise UserError("max_drop leaves some layers' activations float, so it takes float32 I/O and no int16_head",
-                        settings=("max_drop", "io_type", "int16_head"))
-    if not (max_drop >= 0 and math.isfinite(max_drop)):
-        raise UserError(f"max_drop must be a number of points >= 0, not {max_drop}", settings=("max_drop",))
-    if eval_data is None or calibration is None:
-        raise UserError("max_drop measures the loss on labelled eval_data (a .npz with labels under 'y') and each "
-                        "layer's int4 cost on calibration samples: set both", settings=("max_drop", "eval_data",
-                                                                                        "calibration"))
+    if block_size is not None or int16_heads:
+        raise UserError("max_drop on a .tflite searches per-channel int4 or plain full int8: drop "
+                        + ("block_size" if block_size is not None else "int16_head"),
+                        settings=("max_drop", "block_size" if block_size is not None else "int16_head"))
+    if calibration is None:
+        raise UserError("max_drop on a .tflite measures each layer's loss on calibration samples: set calibration",
+                        settings=("max_drop", "calibration"))
 
 
 def _int4_within(data: bytes, path: Path, samples: dict[str, np.ndarray], eval_data: str | Path,

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from edgecompress.compare import OutputCheck, compare_outputs, output_problem
-from edgecompress.errors import WrongResult
+from edgecompress.errors import NativeCrash, WrongResult
 from edgecompress.isolation import crash_for_tests, run_isolated
 from edgecompress.models import LoadedModel
 from edgecompress.probe_inputs import EDGE_INPUTS, with_edges
@@ -170,6 +170,22 @@ def run_files(paths: Sequence[str], feeds: dict[str, np.ndarray], names: list[st
     """Each file's outputs on FEEDS (run_file), in the order of the output NAMES: for comparing several files of
     one model in a single child process."""
     return [run_file(p, feeds).in_order(names) for p in paths]
+
+
+def run_files_isolated(paths: Sequence[str], feeds: dict[str, np.ndarray],
+                       names: list[str]) -> list[list[np.ndarray] | NativeCrash]:
+    """run_files in one child process (one start instead of one per file); when a file crashes the runtime,
+    each is run alone to find which: its entry is then the NativeCrash."""
+    try:
+        return run_isolated(run_files, list(paths), feeds, names, what=f"the runtime, running {len(paths)} files")
+    except NativeCrash:
+        found: list[list[np.ndarray] | NativeCrash] = []
+        for path in paths:
+            try:
+                found.append(run_isolated(run_files, [path], feeds, names, what=f"the runtime, running {path}")[0])
+            except NativeCrash as crash:
+                found.append(crash)
+        return found
 
 
 def run_file_isolated(path: str | Path, feeds: dict[str, np.ndarray], edges: int = 0, reset: bool = True,
