@@ -345,9 +345,9 @@ def fixed_batch_function(tf: Any, loaded: LoadedModel) -> tuple[Any, Any]:
     if loaded.flavour == "savedmodel":
         out_names = [o.name for o in loaded.outputs]
 
-        def call(*args: Any) -> Any:
+        def call(*args: Any) -> Any:  # a dict: the .tflite's signature keeps the SavedModel's output names
             result = model(**dict(zip(names, args)))
-            return [result[n] for n in out_names]
+            return {n: result[n] for n in out_names}
 
         owner = model._edgecompress_owner  # the loaded SavedModel keeps the variables alive
     else:

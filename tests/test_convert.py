@@ -179,6 +179,27 @@ def test_savedmodel_folder(digits_model, calib_npz, tmp_path):
     assert result.validation.max_abs_error < 5e-3 and result.validation.top1_agreement == 1.0
 
 
+def test_a_savedmodel_keeps_its_output_names(tmp_path):
+    """A user scores the .tflite by the SavedModel's output names (evaluate --model-output note): they used to
+    come out as output_0, output_1."""
+    tf = import_tf()
+
+    class TwoHeads(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(np.random.default_rng(0).random((4, 3), dtype=np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+        def __call__(self, x):
+            return {"score": tf.nn.softmax(x @ self.w), "box": x[:, :2] * 2.0}
+
+    module = TwoHeads()
+    tf.saved_model.save(module, str(tmp_path / "heads"), signatures=module.__call__)
+    result = convert_model(tmp_path / "heads", tmp_path / "heads.tflite")
+    assert sorted(o.name for o in TFLiteRunner(result.output).outputs) == ["box", "score"]
+    assert result.validation.max_abs_error < 1e-5
+
+
 def test_lstm_tf_keras_to_full_int8(tmp_path):
     keras = import_tf_keras()
     keras.utils.set_random_seed(2)
