@@ -89,7 +89,7 @@ def diagnose(
         stage("int8 accuracy")
         int8 = evaluate_bytes(debugger.quantized(), data, reference)  # type: ignore[arg-type]
         accuracy = AccuracyComparison(
-            "accuracy" if reference.task == "classification" else "mae",
+            reference.metric,
             reference.score, int8.score, drop_points(reference, int8),
         )
     return Diagnosis(str(loaded.path), len(samples), layers, accuracy, time.perf_counter() - start)

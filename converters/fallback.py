@@ -17,9 +17,11 @@ from edgecompress.evaluate import EvalResult, drop_points, evaluate_bytes
 from edgecompress.models import LoadedModel
 from edgecompress.progress import note
 from edgecompress.converters.diagnose import Int8Debugger
+from edgecompress.converters.edge_faults import EdgeGuard, edge_feeds, finite_per_edge
 from edgecompress.converters.litert_quantize import int8_weights
 from edgecompress.converters.precision_steps import FallbackSearch, FallbackStep
 from edgecompress.converters.smoothing import smooth_outliers
+from edgecompress.converters.validate import reference_outputs
 
 
 def accuracy_driven_int8(
@@ -30,25 +32,26 @@ def accuracy_driven_int8(
     in float, or the best attempt when none does (search.target_met says which). Outlier channels are scaled into
     their readers' weights first (converters.smoothing) unless not SMOOTH, and the layers kept in float keep int8
     weights."""
-    search = FallbackSearch("accuracy" if reference.task == "classification" else "mae", reference.score, max_drop)
+    search = FallbackSearch(reference.metric, reference.score, max_drop)
     best: bytes = b""
     debugger = Int8Debugger(loaded, samples)
     changes: list = []
+    edges = edge_feeds(samples.batch())
+    guard = EdgeGuard(edges, finite_per_edge(reference_outputs(loaded, edges)))
 
     def attempt(tensors: list[str]) -> bool:
         nonlocal best
+        tensors = list(dict.fromkeys([*tensors, *guard.forced]))
         data = debugger.quantized(tensors)
         if tensors:
             data = int8_weights(data)
         result = evaluate_bytes(data, eval_data, reference)
         layers = list(dict.fromkeys(debugger.layer_name(op) for op in debugger.float_ops(tensors)))
         step = FallbackStep(layers, len(data), result.score, drop_points(reference, result), smoothed=bool(changes))
-        note(f"  {len(layers)} layer(s) with float activations{': ' + ', '.join(layers) if layers else ''}: "
-             f"{search.metric} {step.accuracy:.4g}, drop {step.drop:.2f} (max {max_drop:g}), {len(data):,} bytes")
-        met = search.record(step)
-        if search.steps[search.chosen] is step:
+        outcome = guard.record(search, step, data, debugger.layer_name)
+        if search.chosen == len(search.steps) - 1:
             best = data
-        return met
+        return outcome == "met" or (outcome == "retry" and attempt(tensors))
 
     note(f"accuracy-driven int8: original {search.metric} {reference.score:.4g}; full int8 first")
     if attempt([]):
@@ -67,9 +70,10 @@ def accuracy_driven_int8(
     ranking = [layer.tensor for layer in errors]
     kept: list[str] = []
     for tensor in ranking:
-        before = set(debugger.float_ops(kept))
+        before = set(debugger.float_ops([*kept, *guard.forced]))
         kept.append(tensor)
-        if set(debugger.float_ops(kept)) != before and attempt(kept):  # skip what an earlier layer made float
+        # skip what an earlier layer (or an edge fault) made float
+        if set(debugger.float_ops([*kept, *guard.forced])) != before and attempt(kept):
             break
     search.explain_float_layers()
     return best, search

@@ -22,19 +22,22 @@ from edgecompress.runner import layer_name
 from edgecompress.tflite_reader import Subgraph, parse_model
 from edgecompress.converters.full_int8 import quantize_full_int8, signal_lost, tensor_ranges
 from edgecompress.converters.litert_quantize import int8_weights
+from edgecompress.converters.edge_faults import EdgeGuard
 from edgecompress.converters.precision_steps import FallbackSearch, FallbackStep
 
 
 def int8_within(data: bytes, feeds: Sequence[dict[int, np.ndarray]], score: Callable[[bytes], EvalResult],
-                reference: EvalResult, max_drop: float, method: str = "minmax") -> tuple[bytes, FallbackSearch]:
+                reference: EvalResult, max_drop: float, guard: EdgeGuard,
+                method: str = "minmax") -> tuple[bytes, FallbackSearch]:
     """The full-int8 model of the float .tflite DATA (float32 constants), calibrated on FEEDS with METHOD ranges,
-    that loses at most MAX_DROP against REFERENCE (as SCORE measures a file) with the fewest tensors kept float,
-    or the best attempt (search.target_met says which)."""
+    that loses at most MAX_DROP against REFERENCE (as SCORE measures a file) and runs GUARD's edge inputs, with
+    the fewest tensors kept float, or the best attempt (search.target_met says which)."""
     graph = parse_model(data).main
-    search = FallbackSearch("accuracy" if reference.task == "classification" else "mae", reference.score, max_drop)
+    search = FallbackSearch(reference.metric, reference.score, max_drop)
     kept: dict[int, bytes] = {}
 
     def attempt(tensors: Sequence[str]) -> bool:
+        tensors = list(dict.fromkeys([*tensors, *guard.forced]))
         ops = float_ops(graph, tensors)
         made = quantize_full_int8(data, feeds, "float32", method, float_ops=ops)
         if ops:
@@ -42,10 +45,9 @@ def int8_within(data: bytes, feeds: Sequence[dict[int, np.ndarray]], score: Call
         result = score(made)
         layers = list(dict.fromkeys(layer_name(op) for op in ops))
         step = FallbackStep(layers, len(made), result.score, drop_points(reference, result))
-        note(f"  {len(layers)} layer(s) with float activations{': ' + ', '.join(layers) if layers else ''}: "
-             f"{search.metric} {step.accuracy:.4g}, drop {step.drop:.2f} (max {max_drop:g}), {len(made):,} bytes")
         kept[len(search.steps)] = made
-        return search.record(step)
+        outcome = guard.record(search, step, made, layer_name)
+        return outcome == "met" or (outcome == "retry" and attempt(tensors))
 
     note(f"accuracy-driven int8: original {search.metric} {reference.score:.4g}; full int8 first")
     if attempt([]):
@@ -55,10 +57,11 @@ def int8_within(data: bytes, feeds: Sequence[dict[int, np.ndarray]], score: Call
     ranking = sorted((name for name in lost if name in outputs and lost[name] > 0), key=lambda n: -lost[n])
     chosen: list[str] = []
     for tensor in ranking:
-        before = set(float_ops(graph, chosen))
+        before = set(float_ops(graph, [*chosen, *guard.forced]))
         chosen.append(tensor)
         search.reasons.setdefault(layer_name(tensor), f"its output loses {lost[tensor]:.1%} of its signal at int8")
-        if set(float_ops(graph, chosen)) != before and attempt(chosen):  # skip what an earlier tensor made float
+        # skip what an earlier tensor (or an edge fault) made float
+        if set(float_ops(graph, [*chosen, *guard.forced])) != before and attempt(chosen):
             break
     search.explain_float_layers()
     return kept[search.chosen], search

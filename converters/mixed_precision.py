@@ -101,7 +101,7 @@ def int4_within(data: bytes, source: str, calibration: dict[str, np.ndarray], sc
         def build(precision: dict[str, str | None]) -> bytes:
             return quantize_layers(data, "int4", algorithm, source, rounding=rounding, precision=precision).data
 
-        search = FallbackSearch("accuracy" if reference.task == "classification" else "mae", reference.score,
+        search = FallbackSearch(reference.metric, reference.score,
                                 max_drop)
         kept: dict[int, bytes] = {}
         layers: dict[str, tuple[str, str]] = {}

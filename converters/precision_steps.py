@@ -18,6 +18,7 @@ class FallbackStep:
     int8_layers: list[str] = field(default_factory=list)  # int4 searches: layers at int8 weights, float activations
     weight_only_layers: list[str] = field(default_factory=list)  # int4 searches: int4 weights, float activations
     smoothed: bool = False  # int8: made from the model with its outlier channels scaled (converters.smoothing)
+    edge_fault: str | None = None  # within the target on labelled data, but fails an edge input (edge_faults)
 
 
 @dataclass
@@ -43,12 +44,17 @@ class FallbackSearch:
         self.reasons = {layer: self.reasons[layer] for layer in self.kept.float_layers}
 
     def record(self, step: FallbackStep) -> bool:
-        """Add STEP; keep it if it meets the target, is the first, or beats the kept one. True when it meets it."""
+        """Add STEP; keep it if it meets the target, is the first, or beats the kept one (a step that fails an
+        edge input never beats one that does not). True when it meets the target."""
         self.steps.append(step)
-        met = step.drop <= self.max_drop
-        if met or len(self.steps) == 1 or step.drop < self.kept.drop:
+        met = step.drop <= self.max_drop and step.edge_fault is None
+        if met or len(self.steps) == 1 or _rank(step) < _rank(self.kept):
             self.chosen, self.target_met = len(self.steps) - 1, met
         return met
+
+
+def _rank(step: FallbackStep) -> tuple[bool, float]:
+    return step.edge_fault is not None, step.drop
 
 
 MAX_DROP_MODES = ("int8", "int4")  # int4: converters.mixed_precision

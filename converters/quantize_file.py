@@ -25,6 +25,7 @@ from edgecompress.converters.litert_quantize import (
     ACTIVATION_BITS, FULL_INT8, FULL_INT16X8, WeightBytes, check_algorithm, check_block_size, float32_constants,
     quantize_weights,
 )
+from edgecompress.converters.edge_faults import EdgeGuard
 from edgecompress.converters.full_int8_fallback import int8_within
 from edgecompress.converters.mixed_precision import int4_within
 from edgecompress.converters.precision_steps import FallbackSearch, check_fallback_options
@@ -206,7 +207,7 @@ def _int8_within(data: bytes, path: Path, reference: TFLiteRunner, calibration: 
     samples = len(next(iter(batch.values())))
     feeds = [{p.index: batch[p.spec.name][i:i + 1] for p in reference.in_ports} for i in range(samples)]
     made, search = int8_within(data, feeds, lambda b: evaluate_bytes(b, eval_data, score_reference),
-                               score_reference, max_drop, method)
+                               score_reference, max_drop, EdgeGuard.of_file(path, batch), method)
     return search, made
 
 

@@ -110,7 +110,7 @@ def validate(tflite_path: str | Path, model: LoadedModel, feeds: dict[str, np.nd
     is reset before each sample; a model with stateful layers is streamed, samples in order, like the original."""
     count = len(next(iter(feeds.values())))
     all_feeds = with_edges(feeds)
-    expected = _reference(model, all_feeds, count + len(EDGE_INPUTS))
+    expected = reference_outputs(model, all_feeds)
     stream = model.is_stateful
     return compare(tflite_path, [o.name for o in model.outputs], expected, all_feeds, data, count, stream)
 
@@ -223,9 +223,10 @@ def run_all(runner: TFLiteRunner, feeds: dict[str, np.ndarray], edges: int = 0, 
     return [np.concatenate(outs) for outs in zip(*per_sample)]
 
 
-def _reference(model: LoadedModel, feeds: dict[str, np.ndarray], count: int) -> list[np.ndarray]:
-    """The original model's outputs, in one batch when its batch size is free, else sample by sample."""
+def reference_outputs(model: LoadedModel, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The original model's outputs on FEEDS, in one batch when its batch size is free, else sample by sample."""
     if all(s.shape[0] is None for s in model.inputs):
         return model.predict(feeds)
+    count = len(next(iter(feeds.values())))
     per_sample = [model.predict({k: v[i:i + 1] for k, v in feeds.items()}) for i in range(count)]
     return [np.concatenate(outs) for outs in zip(*per_sample)]

@@ -1,4 +1,6 @@
-"""Accuracy of a .tflite or Keras model on labelled data: top-1 for integer labels, MAE for float ones.
+"""Accuracy of a .tflite or Keras model on labelled data: top-1 for integer labels (one-hot too), F1 for 0/1
+labels shaped like an output of scores in [0, 1] (several decisions per sample: notes in a piano roll, tags,
+mask pixels), MAE for float ones.
 
 The .tflite path touches only numpy and edgecompress.runtime (through edgecompress.runner), so it runs on a
 Raspberry Pi without TensorFlow; only a Keras model pulls TensorFlow in, through edgecompress.models.
@@ -20,13 +22,14 @@ from edgecompress.runtime import TFLITE_IDENTIFIER
 from edgecompress.specs import TensorSpec
 
 KERAS_BATCH = 256
+METRICS = {"classification": "accuracy", "multilabel": "f1", "regression": "mae"}  # task -> what judges it
 
 
 @dataclass(frozen=True)
 class EvalResult:
     model: str
     samples: int
-    task: str  # "classification" or "regression"
+    task: str  # "classification", "multilabel" or "regression"
     accuracy: float | None
     mae: float | None
     runtime: str
@@ -34,15 +37,21 @@ class EvalResult:
     output_index: int = 0  # its position, the same in the Keras model and its .tflite
     precision: float | None = None  # binary classifiers (one sigmoid, 0/1 labels): of the positives decided
     recall: float | None = None  # and of the true positives found
+    f1: float | None = None  # multilabel: of the decisions at 0.5 over every value (micro)
+
+    @property
+    def metric(self) -> str:
+        """The name of the figure this result is judged by."""
+        return METRICS[self.task]
 
     @property
     def score(self) -> float:
-        """The figure this result is judged by: accuracy for a classifier, MAE for regression."""
-        return self.accuracy if self.task == "classification" else self.mae  # type: ignore[return-value]
+        """That figure: accuracy for a classifier, F1 for multilabel, MAE for regression."""
+        return getattr(self, self.metric)
 
     def summary(self) -> dict[str, Any]:
-        """The JSON contract: {accuracy or mae, samples}, plus what ran."""
-        metric = {"accuracy": self.accuracy} if self.task == "classification" else {"mae": self.mae}
+        """The JSON contract: {accuracy, f1 or mae, samples}, plus what ran."""
+        metric = {self.metric: self.score}
         if self.precision is not None:
             metric.update(precision=self.precision, recall=self.recall)
         return {**metric, "samples": self.samples, "model": self.model, "task": self.task, "runtime": self.runtime,
@@ -111,9 +120,10 @@ def evaluate_bytes(data: bytes, eval_data: str | Path, reference: EvalResult) ->
 
 
 def drop_points(reference: EvalResult, other: EvalResult) -> float:
-    """How much worse OTHER is than REFERENCE: top-1 points for a classifier, MAE increase in % for regression."""
-    if reference.task == "classification":
-        return 100.0 * (reference.accuracy - other.accuracy)  # type: ignore[operator]
+    """How much worse OTHER is than REFERENCE: top-1 (or F1) points for a classifier, MAE increase in % for
+    regression."""
+    if reference.task != "regression":
+        return 100.0 * (reference.score - other.score)
     if not reference.mae:
         raise UserError(
             f"{reference.model} reproduces the labels exactly (MAE 0), so a relative MAE drop is undefined: "
@@ -183,6 +193,10 @@ def _score(model: str, predictions: np.ndarray, labels: np.ndarray, runtime: str
     n = len(labels)
     if np.issubdtype(labels.dtype, np.integer) and _is_binary(predictions, labels):
         return _binary(model, predictions.reshape(n), labels.reshape(n), runtime)
+    if np.issubdtype(labels.dtype, np.integer) and _is_one_hot(predictions, labels):
+        labels = np.argmax(labels, axis=-1)
+    elif np.issubdtype(labels.dtype, np.integer) and _is_multilabel(predictions, labels):
+        return _multilabel(model, predictions.reshape(labels.shape) >= 0.5, labels == 1, runtime)
     if np.issubdtype(labels.dtype, np.integer):
         if predictions.ndim != 2 or predictions.shape[1] < 2:
             raise UserError(
@@ -205,6 +219,29 @@ def _is_binary(predictions: np.ndarray, labels: np.ndarray) -> bool:
     """One value in [0, 1] per sample (a sigmoid) and labels that are 0 or 1."""
     return (predictions.size == len(labels) and labels.size == len(labels) and bool(np.isin(labels, (0, 1)).all())
             and float(predictions.min()) >= 0 and float(predictions.max()) <= 1)
+
+
+def _is_one_hot(predictions: np.ndarray, labels: np.ndarray) -> bool:
+    """Class scores per sample, and labels of the same shape with a single 1 per sample."""
+    from edgecompress.compare import output_kind
+
+    return (labels.shape == predictions.shape and labels.ndim == 2 and output_kind(predictions) == "classes"
+            and bool(np.isin(labels, (0, 1)).all()) and bool((labels.sum(axis=1) == 1).all()))
+
+
+def _is_multilabel(predictions: np.ndarray, labels: np.ndarray) -> bool:
+    """Several values in [0, 1] per sample, and 0/1 labels for each of them."""
+    return (labels.size == predictions.size and labels.size > len(labels) and bool(np.isin(labels, (0, 1)).all())
+            and float(predictions.min()) >= 0 and float(predictions.max()) <= 1)
+
+
+def _multilabel(model: str, decided: np.ndarray, truth: np.ndarray, runtime: str) -> EvalResult:
+    """Every value decided at 0.5: F1, precision and recall over all of them (micro)."""
+    hits = float(np.sum(decided & truth))
+    precision = hits / float(np.sum(decided)) if decided.any() else 0.0
+    recall = hits / float(np.sum(truth)) if truth.any() else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
+    return EvalResult(model, len(truth), "multilabel", None, None, runtime, precision=precision, recall=recall, f1=f1)
 
 
 def _binary(model: str, probability: np.ndarray, labels: np.ndarray, runtime: str) -> EvalResult:

@@ -80,9 +80,14 @@ class TFLiteRunner:
     unless run(..., reset=True) clears it first: a converted Keras LSTM does, though Keras resets it per batch.
     """
 
-    def __init__(self, path: str | Path, num_threads: int | None = None, prefer: str | None = None) -> None:
+    def __init__(self, path: str | Path, num_threads: int | None = None, prefer: str | None = None,
+                 preserve_all_tensors: bool = False) -> None:
+        """PRESERVE_ALL_TENSORS: every intermediate tensor stays readable (no delegate: its node numbers are the
+        file's operator indices)."""
         self.path = Path(path)
-        self._load = lambda: load_interpreter(path, num_threads=num_threads, prefer=prefer)  # noqa: E731
+        self._load = lambda: load_interpreter(  # noqa: E731
+            path, num_threads=num_threads, prefer=prefer, preserve_all_tensors=preserve_all_tensors,
+            use_xnnpack=not preserve_all_tensors)
         self.interpreter, self.runtime = self._load()
         model = read_model(path)
         self.state_variables = state_size(model)

@@ -51,6 +51,38 @@ def test_regression_mae(tmp_path):
         assert result.mae == pytest.approx(0.25, abs=1e-4)
 
 
+def test_zero_one_labels_for_many_scores_are_judged_by_f1_and_one_hot_labels_by_top1(tmp_path, run_cli):
+    """A note transcriber or tagger (a sigmoid per value) with 0/1 labels: MAE against 0/1 targets hides a
+    model that misses every rare positive, F1 of the decisions at 0.5 does not. One-hot labels mean classes."""
+    from edgecompress.models import import_tf_keras
+
+    keras = import_tf_keras()
+    inp = keras.Input((4,), name="features")
+    tags = keras.layers.Dense(6, activation="sigmoid", name="tags")
+    tags.build((None, 4))
+    tags.set_weights([np.eye(4, 6, dtype=np.float32) * 8, np.full(6, -4, np.float32)])
+    keras.Model(inp, tags(inp)).save(tmp_path / "tags.keras")
+    x = np.random.default_rng(0).random((50, 4), dtype=np.float32)
+    decided = (x @ np.eye(4, 6) * 8 - 4) >= 0
+    truth = decided.copy()
+    truth[:10, 5] = True  # ten positives the model never finds
+    np.savez(tmp_path / "tags.npz", x=x, y=truth.astype(np.int64))
+    result = evaluate(tmp_path / "tags.keras", tmp_path / "tags.npz")
+    hits = np.sum(decided & truth)
+    precision, recall = hits / decided.sum(), hits / truth.sum()
+    assert result.task == "multilabel" and result.metric == "f1"
+    assert result.f1 == pytest.approx(2 * precision * recall / (precision + recall)) and result.precision == 1.0
+    code, out, _ = run_cli(["evaluate", str(tmp_path / "tags.keras"), "--data", str(tmp_path / "tags.npz"), "--json"])
+    assert code == 0 and json.loads(out)["f1"] == pytest.approx(result.f1)
+
+    softmax = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    softmax.save(tmp_path / "classes.keras")
+    classes = np.argmax(softmax.predict(x, verbose=0), axis=1)
+    np.savez(tmp_path / "onehot.npz", x=x, y=np.eye(3, dtype=np.int64)[classes])
+    one_hot = evaluate(tmp_path / "classes.keras", tmp_path / "onehot.npz")
+    assert one_hot.task == "classification" and one_hot.accuracy == 1.0
+
+
 def test_tflite_path_does_not_import_tensorflow(float_tflite, test_npz):
     code = (
         "import sys\n"

@@ -221,3 +221,43 @@ def test_int8_max_drop_on_a_tflite_keeps_the_culprit_float_with_int8_weights(run
     float_convs = [op for op in graph.operators if op.name == "CONV_2D" and graph.tensor(op.outputs[0]).dtype == "float32"]
     assert float_convs and all(producers[op.inputs[1]].name == "DEQUANTIZE" for op in float_convs)
     assert out.stat().st_size < (tmp_path / "f32.tflite").stat().st_size / 3
+
+
+def test_int8_max_drop_keeps_float_what_fails_an_edge_input(run_cli, tmp_path):
+    """A model that normalizes its input by its maximum plus an epsilon (basic-pitch's log-magnitude step): its
+    full int8 is within the target on labelled data, but its int8 DIV refuses the all-zero input (the epsilon
+    rounds to the divisor's zero point). The search finds that on the edge inputs, keeps the DIV's inputs float
+    and ends with a file that validation passes: it used to choose the failing file, which validation refused."""
+    from edgecompress.converters import convert_model
+    from edgecompress.models import import_tf
+
+    tf = import_tf()
+    rng = np.random.default_rng(0)
+
+    class Normalized(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(rng.normal(size=(16, 4)).astype(np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 16], tf.float32, name="x")])
+        def __call__(self, x):
+            norm = x / (tf.reduce_max(x, axis=-1, keepdims=True) + 1e-3)
+            return {"scores": tf.nn.softmax(4.0 * (norm @ self.w))}
+
+    module = Normalized()
+    tf.saved_model.save(module, str(tmp_path / "norm"), signatures=module.__call__)
+    float_path = convert_model(tmp_path / "norm", tmp_path / "f32.tflite").output
+    x = rng.random((120, 16), dtype=np.float32) * 0.5 + 0.5
+    np.savez(tmp_path / "cal.npz", x=x[:60])
+    labels = np.argmax(_outputs(float_path, x[60:]), axis=1)
+    np.savez(tmp_path / "eval.npz", x=x[60:], y=labels)
+    out = tmp_path / "int8.tflite"
+    code, text, err = run_cli(["quantize", float_path, "-o", out, "--quantize", "int8", "--calibration",
+                               tmp_path / "cal.npz", "--eval-data", tmp_path / "eval.npz", "--max-drop", "2", "--json"])
+    assert code == 0, err
+    search = json.loads(text)["search"]
+    first, kept = search["steps"][0], search["steps"][search["chosen"]]
+    assert first["drop"] <= 2 and "DIV cannot run" in first["edge_fault"] and "'zeros'" in first["edge_fault"]
+    assert search["target_met"] and kept["edge_fault"] is None and kept["float_layers"]
+    assert any("feeds DIV cannot run" in why for why in search["reasons"].values()), search["reasons"]
+    assert out.exists()

@@ -147,7 +147,8 @@ def _mode(result: Any) -> str:
 @json_option
 def evaluate_command(model: str, data: str, model_output: str | None, stream: bool, unsafe: bool,
                      as_json: bool) -> None:
-    """Run a .tflite or Keras MODEL over labelled DATA: top-1 accuracy or mean absolute error."""
+    """Run a .tflite or Keras MODEL over labelled DATA: top-1 accuracy, F1 (0/1 labels for many scores per
+    sample) or mean absolute error."""
     from edgecompress.evaluate import evaluate
 
     result = evaluate(model, data, unsafe=unsafe, model_output=model_output, stream=stream)
@@ -155,7 +156,7 @@ def evaluate_command(model: str, data: str, model_output: str | None, stream: bo
 
 
 def render_evaluation(result: Any) -> str:
-    metric = ("accuracy", f"{result.accuracy:.2%}") if result.accuracy is not None else ("mae", result.mae)
+    metric = (result.metric, fmt_metric(result.metric, result.score))
     binary = [("precision", f"{result.precision:.2%}"), ("recall", f"{result.recall:.2%}")] \
         if result.precision is not None else []
     return key_values([("model", result.model), ("output", result.output), metric, *binary,

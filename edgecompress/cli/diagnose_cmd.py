@@ -72,7 +72,7 @@ def render_diagnosis(result: Any) -> str:
     )]
     a = result.accuracy
     if a is not None:
-        unit = "points" if a.metric == "accuracy" else "% of the MAE"
+        unit = "% of the MAE" if a.metric == "mae" else "points"
         parts.append(key_values([(f"float {a.metric}", fmt_metric(a.metric, a.float)),
                                  (f"int8 {a.metric}", fmt_metric(a.metric, a.int8)),
                                  (f"drop ({unit})", fmt_points(a.drop))]))

@@ -75,7 +75,7 @@ def int4_search_parts(metric: str, source_accuracy: float, steps: list[Any], cho
           _names(s.int8_layers), _names(s.float_layers), s.size_bytes, fmt_metric(metric, s.accuracy),
           fmt_points(s.drop), i == chosen] for i, s in enumerate(steps)],
         title=(f"Accuracy-driven int4 (original {metric}: {fmt_metric(metric, source_accuracy)}; drop in "
-               + ("points)" if metric == "accuracy" else "% of the MAE)")),
+               + ("% of the MAE)" if metric == "mae" else "points)")),
     )]
     kept = steps[chosen] if chosen is not None else None
     raised = [] if kept is None else [(layer, tier) for tier, layers in (
@@ -94,11 +94,11 @@ def int8_search_parts(metric: str, source_accuracy: float, steps: list[Any], cho
     from edgecompress.tables import fmt_metric, fmt_points, key_values, table
 
     parts = [table(
-        ["layers with float activations", "outliers scaled", "size (bytes)", metric, "drop", "kept"],
+        ["layers with float activations", "outliers scaled", "size (bytes)", metric, "drop", "edge inputs", "kept"],
         [[", ".join(s.float_layers) or "(none: full int8)", s.smoothed, s.size_bytes, fmt_metric(metric, s.accuracy),
-          fmt_points(s.drop), i == chosen] for i, s in enumerate(steps)],
+          fmt_points(s.drop), s.edge_fault or "-", i == chosen] for i, s in enumerate(steps)],
         title=(f"Accuracy-driven int8 (original {metric}: {fmt_metric(metric, source_accuracy)}; drop in "
-               + ("points)" if metric == "accuracy" else "% of the MAE)")),
+               + ("% of the MAE)" if metric == "mae" else "points)")),
     )]
     notes = [("outliers scaled", "; ".join(smoothed))] if smoothed else []
     if float_layers:
