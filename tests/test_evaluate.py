@@ -74,6 +74,8 @@ def test_zero_one_labels_for_many_scores_are_judged_by_f1_and_one_hot_labels_by_
     assert result.f1 == pytest.approx(2 * precision * recall / (precision + recall)) and result.precision == 1.0
     code, out, _ = run_cli(["evaluate", str(tmp_path / "tags.keras"), "--data", str(tmp_path / "tags.npz"), "--json"])
     assert code == 0 and json.loads(out)["f1"] == pytest.approx(result.f1)
+    code, out, _ = run_cli(["evaluate", str(tmp_path / "tags.keras"), "--data", str(tmp_path / "tags.npz")])
+    assert code == 0 and f"{result.f1:.3f}" in out and "precision" in out
 
     softmax = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
     softmax.save(tmp_path / "classes.keras")

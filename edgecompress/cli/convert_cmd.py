@@ -8,7 +8,7 @@ import click
 from edgecompress.calibration.sources import IMAGE_SCALES
 from edgecompress.converters.convert import DEFAULT_CALIBRATION_SAMPLES, VALIDATION_SAMPLES
 from edgecompress.converters.quantize import IO_TYPES, QUANTIZE_MODES
-from edgecompress.tables import key_values, table
+from edgecompress.tables import fmt_metric, key_values, table
 from edgecompress.cli.options import (
     algorithm_option, emit, force_option, input_shape_option, int4_search_parts, int8_search_parts, json_option,
     outputs_table, rounding_row, size_ratio, unsafe_option, validation_rows,
