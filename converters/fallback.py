@@ -1,8 +1,9 @@
 """Accuracy-driven int8: full int8 first; then, if the model has outlier channels, full int8 of the model with
 them scaled into their readers' weights (converters.smoothing: the same function in float); while it loses more
-than max_drop on labelled data, keep more layers' activations in float, cumulatively in the order diagnose ranks
-them (Intel Neural Compressor's "basic" strategy), their weights int8 (weight-only), and stop at the first model
-within the target.
+than max_drop on labelled data, keep layers' activations in float, their weights int8 (weight-only): the shortest
+prefix of diagnose's ranking within the target (precision_steps.shortest_prefix: the first three one by one, as
+Intel Neural Compressor's "basic" strategy does, then doubling and bisection). A candidate within the target is
+also run on the edge inputs; what fails there is kept float too (converters.edge_faults).
 
 The ranking is the per-tensor signal lost (converters.diagnose), not the accuracy impact of falling back each
 layer alone: it costs one pass over the calibration samples instead of one conversion and one evaluation per
@@ -19,7 +20,7 @@ from edgecompress.progress import note
 from edgecompress.converters.diagnose import Int8Debugger
 from edgecompress.converters.edge_faults import EdgeGuard, edge_feeds, finite_per_edge
 from edgecompress.converters.litert_quantize import int8_weights
-from edgecompress.converters.precision_steps import FallbackSearch, FallbackStep
+from edgecompress.converters.precision_steps import FallbackSearch, FallbackStep, model_changing, shortest_prefix
 from edgecompress.converters.smoothing import smooth_outliers
 from edgecompress.converters.validate import reference_outputs
 
@@ -68,12 +69,6 @@ def accuracy_driven_int8(
     for layer in errors:  # the first (worst) measure of each layer is why it goes float
         search.reasons.setdefault(layer.name, f"its output loses {layer.signal_lost:.1%} of its signal at int8")
     ranking = [layer.tensor for layer in errors]
-    kept: list[str] = []
-    for tensor in ranking:
-        before = set(debugger.float_ops([*kept, *guard.forced]))
-        kept.append(tensor)
-        # skip what an earlier layer (or an edge fault) made float
-        if set(debugger.float_ops([*kept, *guard.forced])) != before and attempt(kept):
-            break
+    shortest_prefix(model_changing(ranking, debugger.float_ops), lambda n: attempt(ranking[:n]))
     search.explain_float_layers()
     return best, search

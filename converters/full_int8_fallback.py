@@ -1,9 +1,10 @@
 """Accuracy-driven full int8 of an existing .tflite (`quantize --quantize int8 --max-drop`): converters.fallback's
 search, for models that exist only as .tflite, without TensorFlow.
 
-Full int8 first; while the loss on labelled data is above max_drop, the next tensor in the ranking keeps float
-activations, with the ops that make it and read it (a reader left int8 would quantize it again), their weights
-int8 (weight-only); the first model within the target is kept. The ranking is the signal each activation loses
+Full int8 first; while the loss on labelled data is above max_drop, tensors of the ranking keep float
+activations, with the ops that make them and read them (a reader left int8 would quantize them again), their
+weights int8 (weight-only): the shortest prefix of the ranking within the target is kept
+(precision_steps.shortest_prefix), and what fails an edge input is kept float too (converters.edge_faults). The ranking is the signal each activation loses
 when it alone is int8 with its calibrated range (full_int8.signal_lost), measured on the float model with the
 runtime: the tensor whose range is at fault comes first, not the layers downstream that inherit the damage.
 """
@@ -23,7 +24,7 @@ from edgecompress.tflite_reader import Subgraph, parse_model
 from edgecompress.converters.full_int8 import quantize_full_int8, signal_lost, tensor_ranges
 from edgecompress.converters.litert_quantize import int8_weights
 from edgecompress.converters.edge_faults import EdgeGuard
-from edgecompress.converters.precision_steps import FallbackSearch, FallbackStep
+from edgecompress.converters.precision_steps import FallbackSearch, FallbackStep, model_changing, shortest_prefix
 
 
 def int8_within(data: bytes, feeds: Sequence[dict[int, np.ndarray]], score: Callable[[bytes], EvalResult],
@@ -55,14 +56,9 @@ def int8_within(data: bytes, feeds: Sequence[dict[int, np.ndarray]], score: Call
     lost = _signal_lost(data, list(feeds), method)
     outputs = {graph.tensor(o).name for op in graph.operators for o in op.outputs if graph.tensor(o) is not None}
     ranking = sorted((name for name in lost if name in outputs and lost[name] > 0), key=lambda n: -lost[n])
-    chosen: list[str] = []
     for tensor in ranking:
-        before = set(float_ops(graph, [*chosen, *guard.forced]))
-        chosen.append(tensor)
         search.reasons.setdefault(layer_name(tensor), f"its output loses {lost[tensor]:.1%} of its signal at int8")
-        # skip what an earlier tensor (or an edge fault) made float
-        if set(float_ops(graph, [*chosen, *guard.forced])) != before and attempt(chosen):
-            break
+    shortest_prefix(model_changing(ranking, lambda ts: float_ops(graph, ts)), lambda n: attempt(ranking[:n]))
     search.explain_float_layers()
     return kept[search.chosen], search
 
