@@ -172,7 +172,7 @@ def cases(root: Path, folder: Path, only: list[str]) -> list[Case]:
     if want("basic-pitch"):
         clips, rolls = _pitch_clips(48, seed=11)
         tflite = root / "basic_pitch" / "nmp.tflite"
-        cal, held = _split({_input_name(tflite): clips}, 32, folder, "pitch", rolls)
+        cal, held = _split({_input_name(tflite): clips}, 32, folder, "pitch", rolls.astype(np.int8))  # F1
         names = run_file(tflite, {_input_name(tflite): clips[:1]}).names
         made.append(Case("basic-pitch notes (audio)", tflite, cal, held, note_f1(names), rolls[32:],
                          model_output="note", max_drop=1.0))

@@ -317,7 +317,7 @@ def _verbs(root: Path, folder: Path) -> list[list[Any]]:
     """The other verbs on the corpus: what each says, and whether it finished without an internal error."""
     from edgecompress.inspect import inspect_model
     from edgecompress.tflite_reader import read_model
-    from edgecompress.inspect import total_macs
+    from edgecompress.macs import total_macs
 
     rows: list[list[Any]] = []
     classifier = root / "birdnet" / "classifier.tflite"

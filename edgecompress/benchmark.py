@@ -27,7 +27,7 @@ from edgecompress.devices.calibrate import host_cores
 from edgecompress.devices.estimate import DeviceEstimate, DeviceFit, fit_for
 from edgecompress.devices.profiles import DeviceProfile, load_profile
 from edgecompress.errors import UserError
-from edgecompress.inspect import total_macs
+from edgecompress.macs import total_macs
 from edgecompress.measure import Measurement, MeasureOptions, measure
 from edgecompress.measure.harness import check_model
 from edgecompress.shapes import resolve_shapes, tflite_input_shapes

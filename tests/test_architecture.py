@@ -3,17 +3,19 @@ higher ones, nothing but the CLI imports the CLI, and the runtime side never imp
 from __future__ import annotations
 
 import ast
+import tomllib
 from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Folders at the top of the repository that install as subpackages (pyproject's package-dir).
-TOP = {"converters": "edgecompress.converters", "calibration": "edgecompress.calibration",
-       "devices": "edgecompress.devices"}
+# Folders at the top of the repository that install as subpackages: read from pyproject's package-dir.
+TOP = {folder: package for package, folder in tomllib.loads(
+    (ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].items() if folder != package}
 TENSORFLOW = ("tensorflow", "tf_keras", "tensorflow_model_optimization", "keras")
 
 BASE = ("errors", "fileio", "tables", "progress", "quiet", "specs", "tomlfields", "datasets", "isolation")
-RUNTIME_SIDE = ("runtime", "tflite_reader", "shapes", "runner", "compare", "probe_inputs", "inspect", "evaluate", "measure")
+RUNTIME_SIDE = ("runtime", "tflite_reader", "shapes", "runner", "compare", "probe_inputs", "macs", "inspect", "evaluate",
+                "measure")
 # importer -> what it must never import (edgecompress.* prefixes, without "edgecompress.")
 FORBIDDEN = {
     **dict.fromkeys(BASE, ("runtime", "models", "calibration", "converters", "optimize", "devices", "benchmark",

@@ -179,7 +179,6 @@ def benchmark_command(
     from edgecompress.benchmark import benchmark
     from edgecompress.errors import UserError
     from edgecompress.measure import MeasureOptions
-    from edgecompress.progress import note
     from edgecompress.shapes import parse_input_shapes
 
     options = MeasureOptions(
@@ -195,16 +194,54 @@ def benchmark_command(
         if input_shape:
             raise UserError("--input-shape is for this host's runs: with --on, give the device a model with fixed "
                             "shapes (convert --input-shape)")
-        from edgecompress.cli.remote_output import benchmark_on
-
-        benchmark_on(on, list(models), options, device, remote_python, ssh_config, benchmark_binary, as_json)
+        _benchmark_on(on, list(models), options, device, remote_python, ssh_config, benchmark_binary, as_json)
         return
     results = benchmark(list(models), options, device, device_threads=threads)
     click.echo(to_json([r.to_dict() for r in results]) if as_json else render(results))
+    _exit_if_failed(results, as_json)
+
+
+def _benchmark_on(on: str | None, models: list[Path], options: Any, device: str | None, remote_python: str,
+                  ssh_config: Path | None, benchmark_binary: Path | None, as_json: bool) -> None:
+    """`benchmark --on DEVICE`: the SSH or adb path, its results labelled MEASURED."""
+    from edgecompress.errors import UserError
+
+    if on is None:
+        raise UserError("--ssh-config and --benchmark-binary need --on DEVICE (ssh://USER@HOST or adb[:SERIAL])")
+    if on == "adb" or on.startswith("adb:"):
+        if device is not None:
+            raise UserError("--device and --on adb conflict: --on measures the real device; drop --device")
+        if ssh_config is not None:
+            raise UserError("--ssh-config is for --on ssh://...; drop it with --on adb")
+        from edgecompress.remote.adb import benchmark_over_adb
+
+        run = benchmark_over_adb(models, options, on.partition(":")[2] or None, benchmark_binary)
+    else:
+        if benchmark_binary is not None:
+            raise UserError("--benchmark-binary is for --on adb; over ssh the device runs edgecompress itself")
+        from edgecompress.devices.profiles import load_profile
+        from edgecompress.remote.session import benchmark_over_ssh
+        from edgecompress.remote.ssh import parse_target
+
+        # --device names the profile these measurements belong to (what `devices calibrate NAME
+        # --from-measurements` refits): the figures themselves are the device's, never estimated
+        name = None if device is None else load_profile(device).name
+        run = benchmark_over_ssh(models, options, parse_target(on, ssh_config), remote_python, device_name=name)
+    if as_json:
+        click.echo(to_json(run.to_dict()))
+    else:
+        head = key_values(run.identity.pairs(), title=f"MEASURED on {run.target} (figures measured there, not estimated)")
+        click.echo(head + "\n\n" + render(run.results))
+    _exit_if_failed(run.results, as_json)
+
+
+def _exit_if_failed(results: list, as_json: bool) -> None:
+    """Exit 1 when any model failed to run, pointing at its error."""
+    from edgecompress.progress import note
+
     failed = [r for r in results if r.measurement.error]
     if failed:
         note(f"{len(failed)} of {len(results)} model(s) failed to run: see the error {'field' if as_json else 'lines'}")
-        # sys.exit, not ctx.exit: main() runs click with standalone_mode=False, which swallows ctx.exit codes.
         sys.exit(1)
 
 

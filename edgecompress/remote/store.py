@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecompress.devices.references import cache_root
-from edgecompress.inspect import total_macs
+from edgecompress.macs import total_macs
 from edgecompress.shapes import resolve_shapes
 from edgecompress.tflite_reader import is_integer_model, read_model
 
