@@ -13,6 +13,7 @@ import numpy as np
 from edgecompress.errors import NativeCrash, UserError
 from edgecompress.evaluate import evaluate, evaluate_bytes
 from edgecompress.fileio import atomic_path, check_output, gzip_size
+from edgecompress.models import KERAS_SUFFIXES
 from edgecompress.probe_inputs import generated_feeds
 from edgecompress.progress import note
 from edgecompress.runner import RunFailed, TFLiteRunner
@@ -30,8 +31,6 @@ from edgecompress.converters.full_int8_fallback import int8_within
 from edgecompress.converters.mixed_precision import int4_within
 from edgecompress.converters.precision_steps import FallbackSearch, check_fallback_options
 from edgecompress.converters.validate import Validation, check_finite_outputs, validate_tflite, validation_warnings
-
-_KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
 @dataclass
@@ -88,7 +87,7 @@ def quantize_tflite(
     """
     start = time.perf_counter()
     path = Path(model)
-    if path.suffix.lower() in _KERAS_SUFFIXES or path.is_dir():
+    if path.suffix.lower() in KERAS_SUFFIXES or path.is_dir():
         raise UserError(
             f"{path} is a Keras model, not a .tflite: quantize it with `edgecompress convert --quantize {quantize}`"
         )

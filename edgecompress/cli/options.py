@@ -29,12 +29,9 @@ def input_shape_option(help_text: str) -> Callable[[Any], Any]:
     return click.option("--input-shape", "input_shape", multiple=True, metavar="[NAME=]1xHxWxC", help=help_text)
 
 
-# Library errors name settings; a command's flag is its setting with dashes, except those listed here.
-FLAG_OF_SETTING: dict[str, str] = {}
-
-
 def flag(setting: str) -> str:
-    return FLAG_OF_SETTING.get(setting, "--" + setting.replace("_", "-"))
+    """Library errors name settings; a command's flag is its setting with dashes."""
+    return "--" + setting.replace("_", "-")
 
 
 def in_flags(error: UserError) -> str:

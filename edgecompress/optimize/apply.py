@@ -16,7 +16,7 @@ import numpy as np
 
 from edgecompress.errors import UserError, WrongResult
 from edgecompress.fileio import atomic_path, check_output
-from edgecompress.models import LoadedModel, avoid_onednn_crash, keras_model, load_model
+from edgecompress.models import KERAS_SUFFIXES, LoadedModel, avoid_onednn_crash, keras_model, load_model
 from edgecompress.progress import note, stage
 from edgecompress.optimize.base import Context, Technique, ordered
 from edgecompress.optimize.data import Labeled, load_labeled, load_labeled_inputs, predictions
@@ -87,8 +87,8 @@ def optimize(
         switched = avoid_onednn_crash(Path(model))
         if switched:
             note(switched)
-    if out.suffix.lower() not in (".keras", ".h5"):
-        raise UserError(f"output {out} must end in .keras or .h5")
+    if out.suffix.lower() not in KERAS_SUFFIXES:
+        raise UserError(f"output {out} must end in {', '.join(KERAS_SUFFIXES)}")
 
     loaded, source_path = _source(model, unsafe)
     rebuilt = as_tf_keras(loaded.model) if loaded.flavour == "keras3" else None

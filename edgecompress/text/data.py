@@ -19,7 +19,6 @@ from edgecompress.text.tokenizer import Vocabulary, load_vocabulary
 
 SEQ_LEN = 48
 NUM_CLASSES = 2
-LABELS = ("rotten", "fresh")
 _DATA = "data/rotten_tomatoes"
 
 
