@@ -285,7 +285,7 @@ def pitch_int8(root: Path, folder: Path) -> list[object]:
     return ["basic-pitch, full int8, --max-drop 1 (F1 points) on note", f"{fp.size_bytes:,}",
             f1(ref, got_plain, rolls[32:])[0],
             f"{result.size_bytes:,} ({result.size_bytes / fp.size_bytes:.2f}x)", f1(ref, got, rolls[32:])[0],
-            ", ".join(result.float_layers) or "; ".join(result.smoothed) or "-"]
+            _layers(result.float_layers) or "; ".join(result.smoothed) or "-"]
 
 
 def _informative_mobilenet(keras, x: np.ndarray):
@@ -300,6 +300,11 @@ def _informative_mobilenet(keras, x: np.ndarray):
             gamma, beta, _, _ = layer.get_weights()
             layer.set_weights([gamma, beta, seen.mean(axes), seen.var(axes)])
     return model
+
+
+def _layers(names: list[str]) -> str:
+    """A few layer names, or how many (basic-pitch keeps about thirty float)."""
+    return ", ".join(names) if len(names) <= 4 else f"{len(names)} layers with float activations"
 
 
 def auto_cost(folder: Path) -> list[object]:
