@@ -3,7 +3,8 @@
 TensorFlow is imported only when a conversion runs; running a .tflite lives in edgecompress.runner.
 """
 from edgecompress.converters.convert import ConversionResult, convert_model, fixed_batch_function, flex_ops, to_tflite
-from edgecompress.converters.quantize import IO_TYPES, QUANTIZE_MODES
+from edgecompress.converters.modes import QUANTIZE_MODES
+from edgecompress.converters.quantize import IO_TYPES
 from edgecompress.converters.validate import Validation, validate
 
 __all__ = [

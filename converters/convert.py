@@ -26,7 +26,8 @@ from edgecompress.converters.int16x8 import make_runnable
 from edgecompress.converters.algorithm_choice import AlgorithmChoice
 from edgecompress.converters.litert_quantize import WeightBytes, check_algorithm, quantize_weights
 from edgecompress.converters.precision_steps import check_fallback_options
-from edgecompress.converters.quantize import CALIBRATED_MODES, WEIGHT_MODES, check_options, configure
+from edgecompress.converters.modes import CALIBRATED_MODES, TFLITE_MODES, WEIGHT_MODES
+from edgecompress.converters.quantize import check_options, configure
 from edgecompress.converters.validate import (
     Validation, check_finite_outputs, validate, validation_warnings,
 )
@@ -216,7 +217,6 @@ def _from_tflite(path: Path, output: str | Path, quantize: str, calibration: str
                  seed: int, block_size: int | None, force: bool, keep_failed: bool, algorithm: str) -> ConversionResult:
     """A .tflite source (a MediaPipe or hub model with no Keras source): the weight modes need only the file, and
     go through converters.litert_quantize (float16 weights are restored first), validated on CALIBRATION."""
-    from edgecompress.converters.litert_quantize import TFLITE_MODES
     from edgecompress.converters.quantize_file import quantize_tflite
 
     if quantize not in TFLITE_MODES:

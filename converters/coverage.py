@@ -13,14 +13,11 @@ from dataclasses import dataclass
 
 from edgecompress.errors import UserError
 from edgecompress.tflite_reader import Subgraph, Tensor, TFLiteModel
+from edgecompress.converters.modes import MODES
 
-# The ops each mode's kernels take integer weights for: leaving one of these float is less than the mode promises.
-# (int4 has no DEPTHWISE_CONV_2D kernel: depthwise layers stay float by design, and say so.)
-PROMISED = {
-    "int4": frozenset({"FULLY_CONNECTED", "CONV_2D", "EMBEDDING_LOOKUP"}),
-    "int8-weights": frozenset({"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "EMBEDDING_LOOKUP"}),
-    "dynamic": frozenset({"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "EMBEDDING_LOOKUP"}),
-}
+# The ops each mode's kernels take integer weights for (Mode.kernels): leaving one of these float is less than
+# the mode promises.
+PROMISED = {m.name: m.kernels for m in MODES.values() if m.kernels}
 _INTEGER = frozenset({"int8", "uint8", "int4", "int16"})
 
 

@@ -4,9 +4,10 @@ search, for models that exist only as .tflite, without TensorFlow.
 Full int8 first; while the loss on labelled data is above max_drop, tensors of the ranking keep float
 activations, with the ops that make them and read them (a reader left int8 would quantize them again), their
 weights int8 (weight-only): the shortest prefix of the ranking within the target is kept
-(precision_steps.shortest_prefix), and what fails an edge input is kept float too (converters.edge_faults). The ranking is the signal each activation loses
-when it alone is int8 with its calibrated range (full_int8.signal_lost), measured on the float model with the
-runtime: the tensor whose range is at fault comes first, not the layers downstream that inherit the damage.
+(precision_steps.shortest_prefix), and what fails an edge input is kept float too (converters.edge_faults).
+The ranking is the signal each activation loses when it alone is int8 with its calibrated range
+(full_int8.signal_lost), measured on the float model with the runtime: the tensor whose range is at fault comes
+first, not the layers downstream that inherit the damage.
 """
 from __future__ import annotations
 

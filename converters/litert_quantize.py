@@ -18,7 +18,7 @@ How the weights are rounded (`algorithm`): minmax (one scale per channel from it
 (the quantizer's searches for the clipping range with the least error), gptq (error-compensating rounding from
 the calibration activations, converters.rounding: convolutions too, which the quantizer's own GPTQ skips), or
 auto (each, measured against float on held-out calibration samples: converters.algorithm_choice; without
-samples, AUTO_WITHOUT_SAMPLES). Hadamard
+samples, the mode's auto_without_samples: converters.modes). Hadamard
 rotation is not offered: it adds a custom op (`hadamard_rotation`) that stock Pi and Android runtimes may lack,
 and its decomposed form stores float rotation matrices that outgrow the weights.
 """
@@ -46,25 +46,16 @@ from edgecompress.tflite_reader import Tensor, TFLiteModel, parse_model
 from edgecompress.converters.algorithm_choice import AlgorithmChoice, choose
 from edgecompress.converters.embedding_lookup import gathers_to_embedding_lookups
 from edgecompress.converters.coverage import check_coverage, weight_coverage
+from edgecompress.converters.modes import BLOCK_MODES, MODES, TFLITE_MODES
 from edgecompress.converters.float16_weights import restore_float32
 from edgecompress.converters.rounding import RoundedLayer, Rounding, gptq_rounding
 from edgecompress.converters.tflite_edit import fill_builtin_codes
 
-TFLITE_MODES = ("int4", "int8-weights", "dynamic")  # weights only, through quantize_weights
-WEIGHT_BITS = {"int4": 4, "int8-weights": 8, "dynamic": 8}
-FULL_INT8 = "int8"  # weights and activations, calibrated: converters.full_int8
-FULL_INT16X8 = "int16x8"  # the same with 16-bit activations, where the runtime has the kernels
-ACTIVATION_BITS = {FULL_INT8: 8, FULL_INT16X8: 16}  # the calibrated modes
-QUANTIZE_MODES = (*TFLITE_MODES, *ACTIVATION_BITS)  # what `quantize` takes
-BLOCK_MODES = ("int4",)
 BLOCK_SIZES = (32, 64, 128, 256)  # the granularities ai-edge-quantizer and LiteRT's kernels support
 WEIGHT_ALGORITHMS = ("minmax", "mse", "octav", "gptq")  # simplest first: auto prefers the earlier on a tie
 ALGORITHMS = (*WEIGHT_ALGORITHMS, "auto")
 CALIBRATED_ALGORITHMS = ("gptq",)  # rounding that needs the activations: calibration samples
 AUTO_SAMPLES = 16  # held-out samples auto measures each algorithm on
-# auto with nothing to measure on: int4's 16 levels need the clipping search (on the digits CNN min/max lost 1.3
-# points of held-out accuracy, mse none); 8-bit weights lose little either way, and min/max is what the converter does
-AUTO_WITHOUT_SAMPLES = {"int4": "mse", "int8-weights": "minmax", "dynamic": "minmax"}
 GPTQ_SAMPLES = 32  # calibration samples GPTQ's Hessians are measured on, at most (a convolution gets up to
 # rounding.MAX_ROWS_PER_SAMPLE rows from each)
 EXTRA = "quantize"
@@ -133,7 +124,7 @@ def quantize_weights(data: bytes, quantize: str, block_size: int | None = None, 
             one(algorithm)
             return made[algorithm]
         if calibration is None:  # random inputs would rank the algorithms on activations the model never sees
-            fallback = AUTO_WITHOUT_SAMPLES[quantize]
+            fallback = MODES[quantize].auto_without_samples
             one(fallback)
             return WeightBytes(made[fallback].data, fallback, AlgorithmChoice(fallback, 0))
         _, choice = choose(WEIGHT_ALGORITHMS, one, float_path, held_out(calibration))
@@ -184,7 +175,7 @@ def gptq_rounding_of(data: bytes, quantize: str, block_size: int | None, float_p
     feeds = [{p.index: fit[p.spec.name][i:i + 1] for p in runner.in_ports}
              for i in range(len(next(iter(fit.values()))))]
     ops = ("CONV_2D",) if block_size is not None else ("CONV_2D", "FULLY_CONNECTED")
-    return gptq_rounding(data, feeds, WEIGHT_BITS[quantize], str(float_path), seed, ops)
+    return gptq_rounding(data, feeds, MODES[quantize].weight_bits, str(float_path), seed, ops)
 
 
 def quantize_layers(data: bytes, quantize: str, algorithm: str, source: str, block_size: int | None = None,
@@ -281,9 +272,9 @@ def _recipe(aeq: ModuleType, quantize: str, block_size: int | None, algorithm: s
     at 4 bits (gptq's rounding kept) or 8, or no quantization."""
     names, ops, granularity = aeq.algorithm_manager.AlgorithmName, aeq.qtyping.TFLOperationName, aeq.qtyping.QuantGranularity
     manager = aeq.recipe_manager.RecipeManager()
-    add = manager.add_weight_only_config if quantize == "int8-weights" else manager.add_dynamic_config
+    add = manager.add_weight_only_config if MODES[quantize].weight_only else manager.add_dynamic_config
     base = getattr(names, _ALGORITHM_KEYS.get(algorithm, "MSE"))
-    add(".*", ops.ALL_SUPPORTED, num_bits=WEIGHT_BITS[quantize], algorithm_key=base)
+    add(".*", ops.ALL_SUPPORTED, num_bits=MODES[quantize].weight_bits, algorithm_key=base)
     if block_size is not None and blocked:
         blocks = base if algorithm == "octav" else names.MIN_MAX_UNIFORM_QUANT
         add(scope_regex(blocked), ops.FULLY_CONNECTED, num_bits=4, granularity=granularity(f"BLOCKWISE_{block_size}"),
@@ -295,7 +286,7 @@ def _recipe(aeq: ModuleType, quantize: str, block_size: int | None, algorithm: s
                                ([l.tensor for l in rounded if l.op == op and l.tensor in weight_only],
                                 manager.add_weight_only_config)):
             if tensors:
-                adder(scope_regex(tensors), getattr(ops, op), num_bits=WEIGHT_BITS[quantize],
+                adder(scope_regex(tensors), getattr(ops, op), num_bits=MODES[quantize].weight_bits,
                       algorithm_key=names.DEQUANTIZED_WEIGHT_RECOVERY)
     for tier, bits, key in (("int4-weights", 4, names.MSE), ("int8-weights", 8, names.MIN_MAX_UNIFORM_QUANT)):
         tensors = [t for t, p in precision.items() if p == tier and t not in {l.tensor for l in rounded}]

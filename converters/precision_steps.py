@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from edgecompress.errors import UserError
+from edgecompress.converters.modes import MAX_DROP_MODES
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,6 @@ def _rank(step: FallbackStep) -> tuple[bool, float]:
     return step.edge_fault is not None, step.drop
 
 
-MAX_DROP_MODES = ("int8", "int4")  # int4: converters.mixed_precision
 
 
 def check_fallback_options(

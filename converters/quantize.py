@@ -1,5 +1,5 @@
-"""The quantization vocabulary (modes, I/O types, which combinations make sense) and the TFLiteConverter
-settings per mode. The recipe grid and the CLI read the lists and rules from here; importing this module
+"""Which combinations of quantization settings make sense (the modes themselves: converters.modes), and the
+TFLiteConverter settings per mode. The recipe grid and the CLI read the rules from here; importing this module
 needs no TensorFlow.
 """
 from __future__ import annotations
@@ -8,18 +8,14 @@ from typing import Any, Callable, Iterable
 
 from edgecompress.errors import UserError
 from edgecompress.converters.litert_quantize import check_block_size, require_quantizer
+from edgecompress.converters.modes import CALIBRATED_MODES, MODES, QUANTIZE_MODES, WEIGHT_MODES
 
-# Made by a float32 conversion, then ai-edge-quantizer (TFLiteConverter has no int4): see litert_quantize.
-WEIGHT_MODES = ("int4", "int8-weights")
-QUANTIZE_MODES = ("none", "dynamic", "float16", "int8", "int16x8", *WEIGHT_MODES)
 IO_TYPES = ("float32", "int8", "uint8")
-# Modes that compute activations in integers: they need representative samples.
-CALIBRATED_MODES = ("int8", "int16x8")
 
 
 def options_conflict(quantize: str, io_type: str) -> tuple[str, str] | None:
     """(setting, why) when IO_TYPE contradicts QUANTIZE, else None: integer I/O needs a full-integer model."""
-    if io_type != "float32" and quantize != "int8":
+    if io_type != "float32" and not MODES[quantize].integer_io:
         keep = " (int16x8 keeps float I/O)" if quantize == "int16x8" else ""
         return "io_type", f"io_type {io_type} needs quantize int8 (a full-integer model), not {quantize}{keep}"
     return None

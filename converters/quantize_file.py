@@ -23,11 +23,12 @@ from edgecompress.converters.algorithm_choice import AlgorithmChoice
 from edgecompress.converters.coverage import OpCoverage, describe_float, float_share, weight_coverage
 from edgecompress.converters.float16_weights import restore_float32
 from edgecompress.converters.litert_quantize import (
-    ACTIVATION_BITS, FULL_INT8, FULL_INT16X8, WeightBytes, check_algorithm, check_block_size, float32_constants,
+    WeightBytes, check_algorithm, check_block_size, float32_constants,
     quantize_weights,
 )
 from edgecompress.converters.edge_faults import EdgeGuard
 from edgecompress.converters.full_int8_fallback import int8_within
+from edgecompress.converters.modes import CALIBRATED_MODES, MODES
 from edgecompress.converters.mixed_precision import int4_within
 from edgecompress.converters.precision_steps import FallbackSearch, check_fallback_options
 from edgecompress.converters.validate import Validation, check_finite_outputs, validate_tflite, validation_warnings
@@ -98,12 +99,12 @@ def quantize_tflite(
     data = check_tflite_file(path)
     reference = TFLiteRunner(path)  # a file the runtime cannot run is refused before any work
     weights, search = None, None
-    if quantize in ACTIVATION_BITS:
-        if int16_heads and (io_type != "float32" or quantize != FULL_INT8):
+    if quantize in CALIBRATED_MODES:
+        if int16_heads and (io_type != "float32" or MODES[quantize].activation_bits != 8):
             raise UserError("int16_head is for --quantize int8 with float32 inputs and outputs (io_type float32)",
                             settings=("int16_head", "io_type"))
-        if quantize == FULL_INT16X8 and io_type != "float32":
-            raise UserError("int16x8 keeps float32 inputs and outputs: drop io_type, or use --quantize int8",
+        if not MODES[quantize].integer_io and io_type != "float32":
+            raise UserError(f"{quantize} keeps float32 inputs and outputs: drop io_type, or use --quantize int8",
                             settings=("io_type",))
         if max_drop is not None:
             assert eval_data is not None  # _check_max_drop
@@ -112,7 +113,7 @@ def quantize_tflite(
         else:
             quantized = _full_int8(data, reference, calibration, num_samples, seed, io_type, str(path),
                                    allow_partial, calibration_method, _head_tensors(reference, int16_heads),
-                                   ACTIVATION_BITS[quantize])
+                                   quantize)
         inputs = inputs if inputs is not None else calibration
     else:
         if int16_heads:
@@ -212,14 +213,13 @@ def _int8_within(data: bytes, path: Path, reference: TFLiteRunner, calibration: 
 
 def _full_int8(data: bytes, reference: TFLiteRunner, calibration: str | Path | None, count: int, seed: int,
                io_type: str, source: str, allow_partial: bool, method: str, wide: Sequence[str] = (),
-               bits: int = 8) -> bytes:
-    """DATA to full integer (converters.full_int8) with BITS-bit activations, calibrated on COUNT samples of
-    CALIBRATION; ops it leaves in float need ALLOW_PARTIAL, and a file with no integer activation at all is
-    refused."""
+               mode: str = "int8") -> bytes:
+    """DATA to full integer (converters.full_int8) with MODE's activations (int8 or int16x8), calibrated on COUNT
+    samples of CALIBRATION; ops it leaves in float need ALLOW_PARTIAL, and a file with no integer activation at
+    all is refused."""
     from edgecompress.calibration import load_samples
     from edgecompress.converters.full_int8 import quantize_full_int8
 
-    mode = FULL_INT8 if bits == 8 else FULL_INT16X8
     if calibration is None:
         raise UserError(f"{mode} quantizes the activations too, from their ranges on representative inputs: give "
                         "calibration samples (a .npz with one array per input, or x)", settings=("calibration",))
@@ -229,7 +229,7 @@ def _full_int8(data: bytes, reference: TFLiteRunner, calibration: str | Path | N
     feeds = [{p.index: batch[p.spec.name][i:i + 1] for p in reference.in_ports} for i in range(samples)]
     wider = f", 16-bit activations on {len(wide)} tensors of the heads asked for" if wide else ""
     note(f"quantizing {Path(source).name} to full {mode}, calibrated on {samples} samples ({method} ranges{wider})")
-    quantized = quantize_full_int8(data, feeds, io_type, method, wide, bits)
+    quantized = quantize_full_int8(data, feeds, io_type, method, wide, MODES[mode].activation_bits)
     left = _float_ops(parse_model(quantized, source))
     if left and not any(op_type for op_type in _integer_ops(parse_model(quantized, source))):
         raise UserError(f"{mode} quantized nothing in {Path(source).name}: every op stays float ({', '.join(left)})")

@@ -22,6 +22,7 @@ from edgecompress.isolation import crash_for_tests, run_isolated
 from edgecompress.models import LoadedModel
 from edgecompress.probe_inputs import EDGE_INPUTS, with_edges
 from edgecompress.runner import RunFailed, TFLiteRunner
+from edgecompress.converters.modes import MODES
 
 
 @dataclass(frozen=True)
@@ -47,17 +48,6 @@ class Validation:
         return [o for o in self.outputs if o.nonfinite]
 
 
-# What to try next when a mode's export fails its validation.
-_NEXT_STEP = {
-    "int4": "try int8-weights or dynamic, which keep more of the weights' precision",
-    "int8-weights": "try float16",
-    "dynamic": "try int8-weights (float activations) or float16",
-    "float16": "keep float32 (quantize none)",
-    "none": "the float32 export itself differs: report it with the model attached",
-}
-_INT8_NEXT_STEP = ("find the layers at fault with `edgecompress diagnose MODEL --calibration DATA`, or keep them "
-                   "in float with max_drop (int8: `convert --max-drop POINTS --eval-data LABELLED.npz`, or "
-                   "max_drop in a recipe variant)")
 
 
 def summarize(samples: int, data: str, runtime: str, outputs: list[OutputCheck],
@@ -76,7 +66,7 @@ def summarize(samples: int, data: str, runtime: str, outputs: list[OutputCheck],
 
 def validation_warnings(validation: Validation, quantize: str) -> list[str]:
     """Per output that VALIDATION says no longer computes what the original did: why, and the next step."""
-    step = _INT8_NEXT_STEP if quantize in ("int8", "int16x8") else _NEXT_STEP.get(quantize, "try another mode")
+    step = MODES[quantize].next_step
     if validation.state_drift:  # streamed, and the state moves the outputs: it may be the cause, not the mode
         step = (f"the model keeps state between invocations (the same input twice in a row differs by "
                 f"{validation.state_drift:.3g}) and the samples were streamed: if its original is stateless, "
@@ -100,7 +90,7 @@ def check_finite_outputs(validation: Validation, what: str, quantize: str) -> No
     edges = f", edge inputs ({', '.join(validation.edge_inputs)}) included" if validation.edge_inputs else ""
     cause = " (float16 weights: beyond 65504 they overflow, below 6e-8 they become 0)" if quantize == "float16" else ""
     raise WrongResult(f"{what} gives NaN/Inf where the original is finite{cause}: {found}{edges}; "
-                      f"{_NEXT_STEP.get(quantize, 'try another quantize mode')}", settings=("quantize",))
+                      f"{MODES[quantize].next_step}", settings=("quantize",))
 
 
 def validate(tflite_path: str | Path, model: LoadedModel, feeds: dict[str, np.ndarray], data: str) -> Validation:

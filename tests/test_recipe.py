@@ -106,7 +106,7 @@ BAD = [
     ('name = "full-int8"\nquantize = "int8"', 'name = "full-int8"\nquantize = "int4"\nalgorithm = "hadamard"',
      'algorithm = "hadamard"', ["variants[0].algorithm", "hadamard", "gptq", "auto"]),
     ('name = "full-int8"\nquantize = "int8"', 'name = "full-int8"\nquantize = "int8"\nalgorithm = "gptq"',
-     'algorithm = "gptq"', ["variants[0].algorithm", "int4, int8-weights, dynamic", "not int8"]),
+     'algorithm = "gptq"', ["variants[0].algorithm", "dynamic, int4, int8-weights", "not int8"]),
     ('quantize = "int8"\nio_type', 'quantize = "float16"\nio_type', 'io_type = "int8"',
      ["variants[0].io_type", "needs quantize", "int8"]),
     ('quantize = "int8"\nqat = true', 'quantize = "dynamic"\nqat = true', "qat = true", ["variants[1].qat", "int8"]),

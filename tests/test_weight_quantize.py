@@ -386,4 +386,4 @@ def test_convert_takes_a_tflite_for_the_modes_that_need_only_the_file(run_cli, f
     assert result["ratio_base"] == "file"
     code, _, err = run_cli(["convert", float16_tflite, "-o", tmp_path / "int8.tflite", "--quantize", "int8",
                             "--calibration", calib_npz])
-    assert code == 2 and "needs the Keras model it came from" in err and "int4, int8-weights, dynamic" in err
+    assert code == 2 and "needs the Keras model it came from" in err and "dynamic, int4, int8-weights" in err

@@ -7,23 +7,16 @@ import click
 
 from edgecompress.calibration.sources import IMAGE_SCALES
 from edgecompress.converters.convert import DEFAULT_CALIBRATION_SAMPLES, VALIDATION_SAMPLES
-from edgecompress.converters.quantize import IO_TYPES, QUANTIZE_MODES
+from edgecompress.converters.modes import QUANTIZE_MODES, WEIGHT_MODES, modes_help
+from edgecompress.converters.quantize import IO_TYPES
 from edgecompress.tables import fmt_metric, key_values, table
 from edgecompress.cli.options import (
-    algorithm_option, emit, force_option, input_shape_option, int4_search_parts, int8_search_parts, json_option,
+    algorithm_option, block_size_option, emit, force_option, input_shape_option, int4_search_parts, int8_search_parts, json_option,
     outputs_table, rounding_row, size_ratio, unsafe_option, validation_rows,
 )
 
-QUANTIZE_HELP = (
-    "none: float32; dynamic: int8 weights, float activations; float16: half-size weights; "
-    "int8: full integer (needs --calibration); int16x8: int16 activations, int8 weights (needs --calibration); "
-    "int4: 4-bit weights, float activations quantized on the fly; int8-weights: weight-only int8, float compute "
-    "(both: float32 conversion, then litert-quantizer; dynamic too with an explicit --algorithm)."
-)
-BLOCK_SIZE_HELP = (
-    "int4 only: one scale per this many input channels of FULLY_CONNECTED weights (32, 64, 128 or 256) "
-    "instead of one per output channel; convolutions stay per channel."
-)
+QUANTIZE_HELP = (modes_help(QUANTIZE_MODES) + f" {', '.join(WEIGHT_MODES)}: a float32 conversion, then "
+                 "litert-quantizer; dynamic too with an explicit --algorithm.")
 IMAGE_SCALE_HELP = "How image-folder pixels become inputs: " + "; ".join(f"{k} = {v}" for k, v in IMAGE_SCALES.items())
 
 
@@ -44,7 +37,7 @@ IMAGE_SCALE_HELP = "How image-folder pixels become inputs: " + "; ".join(f"{k} =
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for choosing samples.")
 @click.option("--validation-samples", type=click.IntRange(min=1), default=VALIDATION_SAMPLES, show_default=True,
               help="Samples the .tflite and the original both run to measure the error.")
-@click.option("--block-size", type=int, help=BLOCK_SIZE_HELP)
+@block_size_option
 @algorithm_option
 @click.option("--allow-flex", is_flag=True,
               help="Allow TensorFlow (Flex / SELECT_TF_OPS) ops; stock runtimes cannot run the result.")

@@ -7,7 +7,8 @@ from typing import Any, Callable
 import click
 
 from edgecompress.errors import UserError
-from edgecompress.converters.litert_quantize import ALGORITHMS
+from edgecompress.converters.litert_quantize import ALGORITHMS, BLOCK_SIZES
+from edgecompress.converters.modes import BLOCK_MODES, TFLITE_MODES
 from edgecompress.tables import to_json
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -17,10 +18,15 @@ unsafe_option = click.option(
 )
 algorithm_option = click.option(
     "--algorithm", type=click.Choice(ALGORITHMS), default="auto", show_default=True,
-    help="int4, int8-weights, dynamic: how weights are rounded. minmax: one scale per channel from its largest "
+    help=f"{', '.join(TFLITE_MODES)}: how weights are rounded. minmax: one scale per channel from its largest "
          "weight; mse, octav: the clipping range with the least error; gptq: each weight's rounding error "
          "compensated by the others, from the activations (needs --calibration); auto: each that applies, "
          "measured against float on held-out samples, the best kept (the output says which and why).",
+)
+block_size_option = click.option(
+    "--block-size", type=int,
+    help=f"{', '.join(BLOCK_MODES)} only: one scale per this many input channels of FULLY_CONNECTED weights "
+         f"({', '.join(map(str, BLOCK_SIZES))}) instead of one per output channel; convolutions stay per channel.",
 )
 
 

@@ -6,24 +6,19 @@ from typing import Any
 import click
 
 from edgecompress.converters.full_int8 import FULL_INT8_IO_TYPES, RANGE_METHODS
-from edgecompress.converters.litert_quantize import QUANTIZE_MODES
+from edgecompress.converters.modes import FILE_MODES, modes_help
 from edgecompress.cli.options import (
-    algorithm_option, emit, force_option, int4_search_parts, int8_search_parts, json_option, outputs_table,
+    algorithm_option, block_size_option, emit, force_option, int4_search_parts, int8_search_parts, json_option, outputs_table,
     rounding_row, size_ratio, validation_rows,
 )
 
-MODE_HELP = (
-    "int4: 4-bit weights, float activations quantized on the fly; int8-weights: int8 weights dequantized to "
-    "float, float compute; dynamic: int8 weights, float activations quantized on the fly; int8: full integer, "
-    "weights and activations (needs --calibration); int16x8: int8 weights, 16-bit activations (needs "
-    "--calibration; the runtime's reference kernels, slower than int8)."
-)
+MODE_HELP = modes_help(FILE_MODES)
 
 
 @click.command("quantize")
 @click.argument("model", type=click.Path(path_type=str))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=str), help="The .tflite file to write.")
-@click.option("--quantize", type=click.Choice(QUANTIZE_MODES), required=True, help=MODE_HELP)
+@click.option("--quantize", type=click.Choice(FILE_MODES), required=True, help=MODE_HELP)
 @click.option("--calibration", type=click.Path(path_type=str),
               help="Representative samples (.npz with one array per input, or `x`): for int8 and int16x8 their "
                    "activation ranges set the scales; for the weight modes gptq rounds from their activations and "
@@ -39,9 +34,7 @@ MODE_HELP = (
 @click.option("--int16-head", "int16_heads", multiple=True, metavar="OUTPUT",
               help="int8 only: 16-bit activations (weights int8) on the ops only this output depends on, for a head "
                    "whose values int8 steps are too coarse for (a detector's scores). Repeatable.")
-@click.option("--block-size", type=int,
-              help="int4 only: one scale per this many input channels of FULLY_CONNECTED weights "
-                   "(32, 64, 128 or 256) instead of one per output channel.")
+@block_size_option
 @algorithm_option
 @click.option("--max-drop", type=float, metavar="POINTS",
               help="int8: keep the activations of the layers int8 hurts most float (their weights int8); int4: "

@@ -13,7 +13,8 @@ from typing import Any, Iterable
 from edgecompress.errors import UserError
 from edgecompress.converters.precision_steps import check_fallback_options
 from edgecompress.converters.litert_quantize import CALIBRATED_ALGORITHMS, check_algorithm, check_block_size
-from edgecompress.converters.quantize import CALIBRATED_MODES, WEIGHT_MODES, options_conflict, qat_conflict
+from edgecompress.converters.modes import CALIBRATED_MODES, WEIGHT_MODES
+from edgecompress.converters.quantize import options_conflict, qat_conflict
 from edgecompress.optimize.base import techniques_from_settings
 from edgecompress.optimize.distill import DISTILLATION
 

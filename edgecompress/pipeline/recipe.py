@@ -36,7 +36,8 @@ from edgecompress.specs import LABEL_KEY
 from edgecompress.tomlfields import FieldChecker, field_name, type_name
 from edgecompress.optimize.prune import SUPPORTED_PATTERNS
 from edgecompress.converters.litert_quantize import ALGORITHMS, BLOCK_SIZES
-from edgecompress.converters.quantize import CALIBRATED_MODES, IO_TYPES, QUANTIZE_MODES
+from edgecompress.converters.modes import CALIBRATED_MODES, QUANTIZE_MODES
+from edgecompress.converters.quantize import IO_TYPES
 from edgecompress.pipeline.grid import SETTING_FIELDS, Variant, VariantSettings, dedupe, expand_grid, normalized
 
 import tomllib
