@@ -47,6 +47,11 @@ MODES: dict[str, Mode] = {m.name: m for m in (
          kernels=_INT4_KERNELS, auto_without_samples="mse", blocks=True, max_drop=True),
     Mode("int8-weights", "int8 weights dequantized to float, float compute", "try float16", converter=False,
          weight_bits=8, weight_only=True, kernels=_INT8_KERNELS),
+    # int4's size with float activations: the hybrid kernels quantize a layer's input on the fly, which a
+    # spectrogram's range does not survive whatever the weights (BirdNET's mel filterbanks).
+    Mode("int4-weights", "4-bit weights dequantized to float, float compute",
+         "try int8-weights, which keeps more of the weights' precision", converter=False, weight_bits=4,
+         weight_only=True, kernels=_INT4_KERNELS, auto_without_samples="mse"),
 )}
 
 QUANTIZE_MODES = tuple(MODES)  # what convert and recipes take

@@ -92,6 +92,17 @@ def test_a_single_latency_limit_applies_to_every_device(folder):
     assert recipe.constraints.max_latency_ms == {"raspberry-pi-4": 7.0, "pixel-3a": 7.0}
 
 
+def test_every_quantization_mode_is_a_recipe_value(folder):
+    """Recipes take the modes converters/modes.py declares, a new one (int4-weights) included, with no list of
+    their own."""
+    from edgecompress.converters.modes import QUANTIZE_MODES
+
+    assert "int4-weights" in QUANTIZE_MODES
+    for mode in QUANTIZE_MODES:
+        text = GOOD.replace('quantize = "int8"\nio_type = "int8"', f'quantize = "{mode}"')
+        assert load_recipe(write(folder, text)).variants[0].settings.quantize == mode
+
+
 BAD = [
     # (replace this, with this, the line holding this, words the message must hold)
     ('quantize = "int8"\nqat = true', 'quantize = "int8"\nqat = true\nsparsity = 0.5', "sparsity = 0.5",

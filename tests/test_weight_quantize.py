@@ -387,3 +387,27 @@ def test_convert_takes_a_tflite_for_the_modes_that_need_only_the_file(run_cli, f
     code, _, err = run_cli(["convert", float16_tflite, "-o", tmp_path / "int8.tflite", "--quantize", "int8",
                             "--calibration", calib_npz])
     assert code == 2 and "needs the Keras model it came from" in err and "dynamic, int4, int8-weights" in err
+
+
+def test_int4_weights_keeps_4_bit_weights_for_float_kernels(float_tflite, digits_model_path, test_npz, tmp_path,
+                                                            run_cli):
+    """int4-weights (one declaration in converters/modes.py): int4 constants read through DEQUANTIZE, so every
+    convolution and dense layer computes in float; from a .tflite and from Keras."""
+    from edgecompress.evaluate import evaluate
+    from edgecompress.tflite_reader import parse_model
+
+    out = tmp_path / "w4.tflite"
+    code, stdout, err = run_cli(["quantize", float_tflite, "-o", out, "--quantize", "int4-weights", "--json"])
+    assert code == 0, err
+    assert json.loads(stdout)["ratio"] > 5
+    graph = parse_model(out.read_bytes()).main
+    producers = {o: op for op in graph.operators for o in op.outputs}
+    compute = [op for op in graph.operators if op.name in ("CONV_2D", "FULLY_CONNECTED")]
+    assert compute and all(graph.tensor(op.inputs[0]).dtype == "float32" for op in compute)
+    assert all(producers[op.inputs[1]].name == "DEQUANTIZE" and graph.tensor(producers[op.inputs[1]].inputs[0]).dtype
+               == "int4" for op in compute)
+    assert evaluate(out, test_npz).accuracy >= evaluate(float_tflite, test_npz).accuracy - 0.01
+
+    code, stdout, err = run_cli(["convert", digits_model_path, "-o", tmp_path / "k4.tflite", "--quantize",
+                                 "int4-weights", "--json"])
+    assert code == 0 and json.loads(stdout)["quantize"] == "int4-weights", err
