@@ -185,3 +185,20 @@ def test_a_reset_restarts_resource_variables_as_a_fresh_load(run_cli, tmp_path):
     assert json.loads(out)["mae"] == 0.0
     code, out, _ = run_cli(["evaluate", path, "--data", tmp_path / "d.npz", "--stream", "--json"])
     assert json.loads(out)["mae"] > 0
+
+
+def test_a_recipe_refuses_labels_it_cannot_rank_by(tmp_path):
+    """Recipes rank variants by accuracy or MAE: held-out labels judged by F1 are refused in one line at the
+    baseline, not left as variants nothing can rank."""
+    from edgecompress.errors import UserError
+    from edgecompress.models import import_tf_keras
+    from edgecompress.pipeline.stages import BaselineTask, baseline
+
+    keras = import_tf_keras()
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, activation="sigmoid")]).save(tmp_path / "tags.keras")
+    np.savez(tmp_path / "tags.npz", x=np.random.default_rng(0).random((20, 4), dtype=np.float32),
+             y=np.random.default_rng(1).integers(0, 2, (20, 6)))
+    task = BaselineTask(tmp_path / "tags.keras", tmp_path / "tags.npz", "k", tmp_path / "baseline.json")
+    with pytest.raises(UserError, match="judged by f1, and recipes rank variants by accuracy or MAE"):
+        baseline(task, lambda _: None)
+    assert not (tmp_path / "baseline.json").exists()

@@ -145,6 +145,12 @@ def baseline(task: BaselineTask, emit: Callable[[str], None]) -> dict[str, Any]:
     emit("evaluate")
     start = time.perf_counter()
     result = evaluate(task.model, task.eval_data, model_output=task.eval_output)
+    if result.metric not in ("accuracy", "mae"):
+        from edgecompress.errors import UserError
+
+        raise UserError(f"{task.eval_data.name}: its labels are judged by {result.metric}, and recipes rank variants "
+                        "by accuracy or MAE only: score the exports with `edgecompress evaluate`, or give class or "
+                        "float labels")
     summary = {"key": task.key, **result.summary(), "seconds": time.perf_counter() - start}
     write_json(task.file, summary)
     return summary
