@@ -57,10 +57,10 @@ def import_tf_keras(what: str = "this command") -> ModuleType:
     import tf_keras
 
     from edgecompress import keras_activations
-    from edgecompress.text import layers as text_layers
+    from edgecompress import keras_layers
 
     keras_activations.register()  # the activations rebuilt Keras 3 models use, so that their files load
-    text_layers.register()  # the text encoders' position embeddings
+    keras_layers.register()  # the text encoders' position embeddings
 
     return tf_keras
 

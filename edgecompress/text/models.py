@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from edgecompress.models import import_tf_keras
-from edgecompress.text.layers import position_embedding_class
+from edgecompress.keras_layers import position_embedding_class
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The one Keras layer the text encoders need beyond tf-keras's own: learned position embeddings.
+"""The Keras layers edgecompress's own models need beyond tf-keras's: learned position embeddings (the text
+encoders). Beside keras_activations.py, registered the same way.
 
 Registered as "edgecompress>PositionEmbedding" so a saved model loads (in safe mode) wherever
 edgecompress.models.import_tf_keras has run. It adds a (sequence length, width) table to the token
