@@ -16,12 +16,13 @@ TENSORFLOW = ("tensorflow", "tf_keras", "tensorflow_model_optimization", "keras"
 BASE = ("errors", "fileio", "tables", "progress", "quiet", "specs", "tomlfields", "datasets", "isolation")
 RUNTIME_SIDE = ("runtime", "tflite_reader", "shapes", "runner", "compare", "probe_inputs", "macs", "inspect", "evaluate",
                 "measure")
+KERAS_LOADING = ("models", "keras_activations", "keras_layers", "text")
 # importer -> what it must never import (edgecompress.* prefixes, without "edgecompress.")
 FORBIDDEN = {
     **dict.fromkeys(BASE, ("runtime", "models", "calibration", "converters", "optimize", "devices", "benchmark",
                            "pipeline", "cli")),
     **dict.fromkeys(RUNTIME_SIDE, ("converters", "optimize", "devices", "benchmark", "pipeline", "cli")),
-    **dict.fromkeys(("models", "text"), ("calibration", "converters", "optimize", "devices", "benchmark", "pipeline",
+    **dict.fromkeys(KERAS_LOADING, ("calibration", "converters", "optimize", "devices", "benchmark", "pipeline",
                                           "cli")),
     "calibration": ("converters", "optimize", "devices", "benchmark", "pipeline", "cli"),
     "converters": ("optimize", "devices", "benchmark", "pipeline", "cli"),
@@ -33,8 +34,8 @@ FORBIDDEN = {
     "pipeline": ("cli",),
     "demo": ("cli",),
 }
-NO_TENSORFLOW_ON_IMPORT = RUNTIME_SIDE + BASE + ("models", "text", "calibration", "converters", "optimize", "devices",
-                                                 "benchmark", "remote", "check", "pipeline", "demo", "cli")
+NO_TENSORFLOW_ON_IMPORT = RUNTIME_SIDE + BASE + KERAS_LOADING + ("calibration", "converters", "optimize", "devices",
+                                                    "benchmark", "remote", "check", "pipeline", "demo", "cli")
 
 
 def _module(root: Path, path: Path) -> str:
