@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecompress.errors import UserError
-from edgecompress.tomlfields import FieldChecker, field_name
+from edgecompress.tomlfields import FieldChecker, TomlLines, field_name
 from edgecompress.devices.references import PRECISIONS, check_model_name
 
 PROFILE_SUFFIX = ".toml"
@@ -116,7 +116,8 @@ def _parse(text: str, where: str, path: Path | None = None) -> DeviceProfile:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{where} is not valid TOML ({exc}): fix the file's syntax") from exc
-    get = _Fields(data, where)
+    lines = TomlLines(text)
+    get = _Fields(data, where, lines)
     name = get.text("name")
     cores = get.integer("cores")
     big_cores = get.integer("big_cores")
@@ -129,9 +130,9 @@ def _parse(text: str, where: str, path: Path | None = None) -> DeviceProfile:
         raise UserError(f"{where}: field 'threads' ({threads}) exceeds 'cores' ({cores}): use at most {cores}")
     if os_reserve_mb >= ram_mb:
         raise UserError(f"{where}: field 'os_reserve_mb' ({os_reserve_mb}) must be below 'ram_mb' ({ram_mb})")
-    runtime = _Fields(get.table("runtime"), f"{where}, [runtime]")
-    derivation = _derivation(data, where)
-    references = _references(data, where, derivation)
+    runtime = _Fields(get.table("runtime"), f"{where}, [runtime]", lines, ("runtime",))
+    derivation = _derivation(data, where, lines)
+    references = _references(data, where, derivation, lines)
     return DeviceProfile(
         name=name,
         description=get.text("description"),
@@ -146,26 +147,28 @@ def _parse(text: str, where: str, path: Path | None = None) -> DeviceProfile:
         runtime=Runtime(runtime.text("name"), runtime.text("version")),
         references=references,
         derived_from=derivation,
-        userland=_userland(data, where),
+        userland=_userland(data, where, lines),
         path=str(path) if path else "",
     )
 
 
-def _userland(data: dict[str, Any], where: str) -> UserlandSpec | None:
+def _userland(data: dict[str, Any], where: str, lines: TomlLines) -> UserlandSpec | None:
     if "userland" not in data:
         return None
-    get = _Fields(_Fields(data, where).table("userland"), f"{where}, [userland]")
+    get = _Fields(_Fields(data, where, lines).table("userland"), f"{where}, [userland]", lines, ("userland",))
     return UserlandSpec(get.text("os"), get.text("suite"), get.text("arch"), get.text("python"))
 
 
-def _derivation(data: dict[str, Any], where: str) -> Derivation | None:
+def _derivation(data: dict[str, Any], where: str, lines: TomlLines) -> Derivation | None:
     if "derived_from" not in data:
         return None
-    get = _Fields(_Fields(data, where).table("derived_from"), f"{where}, [derived_from]")
+    get = _Fields(_Fields(data, where, lines).table("derived_from"), f"{where}, [derived_from]", lines,
+                  ("derived_from",))
     return Derivation(get.text("profile"), get.number("scale"), get.text("reason"))
 
 
-def _references(data: dict[str, Any], where: str, derivation: Derivation | None) -> tuple[ReferenceLatency, ...]:
+def _references(data: dict[str, Any], where: str, derivation: Derivation | None,
+                lines: TomlLines) -> tuple[ReferenceLatency, ...]:
     if derivation is not None:
         if "references" in data:
             raise UserError(f"{where}: give either [[references]] or [derived_from], not both")
@@ -193,7 +196,7 @@ def _references(data: dict[str, Any], where: str, derivation: Derivation | None)
     for i, entry in enumerate(entries, 1):
         if not isinstance(entry, dict):
             raise UserError(f"{where}: references #{i} must be a table ([[references]])")
-        get = _Fields(entry, f"{where}, references #{i}")
+        get = _Fields(entry, f"{where}, references #{i}", lines, ("references", i - 1))
         model = get.text("model")
         check_model_name(model, f"{where}, references #{i}, field 'model'")
         precision = get.text("precision")
@@ -206,8 +209,8 @@ def _references(data: dict[str, Any], where: str, derivation: Derivation | None)
 class _Fields:
     """The required fields of one table of a profile; errors name the field and the file."""
 
-    def __init__(self, data: dict[str, Any], where: str) -> None:
-        self.data, self.check = data, _ProfileChecker(where)
+    def __init__(self, data: dict[str, Any], where: str, lines: TomlLines, prefix: tuple[Any, ...] = ()) -> None:
+        self.data, self.check = data, _ProfileChecker(where, lines, prefix)
 
     def _get(self, key: str, kind: str) -> Any:
         return self.check.required(self.data, (key,), kind)
@@ -227,7 +230,7 @@ class _Fields:
 
 class _ProfileChecker(FieldChecker):
     def fail(self, path: tuple[Any, ...], message: str) -> UserError:
-        return UserError(f"{self.where}: field '{field_name(path)}' {message}")
+        return UserError(f"{self.located(path)}: field '{field_name(path)}' {message}")
 
 
 def measured_profiles() -> list[DeviceProfile]:

@@ -93,6 +93,22 @@ def test_a_bad_user_profile_fails_on_one_line_naming_the_field_and_file(tmp_path
     assert err.count("\n") == 1 and f"'{field}'" in err and str(path) in err
 
 
+def test_a_bad_profile_field_is_named_with_its_line(tmp_path, capsys):
+    """Profiles find lines the way recipes do (tomlfields.TomlLines): top-level fields and [[references]] too."""
+    path = tmp_path / "my-board.toml"
+    text = PI4_TEXT.replace("ram_mb = 4096", 'ram_mb = "lots"')
+    path.write_text(text)
+    line = text.splitlines().index('ram_mb = "lots"') + 1
+    assert f"my-board.toml line {line}: field 'ram_mb'" in run_cli(["devices", "show", str(path)], capsys)[2]
+    lines = PI4_TEXT.splitlines()
+    second = [i for i, t in enumerate(lines) if t == "[[references]]"][1]
+    at = next(i for i in range(second, len(lines)) if lines[i].startswith("latency_ms"))
+    lines[at] = "latency_ms = -3"
+    path.write_text("\n".join(lines) + "\n")
+    err = run_cli(["devices", "show", str(path)], capsys)[2]
+    assert f"references #2 line {at + 1}: field 'latency_ms'" in err, err
+
+
 def test_a_user_profile_file_loads_and_an_unknown_name_lists_the_known_ones(tmp_path, capsys):
     path = tmp_path / "my-pi.toml"
     path.write_text(PI4_TEXT.replace('name = "raspberry-pi-4"', 'name = "my-pi"'))

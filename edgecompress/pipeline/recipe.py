@@ -33,7 +33,7 @@ import numpy as np
 from edgecompress.errors import UserError
 from edgecompress.models import keras_flavour
 from edgecompress.specs import LABEL_KEY
-from edgecompress.tomlfields import FieldChecker, field_name, type_name
+from edgecompress.tomlfields import FieldChecker, TomlLines, field_name, type_name
 from edgecompress.optimize.prune import SUPPORTED_PATTERNS
 from edgecompress.converters.litert_quantize import ALGORITHMS, BLOCK_SIZES
 from edgecompress.converters.modes import CALIBRATED_MODES, QUANTIZE_MODES
@@ -143,70 +143,6 @@ class Recipe:
     measured: dict[str, DeviceAccess] = field(default_factory=dict)  # devices measured over SSH, by name
 
 
-# ---------------------------------------------------------------------------------------------- lines
-
-
-class _Lines:
-    """Find the line of a key in the raw TOML text (tomllib keeps no positions).
-
-    Understands [table] and [[array]] headers (the Nth occurrence for the Nth element), `key = value`
-    lines with bare, quoted or dotted keys, and keys inside one-line inline tables. Falls back to the
-    table's header, then to no line, so a message is never wrong, only less precise.
-    """
-
-    def __init__(self, text: str) -> None:
-        self.lines = text.splitlines()
-        self.headers = [(no, m.group(1), m.group(2).replace(" ", "").replace('"', "").replace("'", ""))
-                        for no, line in enumerate(self.lines) if (m := _HEADER.match(line))]
-
-    def _section(self, table: tuple[Any, ...]) -> tuple[int, int] | None:
-        """(header index or -1, end index) of TABLE, e.g. () top level, ("data",), ("variants", 2)."""
-        if not table:
-            return -1, self.headers[0][0] if self.headers else len(self.lines)
-        index = table[-1] if isinstance(table[-1], int) else None
-        name = ".".join(str(p) for p in (table[:-1] if index is not None else table))
-        matches = [i for i, (_, brackets, n) in enumerate(self.headers)
-                   if n == name and (brackets == "[[") == (index is not None)]
-        if not matches or (index is not None and index >= len(matches)):
-            return None
-        i = matches[index or 0]
-        end = self.headers[i + 1][0] if i + 1 < len(self.headers) else len(self.lines)
-        return self.headers[i][0], end
-
-    def find(self, path: tuple[Any, ...]) -> int | None:
-        """1-based line of PATH, e.g. ("variants", 2, "quantize") or ("constraints", "max_latency_ms")."""
-        fallback = None
-        for split in range(len(path), -1, -1):  # the deepest table header first
-            table, rest = path[:split], path[split:]
-            if rest and isinstance(rest[0], int):
-                continue
-            section = self._section(table)
-            if section is None:
-                continue
-            head, end = section
-            if not rest:
-                if head >= 0:
-                    return head + 1
-                continue
-            for no in range(head + 1, end):
-                if _has_key(self.lines[no], rest):
-                    return no + 1
-            if fallback is None and head >= 0:
-                fallback = head + 1
-        return fallback
-
-
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(#.*)?$")
-
-
-def _has_key(line: str, keys: tuple[Any, ...]) -> bool:
-    """Whether LINE sets the last of KEYS (the others, its tables, written on the same line)."""
-    body = line.split("#", 1)[0]
-    key = re.escape(str(keys[-1]))
-    found = re.search(r'(^|[\s{,.])("' + key + r'"|\'' + key + r"\'|" + key + r")\s*=", body)
-    return found is not None and all(str(k) in body for k in keys[:-1])
-
-
 # -------------------------------------------------------------------------------------------- checks
 
 
@@ -214,14 +150,11 @@ class _Checker(FieldChecker):
     """The field checks, with the recipe's file and the field's line in every message."""
 
     def __init__(self, path: Path, text: str) -> None:
-        super().__init__(f"recipe {path.name}")
+        super().__init__(f"recipe {path.name}", TomlLines(text))
         self.path = path
-        self.lines = _Lines(text)
 
     def fail(self, where: tuple[Any, ...], message: str) -> UserError:
-        line = self.lines.find(where)
-        at = f"{self.where} line {line}" if line else self.where
-        return UserError(f"{at}: {field_name(where) if where else 'recipe'}: {message}")
+        return UserError(f"{self.located(where)}: {field_name(where) if where else 'recipe'}: {message}")
 
     def file(self, value: Any, where: tuple[Any, ...], what: str) -> Path:
         if not isinstance(value, str) or not value:
