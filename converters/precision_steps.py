@@ -65,7 +65,7 @@ def shortest_prefix(ends: Sequence[int], meets: Callable[[int], bool], linear: i
     The first LINEAR are tried one by one (usually a culprit or two: the cheap, common case); then the length
     doubles until the target holds, and bisection finds the shortest, the target taken as monotone in the
     length: 2 log2 n attempts instead of n on a model of hundreds of tensors (basic-pitch)."""
-    for i, end in enumerate(ends[:linear]):
+    for end in ends[:linear]:
         if meets(end):
             return
     low, high, i = linear - 1, None, linear - 1  # positions in ENDS: low fails, high meets

@@ -237,10 +237,8 @@ def _is_multilabel(predictions: np.ndarray, labels: np.ndarray) -> bool:
 
 def _multilabel(model: str, decided: np.ndarray, truth: np.ndarray, runtime: str) -> EvalResult:
     """Every value decided at 0.5: F1, precision and recall over all of them (micro)."""
-    hits = float(np.sum(decided & truth))
-    precision = hits / float(np.sum(decided)) if decided.any() else 0.0
-    recall = hits / float(np.sum(truth)) if truth.any() else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
+    precision, recall = _precision_recall(decided, truth)
+    f1 = 2 * precision * recall / (precision + recall) if precision and recall else 0.0
     return EvalResult(model, len(truth), "multilabel", None, None, runtime, precision=precision, recall=recall, f1=f1)
 
 
@@ -248,8 +246,13 @@ def _binary(model: str, probability: np.ndarray, labels: np.ndarray, runtime: st
     """A one-sigmoid classifier decided at 0.5: accuracy, precision and recall of the positive class."""
     decided = probability >= 0.5
     truth = labels == 1
-    hits = float(np.sum(decided & truth))
-    precision = hits / float(np.sum(decided)) if decided.any() else 0.0
-    recall = hits / float(np.sum(truth)) if truth.any() else 0.0
+    precision, recall = _precision_recall(decided, truth)
     return EvalResult(model, len(labels), "classification", float(np.mean(decided == truth)), None, runtime,
                       precision=precision, recall=recall)
+
+
+def _precision_recall(decided: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """Of the positives decided, the share that are true; of the true ones, the share decided."""
+    hits = float(np.sum(decided & truth))
+    return (hits / float(np.sum(decided)) if decided.any() else 0.0,
+            hits / float(np.sum(truth)) if truth.any() else 0.0)
