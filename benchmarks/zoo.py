@@ -130,9 +130,8 @@ def run_model(
 ) -> list[list[Any]]:
     """Table rows for one model: every conversion mode of the model as built, then of each technique's result."""
     from edgecompress.converters.convert import convert_model
-    from edgecompress.converters.quantize import qat_conflict
     from edgecompress.models import load_model
-    from edgecompress.optimize import TrainSettings, optimize
+    from edgecompress.optimize import QAT, TrainSettings, optimize
 
     folder = work / f"{name}-{flavour}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -166,7 +165,7 @@ def run_model(
     def convert_all(step: str, keras_file: Path, slug: str, error: float | None, modes: list[str]) -> None:
         loaded = load_model(keras_file)
         for mode in modes:
-            conflict = qat_conflict(mode) if step in QAT_STEPS else None
+            conflict = QAT.conversion_conflict(mode) if step in QAT_STEPS else None
             if conflict:  # what edgecompress's own pipeline answers for that combination
                 emit([name, flavour, step, mode, f"refused: {conflict}", None, None, None, None, error])
                 continue

@@ -21,11 +21,6 @@ def options_conflict(quantize: str, io_type: str) -> tuple[str, str] | None:
     return None
 
 
-def qat_conflict(quantize: str) -> str | None:
-    """Why quantization-aware training cannot go with QUANTIZE, else None: it trains for int8 kernels."""
-    return None if quantize == "int8" else f"qat trains for int8: it needs quantize int8, not {quantize}"
-
-
 def check_options(quantize: str, io_type: str, has_calibration: bool, block_size: int | None = None) -> None:
     """Contradictory or incomplete options are bad input, caught before any work is done."""
     if quantize not in QUANTIZE_MODES:

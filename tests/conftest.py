@@ -138,7 +138,6 @@ def run_cli(capsys):
 def emulation_tools():
     """qemu-user-static and debootstrap for check's emulated userland, installed with apt-get when missing (root
     in CI), since the command itself installs nothing as root."""
-    sys.path.insert(0, str(REPO / "tools"))
     from apt_packages import ensure_packages
 
     from edgecompress.devices.userland import missing_tools

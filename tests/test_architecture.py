@@ -13,7 +13,7 @@ TOP = {folder: package for package, folder in tomllib.loads(
     (ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].items() if folder != package}
 TENSORFLOW = ("tensorflow", "tf_keras", "tensorflow_model_optimization", "keras")
 
-BASE = ("errors", "fileio", "tables", "progress", "quiet", "specs", "tomlfields", "datasets", "isolation")
+BASE = ("errors", "fileio", "tables", "progress", "quiet", "specs", "tomlfields", "setting", "datasets", "isolation")
 RUNTIME_SIDE = ("runtime", "tflite_reader", "shapes", "runner", "compare", "probe_inputs", "macs", "inspect", "evaluate",
                 "measure")
 KERAS_LOADING = ("models", "keras_activations", "keras_layers", "text")

@@ -8,15 +8,13 @@ rule must come out as plain host scaling, k near 1."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from edgecompress.pipeline.run import run_recipe
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from loopback_sshd import free_port, loopback_sshd  # noqa: E402
+from loopback_sshd import free_port, loopback_sshd
 
 RECIPE = """\
 model = "{model}"

@@ -129,7 +129,7 @@ BAD = [
     ('objective = "fastest"', 'objective = "cheapest"', "cheapest", ["objective", "smallest"]),
     ("pixel-3a = 2.5", "pixel-3a = -1", "pixel-3a = -1", ["max_latency_ms.pixel-3a", "> 0"]),
     ("pixel-3a = 2.5", "pixel-4 = 1", "pixel-4 = 1", ["pixel-4", "not in the recipe's devices"]),
-    ("cluster = 8", "cluster = 1", "cluster = 1", ["variants[1].cluster", "2 or more"]),
+    ("cluster = 8", "cluster = 1", "cluster = 1", ["variants[1].cluster", "at least 2 clusters"]),
     ("max_accuracy_drop = 1.5", "max_accuracy_drop = true", "max_accuracy_drop", ["constraints.max_accuracy_drop", "number"]),
     ("[training]", "[train]", "[train]", ["train", "unknown field"]),
     # a file of the wrong kind is caught before any work starts

@@ -16,8 +16,7 @@ import pytest
 from edgecompress.errors import UserError
 from edgecompress.remote.protocol import PROTOCOL, DeviceIdentity
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from loopback_sshd import loopback_sshd  # noqa: E402
+from loopback_sshd import loopback_sshd
 
 RUN_FAST = ["--runs", "5", "--min-secs", "0"]
 

@@ -8,7 +8,8 @@ import click
 import pytest
 
 from edgecompress.cli.main import cli
-from edgecompress.cli.options import flag, in_flags
+from edgecompress.cli.options import in_flags
+from edgecompress.setting import flag_of as flag
 from edgecompress.converters.convert import _explain
 from edgecompress.converters.quantize import check_options
 from edgecompress.errors import UserError

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from edgecompress.optimize.base import technique_settings
 from edgecompress.tables import fmt_metric, table
 from edgecompress.cli.options import emit, force_option, json_option, unsafe_option
 
@@ -59,6 +60,14 @@ def _summary(result: Any) -> dict[str, Any]:
     }
 
 
+def technique_options(command: Any) -> Any:
+    """A flag per declared technique setting (optimize/<technique>.py), listed in the order techniques apply."""
+    for setting in reversed(technique_settings()):
+        kind = {"is_flag": True} if setting.kind is bool else {"type": setting.kind}
+        command = click.option(setting.flag, setting.name, help=setting.help, **kind)(command)
+    return command
+
+
 @click.command("optimize")
 @click.argument("model", type=click.Path(dir_okay=True))
 @click.option("-o", "--output", required=True, type=click.Path(), help="The optimized model (.keras or .h5).")
@@ -66,18 +75,10 @@ def _summary(result: Any) -> dict[str, Any]:
 @click.option("--val", "val", type=click.Path(),
               help=".npz for validation accuracy and early stopping (same keys as --train); without it, "
               "a seeded 10% of --train is held out.")
-@click.option("--prune", type=float, help="Magnitude pruning to this final sparsity, in [0, 1).")
-@click.option("--prune-pattern", help="Structured M:N sparsity instead: 2:4 (also 1:2, 4:8).")
-@click.option("--prune-heads", type=float, help="Transformers: remove this share of each attention layer's heads "
-              "(the least important, measured on --train), in [0, 1).")
-@click.option("--prune-ffn", type=float, help="Transformers: remove this share of each feed-forward layer's hidden "
-              "units, in [0, 1).")
-@click.option("--cluster", type=int, help="Weight clustering into this many shared values per kernel.")
-@click.option("--qat", is_flag=True, help="Quantization-aware training for a full-integer int8 conversion.")
+@technique_options
 @click.option("--distill-from", type=click.Path(), help="Train MODEL as a student of this teacher model.")
 @click.option("--temperature", type=float, default=4.0, show_default=True, help="Distillation temperature T.")
 @click.option("--alpha", type=float, default=0.1, show_default=True, help="Weight of the hard-label loss.")
-@click.option("--low-rank", type=float, help="Factorise Dense / 1x1 Conv2D layers keeping this energy.")
 @click.option("--epochs", type=int, help="The most epochs each stage trains; it stops sooner once the validation "
               "accuracy stops improving [default: 30; 100 for --distill-from alone].")
 @click.option("--patience", type=int, default=5, show_default=True,
@@ -94,11 +95,9 @@ def _summary(result: Any) -> dict[str, Any]:
 @json_option
 @click.pass_context
 def optimize_cmd(
-    ctx: click.Context, model: str, output: str, train: str, val: str | None, prune: float | None,
-    prune_pattern: str | None, prune_heads: float | None, prune_ffn: float | None,
-    cluster: int | None, qat: bool, distill_from: str | None, temperature: float, alpha: float,
-    low_rank: float | None, epochs: int | None, patience: int, batch_size: int, learning_rate: float | None, seed: int,
-    model_output: str | None, force: bool, unsafe: bool, as_json: bool,
+    ctx: click.Context, model: str, output: str, train: str, val: str | None, distill_from: str | None,
+    temperature: float, alpha: float, epochs: int | None, patience: int, batch_size: int, learning_rate: float | None,
+    seed: int, model_output: str | None, force: bool, unsafe: bool, as_json: bool, **technique_values: Any,
 ) -> None:
     """Make MODEL smaller before conversion; techniques run in the order heads/feed-forward pruning -> low-rank ->
     prune -> cluster -> QAT."""
@@ -108,9 +107,7 @@ def optimize_cmd(
     from edgecompress.progress import note
     from edgecompress.optimize import DistillationConfig, TrainSettings, optimize, techniques_from_settings
 
-    techniques = techniques_from_settings(
-        {"prune": prune, "prune_pattern": prune_pattern, "prune_heads": prune_heads, "prune_ffn": prune_ffn,
-         "cluster": cluster, "qat": qat, "low_rank": low_rank})
+    techniques = techniques_from_settings(technique_values)
     distill = DistillationConfig(Path(distill_from), temperature, alpha) if distill_from is not None else None
     settings = TrainSettings(epochs=epochs, patience=patience, batch_size=batch_size, learning_rate=learning_rate,
                              seed=seed)

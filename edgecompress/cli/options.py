@@ -10,6 +10,7 @@ from edgecompress.errors import UserError
 from edgecompress.converters.litert_quantize import ALGORITHMS, BLOCK_SIZES
 from edgecompress.converters.modes import BLOCK_MODES, TFLITE_MODES
 from edgecompress.tables import to_json
+from edgecompress.setting import flag_of
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 force_option = click.option("--force", is_flag=True, help="Overwrite the output if it exists.")
@@ -35,16 +36,11 @@ def input_shape_option(help_text: str) -> Callable[[Any], Any]:
     return click.option("--input-shape", "input_shape", multiple=True, metavar="[NAME=]1xHxWxC", help=help_text)
 
 
-def flag(setting: str) -> str:
-    """Library errors name settings; a command's flag is its setting with dashes."""
-    return "--" + setting.replace("_", "-")
-
-
 def in_flags(error: UserError) -> str:
     """ERROR's message with each setting it names written as the flag that sets it."""
     text = str(error)
     for setting in error.settings:
-        text = re.sub(rf"(?<![\w.-]){re.escape(setting)}(?![\w-])", flag(setting), text)
+        text = re.sub(rf"(?<![\w.-]){re.escape(setting)}(?![\w-])", flag_of(setting), text)
     return text
 
 

@@ -18,7 +18,7 @@ from edgecompress.errors import UserError, WrongResult
 from edgecompress.fileio import atomic_path, check_output
 from edgecompress.models import KERAS_SUFFIXES, LoadedModel, avoid_onednn_crash, keras_model, load_model
 from edgecompress.progress import note, stage
-from edgecompress.optimize.base import Context, Technique, ordered
+from edgecompress.optimize.base import Context, Technique, ordered, technique_settings
 from edgecompress.optimize.data import Labeled, load_labeled, load_labeled_inputs, predictions
 from edgecompress.optimize.distill import DISTILLATION, DistillationConfig, load_teacher
 from edgecompress.optimize.layers import SkippedLayer, freeze, import_tfmot, independent_copy, unfreeze
@@ -71,11 +71,8 @@ def optimize(
     With DISTILL, every fine-tuning uses the teacher's soft targets; alone, it trains MODEL as a student.
     """
     if not techniques and distill is None:
-        raise UserError(
-            "no technique chosen: set at least one of prune, prune_pattern, prune_heads, prune_ffn, cluster, qat, "
-            "low_rank, distill_from",
-            settings=("prune", "prune_pattern", "prune_heads", "prune_ffn", "cluster", "qat", "low_rank", "distill_from"),
-        )
+        every = tuple(s.name for s in technique_settings()) + ("distill_from",)
+        raise UserError(f"no technique chosen: set at least one of {', '.join(every)}", settings=every)
     names = [t.name for t in techniques]
     if len(set(names)) != len(names):
         raise UserError(f"a technique is given twice ({', '.join(names)}): give each once")
@@ -116,7 +113,7 @@ def optimize(
     if len(loaded.outputs) > 1:
         details["outputs"] = {"against the original": _against_original(source, work, stop_data)}
     _refuse_collapse(source, work, stop_data, stopped_on, settings.rate(not steps))
-    save_model(work, out, quantized="qat" in names)
+    save_model(work, out, quantized=any(t.trains_for for t in techniques))
     after = stats(work, out, val_data)
     used = [t.name for t in steps] + ([DISTILLATION] if distill else [])
     return OptimizeResult(out, used, plan, skipped, before, after, details, training, stopped_on)

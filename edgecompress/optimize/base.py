@@ -1,11 +1,14 @@
 """The common shape of a compression technique, and the registry that orders them.
 
-Each technique is one small module holding a dataclass of validated parameters that subclasses Technique.
+Each technique is one small module holding a dataclass of validated parameters that subclasses Technique
+(subclassing registers it; tests/test_techniques_registered.py checks every technique module is imported).
 The pipeline applies them in ascending `order` (structured pruning 5 -> low-rank 10 -> prune 20 -> cluster 30 -> QAT 40), fine-tunes after each,
 and strips the training wrappers before the next; distillation is not a stage but the loss every
-fine-tuning stage uses when a teacher is given. Adding a technique: one module whose class is `register`ed
-and says, in `from_settings`, which settings turn it on. A technique's `name` is its one spelling in data
-(recipes, JSON, reports); the CLI flag is the same word with dashes.
+fine-tuning stage uses when a teacher is given. Adding a technique: one module whose class declares its
+`settings` (edgecompress.setting.Setting: recipe field, CLI flag, type, range, help), says in `from_settings`
+which values turn it on and in `label` how a variant's name shows it; the recipes' fields, `optimize`'s flags,
+the variants' fields and names are read from those declarations. A technique's `name` is its one spelling in
+results and reports.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
+from edgecompress.setting import Setting
 from edgecompress.optimize.data import Labeled
 from edgecompress.optimize.layers import SkippedLayer
 
@@ -38,15 +42,27 @@ class Applied:
 
 
 class Technique(ABC):
-    name: ClassVar[str]  # also the setting that turns it on
+    name: ClassVar[str]
     order: ClassVar[int]
+    settings: ClassVar[tuple[Setting, ...]]  # the recipe fields and CLI flags that turn it on and tune it
     # The fine-tuning after this technique runs at the training learning rate times this (QAT wants less).
     learning_rate_scale: ClassVar[float] = 1.0
+    # The quantize mode this technique trains for (QAT: int8), or None when any conversion may follow it.
+    trains_for: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        REGISTRY[cls.name] = cls
 
     @classmethod
     @abstractmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> Technique | None:
         """The technique SETTINGS (recipe/CLI setting names) ask for, or None when they leave it off."""
+
+    @classmethod
+    @abstractmethod
+    def label(cls, values: Mapping[str, Any]) -> str | None:
+        """This technique's part of a variant's name for VALUES (all settings, the technique on), e.g. prune0.8."""
 
     @abstractmethod
     def validate(self) -> None:
@@ -59,6 +75,13 @@ class Technique(ABC):
     @abstractmethod
     def apply(self, model: Any, ctx: Context) -> Applied:
         """Wrap or rewrite MODEL (an independent copy the technique may modify) for fine-tuning."""
+
+    @classmethod
+    def conversion_conflict(cls, quantize: str) -> str | None:
+        """Why this technique cannot go with the .tflite's QUANTIZE mode, else None."""
+        if cls.trains_for is None or quantize == cls.trains_for:
+            return None
+        return f"{cls.name} trains for {cls.trains_for}: it needs quantize {cls.trains_for}, not {quantize}"
 
     def callbacks(self) -> list[Any]:
         return []
@@ -76,11 +99,6 @@ class Technique(ABC):
 REGISTRY: dict[str, type[Technique]] = {}
 
 
-def register(cls: type[Technique]) -> type[Technique]:
-    REGISTRY[cls.name] = cls
-    return cls
-
-
 def ordered(techniques: list[Technique]) -> list[Technique]:
     return sorted(techniques, key=lambda t: t.order)
 
@@ -88,10 +106,20 @@ def ordered(techniques: list[Technique]) -> list[Technique]:
 def techniques_from_settings(settings: Mapping[str, Any]) -> list[Technique]:
     """The registered techniques SETTINGS turn on, validated, in the order they apply.
 
-    SETTINGS use the setting names recipes and the CLI share (prune, prune_pattern, cluster, qat, low_rank):
-    the one way both build techniques.
+    SETTINGS map the techniques' setting names (recipes and the CLI share them) to values: the one way both
+    build techniques.
     """
     chosen = [t for cls in REGISTRY.values() if (t := cls.from_settings(settings)) is not None]
     for technique in chosen:
         technique.validate()
     return ordered(chosen)
+
+
+def technique_classes() -> list[type[Technique]]:
+    """The registered techniques in the order they apply."""
+    return sorted(REGISTRY.values(), key=lambda cls: cls.order)
+
+
+def technique_settings() -> tuple[Setting, ...]:
+    """Every registered technique's settings, in the order the techniques apply."""
+    return tuple(s for cls in technique_classes() for s in cls.settings)

@@ -8,17 +8,24 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from edgecompress.errors import UserError
-from edgecompress.optimize.base import Applied, Context, Technique, register
+from edgecompress.setting import Setting
+from edgecompress.optimize.base import Applied, Context, Technique
 from edgecompress.optimize.layers import cluster_judge, import_tfmot, plan, wrap_layers
+from edgecompress.optimize.prune import Prune
 
 
-@register
 @dataclass
 class Cluster(Technique):
     clusters: int = 16
 
     name = "cluster"
     order = 30
+    settings = (Setting("cluster", int, "Weight clustering into this many shared values per kernel (0: off).", off=0,
+                        low=0),)
+
+    @classmethod
+    def label(cls, values: Mapping[str, Any]) -> str:
+        return f"cluster{values['cluster']}"
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> Cluster | None:
@@ -37,7 +44,7 @@ class Cluster(Technique):
         tfmot = import_tfmot()
         chosen, skipped = plan(model, cluster_judge(), self.name)
         init = tfmot.clustering.keras.CentroidInitialization.KMEANS_PLUS_PLUS
-        if "prune" in ctx.techniques:
+        if Prune.name in ctx.techniques:
             # TF-MOT's sparsity-preserving clustering keeps pruned zeros at zero (not in its public API).
             from tensorflow_model_optimization.python.core.clustering.keras.experimental import cluster as experimental
 

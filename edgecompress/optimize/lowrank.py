@@ -16,8 +16,9 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 
 from edgecompress.errors import UserError
+from edgecompress.setting import Setting
 from edgecompress.models import import_tf_keras
-from edgecompress.optimize.base import Applied, Context, Technique, register
+from edgecompress.optimize.base import Applied, Context, Technique
 from edgecompress.optimize.layers import SkippedLayer
 
 TECHNIQUE = "low_rank"
@@ -190,7 +191,6 @@ def factorize(model: Any, energy: float) -> LowRankResult:
     return LowRankResult(rebuilt, list(plans.values()), skipped)
 
 
-@register
 @dataclass
 class LowRank(Technique):
     """Factorise first (low_rank = ENERGY), so later stages prune, cluster and quantise the thin layers."""
@@ -198,6 +198,12 @@ class LowRank(Technique):
     energy: float
     name: ClassVar[str] = TECHNIQUE
     order: ClassVar[int] = 10
+    settings = (Setting(TECHNIQUE, float, "Factorise Dense / 1x1 Conv2D layers keeping this share of each kernel's "
+                        "spectral energy, in (0, 1] (0: off).", off=0.0, low=0, high=1),)
+
+    @classmethod
+    def label(cls, values: Mapping[str, Any]) -> str:
+        return f"lowrank{values[TECHNIQUE]:g}"
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> LowRank | None:

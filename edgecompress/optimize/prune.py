@@ -6,12 +6,14 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from edgecompress.errors import UserError
-from edgecompress.optimize.base import Applied, Context, Technique, register
+from edgecompress.setting import Setting
+from edgecompress.optimize.base import Applied, Context, Technique
 from edgecompress.optimize.layers import import_tfmot, plan, prune_judge, wrap_layers
 
 # M:N patterns (M zeros in every N consecutive weights) TF-MOT's mask generator handles; 2:4 is the one
 # hardware and TFLite's sparse kernels target, 1:2 and 4:8 keep the same 50% density.
 SUPPORTED_PATTERNS = ((2, 4), (1, 2), (4, 8))
+PATTERNS = tuple(f"{m}:{n}" for m, n in SUPPORTED_PATTERNS)
 
 # Share of the maximum epochs spent ramping sparsity up; the rest recovers accuracy at the final sparsity,
 # under early stopping, which only compares epochs once the ramp is over.
@@ -26,12 +28,11 @@ def parse_pattern(text: str) -> tuple[int, int]:
     except ValueError:
         m, n = -1, -1
     if (m, n) not in SUPPORTED_PATTERNS:
-        choices = ", ".join(f"{a}:{b}" for a, b in SUPPORTED_PATTERNS)
-        raise UserError(f"prune_pattern {text!r} is not supported: use one of {choices}", settings=("prune_pattern",))
+        raise UserError(f"prune_pattern {text!r} is not supported: use one of {', '.join(PATTERNS)}",
+                        settings=("prune_pattern",))
     return m, n
 
 
-@register
 @dataclass
 class Prune(Technique):
     sparsity: float = 0.5
@@ -39,6 +40,17 @@ class Prune(Technique):
 
     name = "prune"
     order = 20
+    settings = (
+        Setting("prune", float, "Magnitude pruning to this final sparsity, in [0, 1).", off=0.0, low=0, high=1,
+                high_open=True),
+        Setting("prune_pattern", str, "Structured M:N sparsity instead: " + ", ".join(PATTERNS) + ".",
+                choices=PATTERNS, what="pruning pattern"),
+    )
+
+    @classmethod
+    def label(cls, values: Mapping[str, Any]) -> str:
+        pattern = values.get("prune_pattern")
+        return f"prune{pattern.replace(':', 'of')}" if pattern else f"prune{values['prune']:g}"
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> Prune | None:

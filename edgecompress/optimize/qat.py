@@ -22,8 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from edgecompress.models import import_tf_keras, without_build_configs
-from edgecompress.optimize.base import Applied, Context, Technique, register
+from edgecompress.setting import Setting
+from edgecompress.optimize.base import Applied, Context, Technique
+from edgecompress.optimize.cluster import Cluster
 from edgecompress.optimize.layers import SkippedLayer, import_tfmot, require_some
+from edgecompress.optimize.prune import Prune
 from edgecompress.optimize.qat_ranges import calibrate_ranges
 from edgecompress.optimize.quantize_configs import qat_configs
 
@@ -31,21 +34,26 @@ from edgecompress.optimize.quantize_configs import qat_configs
 def scheme(techniques: frozenset[str]) -> Any:
     tfmot = import_tfmot()
     combine = tfmot.experimental.combine
-    if "cluster" in techniques:
-        return combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity="prune" in techniques)
-    if "prune" in techniques:
+    if Cluster.name in techniques:
+        return combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=Prune.name in techniques)
+    if Prune.name in techniques:
         return combine.Default8BitPrunePreserveQuantizeScheme()
     return tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
 
 
-@register
 @dataclass
 class QAT(Technique):
     name = "qat"
     order = 40
+    settings = (Setting("qat", bool, "Quantization-aware training for a full-integer int8 conversion.", off=False),)
     # Fake-quantised fine-tuning starts from a trained model: TF-MOT's guidance is about a tenth of the rate.
     learning_rate_scale = 0.1
+    trains_for = "int8"
     _default_twin: Any = field(default=None, init=False, repr=False, compare=False)
+
+    @classmethod
+    def label(cls, values: Mapping[str, Any]) -> str:
+        return "qat"
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> QAT | None:
@@ -64,7 +72,7 @@ class QAT(Technique):
         require_some(model, set(configs), skipped, self.name)
         with qkeras.quantize_scope():
             quantized = _quantize_whole(model, configs, skipped, scheme(ctx.techniques))
-            if "prune" in ctx.techniques or "cluster" in ctx.techniques:
+            if Prune.name in ctx.techniques or Cluster.name in ctx.techniques:
                 self._default_twin = _quantize_whole(model, configs, [], scheme(frozenset()))
         details: dict[str, Any] = {}
         if ctx.data is not None:
@@ -120,7 +128,7 @@ def _quantize_whole(model: Any, configs: dict[str, Any], skipped: list[SkippedLa
                 raise
             del configs[layer]
             reason = str(exc).splitlines()[0]
-            skipped.append(SkippedLayer(layer, "qat", f"TF-MOT refused it ({reason[:120]}); it stays float"))
+            skipped.append(SkippedLayer(layer, QAT.name, f"TF-MOT refused it ({reason[:120]}); it stays float"))
 
 
 def _refused_layer(message: str, configs: dict[str, Any]) -> str | None:

@@ -24,8 +24,9 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 
 from edgecompress.errors import UserError
+from edgecompress.setting import Setting
 from edgecompress.models import import_tf, import_tf_keras
-from edgecompress.optimize.base import Applied, Context, Technique, register
+from edgecompress.optimize.base import Applied, Context, Technique
 from edgecompress.optimize.data import Labeled
 from edgecompress.optimize.distill import ends_in_softmax
 from edgecompress.optimize.layers import SkippedLayer
@@ -181,7 +182,6 @@ def shrink(model: Any, chosen: StructurePlan) -> Any:
     return rebuilt
 
 
-@register
 @dataclass
 class StructuredPrune(Technique):
     """prune_heads / prune_ffn = the share of each attention layer's heads / each feed-forward layer's units
@@ -191,6 +191,17 @@ class StructuredPrune(Technique):
     ffn: float = 0.0
     name: ClassVar[str] = TECHNIQUE
     order: ClassVar[int] = 5
+    settings = (
+        Setting("prune_heads", float, "Transformers: remove this share of each attention layer's heads (the least "
+                "important, measured on the training data), in [0, 1).", off=0.0, low=0, high=1, high_open=True),
+        Setting("prune_ffn", float, "Transformers: remove this share of each feed-forward layer's hidden units, "
+                "in [0, 1).", off=0.0, low=0, high=1, high_open=True),
+    )
+
+    @classmethod
+    def label(cls, values: Mapping[str, Any]) -> str:
+        parts = [f"heads{values['prune_heads']:g}"] * bool(values.get("prune_heads"))
+        return "-".join(parts + [f"ffn{values['prune_ffn']:g}"] * bool(values.get("prune_ffn")))
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> StructuredPrune | None:

@@ -6,45 +6,56 @@ downstream (cache keys, stages, report) reads only these dataclasses.
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, make_dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
 from edgecompress.errors import UserError
+from edgecompress.setting import Setting
 from edgecompress.converters.precision_steps import check_fallback_options
-from edgecompress.converters.litert_quantize import CALIBRATED_ALGORITHMS, check_algorithm, check_block_size
-from edgecompress.converters.modes import CALIBRATED_MODES, WEIGHT_MODES
-from edgecompress.converters.quantize import options_conflict, qat_conflict
-from edgecompress.optimize.base import techniques_from_settings
+from edgecompress.converters.litert_quantize import ALGORITHMS, CALIBRATED_ALGORITHMS, check_algorithm, check_block_size
+from edgecompress.converters.modes import CALIBRATED_MODES, QUANTIZE_MODES, WEIGHT_MODES
+from edgecompress.converters.quantize import IO_TYPES, options_conflict
+from edgecompress.optimize import technique_classes, technique_settings, techniques_from_settings
 from edgecompress.optimize.distill import DISTILLATION
 
 
-@dataclass(frozen=True)
-class VariantSettings:
-    """What one variant does to the model. Defaults mean "technique off"."""
+# The conversion settings, then (after the techniques') distillation's and the per-variant training overrides.
+# block_size and distill_student are parsed by the recipe (0 turns blocks off; a student is a model file).
+CONVERSION_SETTINGS = (
+    Setting("quantize", str, "How the .tflite is quantized.", off="none", choices=QUANTIZE_MODES,
+            what="quantization mode"),
+    Setting("io_type", str, "The .tflite's input and output type (int8 modes only).", off="float32", choices=IO_TYPES,
+            what="io_type"),
+    Setting("block_size", int, "int4: blockwise FULLY_CONNECTED weights, 0 for one scale per channel.", low=0),
+    Setting("algorithm", str, "The weight modes' rounding.", off="auto", choices=ALGORITHMS, what="rounding algorithm"),
+)
+TRAINING_SETTINGS = (
+    Setting("distill_student", str, "A student model file: trained on the baseline's soft targets."),
+    Setting("temperature", float, "Distillation temperature T.", low=0, low_open=True),
+    Setting("alpha", float, "Distillation: weight of the hard-label loss.", low=0, high=1),
+    Setting("epochs", int, "The most epochs each training stage runs (overrides [training]).", low=1),
+    Setting("learning_rate", float, "Adam's initial step (overrides [training]).", low=0, low_open=True),
+    Setting("max_drop", float, "int8: keep layers float until the loss on data.val is at most this.", low=0),
+)
+TRAINING_NAMES = ("distillation", "epochs", "learning_rate")
 
-    quantize: str = "none"
-    io_type: str = "float32"
-    block_size: int | None = None  # int4 only: blockwise FULLY_CONNECTED weights
-    algorithm: str = "auto"  # the weight modes' rounding (converters.litert_quantize)
-    prune: float = 0.0
-    prune_pattern: str | None = None
-    cluster: int = 0
-    qat: bool = False
-    low_rank: float = 0.0
-    prune_heads: float = 0.0  # transformers: share of each attention layer's heads removed
-    prune_ffn: float = 0.0  # and of each feed-forward layer's hidden units
-    distill_student: Path | None = None
-    temperature: float | None = None
-    alpha: float | None = None
-    epochs: int | None = None  # overrides [training] for this variant
-    learning_rate: float | None = None
-    max_drop: float | None = None  # int8: keep layers in float until the loss on data.val is at most this
+
+def variant_settings() -> tuple[Setting, ...]:
+    """Every field of a variant, in the order grids cross them and names list them."""
+    return CONVERSION_SETTINGS + technique_settings() + TRAINING_SETTINGS
+
+
+class _VariantMethods:
+    """What a variant's settings say; its fields are the declared settings (variant_settings())."""
+
+    def technique_values(self) -> dict[str, Any]:
+        return {s.name: getattr(self, s.name) for s in technique_settings()}
 
     @property
     def techniques(self) -> list[str]:
         """The model optimizations (before conversion), in the order they apply (and the name lists them)."""
-        chosen = [t.name for t in techniques_from_settings(self.as_dict())]
+        chosen = [t.name for t in techniques_from_settings(self.technique_values())]
         return ([DISTILLATION] if self.distill_student is not None else []) + chosen
 
     @property
@@ -77,38 +88,30 @@ class VariantSettings:
             check_fallback_options(self.quantize, self.io_type, self.max_drop, "data.val" if self.max_drop is not None else None)
         except UserError as exc:
             return "max_drop", str(exc)
-        if self.qat and (why := qat_conflict(self.quantize)) is not None:
-            return "qat", why
         try:  # the techniques' own rules (e.g. prune and prune_pattern exclude each other)
-            techniques_from_settings(self.as_dict())
+            chosen = techniques_from_settings(self.technique_values())
         except UserError as exc:
-            return (exc.settings or ("prune",))[-1], str(exc)
+            return (exc.settings or (technique_settings()[0].name,))[-1], str(exc)
+        for technique in chosen:
+            if (why := technique.conversion_conflict(self.quantize)) is not None:
+                return technique.settings[0].name, why
         if self.distill_student is None:
             for name in ("temperature", "alpha"):
                 if getattr(self, name) is not None:
                     return name, f"{name} is a distillation setting: it needs distill_student"
         for name in ("epochs", "learning_rate"):
             if getattr(self, name) is not None and not self.needs_training:
-                return name, f"{name} applies to training techniques (prune, prune_heads, prune_ffn, cluster, qat, low_rank, distillation), none is set"
+                every = ", ".join([s.name for s in technique_settings()] + [DISTILLATION])
+                return name, f"{name} applies to training techniques ({every}), none is set"
         return None
 
     def auto_name(self) -> str:
         """A stable, file-safe name made of the settings that differ from the defaults."""
         parts = []
         if self.distill_student is not None:
-            parts.append(f"distill-{self.distill_student.stem}")
-        if self.prune_heads:
-            parts.append(f"heads{_num(self.prune_heads)}")
-        if self.prune_ffn:
-            parts.append(f"ffn{_num(self.prune_ffn)}")
-        if self.low_rank:
-            parts.append(f"lowrank{_num(self.low_rank)}")
-        if self.prune or self.prune_pattern:
-            parts.append(f"prune{_num(self.prune)}" if not self.prune_pattern else f"prune{self.prune_pattern.replace(':', 'of')}")
-        if self.cluster:
-            parts.append(f"cluster{self.cluster}")
-        if self.qat:
-            parts.append("qat")
+            parts.append(f"distill-{Path(self.distill_student).stem}")
+        values = self.technique_values()
+        parts += [cls.label(values) for cls in technique_classes() if cls.from_settings(values) is not None]
         parts.append("float32" if self.quantize == "none" else self.quantize)
         if self.algorithm != "auto":
             parts.append(self.algorithm)
@@ -126,16 +129,27 @@ class VariantSettings:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready settings (paths as strings), the form used in records and cache keys."""
-        data = asdict(self)
+        data = asdict(self)  # type: ignore[call-overload]
         data["distill_student"] = str(self.distill_student) if self.distill_student else None
         return data
+
+
+# What one variant does to the model: a frozen dataclass with a field per declared setting, defaults "off".
+VariantSettings = make_dataclass(
+    "VariantSettings",
+    [(s.name, Any, field(default=s.off)) for s in variant_settings()],
+    bases=(_VariantMethods,),
+    frozen=True,
+    namespace={"__module__": __name__},  # for pickling (Ray ships variants to workers)
+)
 
 
 def _num(value: float) -> str:
     return f"{value:g}"
 
 
-SETTING_FIELDS = tuple(f.name for f in fields(VariantSettings))
+SETTINGS = {s.name: s for s in variant_settings()}
+SETTING_FIELDS = tuple(SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -146,17 +160,7 @@ class Variant:
 
 def normalized(settings: VariantSettings) -> VariantSettings:
     """Settings with equivalent spellings made equal (prune 0 is 0.0, ints as floats)."""
-    return replace(
-        settings,
-        prune=float(settings.prune),
-        low_rank=float(settings.low_rank),
-        prune_heads=float(settings.prune_heads),
-        prune_ffn=float(settings.prune_ffn),
-        temperature=None if settings.temperature is None else float(settings.temperature),
-        alpha=None if settings.alpha is None else float(settings.alpha),
-        learning_rate=None if settings.learning_rate is None else float(settings.learning_rate),
-        max_drop=None if settings.max_drop is None else float(settings.max_drop),
-    )
+    return replace(settings, **{name: s.normalize(getattr(settings, name)) for name, s in SETTINGS.items()})
 
 
 def expand_grid(axes: dict[str, list[Any]]) -> tuple[list[VariantSettings], list[str]]:

@@ -12,14 +12,12 @@ from the recipe's folder. Format (all sections but `model`, `data` and the varia
 
     [data]       train, val, test, calibration (.npz with x and y), calibration_samples, eval_output
     [training]   epochs (the most per stage), patience, batch_size, learning_rate, seed
-                 (for prune/prune_heads/prune_ffn/cluster/qat/low_rank/distill; each stage stops once val accuracy stops improving)
+                 (for the training techniques; each stage stops once val accuracy stops improving)
     [benchmark]  runs, warmup, min_secs, threads               (host measurement)
     [constraints] max_accuracy_drop (points), max_size_kb, max_gzip_kb,
                  max_latency_ms (a number for every device, or a table device -> ms)
     [grid]       any variant field -> list of values (the cross product is tried)
-    [[variants]] name, quantize, io_type, block_size, algorithm, max_drop, prune, prune_pattern, prune_heads, prune_ffn,
-                 cluster, qat, low_rank,
-                 distill_student, temperature, alpha, epochs, learning_rate
+    [[variants]] name and any declared setting (pipeline.grid.variant_settings(); docs/settings.md lists them)
 """
 from __future__ import annotations
 
@@ -34,16 +32,13 @@ from edgecompress.errors import UserError
 from edgecompress.models import keras_flavour
 from edgecompress.specs import LABEL_KEY
 from edgecompress.tomlfields import FieldChecker, TomlLines, field_name, type_name
-from edgecompress.optimize.prune import SUPPORTED_PATTERNS
-from edgecompress.converters.litert_quantize import ALGORITHMS, BLOCK_SIZES
-from edgecompress.converters.modes import CALIBRATED_MODES, QUANTIZE_MODES
-from edgecompress.converters.quantize import IO_TYPES
-from edgecompress.pipeline.grid import SETTING_FIELDS, Variant, VariantSettings, dedupe, expand_grid, normalized
+from edgecompress.converters.litert_quantize import BLOCK_SIZES
+from edgecompress.converters.modes import CALIBRATED_MODES
+from edgecompress.pipeline.grid import SETTING_FIELDS, SETTINGS, Variant, VariantSettings, dedupe, expand_grid, normalized
 
 import tomllib
 
 OBJECTIVES = ("smallest", "fastest", "most_accurate")
-PRUNE_PATTERNS = tuple(f"{m}:{n}" for m, n in SUPPORTED_PATTERNS)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -399,47 +394,18 @@ def _constraints(check: _Checker, raw: Any, devices: tuple[str, ...]) -> Constra
 
 
 def _setting(check: _Checker, key: str, value: Any, where: tuple[Any, ...]) -> Any:
-    """One variant field, type- and range-checked."""
-    if key == "quantize":
-        return check.choice(value, where, QUANTIZE_MODES, "quantization mode")
-    if key == "io_type":
-        return check.choice(value, where, IO_TYPES, "io_type")
-    if key == "algorithm":
-        return check.choice(value, where, ALGORITHMS, "rounding algorithm")
+    """One variant field, type- and range-checked against its declaration (pipeline.grid.SETTINGS)."""
+    if key == "distill_student":
+        return check.model(value, where, "student model")
     if key == "block_size":  # 0 turns blocks off (one scale per channel), so a grid can cross both
-        size = check.number(value, where, low=0, integer=True)
+        size = SETTINGS[key].parse(check, value, where)
         if size and size not in BLOCK_SIZES:
             raise check.fail(where, f"block size {size} is not supported: use 0 (per channel) or one of "
                                     f"{', '.join(map(str, BLOCK_SIZES))}")
         return size or None
-    if key == "prune":
-        return float(check.number(value, where, low=0, high=1, high_open=True))
-    if key == "prune_pattern":
-        return check.choice(value, where, PRUNE_PATTERNS, "pruning pattern")
-    if key == "cluster":
-        n = check.number(value, where, low=0, integer=True)
-        if n == 1:
-            raise check.fail(where, "1 cluster would make every weight equal: use 2 or more (0 turns clustering off)")
-        return n
-    if key == "qat":
-        return check.boolean(value, where)
-    if key in ("prune_heads", "prune_ffn"):
-        return float(check.number(value, where, low=0, high=1, high_open=True))
-    if key == "low_rank":
-        return float(check.number(value, where, low=0, high=1))
-    if key == "distill_student":
-        return check.model(value, where, "student model")
-    if key == "temperature":
-        return float(check.number(value, where, low=0, low_open=True))
-    if key == "alpha":
-        return float(check.number(value, where, low=0, high=1))
-    if key == "epochs":
-        return check.number(value, where, low=1, integer=True)
-    if key == "learning_rate":
-        return float(check.number(value, where, low=0, low_open=True))
-    if key == "max_drop":
-        return float(check.number(value, where, low=0))
-    raise check.fail(where, f"unknown field: use one of {', '.join(VARIANT_KEYS)}")
+    if key not in SETTINGS:
+        raise check.fail(where, f"unknown field: use one of {', '.join(VARIANT_KEYS)}")
+    return SETTINGS[key].parse(check, value, where)
 
 
 def _variants(check: _Checker, raw: dict[str, Any], data: DataFiles) -> tuple[list[Variant], list[str]]:
