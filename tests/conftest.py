@@ -54,6 +54,12 @@ def test_npz(digits, session_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def val_npz(digits, session_dir) -> Path:
+    """The validation split (x, y): what early stopping and --max-drop decide on (the test split scores)."""
+    return digits.val.save_npz(session_dir / "digits_val.npz")
+
+
+@pytest.fixture(scope="session")
 def calib_npz(digits, session_dir) -> Path:
     """200 training images under `x` (and labels under `y`) for calibration."""
     from edgecompress.datasets import Split
@@ -143,3 +149,12 @@ def emulation_tools():
     from edgecompress.devices.userland import missing_tools
 
     ensure_packages(missing_tools())
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """A throwaway SSH server on 127.0.0.1 (tools/loopback_sshd.py), stopped when the session ends."""
+    from loopback_sshd import loopback_sshd
+
+    with loopback_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server

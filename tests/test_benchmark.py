@@ -25,6 +25,7 @@ from edgecompress.errors import UserError
 from edgecompress.fileio import gzip_size
 from edgecompress.measure import MeasureOptions, measure
 from edgecompress.isolation import TEST_SIGNAL_ENV
+from helpers import one_line_error
 
 QUICK = MeasureOptions(runs=3, min_secs=0.0, warmup=1, warmup_min_secs=0.0)
 STAT_KEYS = {"count", "avg", "std", "min", "max", "p5", "p50", "p90", "p95", "p99"}
@@ -39,12 +40,7 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def _assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert result.stdout == ""
+    one_line_error(result, *needles, alone=True)
 
 
 def test_phases_statistics_and_sizes_of_a_real_model(float_tflite):

@@ -6,16 +6,11 @@ import numpy as np
 import pytest
 
 from edgecompress.models import import_tf_keras
+from helpers import one_line_error
 
 
 def bad(run_cli, args, *words) -> str:
-    code, out, err = run_cli(args)
-    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert code == 2, err
-    assert len(lines) == 1 and "Traceback" not in err and out == ""
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
+    return one_line_error(run_cli(args), *words)
 
 
 def no_leftovers(folder) -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from edgecompress.cli.main import main
 from edgecompress.devices.calibrate import Host, HostTimings, calibrate, load_timings
 from edgecompress.devices.estimate import EXPONENTS, choose_exponent, fit_device, leave_one_out, share_within
 from edgecompress.devices.references import REFERENCE_MODELS
@@ -19,16 +18,6 @@ from edgecompress.errors import UserError
 
 SHIPPED = {"raspberry-pi-zero-2w", "raspberry-pi-3b-plus", "raspberry-pi-4", "raspberry-pi-5", "pixel-4", "pixel-3a", "pixel-3"}
 PI4_TEXT = (resources.files("edgecompress.devices") / "profiles" / "raspberry-pi-4.toml").read_text()
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def estimate_for(profile, p50_ms, p90_ms, is_integer, threads=None, timings=None, macs=None):
@@ -85,49 +74,49 @@ def test_published_references_are_copied_from_anchors_and_derived_ones_labelled(
         (lambda t: t.replace("[[references]]", "[[refs]]"), "references"),
     ],
 )
-def test_a_bad_user_profile_fails_on_one_line_naming_the_field_and_file(tmp_path, capsys, edit, field):
+def test_a_bad_user_profile_fails_on_one_line_naming_the_field_and_file(tmp_path, run_cli, edit, field):
     path = tmp_path / "my-board.toml"
     path.write_text(edit(PI4_TEXT))
-    code, out, err = run_cli(["devices", "show", str(path)], capsys)
+    code, out, err = run_cli(["devices", "show", str(path)])
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and f"'{field}'" in err and str(path) in err
 
 
-def test_a_bad_profile_field_is_named_with_its_line(tmp_path, capsys):
+def test_a_bad_profile_field_is_named_with_its_line(tmp_path, run_cli):
     """Profiles find lines the way recipes do (tomlfields.TomlLines): top-level fields and [[references]] too."""
     path = tmp_path / "my-board.toml"
     text = PI4_TEXT.replace("ram_mb = 4096", 'ram_mb = "lots"')
     path.write_text(text)
     line = text.splitlines().index('ram_mb = "lots"') + 1
-    assert f"my-board.toml line {line}: field 'ram_mb'" in run_cli(["devices", "show", str(path)], capsys)[2]
+    assert f"my-board.toml line {line}: field 'ram_mb'" in run_cli(["devices", "show", str(path)])[2]
     lines = PI4_TEXT.splitlines()
     second = [i for i, t in enumerate(lines) if t == "[[references]]"][1]
     at = next(i for i in range(second, len(lines)) if lines[i].startswith("latency_ms"))
     lines[at] = "latency_ms = -3"
     path.write_text("\n".join(lines) + "\n")
-    err = run_cli(["devices", "show", str(path)], capsys)[2]
+    err = run_cli(["devices", "show", str(path)])[2]
     assert f"references #2 line {at + 1}: field 'latency_ms'" in err, err
 
 
-def test_a_user_profile_file_loads_and_an_unknown_name_lists_the_known_ones(tmp_path, capsys):
+def test_a_user_profile_file_loads_and_an_unknown_name_lists_the_known_ones(tmp_path, run_cli):
     path = tmp_path / "my-pi.toml"
     path.write_text(PI4_TEXT.replace('name = "raspberry-pi-4"', 'name = "my-pi"'))
     assert load_profile(path).name == "my-pi" and load_profile(path).path == str(path)
-    code, _, err = run_cli(["devices", "show", "raspberry-pi-6"], capsys)
+    code, _, err = run_cli(["devices", "show", "raspberry-pi-6"])
     assert code == 2 and "unknown device 'raspberry-pi-6'" in err and "raspberry-pi-zero-2w" in err
-    code, _, err = run_cli(["devices", "show", str(tmp_path / "missing.toml")], capsys)
+    code, _, err = run_cli(["devices", "show", str(tmp_path / "missing.toml")])
     assert code == 2 and "does not exist" in err
 
 
-def test_devices_list_and_show_as_text_and_json(capsys):
-    code, out, _ = run_cli(["devices", "list"], capsys)
+def test_devices_list_and_show_as_text_and_json(run_cli):
+    code, out, _ = run_cli(["devices", "list"])
     assert code == 0 and "raspberry-pi-zero-2w" in out and "derived from raspberry-pi-3b-plus" in out
-    code, out, _ = run_cli(["devices", "list", "--json"], capsys)
+    code, out, _ = run_cli(["devices", "list", "--json"])
     listed = {d["name"]: d for d in json.loads(out)}
     assert set(listed) >= SHIPPED and listed["raspberry-pi-3b-plus"]["memory_budget_mb"] == 1024 - 256
-    code, out, _ = run_cli(["devices", "show", "pixel-3a"], capsys)
+    code, out, _ = run_cli(["devices", "show", "pixel-3a"])
     assert code == 0 and "Snapdragon 670" in out and "published" in out and "Calibration on this host" in out
-    code, out, _ = run_cli(["devices", "show", "raspberry-pi-5", "--json"], capsys)
+    code, out, _ = run_cli(["devices", "show", "raspberry-pi-5", "--json"])
     shown = json.loads(out)
     assert shown["derived_from"]["profile"] == "raspberry-pi-4" and shown["memory_budget_mb"] == 4096 - 512
 
@@ -228,10 +217,10 @@ def test_no_calibrated_reference_is_a_user_error():
         estimate_for(load_profile("pixel-4"), 1.0, 1.0, False, timings=recorded())
 
 
-def test_real_calibration_on_one_small_reference_then_an_estimate(float_tflite, tmp_path, monkeypatch, capsys):
+def test_real_calibration_on_one_small_reference_then_an_estimate(float_tflite, tmp_path, monkeypatch, run_cli):
     """Real build (TensorFlow child), real host timing, real measurement: SqueezeNet only, to stay quick."""
     monkeypatch.setenv("EDGECOMPRESS_CACHE", str(tmp_path / "cache"))
-    code, out, _ = run_cli(["devices", "calibrate", "--device", "pixel-4", "--reference", "squeezenet", "--json"], capsys)
+    code, out, _ = run_cli(["devices", "calibrate", "--device", "pixel-4", "--reference", "squeezenet", "--json"])
     assert code == 0
     result = json.loads(out)
     assert [(m["model"], m["precision"]) for m in result["measured"]] == [("squeezenet", "float")]

@@ -194,7 +194,7 @@ def test_int16x8_of_a_tflite_has_16_bit_activations_and_more_signal(run_cli, flo
 
 
 def test_int8_max_drop_on_a_tflite_keeps_the_culprit_float_with_int8_weights(run_cli, digits_model, calib_npz,
-                                                                              digits, tmp_path):
+                                                                              digits, tmp_path, val_npz):
     """The digits CNN with an outlier channel, as a .tflite alone (no Keras source to smooth): full int8 collapses;
     --max-drop keeps the tensor the runtime-side measure ranks first at float activations, with the ops that make
     and read it, their weights int8 (weight-only), and says why."""
@@ -206,7 +206,7 @@ def test_int8_max_drop_on_a_tflite_keeps_the_culprit_float_with_int8_weights(run
     model = tmp_path / "outlier.keras"
     with_outlier_channel(digits_model, layer="conv1").save(model)
     assert run_cli(["convert", model, "-o", tmp_path / "f32.tflite"])[0] == 0
-    val = digits.val.save_npz(tmp_path / "val.npz")
+    val = val_npz
     out = tmp_path / "int8.tflite"
     code, text, err = run_cli(["quantize", tmp_path / "f32.tflite", "-o", out, "--quantize", "int8", "--calibration",
                                calib_npz, "--eval-data", val, "--max-drop", "1", "--json"])

@@ -18,12 +18,6 @@ def broken_path(digits_model, tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def val_npz(digits, tmp_path_factory):
-    """Labelled data for the fallback decision: the validation split, not the test split."""
-    return digits.val.save_npz(tmp_path_factory.mktemp("val") / "val.npz")
-
-
 def run_json(run_cli, args) -> tuple[int, dict, str]:
     code, out, err = run_cli([*args, "--json"])
     return code, json.loads(out), err

@@ -14,7 +14,7 @@ import pytest
 
 from edgecompress.pipeline.run import run_recipe
 
-from loopback_sshd import free_port, loopback_sshd
+from loopback_sshd import free_port
 
 RECIPE = """\
 model = "{model}"
@@ -48,12 +48,6 @@ quantize = "none"
 name = "int8"
 quantize = "int8"
 """
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    with loopback_sshd(tmp_path_factory.mktemp("sshd")) as server:
-        yield server
 
 
 def _isolated_cache(tmp: Path, monkeypatch) -> Path:

@@ -22,11 +22,6 @@ def train_npz(digits, tmp_path_factory):
     return Split(digits.train.x[:400], digits.train.y[:400]).save_npz(tmp_path_factory.mktemp("opt") / "train.npz")
 
 
-@pytest.fixture(scope="module")
-def val_npz(digits, tmp_path_factory):
-    return digits.val.save_npz(tmp_path_factory.mktemp("opt") / "val.npz")
-
-
 def _kernels(model):
     """(layer name, kernel) of each Dense / Conv2D layer, looking through QAT wrappers."""
     found = []

@@ -3,7 +3,6 @@ not TF-MOT's fixed [-6, 6]: on a tensor whose values are far smaller than 6 the 
 signal to zero during fine-tuning (EfficientNet's Rescaling(1/255) fed [0, 1] images)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from edgecompress.datasets import Split

@@ -10,6 +10,7 @@ import pytest
 from edgecompress.cli.main import main
 from edgecompress.errors import UserError
 from edgecompress.pipeline.recipe import load_recipe
+from helpers import write_recipe
 
 GOOD = """\
 model = "model.keras"
@@ -56,12 +57,6 @@ def folder(tmp_path: Path, digits_model_path: Path) -> Path:
     return tmp_path
 
 
-def write(folder: Path, text: str) -> Path:
-    path = folder / "recipe.toml"
-    path.write_text(text)
-    return path
-
-
 def line_of(text: str, needle: str, occurrence: int = 1) -> int:
     lines = [i + 1 for i, line in enumerate(text.splitlines()) if needle in line]
     return lines[occurrence - 1]
@@ -69,7 +64,7 @@ def line_of(text: str, needle: str, occurrence: int = 1) -> int:
 
 def test_good_recipe_parses_with_paths_from_its_folder(folder, monkeypatch):
     monkeypatch.chdir("/")  # relative paths are read from the recipe's folder, not the working directory
-    recipe = load_recipe(write(folder, GOOD))
+    recipe = load_recipe(write_recipe(folder, GOOD))
     assert recipe.model == (folder / "model.keras").resolve()
     assert recipe.data.train == (folder / "data" / "train.npz").resolve()
     assert recipe.data.calibration == recipe.data.train  # defaults to the training data
@@ -79,7 +74,7 @@ def test_good_recipe_parses_with_paths_from_its_folder(folder, monkeypatch):
     assert recipe.constraints.max_latency_ms == {"raspberry-pi-4": 5.0, "pixel-3a": 2.5}
     assert recipe.constraints.max_gzip_kb == 100.0
     assert (recipe.training.epochs, recipe.training.patience) == (1, 2)
-    assert load_recipe(write(folder, GOOD.replace("epochs = 1\npatience = 2\n", ""))).training.epochs is None
+    assert load_recipe(write_recipe(folder, GOOD.replace("epochs = 1\npatience = 2\n", ""))).training.epochs is None
     names = [v.name for v in recipe.variants]
     # explicit variants first, then the grid in a stable order
     assert names == ["full-int8", "cluster8-qat-int8", "dynamic", "prune0.5-dynamic", "int8", "prune0.5-int8"]
@@ -88,7 +83,7 @@ def test_good_recipe_parses_with_paths_from_its_folder(folder, monkeypatch):
 
 
 def test_a_single_latency_limit_applies_to_every_device(folder):
-    recipe = load_recipe(write(folder, GOOD.replace('{ "raspberry-pi-4" = 5, pixel-3a = 2.5 }', "7")))
+    recipe = load_recipe(write_recipe(folder, GOOD.replace('{ "raspberry-pi-4" = 5, pixel-3a = 2.5 }', "7")))
     assert recipe.constraints.max_latency_ms == {"raspberry-pi-4": 7.0, "pixel-3a": 7.0}
 
 
@@ -100,7 +95,7 @@ def test_every_quantization_mode_is_a_recipe_value(folder):
     assert "int4-weights" in QUANTIZE_MODES
     for mode in QUANTIZE_MODES:
         text = GOOD.replace('quantize = "int8"\nio_type = "int8"', f'quantize = "{mode}"')
-        assert load_recipe(write(folder, text)).variants[0].settings.quantize == mode
+        assert load_recipe(write_recipe(folder, text)).variants[0].settings.quantize == mode
 
 
 BAD = [
@@ -150,7 +145,7 @@ def test_bad_field_names_field_and_line(folder, old, new, at, words):
     assert old in GOOD
     text = GOOD.replace(old, new, 1)
     with pytest.raises(UserError) as err:
-        load_recipe(write(folder, text))
+        load_recipe(write_recipe(folder, text))
     message = str(err.value)
     assert f"line {line_of(text, at)}:" in message, message
     for word in words:
@@ -160,38 +155,38 @@ def test_bad_field_names_field_and_line(folder, old, new, at, words):
 
 def test_not_toml_gives_the_parser_line(folder):
     with pytest.raises(UserError, match=r"not valid TOML: .*line 5"):
-        load_recipe(write(folder, GOOD.replace("[data]", "[data")))
+        load_recipe(write_recipe(folder, GOOD.replace("[data]", "[data")))
 
 
 def test_grid_drops_contradictions_but_not_everything(folder):
     text = GOOD.replace('prune = [0, 0.5]', 'qat = [false, true]')
-    recipe = load_recipe(write(folder, text))
+    recipe = load_recipe(write_recipe(folder, text))
     assert "qat-int8" in [v.name for v in recipe.variants]
     assert "qat-dynamic" not in [v.name for v in recipe.variants]
     assert any("qat-dynamic" in n and "needs quantize" in n for n in recipe.notes)
     text = GOOD.replace('quantize = ["dynamic", "int8"]', 'quantize = ["float16"]').replace("prune = [0, 0.5]", "qat = [true]")
     with pytest.raises(UserError, match=rf"line {line_of(text, '[grid]')}: grid: every combination contradicts"):
-        load_recipe(write(folder, text))
+        load_recipe(write_recipe(folder, text))
 
 
 def test_training_technique_needs_training_data(folder):
     text = GOOD.replace('train = "data/train.npz"', 'calibration = "data/train.npz"')
     with pytest.raises(UserError, match=r"variants\[1\]: cluster fine-tunes the model: set data.train"):
-        load_recipe(write(folder, text))
+        load_recipe(write_recipe(folder, text))
 
 
 def test_duplicate_names_and_equivalent_variants(folder):
     text = GOOD.replace('name = "full-int8"\nquantize = "int8"\nio_type = "int8"', 'quantize = "int8"\nprune = 0.5')
-    recipe = load_recipe(write(folder, text))  # the explicit prune0.5-int8 and the grid's are one variant
+    recipe = load_recipe(write_recipe(folder, text))  # the explicit prune0.5-int8 and the grid's are one variant
     assert [v.name for v in recipe.variants].count("prune0.5-int8") == 1
     assert any("duplicate" in n for n in recipe.notes)
     text = GOOD.replace("cluster = 8", 'cluster = 8\nname = "full-int8"')
     with pytest.raises(UserError, match=r"two variants are named 'full-int8'"):
-        load_recipe(write(folder, text))
+        load_recipe(write_recipe(folder, text))
 
 
 def test_run_command_reports_a_bad_recipe_in_one_line(folder, capsys):
-    path = write(folder, GOOD.replace('quantize = "int8"\nqat = true', 'quantize = "dynamic"\nqat = true'))
+    path = write_recipe(folder, GOOD.replace('quantize = "int8"\nqat = true', 'quantize = "dynamic"\nqat = true'))
     with pytest.raises(SystemExit) as exit_:
         main(["run", str(path), "-o", str(folder / "run")])
     err = capsys.readouterr().err
@@ -204,7 +199,7 @@ def test_max_drop_variant_uses_val(folder):
     np.savez(folder / "data" / "val.npz", x=np.zeros((2, 8, 8, 1), np.float32), y=np.zeros(2, np.int64))
     text = GOOD.replace('test = "data/test.npz"', 'test = "data/test.npz"\nval = "data/val.npz"')
     text = text.replace('io_type = "int8"', 'io_type = "float32"\nmax_drop = 0.5')
-    settings = load_recipe(write(folder, text)).variants[0].settings
+    settings = load_recipe(write_recipe(folder, text)).variants[0].settings
     assert settings.max_drop == 0.5 and settings.auto_name() == "int8-maxdrop0.5"
 
 
@@ -212,7 +207,7 @@ def test_a_grid_crosses_int4_blocks_with_other_modes(folder):
     text = GOOD.replace("prune = [0, 0.5]", "block_size = [0, 32]").replace(
         'quantize = ["dynamic", "int8"]', 'quantize = ["int8-weights", "int4"]')
     assert text != GOOD
-    recipe = load_recipe(write(folder, text))
+    recipe = load_recipe(write_recipe(folder, text))
     names = [v.name for v in recipe.variants]
     assert {"int8-weights", "int4", "int4-b32"} <= set(names) and "int8-weights-b32" not in names
     assert any("int8-weights-b32" in n and "int4" in n for n in recipe.notes)
@@ -221,7 +216,7 @@ def test_a_grid_crosses_int4_blocks_with_other_modes(folder):
 def test_a_grid_crosses_rounding_algorithms_with_the_weight_modes_only(folder):
     text = GOOD.replace("prune = [0, 0.5]", 'algorithm = ["auto", "gptq"]').replace(
         'quantize = ["dynamic", "int8"]', 'quantize = ["int4", "float16"]')
-    recipe = load_recipe(write(folder, text))
+    recipe = load_recipe(write_recipe(folder, text))
     names = [v.name for v in recipe.variants]
     assert {"int4", "int4-gptq", "float16"} <= set(names) and "float16-gptq" not in names
     assert any("float16-gptq" in n for n in recipe.notes)
@@ -240,13 +235,13 @@ on = "ssh://pi@raspberrypi.local:2222"
 def test_devices_as_tables_name_the_ones_measured_over_ssh(folder):
     from edgecompress.pipeline.recipe import DeviceAccess
 
-    recipe = load_recipe(write(folder, TABLED))
+    recipe = load_recipe(write_recipe(folder, TABLED))
     assert recipe.devices == ("raspberry-pi-4", "pixel-3a")
     assert recipe.measured == {"raspberry-pi-4": DeviceAccess("ssh://pi@raspberrypi.local:2222")}
-    assert load_recipe(write(folder, GOOD)).measured == {}
+    assert load_recipe(write_recipe(folder, GOOD)).measured == {}
     # a board no profile describes can be measured (its figures are never estimated)
     board = TABLED.replace("[devices.raspberry-pi-4]", "[devices.my-board]").replace('"raspberry-pi-4" = 5', "my-board = 5")
-    assert load_recipe(write(folder, board)).measured["my-board"].on == "ssh://pi@raspberrypi.local:2222"
+    assert load_recipe(write_recipe(folder, board)).measured["my-board"].on == "ssh://pi@raspberrypi.local:2222"
 
 
 BAD_DEVICES = [
@@ -267,7 +262,7 @@ BAD_DEVICES = [
 def test_bad_device_table_names_field_and_line(folder, old, new, at, words):
     text = TABLED.replace(old, new, 1)
     with pytest.raises(UserError) as err:
-        load_recipe(write(folder, text))
+        load_recipe(write_recipe(folder, text))
     message = str(err.value)
     assert f"line {line_of(text, at)}:" in message, message
     assert all(word in message for word in words), message

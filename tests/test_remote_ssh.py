@@ -15,30 +15,15 @@ import pytest
 
 from edgecompress.errors import UserError
 from edgecompress.remote.protocol import PROTOCOL, DeviceIdentity
-
-from loopback_sshd import loopback_sshd
+from helpers import one_line_error
 
 RUN_FAST = ["--runs", "5", "--min-secs", "0"]
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    with loopback_sshd(tmp_path_factory.mktemp("sshd")) as server:
-        yield server
 
 
 def _cli(runtime_venv: Path, *args, cache: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, **({"EDGECOMPRESS_CACHE": str(cache)} if cache else {})}
     return subprocess.run([str(Path(runtime_venv).parent / "edgecompress"), "benchmark", *map(str, args)],
                           capture_output=True, text=True, timeout=600, cwd="/", env=env)
-
-
-def _one_error_line(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr and proc.stdout == ""
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1 and proc.stderr.rstrip().splitlines()[-1] == errors[0], proc.stderr
-    return errors[0]
 
 
 def test_benchmark_on_the_device_through_ssh(sshd, runtime_venv, float_tflite, int8_tflite, tmp_path, monkeypatch):
@@ -81,12 +66,12 @@ def test_unreachable_port(sshd, runtime_venv, float_tflite):
     from loopback_sshd import free_port
 
     url = f"ssh://{sshd.url.split('//')[1].split('@')[0]}@127.0.0.1:{free_port()}"
-    line = _one_error_line(_cli(runtime_venv, float_tflite, "--on", url, "--ssh-config", sshd.client_config))
+    line = one_line_error(_cli(runtime_venv, float_tflite, "--on", url, "--ssh-config", sshd.client_config))
     assert "unreachable" in line and "Connection refused" in line
 
 
 def test_refused_key(sshd, runtime_venv, float_tflite):
-    line = _one_error_line(_cli(runtime_venv, float_tflite, "--on", sshd.url, "--ssh-config", sshd.bad_key_config,
+    line = one_line_error(_cli(runtime_venv, float_tflite, "--on", sshd.url, "--ssh-config", sshd.bad_key_config,
                                 "--remote-python", runtime_venv))
     assert "authentication refused" in line
 
@@ -94,10 +79,10 @@ def test_refused_key(sshd, runtime_venv, float_tflite):
 def test_missing_edgecompress_and_missing_python(sshd, runtime_venv, float_tflite, tmp_path):
     bare = tmp_path / "bare"  # a Python with nothing installed: what a fresh device has
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
-    line = _one_error_line(_cli(runtime_venv, float_tflite, "--on", sshd.url, "--ssh-config", sshd.client_config,
+    line = one_line_error(_cli(runtime_venv, float_tflite, "--on", sshd.url, "--ssh-config", sshd.client_config,
                                 "--remote-python", bare / "bin" / "python"))
     assert "edgecompress is not installed" in line and "pip install edgecompress" in line
-    line = _one_error_line(_cli(runtime_venv, float_tflite, "--on", sshd.url, "--ssh-config", sshd.client_config,
+    line = one_line_error(_cli(runtime_venv, float_tflite, "--on", sshd.url, "--ssh-config", sshd.client_config,
                                 "--remote-python", tmp_path / "no-such-python"))
     assert "no Python at" in line and "--remote-python" in line
 
@@ -228,6 +213,6 @@ def test_another_release_on_the_device(sshd, runtime_venv, float_tflite, other_r
     assert same_protocol.returncode == 0, same_protocol.stderr
     assert "edgecompress 0.0.9 on the device" in same_protocol.stderr and "matches: running" in same_protocol.stderr
     assert json.loads(same_protocol.stdout)["device"]["edgecompress"] == "0.0.9"
-    line = _one_error_line(_cli(runtime_venv, float_tflite, "--on", sshd.url, "--ssh-config", sshd.client_config,
+    line = one_line_error(_cli(runtime_venv, float_tflite, "--on", sshd.url, "--ssh-config", sshd.client_config,
                                 "--remote-python", other_release("9.0.0", protocol=PROTOCOL + 1)))
     assert f"speaks protocol {PROTOCOL + 1}" in line and "pip install -U edgecompress==" in line

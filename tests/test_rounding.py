@@ -152,7 +152,7 @@ def test_convert_rounds_by_the_algorithm_asked_for_even_in_dynamic(run_cli, digi
 
 
 def test_int4_max_drop_moves_the_measured_culprits_up_and_says_why(run_cli, digits_model, calib_npz, digits,
-                                                                   tmp_path):
+                                                                   tmp_path, val_npz):
     """The digits CNN with one outlier channel (activations about 1e4 that the float output ignores): int4's hybrid
     kernels quantize each layer's input on the fly, so the layer reading the outlier loses every other channel.
     --max-drop moves layers up by their measured sensitivity until the target holds; each raised layer is listed
@@ -161,7 +161,7 @@ def test_int4_max_drop_moves_the_measured_culprits_up_and_says_why(run_cli, digi
 
     model = tmp_path / "outlier.keras"
     with_outlier_channel(digits_model, layer="conv1").save(model)
-    val = digits.val.save_npz(tmp_path / "val.npz")
+    val = val_npz
     code, text, err = run_cli(["convert", model, "-o", tmp_path / "plain.tflite", "--quantize", "int4", "--json"])
     assert code == 0
     plain_agreement = json.loads(text)["validation"]["top1_agreement"]
@@ -208,7 +208,7 @@ def test_diagnose_int4_ranks_every_int4_layer_without_tensorflow(float_tflite, c
     assert result["all_int4_sqnr_db"] <= figures[-1]  # all of them together lose at least what the mildest does
 
 
-def test_quantize_max_drop_on_a_tflite_and_its_refusals(run_cli, digits_model, calib_npz, digits, tmp_path):
+def test_quantize_max_drop_on_a_tflite_and_its_refusals(run_cli, digits_model, calib_npz, digits, tmp_path, val_npz):
     """The same search on a .tflite alone (the runtime side, no Keras source), and bad combinations refused in
     one line before any work."""
     from edgecompress.examples import with_outlier_channel
@@ -216,7 +216,7 @@ def test_quantize_max_drop_on_a_tflite_and_its_refusals(run_cli, digits_model, c
     model = tmp_path / "outlier.keras"
     with_outlier_channel(digits_model, layer="conv1").save(model)
     assert run_cli(["convert", model, "-o", tmp_path / "f32.tflite"])[0] == 0
-    val = digits.val.save_npz(tmp_path / "val.npz")
+    val = val_npz
     source = tmp_path / "f32.tflite"
     code, text, err = run_cli(["quantize", source, "-o", tmp_path / "mixed.tflite", "--quantize", "int4",
                                "--calibration", calib_npz, "--eval-data", val, "--max-drop", "1", "--json"])

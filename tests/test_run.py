@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecompress.cli.main import main
 from edgecompress.pipeline.cache import partial_files
 from edgecompress.pipeline.run import run_recipe
 from edgecompress.runtime import check_tflite_file
@@ -61,16 +60,6 @@ def first_run(recipe, tmp_path_factory):
     return run_dir, run_recipe(recipe, run_dir, jobs=2, progress=False)
 
 
-def cli(args, capsys) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_run_end_to_end_with_an_isolated_failure(first_run):
     run_dir, result = first_run
     by_name = {r.name: r for r in result.records}
@@ -114,10 +103,10 @@ def test_run_end_to_end_with_an_isolated_failure(first_run):
     assert partial_files(run_dir) == []
 
 
-def test_rerun_through_the_cli_reuses_everything(recipe, first_run, capsys):
+def test_rerun_through_the_cli_reuses_everything(recipe, first_run, run_cli):
     run_dir, _ = first_run
     stamps = {p: p.stat().st_mtime_ns for p in run_dir.glob("variants/*/*")}
-    code, out, err = cli(["run", recipe, "-o", run_dir, "--json"], capsys)
+    code, out, err = run_cli(["run", recipe, "-o", run_dir, "--json"])
     assert code == 0, err
     data = json.loads(out)
     assert data["redone"] == []  # the failure is final too: the same inputs fail the same way
@@ -125,9 +114,9 @@ def test_rerun_through_the_cli_reuses_everything(recipe, first_run, capsys):
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
-def test_run_refuses_a_folder_it_did_not_make(recipe, tmp_path, capsys):
+def test_run_refuses_a_folder_it_did_not_make(recipe, tmp_path, run_cli):
     (tmp_path / "mine.txt").write_text("user data")
-    code, out, err = cli(["run", recipe, "-o", tmp_path], capsys)
+    code, out, err = run_cli(["run", recipe, "-o", tmp_path])
     assert code == 2 and "not an edgecompress run folder" in err and out == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
 
@@ -159,21 +148,21 @@ def _recipe(folder: Path, model: Path, test: Path, variants: str, train: Path | 
     return path
 
 
-def test_a_run_where_no_variant_finishes_exits_1_with_the_report(digits, digits_model_path, test_npz, tmp_path, capsys):
+def test_a_run_where_no_variant_finishes_exits_1_with_the_report(digits, digits_model_path, test_npz, tmp_path, run_cli):
     train = digits.train.save_npz(tmp_path / "train.npz")
     recipe = _recipe(tmp_path, digits_model_path, test_npz, "[[variants]]\nlow_rank = 1.0\n", train)
-    code, out, err = cli(["run", recipe, "-o", tmp_path / "run"], capsys)
+    code, out, err = run_cli(["run", recipe, "-o", tmp_path / "run"])
     assert code == 1 and "error: no variant finished" in err and "Traceback" not in err
     assert "failed: optimize" in out  # the table still shows what happened
     md = (tmp_path / "run" / "report.md").read_text()
     assert "| lowrank1-float32 |" in md and "failed: optimize" in md
 
 
-def test_files_that_do_not_fit_the_model_stop_the_run_before_any_build(digits_model_path, test_npz, tmp_path, capsys):
+def test_files_that_do_not_fit_the_model_stop_the_run_before_any_build(digits_model_path, test_npz, tmp_path, run_cli):
     flat = tmp_path / "flat.npz"
     np.savez(flat, x=np.zeros((4, 64), np.float32), y=np.zeros(4, np.int64))  # the model takes 8x8x1 images
     recipe = _recipe(tmp_path, digits_model_path, flat, '[[variants]]\nquantize = "dynamic"\n')
-    code, out, err = cli(["run", recipe, "-o", tmp_path / "run"], capsys)
+    code, out, err = run_cli(["run", recipe, "-o", tmp_path / "run"])
     errors = [line for line in err.splitlines() if "error" in line]
     assert code == 2 and out == "" and len(errors) == 1 and "Traceback" not in err, err
     assert errors[0].startswith("error: recipe recipe.toml: data.test: ") and "flat.npz" in errors[0]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +77,7 @@ def test_quantize_cli_blockwise_int4_and_what_inspect_shows(float_tflite, test_n
 
 
 def bad(run_cli, args, *words) -> None:
-    code, out, err = run_cli(args)
-    assert code == 2, err
-    assert out == "" and err.count("\n") == 1 and err.startswith("error:") and "Traceback" not in err
-    for word in words:
-        assert word in err, err
+    one_line_error(run_cli(args), *words, alone=True)
 
 
 @pytest.fixture(scope="module")
