@@ -25,6 +25,7 @@ from edgecompress.datasets import load_digits
 from edgecompress.evaluate import evaluate
 from edgecompress.examples import train_digits_cnn, with_outlier_channel
 from edgecompress.tables import key_values, table
+from _common import digits_files
 
 
 def main() -> int:
@@ -39,8 +40,7 @@ def main() -> int:
 def run(work: Path, layer: str, epochs: int) -> int:
     work.mkdir(parents=True, exist_ok=True)
     digits = load_digits(seed=0)
-    calib, val, test = (digits.train.save_npz(work / "train.npz"), digits.val.save_npz(work / "val.npz"),
-                        digits.test.save_npz(work / "test.npz"))
+    calib, val, test = digits_files(work, digits)
     clock = time.perf_counter()
     model = with_outlier_channel(train_digits_cnn(epochs=epochs, seed=0, data=digits), layer=layer)
     model.save(work / "broken.keras")

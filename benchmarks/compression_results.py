@@ -20,6 +20,7 @@ from edgecompress.evaluate import evaluate
 from edgecompress.examples import build_digits_cnn, train_digits_cnn
 from edgecompress.optimize import QAT, Cluster, DistillationConfig, LowRank, Prune, TrainSettings, optimize
 from edgecompress.tables import table
+from _common import digits_files
 
 # Targets: (minimum gzip ratio, maximum drop in points, maximum share of the factorised
 # layers' parameters left); None where there is none.
@@ -43,8 +44,7 @@ class Row:
 
 def run(work: Path, epochs: int | None, baseline_epochs: int, width: int, dense: int) -> list[Row]:
     digits = load_digits(seed=0)
-    train, val, test = (digits.train.save_npz(work / "train.npz"), digits.val.save_npz(work / "val.npz"),
-                        digits.test.save_npz(work / "test.npz"))
+    train, val, test = digits_files(work, digits)
     baseline = work / "baseline.keras"
     teacher = train_digits_cnn(epochs=baseline_epochs, seed=0, data=digits, width=width, dense=dense)
     teacher.save(baseline)

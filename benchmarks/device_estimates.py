@@ -25,18 +25,15 @@ a quiet machine: the factors are ratios against host timings, so a loaded host s
 from __future__ import annotations
 
 import argparse
-import math
 from collections import Counter
 
 from edgecompress.devices.calibrate import HostTimings, calibrate, load_timings
-from edgecompress.devices.estimate import EXPONENTS, LooPoint, choose_exponent, cost, fit_factor, leave_one_out, share_within
+from edgecompress.devices.estimate import (EXPONENTS, LooPoint, choose_exponent, cost, fit_factor, geomean,
+                                          leave_one_out, share_within)
 from edgecompress.devices.profiles import DeviceProfile, ReferenceLatency, measured_profiles, precision_pairs
 from edgecompress.devices.references import REFERENCE_MODELS
 from edgecompress.tables import table
-
-
-def _geomean(values: list[float]) -> float:
-    return math.exp(sum(map(math.log, values)) / len(values))
+from _common import pct, signed_pct
 
 
 def old_loo(profile: DeviceProfile, timings: HostTimings, profiles: list[DeviceProfile]) -> list[LooPoint]:
@@ -52,14 +49,14 @@ def old_loo(profile: DeviceProfile, timings: HostTimings, profiles: list[DeviceP
         own = ratios(profile.references, ref)
         same = [x for r, x in own if r.precision == ref.precision]
         at = [x for r, x in own if r.precision == ref.precision and r.threads == ref.threads]
-        factor = _geomean(at or same) if same else None
+        factor = geomean(at or same) if same else None
         if factor is None and own:
             shifts = [
                 (i.latency_ms / timings.for_reference(i)) / (f.latency_ms / timings.for_reference(f))
                 for f, i in precision_pairs([p for p in profiles if p.name != profile.name])
                 if ref not in (f, i) and timings.for_reference(f) and timings.for_reference(i)
             ]
-            factor = _geomean([x for _, x in own]) * _geomean(shifts) ** (1 if ref.precision == "int8" else -1)
+            factor = geomean([x for _, x in own]) * geomean(shifts) ** (1 if ref.precision == "int8" else -1)
         points.append(LooPoint(profile.name, ref.key, ref.latency_ms, factor * host_ms if factor else None, "old"))
     return points
 
@@ -78,14 +75,6 @@ def architecture_out_loo(profile: DeviceProfile, timings: HostTimings, profiles:
         predicted = factor.value * cost(host_ms, REFERENCE_MODELS[ref.model].macs, e) if factor else None
         points.append(LooPoint(profile.name, ref.key, ref.latency_ms, predicted, f"e={e:.2f}"))
     return points
-
-
-def pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.0f}%"
-
-
-def err(pt: LooPoint) -> str:
-    return "-" if pt.error is None else f"{100 * pt.error:+.0f}%"
 
 
 def main() -> None:
@@ -115,7 +104,7 @@ def main() -> None:
     )
 
     rows = [
-        [pt.device, pt.reference, pt.published_ms, pt.predicted_ms, err(pt), err(p1), err(p0), pt.rule]
+        [pt.device, pt.reference, pt.published_ms, pt.predicted_ms, signed_pct(pt.error), signed_pct(p1.error), signed_pct(p0.error), pt.rule]
         for name in new for pt, p1, p0 in zip(new[name], plain[name], old[name])
     ]
     print(table(["device", "reference", "published ms", "new: predicted ms", "new", "e=1", "old", "new: calibrated by"],

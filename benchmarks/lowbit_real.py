@@ -30,13 +30,15 @@ from typing import Callable
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from real_models import _bird_clips, _pitch_clips, build  # noqa: E402
+from _common import tool
+from edgecompress.compare import sqnr_db
+from edgecompress.converters.validate import run_file
+from edgecompress.errors import UserError
+from edgecompress.tables import markdown_table, table
 
-from edgecompress.compare import sqnr_db  # noqa: E402
-from edgecompress.converters.validate import run_file  # noqa: E402
-from edgecompress.errors import UserError  # noqa: E402
-from edgecompress.tables import markdown_table, table  # noqa: E402
+_bird_clips = tool("real_models")._bird_clips
+_pitch_clips = tool("real_models")._pitch_clips
+build = tool("real_models").build
 
 Metric = Callable[[list[np.ndarray], list[np.ndarray], np.ndarray | None], tuple[str, float]]
 

@@ -27,12 +27,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from real_models import build  # noqa: E402
+from _common import tool
+from edgecompress.compare import MIN_AGREEMENT, MIN_SQNR_DB
+from edgecompress.errors import UserError
+from edgecompress.tables import markdown_table, table
 
-from edgecompress.compare import MIN_AGREEMENT, MIN_SQNR_DB  # noqa: E402
-from edgecompress.errors import UserError  # noqa: E402
-from edgecompress.tables import markdown_table, table  # noqa: E402
+build = tool("real_models").build
 
 CONVERT_MODES = ("none", "dynamic", "float16", "int8", "int16x8", "int4", "int8-weights")
 QUANTIZE_MODES = ("dynamic", "int8-weights", "int4")

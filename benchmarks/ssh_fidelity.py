@@ -19,9 +19,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from loopback_sshd import loopback_sshd  # noqa: E402
+from _common import tool
 
+loopback_sshd = tool("loopback_sshd").loopback_sshd
 REFERENCES = Path.home() / ".cache" / "edgecompress" / "references"
 DEFAULT_MODELS = [REFERENCES / "mobilenet_v2-float.tflite", REFERENCES / "mobilenet_v2-int8.tflite"]
 CLI = [sys.executable, "-m", "edgecompress"]

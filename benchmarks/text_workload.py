@@ -24,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 

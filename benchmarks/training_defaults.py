@@ -33,6 +33,7 @@ from edgecompress.models import import_tf_keras
 from edgecompress.optimize import QAT, Cluster, DistillationConfig, Prune, optimize
 from edgecompress.optimize.layers import import_tfmot
 from edgecompress.tables import table
+from _common import digits_files
 
 SOURCE_EPOCHS = 30
 
@@ -209,9 +210,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work_dir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        digits.train.save_npz(work / "train.npz")
-        digits.val.save_npz(work / "val.npz")
-        digits.test.save_npz(work / "test.npz")
+        digits_files(work, digits)
         for arch in args.only.split(","):
             rows, params, student_params = run_architecture(arch, digits, work)
             print(render(arch, rows, params, student_params), flush=True)

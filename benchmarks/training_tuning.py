@@ -26,6 +26,7 @@ from edgecompress.optimize import DistillationConfig, Prune, TrainSettings, opti
 from edgecompress.optimize import prune as prune_module
 from edgecompress.optimize import train as train_module
 from edgecompress.tables import table
+from _common import digits_files
 
 # name -> (module, constant, value) overrides of the defaults; the first row is the defaults themselves.
 # LOSS_MIN_DELTA 1.0 means no loss ever counts as better: training stops on the accuracy alone.
@@ -79,7 +80,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        train, val = digits.train.save_npz(work / "train.npz"), digits.val.save_npz(work / "val.npz")
+        train, val, _ = digits_files(work, digits)
         teacher = work / "teacher.keras"
         train_digits_cnn(epochs=20, seed=0, data=digits).save(teacher)
         source_acc, _ = int8_accuracy(teacher, work, train, val)

@@ -46,6 +46,7 @@ from edgecompress.devices.profiles import DeviceProfile, ReferenceLatency, measu
 from edgecompress.devices.references import REFERENCE_MODELS
 from edgecompress.measure import MeasureOptions, measure
 from edgecompress.tables import table
+from _common import pct, signed_pct
 
 _PAPER = ("Sun et al., MobileBERT: a Compact Task-Agnostic BERT for Resource-Limited Devices, ACL 2020 "
           "(arXiv:2004.02984), abstract: '62 ms latency on a Pixel 4 phone'; its latency table: TFLite, 4 CPU threads, "
@@ -92,10 +93,6 @@ def join(profiles: list[DeviceProfile], timings: HostTimings,
             [pt for pt in points if (pt.device, pt.reference) in added])
 
 
-def err(pt: LooPoint) -> str:
-    return "-" if pt.error is None else f"{100 * pt.error:+.0f}%"
-
-
 def teacher_models(folder: Path) -> dict[str, Path]:
     """The text demo's teacher (random weights: timing does not depend on them) as float32 and int8 .tflite."""
     import numpy as np
@@ -112,10 +109,6 @@ def teacher_models(folder: Path) -> dict[str, Path]:
         "float32": Path(convert_model(keras_path, folder / "teacher-fp32.tflite").output),
         "int8": Path(convert_model(keras_path, folder / "teacher-int8.tflite", "int8", calibration=ids).output),
     }
-
-
-def pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.0f}%"
 
 
 def main() -> None:
@@ -145,7 +138,7 @@ def main() -> None:
         b, a = max(moved, key=lambda ba: abs(ba[1].predicted_ms / ba[0].predicted_ms - 1))
         rows.append([label, len(cnn), pct(share_within(cnn, 0.1)), pct(share_within(cnn, 0.2)),
                      f"{b.device} {b.reference}: {b.predicted_ms:.1f} -> {a.predicted_ms:.1f} ms",
-                     ", ".join(f"{pt.device} {pt.reference} {err(pt)}" for pt in added)])
+                     ", ".join(f"{pt.device} {pt.reference} {signed_pct(pt.error)}" for pt in added)])
     print()
     print(table(["fit on", "CNN points", "CNN ≤10%", "CNN ≤20%", "largest change of a CNN prediction",
                  "MobileBERT points, each predicted without itself"], rows,
