@@ -38,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 from edgecompress.errors import UserError
 from edgecompress.progress import note
@@ -135,8 +135,24 @@ def cost(host_ms: float, macs: int | None, exponent: float) -> float:
     return host_ms**exponent * (macs / 1e9) ** (1.0 - exponent)
 
 
-def _geomean(values: Sequence[float]) -> float:
+def geomean(values: Sequence[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def best_exponent(log_errors: Callable[[float], Sequence[float]]) -> float:
+    """The e of EXPONENTS whose leave-one-out LOG_ERRORS(e) (log predicted / actual per predicted point) have the
+    smallest sum of squares; 1 when no point can be predicted. The published fit and a refit from the user's
+    own measurements both choose e this way."""
+    if not log_errors(1.0):
+        return 1.0
+    return min(EXPONENTS, key=lambda e: sum(x * x for x in log_errors(e)))
+
+
+def errors_within(errors: Sequence[float | None], tolerance: float) -> float | None:
+    """Share of relative ERRORS within TOLERANCE (0.2 = 20%); None (a point not predicted) counts as a miss."""
+    if not errors:
+        return None
+    return sum(1 for e in errors if e is not None and abs(e) <= tolerance) / len(errors)
 
 
 def _points(profile: DeviceProfile, timings: HostTimings, exclude: Excluded = frozenset()) -> list[_Point]:
@@ -177,7 +193,7 @@ def precision_shift(
             used.append(f"{profile.name}:{model}/{threads}t")
     if not shifts:
         return None
-    return Factor(_geomean(shifts), f"{precision}/{OTHER[precision]} shift from {len(shifts)} float/int8 pair(s)", tuple(used))
+    return Factor(geomean(shifts), f"{precision}/{OTHER[precision]} shift from {len(shifts)} float/int8 pair(s)", tuple(used))
 
 
 def _pool(profile: DeviceProfile, pair_profiles: Sequence[DeviceProfile]) -> list[DeviceProfile]:
@@ -205,7 +221,7 @@ def fit_factor(
     chosen = same or own
     if not chosen:
         return None
-    k = _geomean([_moved(pt, exponent, threads, host_threads, scaling) for pt in chosen])
+    k = geomean([_moved(pt, exponent, threads, host_threads, scaling) for pt in chosen])
     moved = sum(pt.ref.threads != threads for pt in chosen)
     form = "host ms" if exponent == 1.0 else f"host ms^{exponent:.2f} x GMACs^{1 - exponent:.2f}"
     rule = f"device ms = k x {form}; k from {len(chosen)} {chosen[0].ref.precision} reference(s)"
@@ -237,9 +253,7 @@ def choose_exponent(pool: Sequence[DeviceProfile], timings: HostTimings, exclude
         predictions = [(_predict(profile, pt, timings, pool, exclude, exponent)[0], pt) for profile, pt in points]
         return [math.log(predicted / pt.ref.latency_ms) for predicted, pt in predictions if predicted]
 
-    if not log_errors(1.0):  # no point can be predicted from the others: nothing to choose e with
-        return 1.0
-    return min(EXPONENTS, key=lambda e: sum(x * x for x in log_errors(e)))
+    return best_exponent(log_errors)
 
 
 def leave_one_out(
@@ -263,9 +277,7 @@ def leave_one_out(
 
 def share_within(points: Sequence[LooPoint], tolerance: float) -> float | None:
     """Share of POINTS predicted within TOLERANCE (0.2 = 20%); a point that could not be predicted counts as a miss."""
-    if not points:
-        return None
-    return sum(1 for p in points if p.error is not None and abs(p.error) <= tolerance) / len(points)
+    return errors_within([p.error for p in points], tolerance)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ The latest measurement per model and thread count counts once.
 
 Each model is timed again on this host (edgecompress.measure, at the device's threads capped at the host's
 cores, the device run's XNNPACK setting) from the path the store recorded, when the file is still there with
-the same sha256; other models are skipped and said so. The rule is the published fit's (devices/estimate.py):
+the same sha256; other models are skipped and said so. The rule is the published fit's, by its functions (devices/estimate.py):
 device ms = k x host ms^e x GMACs^(1-e), k the geometric mean of device ms / cost per precision (of the
 other precision's points when a precision has none), e from the same EXPONENTS by leave-one-out. Host and
 device are compared at the device run's thread count (the host's capped at its cores); unlike the published
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from edgecompress.devices.calibrate import current_host, host_cores
-from edgecompress.devices.estimate import EXPONENTS, cost
+from edgecompress.devices.estimate import best_exponent, cost, errors_within, geomean
 from edgecompress.devices.measured_fit import MeasuredFit, save_measured_fit
 from edgecompress.devices.profiles import DeviceProfile, load_profile
 from edgecompress.errors import UserError
@@ -78,13 +78,13 @@ class Refit:
 def _score(predicted: Sequence[float | None], actual: Sequence[float]) -> Score:
     errors = [None if p is None else p / a - 1.0 for p, a in zip(predicted, actual)]
     hits = [abs(e) for e in errors if e is not None]
-    return Score(len(actual), sum(e <= 0.2 for e in hits) / len(actual), sum(e <= 0.1 for e in hits) / len(actual),
+    return Score(len(actual), errors_within(errors, 0.2) or 0.0, errors_within(errors, 0.1) or 0.0,
                  statistics.median(hits) if hits else None)
 
 
 def _k(points: Sequence[RefitPoint], precision: str, exponent: float) -> float:
     same = [p for p in points if p.precision == precision] or list(points)
-    return math.exp(statistics.fmean(math.log(p.device_ms / cost(p.host_ms, p.macs, exponent)) for p in same))
+    return geomean([p.device_ms / cost(p.host_ms, p.macs, exponent) for p in same])
 
 
 def _predict(point: RefitPoint, others: Sequence[RefitPoint], exponent: float) -> float:
@@ -92,11 +92,9 @@ def _predict(point: RefitPoint, others: Sequence[RefitPoint], exponent: float) -
 
 
 def choose_exponent(points: Sequence[RefitPoint]) -> float:
-    """The e of EXPONENTS whose leave-one-out over POINTS has the smallest squared log error."""
-    def loss(e: float) -> float:
-        return sum(math.log(_predict(p, [q for q in points if q is not p], e) / p.device_ms) ** 2 for p in points)
-
-    return min(EXPONENTS, key=loss)
+    """e by the published fit's rule (estimate.best_exponent), over a leave-one-out of POINTS."""
+    return best_exponent(lambda e: [math.log(_predict(p, [q for q in points if q is not p], e) / p.device_ms)
+                                    for p in points])
 
 
 def _nested(points: list[RefitPoint]) -> list[float]:
