@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from edgecompress.datasets import Split, load_digits
 from edgecompress.errors import UserError
@@ -55,6 +55,10 @@ class DemoResult:
     run: RunResult
     train_seconds: float
     run_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"output_dir": str(self.output_dir), "recipe": str(self.recipe), "train_seconds": self.train_seconds,
+                "run_seconds": self.run_seconds, **self.run.to_dict()}
 
 
 def _write_splits(out: Path, train: Split, val: Split, test: Split) -> None:

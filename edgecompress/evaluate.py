@@ -49,7 +49,7 @@ class EvalResult:
         """That figure: accuracy for a classifier, F1 for multilabel, MAE for regression."""
         return getattr(self, self.metric)
 
-    def summary(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """The JSON contract: {accuracy, f1 or mae, samples}, plus what ran."""
         metric = {self.metric: self.score}
         if self.precision is not None:

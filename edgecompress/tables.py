@@ -118,6 +118,8 @@ def json_ready(obj: Any) -> Any:
         return {k: json_ready(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [json_ready(v) for v in obj]
+    if callable(getattr(obj, "to_dict", None)) and not isinstance(obj, type):  # a result's own JSON contract
+        return json_ready(obj.to_dict())
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return json_ready(dataclasses.asdict(obj))
     if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy scalars and arrays
@@ -126,5 +128,6 @@ def json_ready(obj: Any) -> Any:
 
 
 def to_json(obj: Any) -> str:
-    """OBJ (dataclasses, dicts, lists, numpy values) as indented JSON; non-finite numbers become null."""
+    """OBJ (results with a to_dict(), dataclasses, dicts, lists, numpy values) as indented JSON; non-finite numbers
+    become null."""
     return json.dumps(json_ready(obj), default=_default, indent=2, allow_nan=False)

@@ -145,7 +145,7 @@ def evaluate_command(model: str, data: str, model_output: str | None, stream: bo
     from edgecompress.evaluate import evaluate
 
     result = evaluate(model, data, unsafe=unsafe, model_output=model_output, stream=stream)
-    emit(result.summary() if as_json else result, as_json, render_evaluation)
+    emit(result, as_json, render_evaluation)
 
 
 def render_evaluation(result: Any) -> str:

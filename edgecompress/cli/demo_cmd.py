@@ -31,12 +31,9 @@ def demo_command(output_dir: str, task: str, epochs: int | None, jobs: int, forc
     from edgecompress.demo import run_demo
 
     result = run_demo(output_dir, force=force, epochs=epochs, jobs=jobs, task=task)
-    emit(_as_dict(result) if as_json else result, as_json, render_demo)
+    emit(result, as_json, render_demo)
 
 
-def _as_dict(result: Any) -> dict[str, Any]:
-    return {"output_dir": str(result.output_dir), "recipe": str(result.recipe), "train_seconds": result.train_seconds,
-            "run_seconds": result.run_seconds, **result.run.to_dict()}
 
 
 def render_demo(result: Any) -> str:

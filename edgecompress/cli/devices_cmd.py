@@ -221,7 +221,7 @@ def _refit(device: str, on: str | None, as_json: bool) -> None:
         lines += [f"skipped {m}: {why}" for m, why in refit.skipped]
         return "\n".join(lines)
 
-    emit(refit.to_dict(), as_json, render)
+    emit(refit, as_json, render)
 
 
 COMMANDS = [devices]

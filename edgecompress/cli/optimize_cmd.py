@@ -45,21 +45,6 @@ def _render(result: Any) -> str:
     return "\n".join(parts)
 
 
-def _summary(result: Any) -> dict[str, Any]:
-    """The JSON contract: output, techniques, skipped_layers, before, after, training (plus the plan and details)."""
-    return {
-        "output": str(result.output),
-        "techniques": result.techniques,
-        "plan": result.plan,
-        "skipped_layers": result.skipped_layers,
-        "before": result.before,
-        "after": result.after,
-        "details": result.details,
-        "training": result.training,
-        "stopped_on": result.stopped_on,
-    }
-
-
 def technique_options(command: Any) -> Any:
     """A flag per declared technique setting (optimize/<technique>.py), listed in the order techniques apply."""
     for setting in reversed(technique_settings()):
@@ -125,7 +110,7 @@ def optimize_cmd(
             raise
         note(f"{crash}; retrying with TensorFlow's oneDNN kernels off ({ONEDNN_ENV}=0)")
         result = attempt({ONEDNN_ENV: "0"})
-    emit(_summary(result) if as_json else result, as_json, _render)
+    emit(result, as_json, _render)
 
 
 COMMANDS = [optimize_cmd]

@@ -59,7 +59,7 @@ def run_command(recipe: str, run_dir: str | None, jobs: int, worker_memory_mb: i
         raise UserError("--address names a Ray cluster: add --executor ray")
     execution = Execution(executor, address) if executor is not None else None
     result = run_recipe(recipe, run_dir, jobs=jobs, worker_memory_mb=worker_memory_mb, execution=execution)
-    emit(result.to_dict() if as_json else result, as_json, render_run)
+    emit(result, as_json, render_run)
     if not any(r.ok for r in result.records):  # a run that produced nothing failed, whatever the report says
         click.echo(f"error: no variant finished: {result.report.markdown} says why for each", err=True)
         click.get_current_context().exit(1)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,10 @@ class OptimizeResult:
     details: dict[str, Any]  # per-technique extras, e.g. the ranks low-rank factorization chose
     training: list[StageTraining]  # per fine-tuning stage: epochs run, epoch kept, why it stopped
     stopped_on: str  # the data early stopping watched: the validation data or a held-out share of the training
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON contract of `optimize --json` and a run's optimize stage: every field, nested ones as dicts."""
+        return {**asdict(self), "output": str(self.output)}
 
 
 _QUANTIZER_VARIABLE = re.compile(r"(?:^|_)(?:min|max)$|^optimizer_step$")

@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,6 +24,8 @@ from edgecompress import __version__
 from edgecompress.errors import UserError
 from edgecompress.fileio import write_text_atomic
 from edgecompress.tables import json_ready
+from edgecompress.pipeline.grid import Variant
+from edgecompress.pipeline.recipe import Recipe
 
 MARKER = "run.json"  # identifies an edgecompress run folder; never overwrite anything else
 
@@ -167,3 +169,42 @@ def remove_partial_files(root: Path) -> list[Path]:
 def partial_files(root: Path) -> list[Path]:
     """Temporary files of unfinished atomic writes under ROOT (none after a clean run)."""
     return sorted(root.rglob(".*"))
+
+
+@dataclass
+class VariantKeys:
+    """The cache keys of a run: the baseline's, and each variant's build and record (build plus measuring)."""
+
+    baseline: str
+    build: dict[str, str]
+    record: dict[str, str]
+
+
+def variant_keys(recipe: Recipe, variants: list[Variant]) -> VariantKeys:
+    """Each variant's cache keys: only the inputs and settings it depends on are hashed into them."""
+    data = recipe.data
+    model, evaluation = file_digest(recipe.model), file_digest(data.eval)
+    build, record = {}, {}
+    for v in variants:
+        s = v.settings
+        settings = s.as_dict()
+        if s.distill_student is not None:
+            settings["distill_student"] = file_digest(s.distill_student)
+        parts: dict[str, Any] = {"model": model, "eval": evaluation, "settings": settings}
+        if data.eval_output is not None:  # scored on another output: other figures
+            parts["eval_output"] = data.eval_output
+        if s.uses_calibration:
+            parts["calibration"] = [file_digest(data.calibration), data.calibration_samples, recipe.training.seed]
+        if s.needs_training:
+            parts["train"] = file_digest(data.train)
+            parts["val"] = file_digest(data.val) if data.val else None
+            parts["training"] = asdict(recipe.training)
+        if s.max_drop is not None:  # the fallback decision is measured on val
+            parts["val"] = file_digest(data.val)
+        build[v.name] = make_key(parts)
+        measuring: dict[str, Any] = {"build": build[v.name], "benchmark": asdict(recipe.benchmark),
+                                     "devices": list(recipe.devices)}
+        if recipe.measured:  # where a device is measured is part of its figures
+            measuring["measured"] = {n: [a.on, a.remote_python] for n, a in recipe.measured.items()}
+        record[v.name] = make_key(measuring)
+    return VariantKeys(make_key({"baseline": model, "eval": evaluation, "eval_output": data.eval_output}), build, record)

@@ -90,8 +90,9 @@ class _VariantMethods:
             return "max_drop", str(exc)
         try:  # the techniques' own rules (e.g. prune and prune_pattern exclude each other)
             chosen = techniques_from_settings(self.technique_values())
-        except UserError as exc:
-            return (exc.settings or (technique_settings()[0].name,))[-1], str(exc)
+        except UserError as exc:  # on the setting it names, else on the first technique setting the variant sets
+            given = [s.name for s in technique_settings() if getattr(self, s.name) != s.off]
+            return (exc.settings or given[:1] or (technique_settings()[0].name,))[-1], str(exc)
         for technique in chosen:
             if (why := technique.conversion_conflict(self.quantize)) is not None:
                 return technique.settings[0].name, why

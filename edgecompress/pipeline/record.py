@@ -1,8 +1,11 @@
-"""One variant's results: the record written to record.json and results.json, read by select and report."""
+"""One variant's results: the record written to record.json and results.json, read by select and report, and
+assembled here from the stages' outputs."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+from edgecompress.pipeline.grid import Variant
 
 
 @dataclass
@@ -25,6 +28,28 @@ class DeviceResult:
     @property
     def p50_ms(self) -> float | None:
         return self.measured_p50_ms if self.source == "measured" else self.estimated_p50_ms
+
+
+@dataclass
+class HostResult:
+    """The variant timed on this host (the measure stage's first figures)."""
+
+    runtime: dict[str, str] | None
+    threads: int | None
+    p50_ms: float | None
+    p90_ms: float | None
+    avg_ms: float | None
+    runs: int
+    peak_rss_mb: float | None
+    error: str | None
+
+
+@dataclass
+class Measured:
+    """The measure stage's output: the host's figures and each device's (estimated, or measured on it)."""
+
+    host: HostResult
+    devices: dict[str, DeviceResult] = field(default_factory=dict)
 
 
 @dataclass
@@ -77,3 +102,30 @@ class VariantRecord:
         values = {k: v for k, v in data.items() if k in known}
         values["devices"] = {d: DeviceResult(**r) for d, r in (data.get("devices") or {}).items()}
         return cls(**values)
+
+    @classmethod
+    def assemble(cls, variant: Variant, key: str, build: dict[str, Any], measured: Measured, tflite: str) -> "VariantRecord":
+        """A finished variant's record from its build stages' outputs (BUILD: stage -> what it wrote), its
+        MEASURED figures and its .tflite's path relative to the run folder."""
+        convert, evaluation, optimize = build["convert"], build["evaluate"], build.get("optimize")
+        host = measured.host
+        return cls(
+            name=variant.name,
+            settings=variant.settings.as_dict(),
+            techniques=variant.settings.techniques,
+            key=key,
+            error=f"host benchmark failed: {host.error}" if host.error else None,
+            failed_stage="benchmark" if host.error else None,
+            tflite=tflite,
+            size_bytes=convert["size_bytes"],
+            gzip_bytes=convert["gzip_bytes"],
+            accuracy=evaluation.get("accuracy"),
+            mae=evaluation.get("mae"),
+            host_latency_ms=host.p50_ms,
+            host_p90_ms=host.p90_ms,
+            host_runtime=" ".join(host.runtime.values()) if host.runtime else None,
+            devices=dict(measured.devices),
+            validation=convert.get("validation"),
+            optimize=optimize,
+            seconds={stage: build[stage]["seconds"] for stage in ("optimize", "convert", "evaluate") if stage in build},
+        )

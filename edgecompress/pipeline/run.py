@@ -19,13 +19,13 @@ from typing import Any, Iterator
 from edgecompress.errors import UserError
 from edgecompress.optimize.train import FINE_TUNE_EPOCHS
 from edgecompress.progress import bar, note
-from edgecompress.pipeline.cache import RunDir, VariantDir, file_digest, make_key, read_json, write_json
+from edgecompress.pipeline.cache import RunDir, VariantDir, VariantKeys, read_json, variant_keys, write_json
 from edgecompress.tflite_reader import graph_digest, read_model
 from edgecompress.pipeline.executor import Executor, LocalExecutor
 from edgecompress.pipeline.grid import Variant
 from edgecompress.pipeline.recipe import Constraints, Execution, Recipe, load_recipe
 from edgecompress.pipeline.search import SearchResult, run_search
-from edgecompress.pipeline.record import DeviceResult, VariantRecord
+from edgecompress.pipeline.record import Measured, VariantRecord
 from edgecompress.pipeline.report import Report, write_report
 from edgecompress.pipeline.select import Selection, select
 from edgecompress.pipeline.stages import BaselineTask, BuildTask, CheckTask, build_stages, measure, measure_stages, run_task
@@ -70,43 +70,6 @@ class RunResult:
 
 def default_run_dir(recipe: Path) -> Path:
     return Path.cwd() / "runs" / recipe.stem
-
-
-@dataclass
-class _Keys:
-    baseline: str
-    build: dict[str, str]
-    record: dict[str, str]
-
-
-def _keys(recipe: Recipe, variants: list[Variant]) -> _Keys:
-    """Each variant's cache keys: only the inputs and settings it depends on are hashed into them."""
-    data = recipe.data
-    model, evaluation = file_digest(recipe.model), file_digest(data.eval)
-    build, record = {}, {}
-    for v in variants:
-        s = v.settings
-        settings = s.as_dict()
-        if s.distill_student is not None:
-            settings["distill_student"] = file_digest(s.distill_student)
-        parts: dict[str, Any] = {"model": model, "eval": evaluation, "settings": settings}
-        if data.eval_output is not None:  # scored on another output: other figures
-            parts["eval_output"] = data.eval_output
-        if s.uses_calibration:
-            parts["calibration"] = [file_digest(data.calibration), data.calibration_samples, recipe.training.seed]
-        if s.needs_training:
-            parts["train"] = file_digest(data.train)
-            parts["val"] = file_digest(data.val) if data.val else None
-            parts["training"] = asdict(recipe.training)
-        if s.max_drop is not None:  # the fallback decision is measured on val
-            parts["val"] = file_digest(data.val)
-        build[v.name] = make_key(parts)
-        measuring: dict[str, Any] = {"build": build[v.name], "benchmark": asdict(recipe.benchmark),
-                                     "devices": list(recipe.devices)}
-        if recipe.measured:  # where a device is measured is part of its figures
-            measuring["measured"] = {n: [a.on, a.remote_python] for n, a in recipe.measured.items()}
-        record[v.name] = make_key(measuring)
-    return _Keys(make_key({"baseline": model, "eval": evaluation, "eval_output": data.eval_output}), build, record)
 
 
 class _Progress:
@@ -185,11 +148,11 @@ class _Batches:
         self._checked = False
         # wall time per phase, summed over batches: where a run's time goes (and what more workers would cut)
         self.seconds = {"check": 0.0, "build": 0.0, "measure": 0.0}
-        self.graphs: dict[str, tuple[str, dict[str, Any]]] = {}  # .tflite digest -> first variant, its figures
+        self.graphs: dict[str, tuple[str, Measured]] = {}  # .tflite digest -> first variant, its figures
 
     def run(self, variants: list[Variant]) -> list[VariantRecord]:
         recipe, rd = self.recipe, self.rd
-        keys = _keys(recipe, variants)
+        keys = variant_keys(recipe, variants)
         dirs = {v.name: rd.variant(v.name) for v in variants}
         finished = {v.name: dirs[v.name].finished(keys.record[v.name]) for v in variants}
         todo = [v for v in variants if finished[v.name] is None]
@@ -330,8 +293,8 @@ def _captured_stderr() -> Iterator[io.StringIO]:
         yield buffer
 
 
-def _measure_one(recipe: Recipe, variant: Variant, vdir: VariantDir, keys: _Keys, progress: _Progress,
-                 failures: dict[str, tuple[str, str, bool]], graphs: dict[str, tuple[str, dict[str, Any]]]) -> None:
+def _measure_one(recipe: Recipe, variant: Variant, vdir: VariantDir, keys: VariantKeys, progress: _Progress,
+                 failures: dict[str, tuple[str, str, bool]], graphs: dict[str, tuple[str, Measured]]) -> None:
     """Measure VARIANT's .tflite, or reuse the timings of a variant whose .tflite computes the same graph (GRAPHS:
     tflite_reader.graph_digest -> that variant and its figures): one graph gets one set of figures in a report,
     not timing noise passed on as a difference (five variants of one int8 graph read 24.3 to 35.9 us)."""
@@ -342,7 +305,7 @@ def _measure_one(recipe: Recipe, variant: Variant, vdir: VariantDir, keys: _Keys
     if graph in graphs:
         twin, measured = graphs[graph]
         progress.step(f"{variant.name}: same graph as {twin}", done=units)
-        record = dataclasses.replace(_record(variant, keys.record[variant.name], build, measured, recipe, vdir),
+        record = dataclasses.replace(_record(variant, keys.record[variant.name], build, measured, vdir),
                                      same_graph_as=twin)
         write_json(vdir.record_file, record.to_dict())
         return
@@ -363,33 +326,10 @@ def _measure_one(recipe: Recipe, variant: Variant, vdir: VariantDir, keys: _Keys
         return
     progress.step(f"{variant.name}: done", done=1)
     graphs[graph] = (variant.name, measured)
-    record = _record(variant, keys.record[variant.name], build, measured, recipe, vdir)
+    record = _record(variant, keys.record[variant.name], build, measured, vdir)
     record.seconds["measure"] = time.perf_counter() - started
     write_json(vdir.record_file, record.to_dict())  # last: the variant is finished from here on
 
 
-def _record(variant: Variant, key: str, build: dict[str, Any], measured: dict[str, Any], recipe: Recipe,
-            vdir: VariantDir) -> VariantRecord:
-    convert, evaluation, optimize = build["convert"], build["evaluate"], build.get("optimize")
-    host = measured["host"]
-    seconds = {stage: build[stage]["seconds"] for stage in ("optimize", "convert", "evaluate") if stage in build}
-    return VariantRecord(
-        name=variant.name,
-        settings=variant.settings.as_dict(),
-        techniques=variant.settings.techniques,
-        key=key,
-        error=f"host benchmark failed: {host['error']}" if host["error"] else None,
-        failed_stage="benchmark" if host["error"] else None,
-        tflite=vdir.tflite.relative_to(vdir.path.parent.parent).as_posix(),
-        size_bytes=convert["size_bytes"],
-        gzip_bytes=convert["gzip_bytes"],
-        accuracy=evaluation.get("accuracy"),
-        mae=evaluation.get("mae"),
-        host_latency_ms=host["p50_ms"],
-        host_p90_ms=host["p90_ms"],
-        host_runtime=" ".join(host["runtime"].values()) if host["runtime"] else None,
-        devices={d: DeviceResult(**r) for d, r in measured["devices"].items()},
-        validation=convert.get("validation"),
-        optimize=optimize,
-        seconds=seconds,
-    )
+def _record(variant: Variant, key: str, build: dict[str, Any], measured: Measured, vdir: VariantDir) -> VariantRecord:
+    return VariantRecord.assemble(variant, key, build, measured, vdir.tflite.relative_to(vdir.path.parent.parent).as_posix())

@@ -31,7 +31,7 @@ from edgecompress.pipeline.cache import VariantDir, read_json, write_json
 from edgecompress.pipeline.executor import TaskFiles
 from edgecompress.pipeline.grid import Variant
 from edgecompress.pipeline.recipe import BenchmarkSettings, DataFiles, DeviceAccess, Training
-from edgecompress.pipeline.record import DeviceResult
+from edgecompress.pipeline.record import DeviceResult, HostResult, Measured
 
 if TYPE_CHECKING:
     from edgecompress.benchmark import DeviceRunResult
@@ -151,7 +151,7 @@ def baseline(task: BaselineTask, emit: Callable[[str], None]) -> dict[str, Any]:
         raise UserError(f"{task.eval_data.name}: its labels are judged by {result.metric}, and recipes rank variants "
                         "by accuracy or MAE only: score the exports with `edgecompress evaluate`, or give class or "
                         "float labels")
-    summary = {"key": task.key, **result.summary(), "seconds": time.perf_counter() - start}
+    summary = {"key": task.key, **result.to_dict(), "seconds": time.perf_counter() - start}
     write_json(task.file, summary)
     return summary
 
@@ -210,17 +210,7 @@ def _optimize(task: BuildTask) -> dict[str, Any]:
         model = s.distill_student
     result = optimize(model, output, task.data.train, techniques, val=task.data.val, settings=training,
                       distill=distill, force=True)
-    return {
-        "output": str(result.output),
-        "techniques": result.techniques,
-        "plan": result.plan,
-        "skipped_layers": [dataclasses.asdict(s) for s in result.skipped_layers],
-        "before": dataclasses.asdict(result.before),
-        "after": dataclasses.asdict(result.after),
-        "details": result.details,
-        "training": [dataclasses.asdict(t) for t in result.training],
-        "stopped_on": result.stopped_on,
-    }
+    return result.to_dict()
 
 
 def _convert(task: BuildTask, source: Path) -> dict[str, Any]:
@@ -261,7 +251,7 @@ def _evaluate(task: BuildTask, source_outputs: list[str]) -> dict[str, Any]:
 
     wanted = task.data.eval_output
     output = str(source_outputs.index(wanted)) if wanted in source_outputs else wanted
-    return evaluate(task.dir.tflite, task.data.eval, model_output=output).summary()
+    return evaluate(task.dir.tflite, task.data.eval, model_output=output).to_dict()
 
 
 @contextlib.contextmanager
@@ -300,7 +290,7 @@ def measure_stages(devices: tuple[str, ...]) -> tuple[str, ...]:
 
 def measure(tflite: Path, settings: BenchmarkSettings, devices: tuple[str, ...],
             on_stage: Callable[[str], None], measured: dict[str, DeviceAccess] | None = None,
-            inputs: Path | None = None) -> dict[str, Any]:
+            inputs: Path | None = None) -> Measured:
     """Host latency and, per device, the emulated run and its estimated latency (runtime side only); a device
     in MEASURED is timed on the device itself over SSH instead. The model is fed the first sample of INPUTS
     (the held-out data): real token ids for a text model, where random ids would not be the real workload."""
@@ -313,7 +303,7 @@ def measure(tflite: Path, settings: BenchmarkSettings, devices: tuple[str, ...],
     )
     on_stage("benchmark")
     host = benchmark([tflite], options)[0].measurement
-    out: dict[str, Any] = {"host": _host_summary(host), "devices": {}}
+    out = Measured(_host_summary(host))
     # A one-thread host run is what the device estimates take their p90/p50 from: no second run for it.
     one_thread = [host] if host.threads == 1 and host.latency_ms is not None else None
     for device in devices:
@@ -324,8 +314,7 @@ def measure(tflite: Path, settings: BenchmarkSettings, devices: tuple[str, ...],
             result = benchmark([tflite], options, device=device, one_thread_runs=one_thread)[0]
             assert result.device is not None  # benchmark() under a device always describes it
             summary = _device_summary(result.measurement, result.device)
-        # A dict, as the host's summary: the stage's output is what the record is made from (run.py).
-        out["devices"][device] = dataclasses.asdict(summary)
+        out.devices[device] = summary
     return out
 
 
@@ -360,15 +349,8 @@ def _device_summary(m: Measurement, device: DeviceRunResult) -> DeviceResult:
     )
 
 
-def _host_summary(m: Any) -> dict[str, Any]:
+def _host_summary(m: Any) -> HostResult:
     lat = m.latency_ms
-    return {
-        "runtime": m.runtime,
-        "threads": m.threads,
-        "p50_ms": lat.p50 if lat else None,
-        "p90_ms": lat.p90 if lat else None,
-        "avg_ms": lat.avg if lat else None,
-        "runs": lat.count if lat else 0,
-        "peak_rss_mb": m.peak_rss_mb,
-        "error": m.error,
-    }
+    return HostResult(runtime=m.runtime, threads=m.threads, p50_ms=lat.p50 if lat else None,
+                      p90_ms=lat.p90 if lat else None, avg_ms=lat.avg if lat else None, runs=lat.count if lat else 0,
+                      peak_rss_mb=m.peak_rss_mb, error=m.error)
