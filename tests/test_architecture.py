@@ -15,7 +15,7 @@ TENSORFLOW = ("tensorflow", "tf_keras", "tensorflow_model_optimization", "keras"
 
 BASE = ("errors", "fileio", "tables", "progress", "quiet", "specs", "tomlfields", "setting", "datasets", "isolation")
 RUNTIME_SIDE = ("runtime", "tflite_reader", "shapes", "runner", "compare", "probe_inputs", "macs", "inspect", "evaluate",
-                "measure")
+                "measure", "generate")
 KERAS_LOADING = ("models", "keras_activations", "keras_layers", "text")
 # importer -> what it must never import (edgecompress.* prefixes, without "edgecompress.")
 FORBIDDEN = {

@@ -56,13 +56,19 @@ IMAGE_SCALE_HELP = "How image-folder pixels become inputs: " + "; ".join(f"{k} =
 @click.option("--keep-failed", is_flag=True,
               help="Write the .tflite even when its outputs are NaN/Inf where the original's are finite (the "
                    "command still fails), to inspect it.")
+@click.option("--task", type=click.Choice(["predict", "generate"]), default="predict", show_default=True,
+              help="generate: a causal language model to a .tflite with LiteRT-LM's prefill and decode signatures "
+                   "and a KV cache (quantize none, dynamic or a weight mode; --calibration: token windows under x "
+                   "for its validation).")
+@click.option("--prefill-length", type=click.IntRange(min=1), help="--task generate: the prompt tokens one prefill "
+              "call takes [default: half the model's context].")
 @force_option
 @unsafe_option
 @json_option
 def convert_command(model: str, output: str, quantize: str, calibration: str | None, num_samples: int,
                     io_type: str, image_scale: str, seed: int, validation_samples: int, block_size: int | None,
                     algorithm: str, allow_flex: bool, max_drop: float | None, eval_data: str | None, model_output: str | None,
-                    input_shape: tuple[str, ...], keep_failed: bool,
+                    input_shape: tuple[str, ...], keep_failed: bool, task: str, prefill_length: int | None,
                     force: bool, unsafe: bool, as_json: bool) -> None:
     """Convert a Keras MODEL (.keras, .h5 or SavedModel folder) to a .tflite with a fixed batch of 1,
     then check it against the original on validation samples."""
@@ -70,6 +76,18 @@ def convert_command(model: str, output: str, quantize: str, calibration: str | N
     from edgecompress.errors import UserError
     from edgecompress.shapes import parse_input_shapes
 
+    if task == "generate":
+        given = [flag for flag, value in (("--io-type", io_type != "float32"), ("--max-drop", max_drop is not None),
+                                          ("--eval-data", eval_data), ("--input-shape", input_shape)) if value]
+        if given:
+            raise UserError(f"{given[0]} does not apply to --task generate: leave it out")
+        from edgecompress.converters.generative import convert_generative
+
+        emit(convert_generative(model, output, quantize, prefill_length, calibration, block_size, algorithm, force,
+                                unsafe, seed=seed), as_json, render_generative)
+        return
+    if prefill_length is not None:
+        raise UserError("--prefill-length is for --task generate: add --task generate, or leave it out")
     result = convert_model(
         model, output, quantize=quantize, calibration=calibration, num_samples=num_samples, io_type=io_type,
         force=force, unsafe=unsafe, allow_flex=allow_flex, image_scale=image_scale, seed=seed,
@@ -119,6 +137,19 @@ def render_conversion(result: Any) -> str:
         parts += int8_search_parts(result.metric, result.source_accuracy, result.steps, result.chosen_step,
                                    result.float_layers, result.precision_reasons, result.smoothed)
     return "\n\n".join(parts)
+
+
+def render_generative(result: Any) -> str:
+    v = result.validation
+    rows = [("signatures", f"prefill ({result.prefill_length} tokens), decode (1 token); context {result.context}, "
+                           f"vocabulary {result.vocab_size}"),
+            ("size (bytes)", f"{result.size_bytes:,} ({result.gzip_bytes:,} gzipped)"),
+            *([("weights rounded by", result.algorithm)] if result.algorithm else []),
+            ("teacher-forced next token", f"{v.top1_agreement:.1%} agree with the Keras model over {v.positions} "
+                                          f"positions (max logit error {v.max_abs_logit_error:.3g})"),
+            ("greedy generations", f"{v.greedy_identical} of {v.greedy_prompts} identical to the Keras model's for "
+                                   f"{v.greedy_tokens} tokens")]
+    return key_values(rows, title=f"Wrote {result.output} ({result.quantize})")
 
 
 def _mode(result: Any) -> str:

@@ -27,12 +27,12 @@ def cli(ctx: click.Context, debug: bool) -> None:
 def _register() -> None:
     # Each command lives in its own module; importing them must stay cheap (no TensorFlow).
     from edgecompress.cli import (
-        benchmark_cmd, check_cmd, convert_cmd, demo_cmd, devices_cmd, diagnose_cmd, inspect_cmd, optimize_cmd,
-        quantize_cmd, run_cmd,
+        benchmark_cmd, check_cmd, convert_cmd, demo_cmd, devices_cmd, diagnose_cmd, generate_cmd, inspect_cmd,
+        optimize_cmd, quantize_cmd, run_cmd,
     )
 
-    for module in (benchmark_cmd, check_cmd, convert_cmd, demo_cmd, devices_cmd, diagnose_cmd, inspect_cmd,
-                   optimize_cmd, quantize_cmd, run_cmd):
+    for module in (benchmark_cmd, check_cmd, convert_cmd, demo_cmd, devices_cmd, diagnose_cmd, generate_cmd,
+                   inspect_cmd, optimize_cmd, quantize_cmd, run_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
 

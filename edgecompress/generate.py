@@ -1,0 +1,201 @@
+"""Text generation with a language-model .tflite that has `prefill` and `decode` signatures (converters/generative.py
+writes them; LiteRT-LM's runtime reads the same): runtime side only, no TensorFlow.
+
+The prompt is cut into prefill-length chunks run through `prefill` (the last chunk padded), then `decode` runs one
+token at a time, each reading and returning the per-layer KV caches. Timing follows LiteRT-LM's benchmark: time to
+first token (the prefill and the first decode step), prefill tokens/s (prompt tokens over the prefill time) and
+decode tokens/s (generated tokens after the first over their time).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgecompress.errors import UserError
+from edgecompress.runtime import load_interpreter
+
+PREFILL, DECODE = "prefill", "decode"
+TOKENS, INPUT_POS, LOGITS = "tokens", "input_pos", "logits"
+CACHE_PREFIX = "kv_cache_"
+
+
+@dataclass(frozen=True)
+class LMFile:
+    """What a generative .tflite takes: its prefill length, context length and cache tensors."""
+
+    prefill_length: int
+    context: int  # the caches' rows: prompt and generated tokens together
+    vocab_size: int
+    caches: dict[str, tuple[int, ...]]  # name -> shape
+
+
+@dataclass
+class Generation:
+    prompt_tokens: int
+    tokens: list[int] = field(default_factory=list)  # generated, the end-of-text token excluded
+    stopped: str = "max_tokens"  # or "eos", "context"
+    time_to_first_token_s: float = 0.0
+    prefill_tokens_per_s: float | None = None
+    decode_tokens_per_s: float | None = None  # over the tokens after the first
+
+
+class LMRunner:
+    """A generative .tflite loaded once, run step by step."""
+
+    def __init__(self, path: str | Path, num_threads: int | None = None) -> None:
+        self.path = Path(path)
+        self.interpreter, self.runtime = load_interpreter(path, num_threads=num_threads)
+        signatures = self.interpreter.get_signature_list()
+        missing = [s for s in (PREFILL, DECODE) if s not in signatures]
+        if missing:
+            raise UserError(f"{self.path} has no {' and no '.join(missing)} signature (it has "
+                            f"{', '.join(signatures) or 'none'}): convert the language model with "
+                            "`edgecompress convert MODEL -o OUT.tflite --task generate`")
+        self._prefill = self.interpreter.get_signature_runner(PREFILL)
+        self._decode = self.interpreter.get_signature_runner(DECODE)
+        self.spec = self._spec()
+
+    def _spec(self) -> LMFile:
+        inputs = self._prefill.get_input_details()
+        caches = {n: tuple(int(v) for v in d["shape"]) for n, d in inputs.items() if n.startswith(CACHE_PREFIX)}
+        if TOKENS not in inputs or INPUT_POS not in inputs or not caches:
+            raise UserError(f"{self.path}'s prefill signature lacks {TOKENS}, {INPUT_POS} or {CACHE_PREFIX}* inputs: "
+                            "it is not a generative model edgecompress or litert-torch wrote")
+        vocab = int(self._decode.get_output_details()[LOGITS]["shape"][-1])
+        return LMFile(int(inputs[TOKENS]["shape"][1]), next(iter(caches.values()))[1], vocab, caches)
+
+    def empty_caches(self) -> dict[str, np.ndarray]:
+        return {n: np.zeros(s, np.float32) for n, s in self.spec.caches.items()}
+
+    def prefill(self, ids: list[int], caches: dict[str, np.ndarray], start: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """IDS at positions START.. through prefill chunks: (the logits of every id, (n, vocab)), the caches."""
+        size = self.spec.prefill_length
+        logits = []
+        for offset in range(0, len(ids), size):
+            chunk = ids[offset:offset + size]
+            tokens = np.zeros((1, size), np.int32)
+            tokens[0, :len(chunk)] = chunk
+            pos = np.arange(start + offset, start + offset + size, dtype=np.int32)
+            pos = np.minimum(pos, self.spec.context - 1)  # padding past the context writes the last row, later rewritten
+            out = self._prefill(**{TOKENS: tokens, INPUT_POS: pos}, **caches)
+            caches = {n: out[n] for n in caches}
+            logits.append(out[LOGITS][0, :len(chunk)])
+        return np.concatenate(logits), caches
+
+    def decode(self, token: int, position: int, caches: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        out = self._decode(**{TOKENS: np.array([[token]], np.int32), INPUT_POS: np.array([position], np.int32)}, **caches)
+        return out[LOGITS][0, 0], {n: out[n] for n in caches}
+
+    def teacher_forced(self, ids: list[int], prompt: int) -> np.ndarray:
+        """Logits at every position of IDS: the first PROMPT through prefill, the rest one decode step each."""
+        first, caches = self.prefill(ids[:prompt], self.empty_caches())
+        rows = [first]
+        for position in range(prompt, len(ids)):
+            row, caches = self.decode(ids[position], position, caches)
+            rows.append(row[None])
+        return np.concatenate(rows)
+
+    def generate(self, prompt: list[int], max_tokens: int, temperature: float = 0.0, seed: int = 0,
+                 eos: int | None = None, on_token: Callable[[int], None] | None = None) -> Generation:
+        """Up to MAX_TOKENS after PROMPT: greedy at temperature 0, else sampled from softmax(logits / T)."""
+        if not prompt:
+            raise UserError("the prompt is empty: give some text to continue", settings=("prompt",))
+        if len(prompt) >= self.spec.context:
+            raise UserError(f"the prompt is {len(prompt)} tokens, the model's context {self.spec.context}: shorten it",
+                            settings=("prompt",))
+        if max_tokens < 1:
+            raise UserError(f"max_tokens {max_tokens} is below 1: ask for at least one token", settings=("max_tokens",))
+        rng = np.random.default_rng(seed)
+        result = Generation(len(prompt))
+        start = time.perf_counter()
+        logits, caches = self.prefill(prompt, self.empty_caches())
+        prefilled = time.perf_counter()
+        result.prefill_tokens_per_s = len(prompt) / max(prefilled - start, 1e-9)
+        row, position = logits[-1], len(prompt)
+        first_at = None
+        while True:
+            token = _pick(row, temperature, rng)
+            if first_at is None:
+                first_at = time.perf_counter()
+                result.time_to_first_token_s = first_at - start
+            if eos is not None and token == eos:
+                result.stopped = "eos"
+                break
+            result.tokens.append(token)
+            if on_token is not None:
+                on_token(token)
+            if len(result.tokens) >= max_tokens:
+                break
+            if position >= self.spec.context:
+                result.stopped = "context"
+                break
+            row, caches = self.decode(token, position, caches)
+            position += 1
+        decoded = len(result.tokens) - 1
+        if decoded > 0:
+            result.decode_tokens_per_s = decoded / max(time.perf_counter() - first_at, 1e-9)
+        return result
+
+
+def _pick(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    scaled = (logits - logits.max()) / temperature
+    probs = np.exp(scaled)
+    return int(rng.choice(len(probs), p=probs / probs.sum()))
+
+
+@dataclass
+class TextGeneration:
+    """`generate`'s result: the text after the prompt and how fast it came."""
+
+    model: str
+    prompt: str
+    text: str
+    tokens: list[int]
+    prompt_tokens: int
+    stopped: str
+    time_to_first_token_ms: float
+    prefill_tokens_per_s: float | None
+    decode_tokens_per_s: float | None
+    runtime: str
+
+
+def generate_text(model: str | Path, prompt: str, tokenizer: str | Path | None = None, max_tokens: int = 64,
+                  temperature: float = 0.0, seed: int = 0, num_threads: int | None = None,
+                  on_text: Callable[[str], None] | None = None) -> TextGeneration:
+    """Continue PROMPT with MODEL, its TOKENIZER (default: tokenizer.json beside it); ON_TEXT receives each new
+    piece of text as it is generated."""
+    from edgecompress.runtime import check_tflite_file
+    from edgecompress.text.bpe import load_tokenizer
+
+    if temperature < 0:
+        raise UserError(f"temperature {temperature} is below 0: use 0 for greedy, or a positive value",
+                        settings=("temperature",))
+    if not prompt.strip():
+        raise UserError("the prompt is empty: give some text to continue", settings=("prompt",))
+    check_tflite_file(model)
+    path = Path(tokenizer) if tokenizer else Path(model).with_name("tokenizer.json")
+    if not path.is_file():
+        raise UserError(f"tokenizer {path} does not exist: give the model's tokenizer.json", settings=("tokenizer",))
+    words = load_tokenizer(path)
+    runner = LMRunner(model, num_threads)
+    generated: list[int] = []
+    shown = 0  # characters passed to ON_TEXT so far
+
+    def on_token(token: int) -> None:
+        nonlocal shown
+        generated.append(token)
+        text = words.decode(generated)  # whole: a character may span several tokens
+        if on_text is not None and not text.endswith("\ufffd"):
+            on_text(text[shown:])
+            shown = len(text)
+
+    result = runner.generate(words.encode(prompt, bos=True), max_tokens, temperature, seed, words.eos_id, on_token)
+    return TextGeneration(str(model), prompt, words.decode(result.tokens), result.tokens, result.prompt_tokens,
+                          result.stopped, 1000 * result.time_to_first_token_s, result.prefill_tokens_per_s,
+                          result.decode_tokens_per_s, f"{runner.runtime.name} {runner.runtime.version}")

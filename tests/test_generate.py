@@ -1,0 +1,113 @@
+"""A causal LM to the device (issue 21): `convert --task generate` writes LiteRT-LM's prefill and decode signatures
+with a KV cache and proves them against the Keras model; `generate` runs them without TensorFlow."""
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from helpers import one_line_error
+from test_runtime_only import _heavy_modules_after
+
+SHAPE = dict(seq_len=48, width=32, depth=2, heads=2, ffn=64)
+
+
+@pytest.fixture(scope="module")
+def lm_folder(tmp_path_factory):
+    """A small LM trained two epochs on the bundled reviews, its tokenizer.json and token windows beside it."""
+    import numpy as np
+
+    from edgecompress.text.bpe import train_bpe
+    from edgecompress.text.data import load_raw_texts
+    from edgecompress.text.lm import LMShape, build_causal_lm, token_windows, train_causal_lm
+
+    folder = tmp_path_factory.mktemp("lm")
+    raw = load_raw_texts()
+    tokenizer = train_bpe([r.text for r in raw if r.split == "train"], 512)
+    tokenizer.save(folder / "tokenizer.json")
+    train = token_windows(tokenizer, [r.text for r in raw if r.split == "train"][:2000], SHAPE["seq_len"])
+    val = token_windows(tokenizer, [r.text for r in raw if r.split == "val"][:300], SHAPE["seq_len"])
+    model = train_causal_lm(build_causal_lm(LMShape(tokenizer.size, **SHAPE)), train, val, epochs=2,
+                            learning_rate=3e-3)
+    model.save(folder / "lm.keras")
+    np.savez(folder / "windows.npz", x=val[:, :SHAPE["seq_len"]])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def float_lm(lm_folder):
+    from edgecompress.cli.main import main
+
+    out = lm_folder / "lm.tflite"
+    try:
+        main(["convert", str(lm_folder / "lm.keras"), "-o", str(out), "--task", "generate", "--prefill-length", "16",
+              "--calibration", str(lm_folder / "windows.npz")])
+    except SystemExit as exc:
+        assert not exc.code
+    return out
+
+
+def test_the_float32_file_has_the_two_signatures_and_computes_the_keras_models_tokens(run_cli, lm_folder, float_lm):
+    from ai_edge_litert.interpreter import Interpreter
+
+    signatures = Interpreter(model_path=str(float_lm)).get_signature_list()
+    caches = [f"kv_cache_{k}_{i}" for i in range(SHAPE["depth"]) for k in "kv"]
+    for name in ("prefill", "decode"):
+        assert sorted(signatures[name]["inputs"]) == sorted(["tokens", "input_pos", *caches])
+        assert sorted(signatures[name]["outputs"]) == sorted(["logits", *caches])
+    code, out, err = run_cli(["convert", lm_folder / "lm.keras", "-o", lm_folder / "again.tflite", "--task", "generate",
+                              "--calibration", lm_folder / "windows.npz", "--json"])
+    assert code == 0, err
+    v = json.loads(out)["validation"]
+    assert v["top1_agreement"] == 1.0 and v["max_abs_logit_error"] < 1e-4 and v["nonfinite"] == 0
+    assert v["greedy_identical"] == v["greedy_prompts"] == 8 and v["greedy_tokens"] == 32
+
+
+def test_weight_modes_are_smaller_and_say_how_close_they_stay(run_cli, lm_folder, float_lm):
+    code, out, err = run_cli(["convert", lm_folder / "lm.keras", "-o", lm_folder / "int8w.tflite", "--task", "generate",
+                              "--quantize", "int8-weights", "--calibration", lm_folder / "windows.npz", "--json"])
+    assert code == 0, err
+    from edgecompress.inspect import inspect_model
+
+    result = json.loads(out)
+    # The weights a quarter of float32's, the embedding table (a GATHER and the tied head) included; a model this
+    # small is mostly graph, which both files carry.
+    assert inspect_model(lm_folder / "int8w.tflite").weight_bytes < 0.3 * inspect_model(float_lm).weight_bytes
+    assert result["size_bytes"] < float_lm.stat().st_size
+    assert result["validation"]["top1_agreement"] > 0.9
+
+
+def test_generate_streams_text_and_reports_speed(run_cli, float_lm):
+    code, out, err = run_cli(["generate", float_lm, "--prompt", "The film is", "--max-tokens", "12", "--json"])
+    assert code == 0, err
+    result = json.loads(out)
+    assert 1 <= len(result["tokens"]) <= 12 and result["prompt_tokens"] >= 4
+    assert result["decode_tokens_per_s"] is None or result["decode_tokens_per_s"] > 0
+    assert result["prefill_tokens_per_s"] > 0 and result["time_to_first_token_ms"] > 0
+    code, text, err = run_cli(["generate", float_lm, "--prompt", "The film is", "--max-tokens", "12"])
+    assert code == 0 and result["text"] in text and "decode" in text
+    sampled = [run_cli(["generate", float_lm, "--prompt", "A", "--temperature", "1", "--seed", "3", "--json"])[1]
+               for _ in range(2)]
+    assert json.loads(sampled[0])["tokens"] == json.loads(sampled[1])["tokens"]  # the seed makes it reproducible
+
+
+def test_bad_input_is_one_line(run_cli, float_lm, float_tflite, lm_folder):
+    one_line_error(run_cli(["generate", float_lm, "--prompt", "  "]), "--prompt", "empty")
+    one_line_error(run_cli(["generate", float_lm, "--prompt", "x", "--max-tokens", "0"]), "--max-tokens")
+    one_line_error(run_cli(["generate", float_lm, "--prompt", "word " * 60]), "context")
+    one_line_error(run_cli(["generate", float_tflite, "--prompt", "x", "--tokenizer", lm_folder / "tokenizer.json"]),
+                   "no prefill", "--task generate")
+    one_line_error(run_cli(["generate", float_lm, "--prompt", "x", "--tokenizer", lm_folder / "windows.npz"]),
+                   "tokenizer.json")
+    one_line_error(run_cli(["convert", lm_folder / "lm.keras", "-o", lm_folder / "x.tflite", "--task", "generate",
+                            "--quantize", "int8"]), "KV cache")
+
+
+@pytest.mark.parametrize("where", ["runtime venv", "full venv"])
+def test_generate_loads_no_tensorflow(where, runtime_venv, float_lm):
+    python = runtime_venv if where == "runtime venv" else sys.executable
+    output, heavy = _heavy_modules_after(python, "generate", str(float_lm), "--prompt", "The plot", "--max-tokens",
+                                         "5", "--json")
+    assert len(json.loads(output)["tokens"]) <= 5
+    assert heavy == []
