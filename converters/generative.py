@@ -2,7 +2,7 @@
 
 The signatures follow LiteRT-LM's runtime (the names its liblitert-lm.so looks up, and litert-torch's generative
 exports): inputs `tokens` (int32, (1, N)), `input_pos` (int32, (N,)) and per layer `kv_cache_k_{i}` /
-`kv_cache_v_{i}` (float32, (1, seq_len, heads, head_dim)); outputs the updated caches under the same names,
+`kv_cache_v_{i}` (float32, (1, heads, seq_len, head_dim)); outputs the updated caches under the same names,
 and `logits` (float32, (1, N, vocab)). `prefill` takes N = the prefill length (a prompt padded to it: the padding
 writes cache rows that decoding then overwrites, and no real token attends to them); `decode` takes one token.
 
@@ -25,6 +25,20 @@ from edgecompress.text.lm import LMShape, call_with_cache, lm_shape_of
 
 PREFILL, DECODE = "prefill", "decode"
 TOKENS, INPUT_POS, LOGITS = "tokens", "input_pos", "logits"
+
+
+def cache_shape(shape: LMShape) -> tuple[int, int, int, int]:
+    """A cache tensor in the file: (1, heads, seq_len, head_dim), the layout LiteRT-LM reads the context from
+    (its third dimension: with (1, seq_len, heads, head_dim) the runtime took the head count for the context)."""
+    return (1, shape.heads, shape.seq_len, shape.head_dim)
+
+
+def _from_file(tf: Any, cache: Any) -> Any:
+    return tf.transpose(cache, [0, 2, 1, 3])  # (1, heads, seq_len, head_dim) -> call_with_cache's (1, seq_len, heads, ...)
+
+
+def _to_file(tf: Any, cache: Any) -> Any:
+    return tf.transpose(cache, [0, 2, 1, 3])
 
 
 def cache_name(kind: str, layer: int) -> str:
@@ -56,17 +70,17 @@ def generative_module(model: Any, spec: GenerativeSpec) -> Any:
     tf = import_tf()
     step = step_function(model)
     shape = spec.shape
-    cache_spec = tf.TensorSpec((1, shape.seq_len, shape.heads, shape.head_dim), tf.float32)
+    cache_spec = tf.TensorSpec(cache_shape(shape), tf.float32)
     names = [cache_name(kind, layer) for layer in range(shape.depth) for kind in ("k", "v")]
 
     def run(tokens: Any, input_pos: Any, caches: dict[str, Any]) -> dict[str, Any]:
-        cache = tf.stack([tf.stack([caches[cache_name("k", i)], caches[cache_name("v", i)]], axis=1)
-                          for i in range(shape.depth)], axis=1)  # (1, depth, 2, seq_len, heads, head_dim)
+        cache = tf.stack([tf.stack([_from_file(tf, caches[cache_name("k", i)]), _from_file(tf, caches[cache_name("v", i)])],
+                                   axis=1) for i in range(shape.depth)], axis=1)  # (1, depth, 2, seq_len, heads, head_dim)
         logits, _, cache = step(tokens, cache, input_pos[0])
         out = {LOGITS: logits}
         for i in range(shape.depth):
-            out[cache_name("k", i)] = cache[:, i, 0]
-            out[cache_name("v", i)] = cache[:, i, 1]
+            out[cache_name("k", i)] = _to_file(tf, cache[:, i, 0])
+            out[cache_name("v", i)] = _to_file(tf, cache[:, i, 1])
         return out
 
     def signature(length: int) -> Callable[..., dict[str, Any]]:
@@ -117,7 +131,7 @@ def _hub_shape(model: Any) -> LMShape:
 
 def empty_caches(spec: GenerativeSpec) -> dict[str, np.ndarray]:
     shape = spec.shape
-    return {cache_name(kind, layer): np.zeros((1, shape.seq_len, shape.heads, shape.head_dim), np.float32)
+    return {cache_name(kind, layer): np.zeros(cache_shape(shape), np.float32)
             for layer in range(shape.depth) for kind in ("k", "v")}
 
 
@@ -162,9 +176,12 @@ class GenerativeConversion:
 def convert_generative(model_path: str | Path, output: str | Path, quantize: str = "none",
                        prefill_length: int | None = None, validation_data: str | Path | None = None,
                        block_size: int | None = None, algorithm: str = "auto", force: bool = False,
-                       unsafe: bool = False, sequences: int = 8, seed: int = 0) -> GenerativeConversion:
+                       unsafe: bool = False, sequences: int = 8, seed: int = 0,
+                       tokenizer: str | Path | None = None) -> GenerativeConversion:
     """A causal LM (a Keras file) to a prefill/decode .tflite in QUANTIZE (none or a weight mode), checked against
-    the Keras model on VALIDATION_DATA's token windows (`x`, int32; random ids without it), written atomically."""
+    the Keras model on VALIDATION_DATA's token windows (`x`, int32; random ids without it), written atomically.
+    An OUTPUT ending in .litertlm is the LiteRT-LM bundle of that file, TOKENIZER (default: tokenizer.json beside
+    the model) and its metadata (converters/litertlm.py)."""
     import time
 
     from edgecompress.converters.litert_quantize import quantize_weights
@@ -178,6 +195,12 @@ def convert_generative(model_path: str | Path, output: str | Path, quantize: str
         raise UserError(f"--task generate takes quantize none, dynamic or a weight mode ({', '.join(WEIGHT_MODES)}), "
                         f"not {quantize}: the KV cache stays float")
     out = check_output(output, force)
+    words = None
+    if out.suffix == ".litertlm":
+        words = Path(tokenizer) if tokenizer else Path(model_path).with_name("tokenizer.json")
+        if not words.is_file():
+            raise UserError(f"tokenizer {words} does not exist: a .litertlm bundle holds the model's tokenizer.json, "
+                            "give it with --tokenizer", settings=("tokenizer",))
     model = load_model(Path(model_path), unsafe=unsafe).model
     note("converting: prefill and decode signatures with a KV cache")
     data, spec = generative_tflite(model, prefill_length)
@@ -200,7 +223,15 @@ def convert_generative(model_path: str | Path, output: str | Path, quantize: str
                         f"{MIN_TOP1:.0%}): the {quantize} file predicts other tokens")
     for warning in warnings:
         note(f"warning: {warning}")
-    write_bytes_atomic(out, data)
+    if words is not None:
+        from edgecompress.converters.litertlm import write_litertlm
+
+        with tempfile.TemporaryDirectory(prefix="edgecompress-lm-") as folder:
+            (Path(folder) / "lm.tflite").write_bytes(data)
+            write_litertlm(Path(folder) / "lm.tflite", words, out, spec.shape.seq_len, force=True)
+        data = out.read_bytes()
+    else:
+        write_bytes_atomic(out, data)
     return GenerativeConversion(str(out), quantize, len(data), gzip_size(data), str(model_path), spec.prefill_length,
                                 spec.shape.seq_len, spec.shape.vocab_size, chosen, validation, warnings,
                                 time.perf_counter() - started)

@@ -66,7 +66,8 @@ class LMRunner:
             raise UserError(f"{self.path}'s prefill signature lacks {TOKENS}, {INPUT_POS} or {CACHE_PREFIX}* inputs: "
                             "it is not a generative model edgecompress or litert-torch wrote")
         vocab = int(self._decode.get_output_details()[LOGITS]["shape"][-1])
-        return LMFile(int(inputs[TOKENS]["shape"][1]), next(iter(caches.values()))[1], vocab, caches)
+        # A cache is (1, heads, seq_len, head_dim): its third dimension is the context (LiteRT-LM reads it there).
+        return LMFile(int(inputs[TOKENS]["shape"][1]), next(iter(caches.values()))[2], vocab, caches)
 
     def empty_caches(self) -> dict[str, np.ndarray]:
         return {n: np.zeros(s, np.float32) for n, s in self.spec.caches.items()}

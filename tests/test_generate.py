@@ -104,6 +104,42 @@ def test_bad_input_is_one_line(run_cli, float_lm, float_tflite, lm_folder):
                             "--quantize", "int8"]), "KV cache")
 
 
+LITERT_LM = """
+import json, sys
+import litert_lm
+engine = litert_lm.Engine(sys.argv[1], max_num_tokens=int(sys.argv[2]))
+texts = []
+for prompt in json.loads(sys.argv[3]):
+    session = engine.create_session(apply_prompt_template=False, max_output_tokens=int(sys.argv[4]),
+                                    sampler_config=litert_lm.SamplerConfig(top_k=1, temperature=0.0))
+    session.run_prefill([prompt])
+    texts.append(session.run_decode().texts[0])
+print(json.dumps(texts))
+"""
+
+
+def test_a_litertlm_bundle_runs_in_litert_lms_own_runtime_and_writes_what_generate_writes(run_cli, lm_folder, float_lm):
+    import subprocess
+
+    from edgecompress.generate import generate_text
+
+    bundle = lm_folder / "lm.litertlm"
+    code, out, err = run_cli(["convert", lm_folder / "lm.keras", "-o", bundle, "--task", "generate",
+                              "--prefill-length", "16", "--calibration", lm_folder / "windows.npz", "--json"])
+    assert code == 0, err
+    assert json.loads(out)["validation"]["greedy_identical"] == 8
+    prompts = ["The acting is", "A story of", "It's a", "Funny, sad and", "The director", "Nothing in this film"]
+    proc = subprocess.run([sys.executable, "-c", LITERT_LM, str(bundle), str(SHAPE["seq_len"]), json.dumps(prompts),
+                           "12"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    theirs = json.loads(proc.stdout.strip().splitlines()[-1])
+    mine = [generate_text(float_lm, p, lm_folder / "tokenizer.json", max_tokens=12).text for p in prompts]
+    # LiteRT-LM writes a generated <bos> as text; edgecompress leaves special tokens out of the text.
+    assert [t.replace("<bos>", "") for t in theirs] == mine
+    one_line_error(run_cli(["convert", lm_folder / "lm.keras", "-o", lm_folder / "x.litertlm", "--task", "generate",
+                            "--tokenizer", lm_folder / "missing.json"]), "--tokenizer")
+
+
 @pytest.mark.parametrize("where", ["runtime venv", "full venv"])
 def test_generate_loads_no_tensorflow(where, runtime_venv, float_lm):
     python = runtime_venv if where == "runtime venv" else sys.executable

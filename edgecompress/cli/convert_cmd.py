@@ -62,6 +62,8 @@ IMAGE_SCALE_HELP = "How image-folder pixels become inputs: " + "; ".join(f"{k} =
                    "for its validation).")
 @click.option("--prefill-length", type=click.IntRange(min=1), help="--task generate: the prompt tokens one prefill "
               "call takes [default: half the model's context].")
+@click.option("--tokenizer", type=click.Path(path_type=str), help="--task generate with -o OUT.litertlm: the "
+              "tokenizer.json the LiteRT-LM bundle holds [default: tokenizer.json beside MODEL].")
 @force_option
 @unsafe_option
 @json_option
@@ -69,9 +71,10 @@ def convert_command(model: str, output: str, quantize: str, calibration: str | N
                     io_type: str, image_scale: str, seed: int, validation_samples: int, block_size: int | None,
                     algorithm: str, allow_flex: bool, max_drop: float | None, eval_data: str | None, model_output: str | None,
                     input_shape: tuple[str, ...], keep_failed: bool, task: str, prefill_length: int | None,
-                    force: bool, unsafe: bool, as_json: bool) -> None:
+                    tokenizer: str | None, force: bool, unsafe: bool, as_json: bool) -> None:
     """Convert a Keras MODEL (.keras, .h5 or SavedModel folder) to a .tflite with a fixed batch of 1,
-    then check it against the original on validation samples."""
+    then check it against the original on validation samples. With --task generate, a causal language model to
+    a .tflite with prefill and decode signatures, or to a LiteRT-LM bundle (-o OUT.litertlm)."""
     from edgecompress.converters import convert_model
     from edgecompress.errors import UserError
     from edgecompress.shapes import parse_input_shapes
@@ -84,10 +87,11 @@ def convert_command(model: str, output: str, quantize: str, calibration: str | N
         from edgecompress.converters.generative import convert_generative
 
         emit(convert_generative(model, output, quantize, prefill_length, calibration, block_size, algorithm, force,
-                                unsafe, seed=seed), as_json, render_generative)
+                                unsafe, seed=seed, tokenizer=tokenizer), as_json, render_generative)
         return
-    if prefill_length is not None:
-        raise UserError("--prefill-length is for --task generate: add --task generate, or leave it out")
+    for flag, value in (("--prefill-length", prefill_length), ("--tokenizer", tokenizer)):
+        if value is not None:
+            raise UserError(f"{flag} is for --task generate: add --task generate, or leave it out")
     result = convert_model(
         model, output, quantize=quantize, calibration=calibration, num_samples=num_samples, io_type=io_type,
         force=force, unsafe=unsafe, allow_flex=allow_flex, image_scale=image_scale, seed=seed,
