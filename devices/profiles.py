@@ -53,6 +53,14 @@ class ReferenceLatency:
 
 
 @dataclass(frozen=True)
+class MemoryBandwidth:
+    """The device's DRAM bandwidth: the roofline of anything that streams its weights (a language model's decode)."""
+
+    gbs: float  # GB/s, a theoretical peak from the memory's type, clock and bus width
+    source: str
+
+
+@dataclass(frozen=True)
 class Derivation:
     profile: str
     scale: float
@@ -75,6 +83,7 @@ class DeviceProfile:
     references: tuple[ReferenceLatency, ...]
     derived_from: Derivation | None = None
     userland: UserlandSpec | None = None  # optional: Android profiles have none
+    memory: MemoryBandwidth | None = None  # optional: without it, language-model estimates have no roofline
     path: str = field(default="", compare=False)
 
     @property
@@ -148,8 +157,19 @@ def _parse(text: str, where: str, path: Path | None = None) -> DeviceProfile:
         references=references,
         derived_from=derivation,
         userland=_userland(data, where, lines),
+        memory=_memory(data, where, lines),
         path=str(path) if path else "",
     )
+
+
+def _memory(data: dict[str, Any], where: str, lines: TomlLines) -> MemoryBandwidth | None:
+    if "memory" not in data:
+        return None
+    get = _Fields(_Fields(data, where, lines).table("memory"), f"{where}, [memory]", lines, ("memory",))
+    gbs = get.number("bandwidth_gbs")
+    if gbs <= 0:
+        raise UserError(f"{where}, [memory]: field 'bandwidth_gbs' ({gbs}) must be above 0: give GB/s")
+    return MemoryBandwidth(gbs, get.text("source"))
 
 
 def _userland(data: dict[str, Any], where: str, lines: TomlLines) -> UserlandSpec | None:

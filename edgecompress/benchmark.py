@@ -27,12 +27,12 @@ from edgecompress.devices.calibrate import host_cores
 from edgecompress.devices.estimate import DeviceEstimate, DeviceFit, fit_for
 from edgecompress.devices.profiles import DeviceProfile, load_profile
 from edgecompress.errors import UserError
-from edgecompress.macs import total_macs
+from edgecompress.macs import op_macs, total_macs
 from edgecompress.measure import Measurement, MeasureOptions, measure
 from edgecompress.measure.harness import check_model
 from edgecompress.shapes import resolve_shapes, tflite_input_shapes
 from edgecompress.progress import note
-from edgecompress.tflite_reader import TFLiteModel, is_integer_model
+from edgecompress.tflite_reader import TFLiteModel, is_integer_model, read_model
 
 
 @dataclass(frozen=True)
@@ -199,3 +199,72 @@ def _measure(i: int, n: int, path: str | os.PathLike, opts: MeasureOptions, why:
     if m.error:
         note(f"[{i}/{n}] {path}: {m.error}")
     return m
+
+
+@dataclass
+class LMDeviceEstimate:
+    """A language model's decode speed on a device: the memory roofline and the compute estimate, the lower wins.
+
+    A decode step reads every weight once and the whole KV cache, so the device's DRAM bandwidth caps it at
+    bandwidth / those bytes tokens/s whatever its cores do: the roofline, a physical limit (at the memory's peak,
+    which real code does not reach). The compute side is the device fit (devices/estimate.py) applied to the
+    host's decode step and its MACs, as for any model."""
+
+    device: str
+    threads: int
+    bytes_per_token: int  # weights plus KV cache read by one decode step
+    bandwidth_gbs: float | None
+    roofline_tokens_per_s: float | None
+    compute_tokens_per_s: float | None
+    estimated_tokens_per_s: float | None
+    bound: str  # "memory", "compute", or "unknown" (neither side could be estimated)
+    outside_fit: str | None = None  # the compute side extrapolates (devices.estimate)
+    unavailable: str | None = None  # why the compute side has no figure
+
+
+@dataclass
+class LMBenchmarkResult:
+    measurement: Any  # edgecompress.generate.LMMeasurement
+    device: LMDeviceEstimate | None = None
+
+
+def benchmark_lm(paths: Sequence[str | os.PathLike], threads: int | None = None, runs: int = 10,
+                 device: str | os.PathLike | None = None) -> list[LMBenchmarkResult]:
+    """Language-model .tflite files (prefill and decode signatures) timed on this host, each in its own child:
+    prefill and decode tokens/s, time to first token, peak memory (edgecompress.generate.measure_lm). With DEVICE,
+    at its threads (capped at this host's cores), with its decode tokens/s estimated (LMDeviceEstimate)."""
+    from edgecompress.generate import measure_lm
+    from edgecompress.isolation import run_isolated
+
+    run = device_run(device, threads) if device is not None else None
+    fit, unavailable = _device_fit(run) if run is not None else (None, None)
+    used = run.threads_used if run is not None else threads
+    results = []
+    for i, path in enumerate(paths, 1):
+        note(f"[{i}/{len(paths)}] measuring {path} (prefill and decode, {used or 'the runtime default'} thread(s))")
+        m = run_isolated(measure_lm, str(path), used, runs, what=f"benchmark of {path}")
+        results.append(LMBenchmarkResult(m, _lm_estimate(run, fit, unavailable, m) if run is not None else None))
+    return results
+
+
+def _lm_estimate(run: DeviceRun, fit: DeviceFit | None, unavailable: str | None, m: Any) -> LMDeviceEstimate:
+    from edgecompress.inspect import inspect_model
+
+    model = read_model(m.model)
+    weights = inspect_model(m.model).weight_bytes
+    bytes_per_token = weights + m.cache_bytes
+    memory = run.profile.memory
+    roofline = memory.gbs * 1e9 / bytes_per_token if memory is not None else None
+    compute, outside = None, None
+    if fit is not None:
+        decode = next(s for s in model.signatures if s.key == "decode")
+        macs = sum(op_macs(model.subgraphs[decode.subgraph], op) for op in model.subgraphs[decode.subgraph].operators)
+        try:
+            est = fit.estimate(m.decode_ms.p50, m.decode_ms.p90 / m.decode_ms.p50, False, run.threads, macs=macs)
+            compute, outside = 1000 / est.p50_ms, est.outside_fit
+        except UserError as exc:
+            unavailable = str(exc)
+    sides = {k: v for k, v in (("memory", roofline), ("compute", compute)) if v is not None}
+    bound = min(sides, key=sides.get) if sides else "unknown"
+    return LMDeviceEstimate(run.profile.name, run.threads, bytes_per_token, memory.gbs if memory else None, roofline,
+                            compute, sides.get(bound), bound, outside, unavailable)

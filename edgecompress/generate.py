@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from edgecompress.errors import UserError
+from edgecompress.measure.stats import LatencyStats
 from edgecompress.runtime import load_interpreter
 
 PREFILL, DECODE = "prefill", "decode"
@@ -200,3 +201,73 @@ def generate_text(model: str | Path, prompt: str, tokenizer: str | Path | None =
     return TextGeneration(str(model), prompt, words.decode(result.tokens), result.tokens, result.prompt_tokens,
                           result.stopped, 1000 * result.time_to_first_token_s, result.prefill_tokens_per_s,
                           result.decode_tokens_per_s, f"{runner.runtime.name} {runner.runtime.version}")
+
+
+# ------------------------------------------------------------------------------------------- measuring
+
+@dataclass
+class LMMeasurement:
+    """A language-model .tflite timed on this host: whole prefill calls and single decode steps (benchmark)."""
+
+    model: str
+    runtime: str
+    threads: int | None
+    prefill_length: int
+    context: int
+    size_bytes: int
+    init_ms: float
+    prefill_ms: LatencyStats  # one prefill call of prefill_length tokens
+    decode_ms: LatencyStats  # one decode step
+    prefill_tokens_per_s: float
+    decode_tokens_per_s: float
+    time_to_first_token_ms: float  # a full prefill and one decode step, at the medians
+    peak_rss_mb: float
+    cache_bytes: int  # every layer's K and V cache: what a decode step reads besides the weights
+
+
+def is_generative(path: str | Path) -> bool:
+    """Whether PATH has the prefill and decode signatures (read from the file, nothing run); a file that cannot be
+    read is not (whoever runs it says what is wrong with it)."""
+    from edgecompress.tflite_reader import read_model
+
+    try:
+        names = {s.key for s in read_model(path).signatures}
+    except UserError:
+        return False
+    return {PREFILL, DECODE} <= names
+
+
+def measure_lm(path: str | Path, num_threads: int | None = None, runs: int = 10, seed: int = 0) -> LMMeasurement:
+    """RUNS prefill calls from empty caches and RUNS x the decode steps that fit after one, each timed alone (one
+    warm-up of each first). Run it in a child (benchmark does): the peak RSS is the process's."""
+    import resource
+
+    from edgecompress.measure.stats import latency_stats
+
+    start = time.perf_counter()
+    runner = LMRunner(path, num_threads)
+    init_ms = 1000 * (time.perf_counter() - start)
+    spec = runner.spec
+    rng = np.random.default_rng(seed)
+    prompt = [int(i) for i in rng.integers(0, spec.vocab_size, spec.prefill_length)]
+    runner.prefill(prompt, runner.empty_caches())  # warm-up
+    prefill_ms = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        _, caches = runner.prefill(prompt, runner.empty_caches())
+        prefill_ms.append(1000 * (time.perf_counter() - began))
+    steps = max(1, min(32, spec.context - spec.prefill_length))
+    decode_ms: list[float] = []
+    for _ in range(runs):
+        position, work = spec.prefill_length, caches
+        for token in rng.integers(0, spec.vocab_size, steps):
+            began = time.perf_counter()
+            _, work = runner.decode(int(token), position, work)
+            decode_ms.append(1000 * (time.perf_counter() - began))
+            position += 1
+    prefill, decode = latency_stats(prefill_ms), latency_stats(decode_ms)
+    return LMMeasurement(str(path), f"{runner.runtime.name} {runner.runtime.version}", num_threads,
+                         spec.prefill_length, spec.context, Path(path).stat().st_size, init_ms, prefill, decode,
+                         1000 * spec.prefill_length / prefill.p50, 1000 / decode.p50, prefill.p50 + decode.p50,
+                         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                         sum(4 * int(np.prod(shape)) for shape in spec.caches.values()))

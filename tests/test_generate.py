@@ -104,6 +104,36 @@ def test_bad_input_is_one_line(run_cli, float_lm, float_tflite, lm_folder):
                             "--quantize", "int8"]), "KV cache")
 
 
+def test_benchmark_times_prefill_and_decode_tokens(run_cli, float_lm, float_tflite):
+    code, out, err = run_cli(["benchmark", float_lm, "--runs", "3", "--json"])
+    assert code == 0, err
+    (result,) = json.loads(out)
+    m = result["measurement"]
+    assert m["prefill_length"] == 16 and m["context"] == SHAPE["seq_len"] and m["threads"] == 1
+    assert m["prefill_tokens_per_s"] > 0 and m["decode_tokens_per_s"] > 0 and m["peak_rss_mb"] > 10
+    assert m["decode_ms"]["count"] == 3 * 32  # 32 decode steps after the prefill, three times
+    assert m["time_to_first_token_ms"] > m["prefill_ms"]["p50"] and result["device"] is None
+    one_line_error(run_cli(["benchmark", float_lm, float_tflite]), "separately")
+    one_line_error(run_cli(["benchmark", float_lm, "--on", "ssh://pi@127.0.0.1:9"]), "--on")
+
+
+def test_benchmark_under_a_device_gives_the_bandwidth_roofline_beside_the_compute_estimate(run_cli, float_lm):
+    from edgecompress.devices.profiles import load_profile
+    from edgecompress.inspect import inspect_model
+
+    code, out, err = run_cli(["benchmark", float_lm, "--runs", "3", "--device", "raspberry-pi-4", "--json"])
+    assert code == 0, err
+    (result,) = json.loads(out)
+    d, m = result["device"], result["measurement"]
+    caches = 2 * SHAPE["depth"] * SHAPE["seq_len"] * SHAPE["width"] * 4  # K and V, every layer, float32
+    assert d["bytes_per_token"] == inspect_model(float_lm).weight_bytes + caches == inspect_model(float_lm).weight_bytes + m["cache_bytes"]
+    assert d["bandwidth_gbs"] == load_profile("raspberry-pi-4").memory.gbs == 12.8
+    assert d["roofline_tokens_per_s"] == pytest.approx(12.8e9 / d["bytes_per_token"])
+    assert d["compute_tokens_per_s"] > 0 and d["threads"] == 4
+    sides = {"memory": d["roofline_tokens_per_s"], "compute": d["compute_tokens_per_s"]}
+    assert d["bound"] == min(sides, key=sides.get) and d["estimated_tokens_per_s"] == sides[d["bound"]]
+
+
 LITERT_LM = """
 import json, sys
 import litert_lm

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from edgecompress.tables import fmt, key_values, table, to_json
-from edgecompress.cli.options import input_shape_option, json_option
+from edgecompress.cli.options import emit, input_shape_option, json_option
 
 # benchmark_model's defaults (edgecompress.measure.phases), repeated here so --help needs no import.
 DEFAULT_RUNS = 50
@@ -190,6 +190,12 @@ def benchmark_command(
         inputs=inputs,
         input_shapes=parse_input_shapes(input_shape),
     )
+    if _language_models(models, device, on, inputs, input_shape):
+        from edgecompress.benchmark import benchmark_lm
+
+        lm_results = benchmark_lm(list(models), 1 if threads is None and device is None else threads, runs, device)
+        emit(lm_results, as_json, render_lm)
+        return
     if on is not None or ssh_config is not None or benchmark_binary is not None:
         if input_shape:
             raise UserError("--input-shape is for this host's runs: with --on, give the device a model with fixed "
@@ -199,6 +205,50 @@ def benchmark_command(
     results = benchmark(list(models), options, device, device_threads=threads)
     click.echo(to_json([r.to_dict() for r in results]) if as_json else render(results))
     _exit_if_failed(results, as_json)
+
+
+def _language_models(models: tuple[Path, ...], device: str | None, on: str | None, inputs: Path | None,
+                     input_shape: tuple[str, ...]) -> bool:
+    """Whether MODELS are language models (prefill and decode signatures), which benchmark times by tokens."""
+    from edgecompress.errors import UserError
+    from edgecompress.generate import is_generative
+    from edgecompress.runtime import check_tflite_file
+
+    kinds = [is_generative(m) for m in models]
+    if not any(kinds):
+        return False
+    for model, kind in zip(models, kinds):
+        if not kind:  # a file that cannot be read says so first
+            check_tflite_file(model)
+    if not all(kinds):
+        raise UserError("language models (prefill and decode signatures) and other models are timed differently: "
+                        "benchmark them separately")
+    for flag, value in (("--on", on), ("--inputs", inputs), ("--input-shape", input_shape)):
+        if value:
+            raise UserError(f"{flag} is not supported for language models yet: benchmark them on this host without it")
+    return True
+
+
+def render_lm(results: list) -> str:
+    ms = [r.measurement for r in results]
+    rows = [[Path(m.model).name, m.threads, m.prefill_length, m.context, m.prefill_ms.p50, m.prefill_tokens_per_s,
+             m.decode_ms.p50, m.decode_tokens_per_s, m.time_to_first_token_ms, m.peak_rss_mb, m.size_bytes] for m in ms]
+    parts = [table(["model", "threads", "prefill tokens", "context", "prefill p50 ms", "prefill tok/s", "decode p50 ms",
+                    "decode tok/s", "first token ms", "peak RSS MB", "size B"], rows,
+                   title=f"Language models on this host ({ms[0].runtime}): a whole prefill call, then one decode step "
+                         "at a time")]
+    devices = [(Path(r.measurement.model).name, r.device) for r in results if r.device is not None]
+    if devices:
+        d0 = devices[0][1]
+        rows = [[name, d.bytes_per_token, d.roofline_tokens_per_s, d.compute_tokens_per_s, d.estimated_tokens_per_s,
+                 d.bound + (" (compute side OUTSIDE THE FIT)" if d.outside_fit else "")] for name, d in devices]
+        limit = f"{d0.bandwidth_gbs:g} GB/s peak" if d0.bandwidth_gbs else "no bandwidth in the profile"
+        parts.append(table(["model", "bytes per token", "roofline tok/s", "compute est. tok/s", "ESTIMATED tok/s",
+                            "bound"], rows,
+                           title=f"Decode on {d0.device} at {d0.threads} threads: the memory roofline ({limit}; every "
+                                 "weight and the KV cache read per token) and the device fit's compute estimate"))
+        parts += [f"note: {name}: no compute estimate: {d.unavailable}" for name, d in devices if d.unavailable]
+    return "\n\n".join(parts)
 
 
 def _benchmark_on(on: str | None, models: list[Path], options: Any, device: str | None, remote_python: str,
