@@ -6,8 +6,10 @@ exports): inputs `tokens` (int32, (1, N)), `input_pos` (int32, (N,)) and per lay
 and `logits` (float32, (1, N, vocab)). `prefill` takes N = the prefill length (a prompt padded to it: the padding
 writes cache rows that decoding then overwrites, and no real token attends to them); `decode` takes one token.
 
-The model is any Keras causal LM with KerasHub's `call_with_cache(token_ids, cache, cache_update_index)`
-(cache (1, depth, 2, seq_len, heads, head_dim)), or one `edgecompress.text.lm.build_causal_lm` made.
+The model is one `edgecompress.text.lm.build_causal_lm` made (a file of it, loaded in safe mode), run through
+KerasHub's interface `call_with_cache(token_ids, cache, cache_update_index)` with the cache (1, depth, 2,
+seq_len, heads, head_dim): the export reads nothing else, so KerasHub's own CausalLM classes are the next
+step (their shapes read from the backbone; not done yet).
 """
 from __future__ import annotations
 
@@ -52,16 +54,18 @@ class GenerativeSpec:
     prefill_length: int
 
 
-def step_function(model: Any) -> Callable[[Any, Any, Any], tuple[Any, Any, Any]]:
-    """MODEL's cached step: its own call_with_cache (KerasHub), else the one for build_causal_lm's models."""
-    own = getattr(model, "call_with_cache", None)
-    if callable(own):
-        return own
+def lm_shape(model: Any) -> LMShape:
+    """MODEL's shape, when build_causal_lm made it; any other model is refused in one line."""
     try:
-        lm_shape_of(model)
+        return lm_shape_of(model)
     except (ValueError, AttributeError, IndexError) as exc:
-        raise UserError(f"the model has no call_with_cache(token_ids, cache, cache_update_index) and is not one "
-                        f"edgecompress builds ({exc}): see edgecompress/text/lm.py for the interface") from None
+        raise UserError(f"--task generate takes the causal language models edgecompress.text.lm builds (token_embedding, "
+                        f"position_embedding, blockN_attention layers), and this model is not one ({exc})") from None
+
+
+def step_function(model: Any) -> Callable[[Any, Any, Any], tuple[Any, Any, Any]]:
+    """MODEL's cached step, with KerasHub's call_with_cache interface (module doc)."""
+    lm_shape(model)
     return partial(call_with_cache, model)
 
 
@@ -104,7 +108,7 @@ def generative_module(model: Any, spec: GenerativeSpec) -> Any:
 def generative_tflite(model: Any, prefill_length: int | None = None) -> tuple[bytes, GenerativeSpec]:
     """MODEL as float32 .tflite bytes with the prefill and decode signatures, and what they take."""
     tf = import_tf()
-    shape = lm_shape_of(model) if not hasattr(model, "call_with_cache") else _hub_shape(model)
+    shape = lm_shape(model)
     length = prefill_length or shape.seq_len // 2
     if not 1 <= length <= shape.seq_len:
         raise UserError(f"prefill length {length} is outside 1..{shape.seq_len} (the model's context): give a "
@@ -117,16 +121,6 @@ def generative_tflite(model: Any, prefill_length: int | None = None) -> tuple[by
             PREFILL: module.prefill.get_concrete_function(), DECODE: module.decode.get_concrete_function()})
         converter = tf.lite.TFLiteConverter.from_saved_model(folder, signature_keys=[PREFILL, DECODE])
         return converter.convert(), spec
-
-
-def _hub_shape(model: Any) -> LMShape:
-    """A KerasHub CausalLM's shape, read from its backbone."""
-    backbone = model.backbone
-    heads = int(getattr(backbone, "num_heads", getattr(backbone, "num_query_heads", 0)))
-    width = int(backbone.hidden_dim)
-    return LMShape(vocab_size=int(backbone.vocabulary_size), seq_len=int(getattr(backbone, "max_sequence_length", 1024)),
-                   width=width, depth=int(backbone.num_layers), heads=heads,
-                   ffn=int(getattr(backbone, "intermediate_dim", 4 * width)))
 
 
 def empty_caches(spec: GenerativeSpec) -> dict[str, np.ndarray]:

@@ -92,7 +92,7 @@ def test_generate_streams_text_and_reports_speed(run_cli, float_lm):
     assert json.loads(sampled[0])["tokens"] == json.loads(sampled[1])["tokens"]  # the seed makes it reproducible
 
 
-def test_bad_input_is_one_line(run_cli, float_lm, float_tflite, lm_folder):
+def test_bad_input_is_one_line(run_cli, float_lm, float_tflite, lm_folder, digits_model_path):
     one_line_error(run_cli(["generate", float_lm, "--prompt", "  "]), "--prompt", "empty")
     one_line_error(run_cli(["generate", float_lm, "--prompt", "x", "--max-tokens", "0"]), "--max-tokens")
     one_line_error(run_cli(["generate", float_lm, "--prompt", "word " * 60]), "context")
@@ -102,6 +102,8 @@ def test_bad_input_is_one_line(run_cli, float_lm, float_tflite, lm_folder):
                    "tokenizer.json")
     one_line_error(run_cli(["convert", lm_folder / "lm.keras", "-o", lm_folder / "x.tflite", "--task", "generate",
                             "--quantize", "int8"]), "KV cache")
+    one_line_error(run_cli(["convert", digits_model_path, "-o", lm_folder / "y.tflite", "--task", "generate"]),
+                   "causal language models")
 
 
 def test_benchmark_times_prefill_and_decode_tokens(run_cli, float_lm, float_tflite):
