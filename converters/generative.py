@@ -23,10 +23,9 @@ import numpy as np
 
 from edgecompress.errors import UserError
 from edgecompress.models import import_tf
+from edgecompress.generate import CACHE_PREFIX, DECODE, INPUT_POS, LOGITS, PREFILL, TOKENS
 from edgecompress.text.lm import LMShape, call_with_cache, lm_shape_of
 
-PREFILL, DECODE = "prefill", "decode"
-TOKENS, INPUT_POS, LOGITS = "tokens", "input_pos", "logits"
 
 
 def cache_shape(shape: LMShape) -> tuple[int, int, int, int]:
@@ -45,7 +44,7 @@ def _to_file(tf: Any, cache: Any) -> Any:
 
 def cache_name(kind: str, layer: int) -> str:
     """kv_cache_k_0, kv_cache_v_0, ...: LiteRT-LM's per-layer cache tensors."""
-    return f"kv_cache_{kind}_{layer}"
+    return f"{CACHE_PREFIX}{kind}_{layer}"
 
 
 @dataclass(frozen=True)
@@ -121,12 +120,6 @@ def generative_tflite(model: Any, prefill_length: int | None = None) -> tuple[by
             PREFILL: module.prefill.get_concrete_function(), DECODE: module.decode.get_concrete_function()})
         converter = tf.lite.TFLiteConverter.from_saved_model(folder, signature_keys=[PREFILL, DECODE])
         return converter.convert(), spec
-
-
-def empty_caches(spec: GenerativeSpec) -> dict[str, np.ndarray]:
-    shape = spec.shape
-    return {cache_name(kind, layer): np.zeros(cache_shape(shape), np.float32)
-            for layer in range(shape.depth) for kind in ("k", "v")}
 
 
 # ------------------------------------------------------------------------------------------ conversion
