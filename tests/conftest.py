@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import LM_SHAPE
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -158,3 +160,26 @@ def sshd(tmp_path_factory):
 
     with loopback_sshd(tmp_path_factory.mktemp("sshd")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def lm_folder(tmp_path_factory):
+    """A small LM trained two epochs on the bundled reviews, its tokenizer.json beside it, and token windows:
+    windows.npz (x only, to validate exports), lm_train.npz and lm_val.npz (x and the next tokens y, to train)."""
+    from edgecompress.text.bpe import train_bpe
+    from edgecompress.text.data import load_raw_texts
+    from edgecompress.text.lm import LMShape, build_causal_lm, token_windows, train_causal_lm
+
+    folder = tmp_path_factory.mktemp("lm")
+    raw = load_raw_texts()
+    tokenizer = train_bpe([r.text for r in raw if r.split == "train"], 512)
+    tokenizer.save(folder / "tokenizer.json")
+    train = token_windows(tokenizer, [r.text for r in raw if r.split == "train"][:2000], LM_SHAPE["seq_len"])
+    val = token_windows(tokenizer, [r.text for r in raw if r.split == "val"][:300], LM_SHAPE["seq_len"])
+    model = train_causal_lm(build_causal_lm(LMShape(tokenizer.size, **LM_SHAPE)), train, val, epochs=2,
+                            learning_rate=3e-3)
+    model.save(folder / "lm.keras")
+    np.savez(folder / "windows.npz", x=val[:, :LM_SHAPE["seq_len"]])
+    for name, windows in (("lm_train", train), ("lm_val", val)):
+        np.savez(folder / f"{name}.npz", x=windows[:, :-1], y=windows[:, 1:])
+    return folder

@@ -33,3 +33,7 @@ def write_recipe(folder: Path, text: str, name: str = "recipe.toml") -> Path:
     path = folder / name
     path.write_text(text)
     return path
+
+
+# The shape of the small language model the lm_folder fixture trains.
+LM_SHAPE = dict(seq_len=48, width=32, depth=2, heads=2, ffn=64)

@@ -26,6 +26,8 @@ def _render(result: Any) -> str:
         rows.append(("validation MAE", fmt_metric("MAE", b.val_mae), fmt_metric("MAE", a.val_mae)))
     else:
         rows.append(("validation accuracy", fmt_metric("accuracy", b.val_accuracy), fmt_metric("accuracy", a.val_accuracy)))
+    if a.val_perplexity is not None:
+        rows.append(("validation perplexity", f"{b.val_perplexity:.2f}", f"{a.val_perplexity:.2f}"))
     stages = [(t.stage, t.epochs_run, t.max_epochs, t.best_epoch or "-", fmt_metric(t.metric, t.best_val_score),
                t.stop_reason) for t in result.training]
     parts = [

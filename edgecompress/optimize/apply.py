@@ -35,6 +35,8 @@ def save_model(model: Any, path: Path, quantized: bool) -> None:
     A QAT model saved as .keras loads back through edgecompress.models.load_model (which rebuilds it from
     its config under TF-MOT's quantize_scope); .h5 also loads with plain tf_keras under that scope.
     """
+    # The optimizer's moments are no part of a model to deploy: kept, they doubled a fine-tuned model's file.
+    model.optimizer = None
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*HDF5 file.*legacy")  # .h5 when the user asks for it
         with import_tfmot().quantization.keras.quantize_scope() if quantized else contextlib.nullcontext():

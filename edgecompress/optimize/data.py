@@ -141,7 +141,7 @@ def label_kind(p: Path, y: np.ndarray, spec: TensorSpec, what: str) -> tuple[str
     got = tuple(y.shape[1:])
     classes = out[-1] if out else None
     integer = np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)
-    if integer and got == out[:-1] and classes and classes > 1:
+    if integer and _matches(got, out[:-1]) and classes and classes > 1:  # a language model's: one per position
         if len(y) and (y.min() < 0 or y.max() >= classes):
             raise UserError(f"{what} data {p}: labels y must be class indices in [0, {classes}) for output "
                             f"{spec.name}'s {classes} classes")
@@ -159,6 +159,11 @@ def label_kind(p: Path, y: np.ndarray, spec: TensorSpec, what: str) -> tuple[str
     raise UserError(
         f"{what} data {p}: labels y have shape {got} per sample, and output {spec.name} gives {shape}: give class "
         f"indices (shape {out[:-1]}), one-hot rows, 0/1 per value, or float targets of shape {out}")
+
+
+def _matches(got: tuple[int, ...], want: tuple[int | None, ...]) -> bool:
+    """GOT is a shape WANT admits (None: any size, such as a language model's sequence length)."""
+    return len(got) == len(want) and all(w is None or w == g for g, w in zip(got, want))
 
 
 def _one_hot(y: np.ndarray) -> bool:

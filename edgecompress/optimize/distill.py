@@ -97,7 +97,8 @@ def as_logits(outputs: Any, probabilities: bool) -> Any:
 def distillation_loss(y: Any, student_logits: Any, teacher_logits: Any, temperature: float, alpha: float) -> Any:
     """Mean over the batch of alpha*CE(y, student) + (1-alpha)*T^2*KL(teacher_T || student_T).
 
-    Y holds class indices (N,) or one-hot rows (N, C).
+    Y holds class indices (N,) or one-hot rows (N, C); for a language model, the next token at every position
+    (N, T) against logits (N, T, vocab): the mean is then over every position of the batch.
     """
     tf = import_tf()
     student_logits = tf.cast(student_logits, tf.float32)
@@ -105,7 +106,8 @@ def distillation_loss(y: Any, student_logits: Any, teacher_logits: Any, temperat
     if len(y.shape) == len(student_logits.shape):
         hard = tf.nn.softmax_cross_entropy_with_logits(tf.cast(y, tf.float32), student_logits)
     else:
-        hard = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(tf.reshape(y, [-1]), tf.int32), student_logits)
+        labels = tf.reshape(tf.cast(y, tf.int32), tf.shape(student_logits)[:-1])
+        hard = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, student_logits)
     log_teacher = tf.nn.log_softmax(teacher_logits / temperature)
     log_student = tf.nn.log_softmax(student_logits / temperature)
     kl = tf.reduce_sum(tf.exp(log_teacher) * (log_teacher - log_student), axis=-1)

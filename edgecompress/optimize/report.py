@@ -24,6 +24,7 @@ class ModelStats:
     saved_gzip_bytes: int  # zeros and repeated values only shrink a file once compressed
     val_accuracy: float | None  # class or 0/1 labels
     val_mae: float | None = None  # float targets
+    val_perplexity: float | None = None  # a language model's: class labels at every position
 
 
 @dataclass(frozen=True)
@@ -73,24 +74,43 @@ def model_weights(model: Any) -> list[np.ndarray]:
     return weights
 
 
-def val_scores(model: Any, data: Labeled | None) -> tuple[float | None, float | None]:
-    """(accuracy, MAE) of MODEL's target output on DATA: accuracy for class and 0/1 labels (per position for
-    dense labels), MAE for float targets."""
+@dataclass(frozen=True)
+class Scores:
+    accuracy: float | None = None  # class and 0/1 labels (per position for dense labels)
+    mae: float | None = None  # float targets
+    perplexity: float | None = None  # class indices at every position: a language model's next tokens
+
+
+def val_scores(model: Any, data: Labeled | None) -> Scores:
+    """MODEL's scores on DATA's target output (Scores says which apply to which labels)."""
     if data is None:
-        return None, None
+        return Scores()
     out = predictions(model, data.x)[data.target.index]
     if data.target.kind == "classes":
         truth = np.argmax(data.y, axis=-1) if data.y.shape == out.shape else data.y
-        return float(np.mean(np.argmax(out, axis=-1) == truth)), None
+        accuracy = float(np.mean(np.argmax(out, axis=-1) == truth))
+        return Scores(accuracy, perplexity=perplexity(out, truth) if truth.ndim >= 2 else None)
     if data.target.kind == "binary":
         threshold = 0.5 if out.min() >= 0 and out.max() <= 1 else 0.0  # probabilities, else logits
-        return float(np.mean((out > threshold) == (data.y > 0.5))), None
-    return None, float(np.mean(np.abs(out - data.y)))
+        return Scores(float(np.mean((out > threshold) == (data.y > 0.5))))
+    return Scores(mae=float(np.mean(np.abs(out - data.y))))
+
+
+def perplexity(out: np.ndarray, truth: np.ndarray) -> float:
+    """exp of the mean cross-entropy of the class indices TRUTH under OUT (logits, or probabilities)."""
+    out = out.astype(np.float64)
+    if out.min() >= 0 and np.allclose(out.sum(axis=-1), 1.0, atol=1e-3):
+        log_p = np.log(np.maximum(out, np.finfo(np.float64).tiny))
+    else:
+        shifted = out - out.max(axis=-1, keepdims=True)
+        log_p = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    picked = np.take_along_axis(log_p, truth[..., None].astype(np.int64), axis=-1)
+    return float(np.exp(-picked.mean()))
 
 
 def stats(model: Any, saved: Path, val: Labeled | None) -> ModelStats:
     weights = model_weights(model)
-    val_acc, val_mae = val_scores(model, val)
+    scores = val_scores(model, val)
     data = saved.read_bytes()
     return ModelStats(
         params=int(sum(w.size for w in weights)),
@@ -98,6 +118,7 @@ def stats(model: Any, saved: Path, val: Labeled | None) -> ModelStats:
         distinct_values=int(sum(np.unique(w).size for w in weights if w.ndim >= 2)),
         saved_bytes=len(data),
         saved_gzip_bytes=gzip_size(data),
-        val_accuracy=val_acc,
-        val_mae=val_mae,
+        val_accuracy=scores.accuracy,
+        val_mae=scores.mae,
+        val_perplexity=scores.perplexity,
     )

@@ -72,7 +72,9 @@ def ffn_pairs(model: Any) -> dict[str, str]:
 def _loss(model: Any, data: Labeled, probabilities: bool) -> float:
     keras = import_tf_keras()
     out = model.predict(data.feed(), batch_size=128, verbose=0)
-    labels = data.y if data.y.ndim == 1 else np.argmax(data.y, axis=-1)
+    # One-hot rows are as wide as the output; class indices (one per sample, or per position for a language
+    # model) have no class axis.
+    labels = np.argmax(data.y, axis=-1) if data.y.shape == out.shape else data.y
     return float(np.mean(keras.losses.sparse_categorical_crossentropy(labels, out, from_logits=not probabilities)))
 
 

@@ -36,10 +36,11 @@ class LMShape:
     heads: int = 4
     ffn: int = 512
     dropout: float = 0.0
+    key_dim: int | None = None  # one head's size; None: width // heads (head pruning keeps the size, not the sum)
 
     @property
     def head_dim(self) -> int:
-        return self.width // self.heads
+        return self.key_dim or self.width // self.heads
 
 
 def build_causal_lm(shape: LMShape, seed: int = 0, name: str = "causal_lm") -> Any:
@@ -73,9 +74,14 @@ def lm_shape_of(model: Any) -> LMShape:
     table = model.get_layer("token_embedding").embeddings
     blocks = [layer for layer in model.layers if layer.name.endswith("_attention") and layer.name.startswith("block")]
     first = blocks[0]
+    if any((b._num_heads, b._key_dim) != (first._num_heads, first._key_dim) for b in blocks):
+        # One cache shape serves every block in the exported file.
+        raise ValueError("its blocks have different numbers of attention heads")
+    width = int(table.shape[1])
     return LMShape(vocab_size=int(table.shape[0]), seq_len=int(model.get_layer("position_embedding").positions.shape[0]),
-                   width=int(table.shape[1]), depth=len(blocks), heads=first._num_heads,
-                   ffn=int(model.get_layer("block0_ffn_in").kernel.shape[1]))
+                   width=width, depth=len(blocks), heads=first._num_heads,
+                   ffn=int(model.get_layer("block0_ffn_in").kernel.shape[1]),
+                   key_dim=None if first._key_dim * first._num_heads == width else first._key_dim)
 
 
 def empty_cache(shape: LMShape, batch: int = 1) -> np.ndarray:
