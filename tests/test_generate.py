@@ -7,32 +7,9 @@ import sys
 
 import pytest
 
+from helpers import LM_SHAPE as SHAPE
 from helpers import one_line_error
 from test_runtime_only import _heavy_modules_after
-
-SHAPE = dict(seq_len=48, width=32, depth=2, heads=2, ffn=64)
-
-
-@pytest.fixture(scope="module")
-def lm_folder(tmp_path_factory):
-    """A small LM trained two epochs on the bundled reviews, its tokenizer.json and token windows beside it."""
-    import numpy as np
-
-    from edgecompress.text.bpe import train_bpe
-    from edgecompress.text.data import load_raw_texts
-    from edgecompress.text.lm import LMShape, build_causal_lm, token_windows, train_causal_lm
-
-    folder = tmp_path_factory.mktemp("lm")
-    raw = load_raw_texts()
-    tokenizer = train_bpe([r.text for r in raw if r.split == "train"], 512)
-    tokenizer.save(folder / "tokenizer.json")
-    train = token_windows(tokenizer, [r.text for r in raw if r.split == "train"][:2000], SHAPE["seq_len"])
-    val = token_windows(tokenizer, [r.text for r in raw if r.split == "val"][:300], SHAPE["seq_len"])
-    model = train_causal_lm(build_causal_lm(LMShape(tokenizer.size, **SHAPE)), train, val, epochs=2,
-                            learning_rate=3e-3)
-    model.save(folder / "lm.keras")
-    np.savez(folder / "windows.npz", x=val[:, :SHAPE["seq_len"]])
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +93,28 @@ def test_benchmark_times_prefill_and_decode_tokens(run_cli, float_lm, float_tfli
     assert m["decode_ms"]["count"] == 3 * 32  # 32 decode steps after the prefill, three times
     assert m["time_to_first_token_ms"] > m["prefill_ms"]["p50"] and result["device"] is None
     one_line_error(run_cli(["benchmark", float_lm, float_tflite]), "separately")
-    one_line_error(run_cli(["benchmark", float_lm, "--on", "ssh://pi@127.0.0.1:9"]), "--on")
+    one_line_error(run_cli(["benchmark", float_lm, "--on", "adb"]), "ssh://")
+    one_line_error(run_cli(["benchmark", float_lm, "--inputs", float_tflite]), "--inputs")
+
+
+def test_benchmark_on_a_device_over_ssh_times_decode_there(sshd, runtime_venv, float_lm, tmp_path):
+    """The loopback server's device Python is the runtime-only venv: no TensorFlow on either side."""
+    import subprocess
+    from pathlib import Path
+
+    cli = str(Path(runtime_venv).parent / "edgecompress")
+    common = [cli, "benchmark", str(float_lm), "--runs", "3"]
+    remote = ["--on", sshd.url, "--ssh-config", str(sshd.client_config), "--remote-python", str(runtime_venv)]
+    proc = subprocess.run(common + remote + ["--json"], capture_output=True, text=True, timeout=600, cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["kind"] == "measured" and data["measured_on"] == sshd.url
+    (m,) = [r["measurement"] for r in data["results"]]
+    assert m["model"] == str(float_lm) and m["decode_ms"]["count"] == 3 * 32 and m["threads"] == 1
+    assert m["decode_tokens_per_s"] > 0 and m["prefill_tokens_per_s"] > 0 and m["peak_rss_mb"] > 10
+    table = subprocess.run(common + remote, capture_output=True, text=True, timeout=600, cwd="/")
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.startswith(f"MEASURED on {sshd.url}") and "decode tok/s" in table.stdout
 
 
 def test_benchmark_under_a_device_gives_the_bandwidth_roofline_beside_the_compute_estimate(run_cli, float_lm):

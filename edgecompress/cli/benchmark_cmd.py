@@ -191,6 +191,10 @@ def benchmark_command(
         input_shapes=parse_input_shapes(input_shape),
     )
     if _language_models(models, device, on, inputs, input_shape):
+        if on is not None:
+            _benchmark_lm_on(on, list(models), threads, runs, device, remote_python, ssh_config, benchmark_binary,
+                             as_json)
+            return
         from edgecompress.benchmark import benchmark_lm
 
         lm_results = benchmark_lm(list(models), 1 if threads is None and device is None else threads, runs, device)
@@ -223,19 +227,43 @@ def _language_models(models: tuple[Path, ...], device: str | None, on: str | Non
     if not all(kinds):
         raise UserError("language models (prefill and decode signatures) and other models are timed differently: "
                         "benchmark them separately")
-    for flag, value in (("--on", on), ("--inputs", inputs), ("--input-shape", input_shape)):
+    for flag, value in (("--inputs", inputs), ("--input-shape", input_shape)):
         if value:
-            raise UserError(f"{flag} is not supported for language models yet: benchmark them on this host without it")
+            raise UserError(f"{flag} is not for language models: they are timed on random prompts of their prefill "
+                            "length; drop it")
     return True
 
 
-def render_lm(results: list) -> str:
+def _benchmark_lm_on(on: str, models: list[Path], threads: int | None, runs: int, device: str | None,
+                     remote_python: str, ssh_config: Path | None, benchmark_binary: Path | None, as_json: bool) -> None:
+    """`benchmark LM.tflite --on ssh://...`: the device's own edgecompress times prefill and decode there."""
+    from edgecompress.errors import UserError
+    from edgecompress.remote.session import benchmark_lm_over_ssh
+    from edgecompress.remote.ssh import parse_target
+
+    if not on.startswith("ssh://"):
+        raise UserError("language models are measured on a device over --on ssh:// only (TFLite's benchmark_model, "
+                        "what --on adb runs, has no prefill and decode loop): use ssh://USER@HOST")
+    for flag, value in (("--device", device), ("--benchmark-binary", benchmark_binary)):
+        if value is not None:
+            raise UserError(f"{flag} and --on conflict for language models: --on measures the device itself; drop {flag}")
+    run = benchmark_lm_over_ssh(models, parse_target(on, ssh_config), remote_python, threads or 1, runs)
+    if as_json:
+        click.echo(to_json(run.to_dict()))
+        return
+    head = key_values(run.identity.pairs(), title=f"MEASURED on {run.target} (figures measured there, not estimated)")
+    from edgecompress.benchmark import LMBenchmarkResult
+
+    click.echo(head + "\n\n" + render_lm([LMBenchmarkResult(m) for m in run.measurements], where=run.target))
+
+
+def render_lm(results: list, where: str = "this host") -> str:
     ms = [r.measurement for r in results]
     rows = [[Path(m.model).name, m.threads, m.prefill_length, m.context, m.prefill_ms.p50, m.prefill_tokens_per_s,
              m.decode_ms.p50, m.decode_tokens_per_s, m.time_to_first_token_ms, m.peak_rss_mb, m.size_bytes] for m in ms]
     parts = [table(["model", "threads", "prefill tokens", "context", "prefill p50 ms", "prefill tok/s", "decode p50 ms",
                     "decode tok/s", "first token ms", "peak RSS MB", "size B"], rows,
-                   title=f"Language models on this host ({ms[0].runtime}): a whole prefill call, then one decode step "
+                   title=f"Language models on {where} ({ms[0].runtime}): a whole prefill call, then one decode step "
                          "at a time")]
     devices = [(Path(r.measurement.model).name, r.device) for r in results if r.device is not None]
     if devices:

@@ -3,6 +3,8 @@
 Verbs (each prints one JSON document on stdout):
   hello                      the device's identity (DeviceIdentity) and a fresh working folder
   measure MODEL OPTIONS_JSON one Measurement from the same harness as a local `benchmark`
+  measure_lm MODEL THREADS RUNS
+                             a language model's LMMeasurement (prefill and decode), as a local `benchmark` times it
   receive FILE               write stdin to FILE inside a working folder (how models reach the device:
                              through the ssh session itself, so neither scp nor SFTP is needed there)
   cleanup FOLDER             remove a working folder made by hello
@@ -92,6 +94,12 @@ def _measure(model: str, options_json: str, inputs: str | None = None) -> dict[s
     return dataclasses.asdict(measure(model, options_from_dict(json.loads(options_json), inputs)))
 
 
+def _measure_lm(model: str, threads: str, runs: str) -> dict[str, Any]:
+    from edgecompress.generate import measure_lm
+
+    return dataclasses.asdict(measure_lm(model, int(threads) or None, int(runs)))
+
+
 def _work_folder(folder: Path) -> Path:
     # Only ever a folder hello made: the host never writes or removes anything else on the device.
     if folder.parent != Path(tempfile.gettempdir()) or not folder.name.startswith(WORK_PREFIX):
@@ -112,7 +120,7 @@ def _cleanup(folder: str) -> dict[str, Any]:
     return {"removed": folder}
 
 
-VERBS = {"hello": _hello, "receive": _receive, "measure": _measure, "cleanup": _cleanup}
+VERBS = {"hello": _hello, "receive": _receive, "measure": _measure, "measure_lm": _measure_lm, "cleanup": _cleanup}
 
 
 def main(argv: list[str]) -> int:

@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from edgecompress.generate import LMMeasurement
 from edgecompress.measure import Measurement, MeasureOptions
 from edgecompress.measure.harness import _phase_end
 from edgecompress.measure.inputs import InputUsed
@@ -69,3 +70,9 @@ def measurement_from_dict(data: dict[str, Any], model: str) -> Measurement:
             "inputs": [InputUsed(**{**u, "shape": tuple(u["shape"])}) for u in data.get("inputs", [])],
         }
     )
+
+
+def lm_measurement_from_dict(data: dict[str, Any], model: str) -> LMMeasurement:
+    """The device's LMMeasurement (dataclasses.asdict) back into one, named by the host's path of the model."""
+    return LMMeasurement(**{**data, "model": model, "prefill_ms": LatencyStats(**data["prefill_ms"]),
+                            "decode_ms": LatencyStats(**data["decode_ms"])})

@@ -7,26 +7,30 @@ error rows; the models measured before keep their results.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from edgecompress import __version__
 from edgecompress.benchmark import BenchmarkResult, _speedups
 from edgecompress.errors import UserError
 from edgecompress.fileio import gzip_size
+from edgecompress.generate import LMMeasurement
 from edgecompress.measure import Measurement, MeasureOptions
 from edgecompress.measure.harness import check_model
 from edgecompress.progress import note
 from edgecompress.remote import store
-from edgecompress.remote.protocol import PROTOCOL, DeviceIdentity, measurement_from_dict, options_to_dict
+from edgecompress.remote.protocol import (PROTOCOL, DeviceIdentity, lm_measurement_from_dict, measurement_from_dict,
+                                          options_to_dict)
 from edgecompress.remote.ssh import ConnectionLost, SshTarget, run_ssh
 
 AGENT = "edgecompress.remote.agent"
 HELLO_TIMEOUT_S = 120.0  # the first import of numpy and the runtime on a cold SD card is slow
 COPY_TIMEOUT_S = 600.0
+LM_TIMEOUT_S = 1800.0  # a language model's prefill and decode runs on a slow device
 NOT_FOUND = (126, 127)  # the device's shell: not executable / command not found
 
 
@@ -117,6 +121,21 @@ def _measure_one(target: SshTarget, python: str, workdir: str, path: Path, optio
     return measurement_from_dict(json.loads(proc.stdout.strip().splitlines()[-1]), str(path))
 
 
+@contextlib.contextmanager
+def device_session(target: SshTarget, python: str, models: Sequence[Path]) -> Iterator[tuple[DeviceIdentity, str]]:
+    """The device's identity and a working folder there, removed at the end whatever happens."""
+    note(f"connecting to {target.url}")
+    ident, workdir = hello(target, python)
+    _check_fits(models, ident, target)
+    try:
+        yield ident, workdir
+    finally:
+        try:
+            run_ssh(target, _agent(python, "cleanup", workdir), HELLO_TIMEOUT_S)
+        except ConnectionLost:
+            note(f"could not remove {workdir} on {target.url} (the connection is gone)")
+
+
 def benchmark_over_ssh(
     paths: Sequence[str | os.PathLike],
     options: MeasureOptions,
@@ -134,15 +153,15 @@ def benchmark_over_ssh(
     models = [Path(p) for p in paths]
     for p in models:
         check_model(p, options.inputs, use_xnnpack=None)  # the device's runtime says what it lacks
-    note(f"connecting to {target.url}")
-    ident, workdir = hello(target, remote_python)
-    _check_fits(models, ident, target)
     measurements: list[Measurement] = []
-    try:
+    with device_session(target, remote_python, models) as (ident, workdir):
         remote_inputs = None
         if options.inputs is not None:
             remote_inputs = f"{workdir}/inputs.npz"
-            _send(target, remote_python, Path(options.inputs), remote_inputs)
+            try:
+                _send(target, remote_python, Path(options.inputs), remote_inputs)
+            except ConnectionLost as exc:  # nothing was measured
+                raise UserError(f"the device dropped before measuring: {exc}") from None
         for i, path in enumerate(models, 1):
             note(f"[{i}/{len(models)}] measuring {path} on {target.url} ({options.threads} thread(s))")
             try:
@@ -152,14 +171,46 @@ def benchmark_over_ssh(
             if m.error:
                 note(f"[{i}/{len(models)}] {path}: {m.error}")
             measurements.append(m)
-    except ConnectionLost as exc:  # while copying the inputs: nothing was measured
-        raise UserError(f"the device dropped before measuring: {exc}") from None
-    finally:
-        try:
-            run_ssh(target, _agent(remote_python, "cleanup", workdir), HELLO_TIMEOUT_S)
-        except ConnectionLost:
-            note(f"could not remove {workdir} on {target.url} (the connection is gone)")
     results = [BenchmarkResult(m, s) for m, s in zip(measurements, _speedups(measurements))]
     run = RemoteBenchmark(target.url, ident, results, device_name)
     store.record(run)
     return run
+
+
+@dataclass
+class RemoteLMBenchmark:
+    """`benchmark --on ssh://` of language models: who measured, and each file's prefill and decode figures."""
+
+    target: str
+    identity: DeviceIdentity
+    measurements: list[LMMeasurement]
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {"measured_on": self.target, "kind": "measured", "device": asdict(self.identity),
+                "results": [{"measurement": asdict(m)} for m in self.measurements]}
+
+
+def benchmark_lm_over_ssh(paths: Sequence[str | os.PathLike], target: SshTarget, remote_python: str = "python3",
+                          threads: int | None = None, runs: int = 10) -> RemoteLMBenchmark:
+    """Language-model files timed on TARGET by the device's own edgecompress (edgecompress.generate.measure_lm,
+    in the agent's own process: its peak memory is the model's). A device that fails mid-run is one UserError."""
+    models = [Path(p) for p in paths]
+    measurements = []
+    with device_session(target, remote_python, models) as (ident, workdir):
+        for i, path in enumerate(models, 1):
+            note(f"[{i}/{len(models)}] measuring {path} on {target.url} (prefill and decode, "
+                 f"{threads or 'the runtime default'} thread(s))")
+            remote_model = f"{workdir}/{path.name}"
+            try:
+                _send(target, remote_python, path, remote_model)
+                proc = run_ssh(target, _agent(remote_python, "measure_lm", remote_model, str(threads or 0), str(runs)),
+                               LM_TIMEOUT_S)
+            except ConnectionLost as exc:
+                raise UserError(f"the device dropped while measuring {path}: {exc}") from None
+            if proc.returncode != 0:
+                last = next((ln for ln in reversed(proc.stderr.splitlines()) if ln.strip()), f"exit code {proc.returncode}")
+                raise UserError(f"measuring {path} on {target.url} failed: {last.strip()}")
+            measurements.append(lm_measurement_from_dict(json.loads(proc.stdout.strip().splitlines()[-1]), str(path)))
+    return RemoteLMBenchmark(target.url, ident, measurements)
