@@ -78,11 +78,17 @@ class LMRunner:
         size = self.spec.prefill_length
         logits = []
         for offset in range(0, len(ids), size):
+            if start + offset + size > self.spec.context:
+                # A padded chunk would write rows past the cache's end (the file's scatter fails): the last
+                # tokens go through decode one at a time instead.
+                for i, token in enumerate(ids[offset:]):
+                    row, caches = self.decode(token, start + offset + i, caches)
+                    logits.append(row[None])
+                break
             chunk = ids[offset:offset + size]
             tokens = np.zeros((1, size), np.int32)
             tokens[0, :len(chunk)] = chunk
             pos = np.arange(start + offset, start + offset + size, dtype=np.int32)
-            pos = np.minimum(pos, self.spec.context - 1)  # padding past the context writes the last row, later rewritten
             out = self._prefill(**{TOKENS: tokens, INPUT_POS: pos}, **caches)
             caches = {n: out[n] for n in caches}
             logits.append(out[LOGITS][0, :len(chunk)])

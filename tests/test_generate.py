@@ -177,3 +177,21 @@ def test_generate_loads_no_tensorflow(where, runtime_venv, float_lm):
                                          "5", "--json")
     assert len(json.loads(output)["tokens"]) <= 5
     assert heavy == []
+
+
+def test_a_prompt_whose_last_chunk_would_pass_the_context_is_prefilled_right(run_cli, lm_folder):
+    """Prefill 20 into a context of 48: a 44-token prompt's third chunk would cover rows 40..59, past the cache."""
+    import numpy as np
+
+    from edgecompress.generate import LMRunner
+    from edgecompress.models import load_model
+
+    out = lm_folder / "prefill20.tflite"
+    code, _, err = run_cli(["convert", lm_folder / "lm.keras", "-o", out, "--task", "generate", "--prefill-length",
+                            "20", "--calibration", lm_folder / "windows.npz"])
+    assert code == 0, err
+    ids = [int(i) for i in np.load(lm_folder / "windows.npz")["x"][0, :44]]
+    runner = LMRunner(out)
+    logits, _ = runner.prefill(ids, runner.empty_caches())
+    reference = load_model(lm_folder / "lm.keras").model(np.array([ids], np.int32)).numpy()[0]
+    assert logits.shape == reference.shape and np.abs(logits - reference).max() < 1e-4
