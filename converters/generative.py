@@ -6,17 +6,16 @@ exports): inputs `tokens` (int32, (1, N)), `input_pos` (int32, (N,)) and per lay
 and `logits` (float32, (1, N, vocab)). `prefill` takes N = the prefill length (a prompt padded to it: the padding
 writes cache rows that decoding then overwrites, and no real token attends to them); `decode` takes one token.
 
-The model is one `edgecompress.text.lm.build_causal_lm` made (a file of it, loaded in safe mode), run through
-KerasHub's interface `call_with_cache(token_ids, cache, cache_update_index)` with the cache (1, depth, 2,
-seq_len, heads, head_dim): the export reads nothing else, so KerasHub's own CausalLM classes are the next
-step (their shapes read from the backbone; not done yet).
+The model is any Keras causal LM with KerasHub's interface `call_with_cache(token_ids, cache,
+cache_update_index)` and the cache (1, depth, 2, context, heads, head_dim): one `edgecompress.text.lm.build_causal_lm`
+made, or a KerasHub CausalLM task (GPT2CausalLM, GemmaCausalLM, ...; its shape read from its backbone), a file of
+it loaded in safe mode (edgecompress.text.lm.as_causal_lm).
 """
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Callable
 
 import numpy as np
@@ -24,7 +23,7 @@ import numpy as np
 from edgecompress.errors import UserError
 from edgecompress.models import import_tf
 from edgecompress.generate import CACHE_PREFIX, DECODE, INPUT_POS, LOGITS, PREFILL, TOKENS
-from edgecompress.text.lm import LMShape, call_with_cache, lm_shape_of
+from edgecompress.text.lm import CausalLM, LMShape, as_causal_lm
 
 
 
@@ -53,25 +52,20 @@ class GenerativeSpec:
     prefill_length: int
 
 
-def lm_shape(model: Any) -> LMShape:
-    """MODEL's shape, when build_causal_lm made it; any other model is refused in one line."""
+def causal_lm(model: Any, context: int | None = None) -> CausalLM:
+    """MODEL as the export takes it (module doc); any other model is refused in one line."""
     try:
-        return lm_shape_of(model)
+        return as_causal_lm(model, context)
     except (ValueError, AttributeError, IndexError) as exc:
-        raise UserError(f"--task generate takes the causal language models edgecompress.text.lm builds (token_embedding, "
-                        f"position_embedding, blockN_attention layers), and this model is not one ({exc})") from None
+        raise UserError(f"--task generate takes causal language models with KerasHub's call_with_cache (the ones "
+                        f"edgecompress.text.lm builds, KerasHub's CausalLM tasks), and this one cannot be exported: "
+                        f"{exc}", settings=("context",)) from None
 
 
-def step_function(model: Any) -> Callable[[Any, Any, Any], tuple[Any, Any, Any]]:
-    """MODEL's cached step, with KerasHub's call_with_cache interface (module doc)."""
-    lm_shape(model)
-    return partial(call_with_cache, model)
-
-
-def generative_module(model: Any, spec: GenerativeSpec) -> Any:
+def generative_module(lm: CausalLM, spec: GenerativeSpec) -> Any:
     """A tf.Module whose `prefill` and `decode` functions have LiteRT-LM's signatures (module doc)."""
     tf = import_tf()
-    step = step_function(model)
+    step = lm.step
     shape = spec.shape
     cache_spec = tf.TensorSpec(cache_shape(shape), tf.float32)
     names = [cache_name(kind, layer) for layer in range(shape.depth) for kind in ("k", "v")]
@@ -98,22 +92,26 @@ def generative_module(model: Any, spec: GenerativeSpec) -> Any:
         return fn
 
     module = tf.Module()
-    module.model = model  # owns the variables the functions read
+    module.model = lm.model  # owns the variables the functions read
+    # A Keras 3 model (KerasHub's) wraps each tf.Variable; unless the module holds the tf.Variables themselves, the
+    # SavedModel does not tie them to what the functions capture and the converter leaves them as uninitialized
+    # VAR_HANDLE reads: GPT-2's file gave NaN everywhere.
+    module.tf_variables = [v if isinstance(v, tf.Variable) else v._value for v in lm.model.variables]
     module.prefill = signature(spec.prefill_length)
     module.decode = signature(1)
     return module
 
 
-def generative_tflite(model: Any, prefill_length: int | None = None) -> tuple[bytes, GenerativeSpec]:
-    """MODEL as float32 .tflite bytes with the prefill and decode signatures, and what they take."""
+def generative_tflite(lm: CausalLM, prefill_length: int | None = None) -> tuple[bytes, GenerativeSpec]:
+    """LM as float32 .tflite bytes with the prefill and decode signatures, and what they take."""
     tf = import_tf()
-    shape = lm_shape(model)
+    shape = lm.shape
     length = prefill_length or shape.seq_len // 2
     if not 1 <= length <= shape.seq_len:
         raise UserError(f"prefill length {length} is outside 1..{shape.seq_len} (the model's context): give a "
-                        "shorter --prefill-length")
+                        "shorter --prefill-length", settings=("prefill_length",))
     spec = GenerativeSpec(shape, length)
-    module = generative_module(model, spec)
+    module = generative_module(lm, spec)
     with tempfile.TemporaryDirectory() as folder:
         # Through a SavedModel: the converter keeps each signature's name and its inputs' and outputs' names.
         tf.saved_model.save(module, folder, signatures={
@@ -164,11 +162,12 @@ def convert_generative(model_path: str | Path, output: str | Path, quantize: str
                        prefill_length: int | None = None, validation_data: str | Path | None = None,
                        block_size: int | None = None, algorithm: str = "auto", force: bool = False,
                        unsafe: bool = False, sequences: int = 8, seed: int = 0,
-                       tokenizer: str | Path | None = None) -> GenerativeConversion:
+                       tokenizer: str | Path | None = None, context: int | None = None) -> GenerativeConversion:
     """A causal LM (a Keras file) to a prefill/decode .tflite in QUANTIZE (none or a weight mode), checked against
     the Keras model on VALIDATION_DATA's token windows (`x`, int32; random ids without it), written atomically.
     An OUTPUT ending in .litertlm is the LiteRT-LM bundle of that file, TOKENIZER (default: tokenizer.json beside
-    the model) and its metadata (converters/litertlm.py)."""
+    the model) and its metadata (converters/litertlm.py). CONTEXT: the cache's rows (default: the model's
+    positions; a model without a limit of its own, such as rotary positions, needs it)."""
     import time
 
     from edgecompress.converters.litert_quantize import quantize_weights
@@ -188,9 +187,9 @@ def convert_generative(model_path: str | Path, output: str | Path, quantize: str
         if not words.is_file():
             raise UserError(f"tokenizer {words} does not exist: a .litertlm bundle holds the model's tokenizer.json, "
                             "give it with --tokenizer", settings=("tokenizer",))
-    model = load_model(Path(model_path), unsafe=unsafe).model
+    lm = causal_lm(load_model(Path(model_path), unsafe=unsafe).model, context)
     note("converting: prefill and decode signatures with a KV cache")
-    data, spec = generative_tflite(model, prefill_length)
+    data, spec = generative_tflite(lm, prefill_length)
     chosen = None
     if quantize != "none":
         weights = quantize_weights(data, quantize, block_size, source=str(model_path), algorithm=algorithm)
@@ -200,9 +199,9 @@ def convert_generative(model_path: str | Path, output: str | Path, quantize: str
         candidate = Path(folder) / "lm.tflite"
         candidate.write_bytes(data)
         note(f"validating: {len(ids)} sequences teacher-forced and greedy against the Keras model")
-        validation = validate_generative(model, candidate, spec, ids)
+        validation = validate_generative(lm, candidate, spec, ids)
     if validation.nonfinite:
-        raise UserError(f"the {quantize} language model gives NaN or Inf logits at {validation.nonfinite} of "
+        raise UserError(f"the {'float32' if quantize == 'none' else quantize} language model gives NaN or Inf logits at {validation.nonfinite} of "
                         f"{validation.positions} positions: nothing written; try a less aggressive quantize mode")
     warnings = []
     if validation.top1_agreement < MIN_TOP1:
@@ -241,12 +240,12 @@ def _validation_ids(path: str | Path | None, spec: GenerativeSpec, count: int, s
     return x[:count, :length].astype(np.int32)
 
 
-def validate_generative(model: Any, tflite: Path, spec: GenerativeSpec, ids: np.ndarray) -> GenerativeValidation:
+def validate_generative(lm: CausalLM, tflite: Path, spec: GenerativeSpec, ids: np.ndarray) -> GenerativeValidation:
     from edgecompress.generate import LMRunner
 
     tf = import_tf()
     runner = LMRunner(tflite)
-    reference = model(ids, training=False).numpy()
+    reference = np.asarray(lm.forward(ids))
     prompt = min(spec.prefill_length, ids.shape[1] - 1)
     agree, total, worst, nonfinite = 0, 0, 0.0, 0
     for row, ref in zip(ids, reference):
@@ -256,7 +255,7 @@ def validate_generative(model: Any, tflite: Path, spec: GenerativeSpec, ids: np.
         agree += int((got.argmax(-1) == ref.argmax(-1)).sum())
         total += len(row)
         worst = max(worst, float(np.abs(np.where(finite[:, None], got, 0) - ref).max()))
-    step = step_function(model)
+    step = lm.step
     identical, divergence = 0, []
     for row in ids:
         prompt_ids = [int(i) for i in row[:GREEDY_PROMPT]]

@@ -62,6 +62,8 @@ IMAGE_SCALE_HELP = "How image-folder pixels become inputs: " + "; ".join(f"{k} =
                    "for its validation).")
 @click.option("--prefill-length", type=click.IntRange(min=1), help="--task generate: the prompt tokens one prefill "
               "call takes [default: half the model's context].")
+@click.option("--context", type=click.IntRange(min=1), help="--task generate: the KV cache's rows, prompt and "
+              "generated tokens together [default: the model's positions; needed for rotary positions, as Gemma's].")
 @click.option("--tokenizer", type=click.Path(path_type=str), help="--task generate with -o OUT.litertlm: the "
               "tokenizer.json the LiteRT-LM bundle holds [default: tokenizer.json beside MODEL].")
 @force_option
@@ -71,7 +73,7 @@ def convert_command(model: str, output: str, quantize: str, calibration: str | N
                     io_type: str, image_scale: str, seed: int, validation_samples: int, block_size: int | None,
                     algorithm: str, allow_flex: bool, max_drop: float | None, eval_data: str | None, model_output: str | None,
                     input_shape: tuple[str, ...], keep_failed: bool, task: str, prefill_length: int | None,
-                    tokenizer: str | None, force: bool, unsafe: bool, as_json: bool) -> None:
+                    context: int | None, tokenizer: str | None, force: bool, unsafe: bool, as_json: bool) -> None:
     """Convert a Keras MODEL (.keras, .h5 or SavedModel folder) to a .tflite with a fixed batch of 1,
     then check it against the original on validation samples. With --task generate, a causal language model to
     a .tflite with prefill and decode signatures, or to a LiteRT-LM bundle (-o OUT.litertlm)."""
@@ -87,9 +89,9 @@ def convert_command(model: str, output: str, quantize: str, calibration: str | N
         from edgecompress.converters.generative import convert_generative
 
         emit(convert_generative(model, output, quantize, prefill_length, calibration, block_size, algorithm, force,
-                                unsafe, seed=seed, tokenizer=tokenizer), as_json, render_generative)
+                                unsafe, seed=seed, tokenizer=tokenizer, context=context), as_json, render_generative)
         return
-    for flag, value in (("--prefill-length", prefill_length), ("--tokenizer", tokenizer)):
+    for flag, value in (("--prefill-length", prefill_length), ("--context", context), ("--tokenizer", tokenizer)):
         if value is not None:
             raise UserError(f"{flag} is for --task generate: add --task generate, or leave it out")
     result = convert_model(
@@ -153,7 +155,7 @@ def render_generative(result: Any) -> str:
                                           f"positions (max logit error {v.max_abs_logit_error:.3g})"),
             ("greedy generations", f"{v.greedy_identical} of {v.greedy_prompts} identical to the Keras model's for "
                                    f"{v.greedy_tokens} tokens")]
-    return key_values(rows, title=f"Wrote {result.output} ({result.quantize})")
+    return key_values(rows, title=f"Wrote {result.output} ({'float32' if result.quantize == 'none' else result.quantize})")
 
 
 def _mode(result: Any) -> str:

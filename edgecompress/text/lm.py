@@ -12,13 +12,16 @@ CausalLM.call_with_cache, so a KerasHub backbone with that method exports the sa
     call_with_cache(token_ids (B, n) int32, cache (B, depth, 2, seq_len, heads, head_dim) float32,
                     cache_update_index int) -> (logits (B, n, vocab), hidden (B, n, width), cache)
 
-`call_with_cache` below implements it for the models `build_causal_lm` makes, from their layers' weights.
+`call_with_cache` below implements it for the models `build_causal_lm` makes, from their layers' weights;
+KerasHub's CausalLM tasks (GPT2CausalLM, GemmaCausalLM, ...) have it as a method. `as_causal_lm` gives either
+the way the export uses it (CausalLM): the shape of its cache, its cached step, and its plain forward pass.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
+from functools import partial
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -84,6 +87,55 @@ def lm_shape_of(model: Any) -> LMShape:
                    key_dim=None if first._key_dim * first._num_heads == width else first._key_dim)
 
 
+@dataclass(frozen=True)
+class CausalLM:
+    """A Keras causal LM as the export takes it: the cache's shape (seq_len: its rows, the context), the cached
+    step call_with_cache(token_ids, cache, cache_update_index) -> (logits, hidden, cache), and the plain forward
+    pass token ids (B, T) -> logits (B, T, vocab) the step is checked against."""
+
+    model: Any
+    shape: LMShape
+    step: Callable[[Any, Any, Any], tuple[Any, Any, Any]]
+    forward: Callable[[np.ndarray], Any]
+
+
+def as_causal_lm(model: Any, context: int | None = None) -> CausalLM:
+    """MODEL (build_causal_lm's, or a KerasHub CausalLM task: anything with call_with_cache and a backbone) with a
+    cache of CONTEXT rows (default: the longest its positions allow); what it cannot serve is a ValueError."""
+    if hasattr(model, "call_with_cache") and hasattr(model, "backbone"):
+        shape, forward = _keras_hub_shape(model.backbone, context), partial(_keras_hub_forward, model)
+        step = model.call_with_cache
+    else:
+        try:
+            shape = lm_shape_of(model)
+        except (ValueError, AttributeError, IndexError) as exc:
+            raise ValueError(f"it has no call_with_cache method, nor the layers build_causal_lm makes "
+                             f"(token_embedding, position_embedding, blockN_attention): {exc}") from None
+        step, forward = partial(call_with_cache, model), partial(model, training=False)
+    if context is not None:
+        if context > shape.seq_len:
+            raise ValueError(f"context {context} is longer than the {shape.seq_len} positions the model has")
+        shape = replace(shape, seq_len=context)
+    return CausalLM(model, shape, step, forward)
+
+
+def _keras_hub_shape(backbone: Any, context: int | None) -> LMShape:
+    """A KerasHub backbone's cache shape: (num_layers, 2, context, key/value heads, head size), as its
+    CausalLM._build_cache makes it (grouped-query models cache num_key_value_heads, not the query heads)."""
+    heads = getattr(backbone, "num_key_value_heads", None) or backbone.num_heads
+    head_dim = getattr(backbone, "head_dim", None) or backbone.hidden_dim // backbone.num_heads
+    longest = getattr(backbone, "max_sequence_length", None) or context  # rotary positions: no limit of their own
+    if longest is None:
+        raise ValueError(f"{type(backbone).__name__} has no limit on positions of its own: give the cache length as "
+                         "context")
+    return LMShape(vocab_size=backbone.vocabulary_size, seq_len=longest, width=backbone.hidden_dim,
+                   depth=backbone.num_layers, heads=heads, ffn=backbone.intermediate_dim, key_dim=head_dim)
+
+
+def _keras_hub_forward(model: Any, ids: np.ndarray) -> Any:
+    return model({"token_ids": ids, "padding_mask": np.ones_like(ids)}, training=False)
+
+
 def empty_cache(shape: LMShape, batch: int = 1) -> np.ndarray:
     return np.zeros((batch, shape.depth, 2, shape.seq_len, shape.heads, shape.head_dim), np.float32)
 
@@ -94,13 +146,14 @@ def call_with_cache(model: Any, token_ids: Any, cache: Any, cache_update_index: 
     are written into the cache, which is returned with the logits."""
     tf = import_tf()
     shape = lm_shape_of(model)
+    rows = tf.shape(cache)[3]  # the context: at most the model's positions
     n = tf.shape(token_ids)[1]
     positions = cache_update_index + tf.range(n)
     x = model.get_layer("token_embedding")(token_ids)
     x = x + tf.gather(model.get_layer("position_embedding").positions, positions)[None]
     # Key j is visible to query i when j <= its position: earlier cache entries and the causal part of the new ones.
-    visible = tf.range(shape.seq_len)[None, :] <= positions[:, None]  # (n, seq_len)
-    bias = tf.where(visible, 0.0, -1e9)[None, None]  # (1, 1, n, seq_len)
+    visible = tf.range(rows)[None, :] <= positions[:, None]  # (n, rows)
+    bias = tf.where(visible, 0.0, -1e9)[None, None]  # (1, 1, n, rows)
     caches = []
     for block in range(shape.depth):
         p = f"block{block}"
