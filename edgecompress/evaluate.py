@@ -22,7 +22,8 @@ from edgecompress.runtime import TFLITE_IDENTIFIER
 from edgecompress.specs import TensorSpec
 
 KERAS_BATCH = 256
-METRICS = {"classification": "accuracy", "multilabel": "f1", "regression": "mae"}  # task -> what judges it
+# task -> what judges it; a language model is judged by its perplexity on held-out text (lower is better)
+METRICS = {"classification": "accuracy", "multilabel": "f1", "regression": "mae", "language-model": "perplexity"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class EvalResult:
     precision: float | None = None  # binary classifiers (one sigmoid, 0/1 labels): of the positives decided
     recall: float | None = None  # and of the true positives found
     f1: float | None = None  # multilabel: of the decisions at 0.5 over every value (micro)
+    perplexity: float | None = None  # language models: over every next token (accuracy: the top-1 share of them)
 
     @property
     def metric(self) -> str:
@@ -52,6 +54,8 @@ class EvalResult:
     def to_dict(self) -> dict[str, Any]:
         """The JSON contract: {accuracy, f1 or mae, samples}, plus what ran."""
         metric = {self.metric: self.score}
+        if self.perplexity is not None:
+            metric.update(accuracy=self.accuracy)
         if self.precision is not None:
             metric.update(precision=self.precision, recall=self.recall)
         return {**metric, "samples": self.samples, "model": self.model, "task": self.task, "runtime": self.runtime,
@@ -66,6 +70,10 @@ def evaluate(model_path: str | Path, data_path: str | Path, unsafe: bool = False
     of several the only one holding class scores (see pick_output). A .tflite that keeps state between
     invocations is reset before each sample, as Keras does per batch, unless STREAM (samples in order)."""
     path = Path(model_path)
+    from edgecompress.generate import is_generative
+
+    if is_generative(path):
+        return run_isolated(_evaluate_lm, str(path), str(data_path), what=f"the runtime, running {path.name}")
     if path.suffix.lower() == ".tflite" or (path.is_file() and _looks_like_tflite(path)):
         # In a child process: a file that crashes the runtime is one line (isolation.NativeCrash), not our death.
         return run_isolated(_evaluate_file, str(path), str(data_path), model_output, stream,
@@ -77,6 +85,16 @@ def evaluate(model_path: str | Path, data_path: str | Path, unsafe: bool = False
 
 def _evaluate_file(path: str, data_path: str, model_output: str | None, stream: bool) -> EvalResult:
     return _run(path, *_tflite(Path(path), stream), data_path, model_output)
+
+
+def _evaluate_lm(path: str, data_path: str) -> EvalResult:
+    """A language-model .tflite (prefill and decode signatures) on token windows: edgecompress.generate."""
+    from edgecompress.generate import LMRunner, score_next_tokens, token_windows_of
+
+    runner = LMRunner(path)
+    scores = score_next_tokens(runner, *token_windows_of(data_path, runner.spec))
+    return EvalResult(path, scores.windows, "language-model", scores.accuracy, None,
+                      f"{runner.runtime.name} {runner.runtime.version}", "logits", perplexity=scores.perplexity)
 
 
 def evaluate_keras(loaded: Any, data_path: str | Path, model_output: str | None = None) -> EvalResult:

@@ -209,6 +209,59 @@ def generate_text(model: str | Path, prompt: str, tokenizer: str | Path | None =
                           result.decode_tokens_per_s, f"{runner.runtime.name} {runner.runtime.version}")
 
 
+# ------------------------------------------------------------------------------------------- scoring
+
+@dataclass(frozen=True)
+class NextTokenScores:
+    windows: int
+    tokens: int  # next tokens scored
+    perplexity: float  # exp of their mean cross-entropy
+    accuracy: float  # share whose highest logit is the true next token
+
+
+def score_next_tokens(runner: LMRunner, x: np.ndarray, y: np.ndarray) -> NextTokenScores:
+    """RUNNER's perplexity and next-token accuracy on windows X (token ids, (N, T)) with next tokens Y (N, T):
+    each window prefilled from empty caches, every logit computed by the runtime."""
+    nll, correct = [], 0
+    for ids, targets in zip(x, y):
+        logits, _ = runner.prefill([int(i) for i in ids], runner.empty_caches())
+        logits = logits.astype(np.float64)
+        shifted = logits - logits.max(axis=-1, keepdims=True)
+        log_p = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+        nll.append(-log_p[np.arange(len(targets)), targets])
+        correct += int((logits.argmax(axis=-1) == targets).sum())
+    flat = np.concatenate(nll)
+    return NextTokenScores(len(x), flat.size, float(np.exp(flat.mean())), correct / flat.size)
+
+
+def token_windows_of(path: str | Path, spec: LMFile) -> tuple[np.ndarray, np.ndarray]:
+    """An .npz's windows `x` (token ids, (N, T)) and next tokens `y` (the same shape; without it, each window's
+    own ids one place on: x[:, 1:] scored after x[:, :-1]), checked against SPEC."""
+    from edgecompress.fileio import require_file
+
+    try:
+        with np.load(require_file(path, "evaluation data"), allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path} is not a readable .npz file ({exc}): save token windows with numpy.savez(x=...)") from None
+    x = arrays.get("x")
+    if x is None or x.ndim != 2 or not np.issubdtype(x.dtype, np.integer):
+        raise UserError(f"{path} needs token windows under x (integers, one window per row) for a language model")
+    y = arrays.get("y")
+    if y is None:
+        x, y = x[:, :-1], x[:, 1:]
+    if y.shape != x.shape or not np.issubdtype(y.dtype, np.integer):
+        raise UserError(f"{path}: y must hold the next token at each position of x, shape {x.shape}, not {y.shape}")
+    if x.shape[1] < 1 or x.shape[1] > spec.context:
+        raise UserError(f"{path}: windows of {x.shape[1]} tokens do not fit the model's context of {spec.context}: "
+                        "cut them shorter")
+    for name, ids in (("x", x), ("y", y)):
+        if ids.size and (ids.min() < 0 or ids.max() >= spec.vocab_size):
+            raise UserError(f"{path}: {name} holds ids outside the vocabulary 0..{spec.vocab_size - 1}: tokenize with "
+                            "the model's tokenizer")
+    return x, y
+
+
 # ------------------------------------------------------------------------------------------- measuring
 
 @dataclass

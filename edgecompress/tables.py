@@ -51,9 +51,11 @@ def fmt_points(drop: float | None) -> str:
 
 def fmt_metric(metric: str | None, value: float | None) -> str:
     """A score in one form per column: accuracy as a percentage with two decimals, F1 to three, MAE to four
-    figures."""
+    figures, perplexity to two decimals."""
     if value is None:
         return Figure("-")
+    if metric == "perplexity":
+        return Figure(f"{value:.2f}")
     return Figure(f"{value:.2%}" if metric == "accuracy" else f"{value:.3f}" if metric == "f1" else f"{value:.4g}")
 
 

@@ -195,3 +195,23 @@ def test_a_prompt_whose_last_chunk_would_pass_the_context_is_prefilled_right(run
     logits, _ = runner.prefill(ids, runner.empty_caches())
     reference = load_model(lm_folder / "lm.keras").model(np.array([ids], np.int32)).numpy()[0]
     assert logits.shape == reference.shape and np.abs(logits - reference).max() < 1e-4
+
+
+def test_evaluate_gives_the_files_held_out_perplexity_as_keras_computes_it(run_cli, lm_folder, float_lm, tmp_path):
+    import numpy as np
+
+    from edgecompress.models import load_model
+    from edgecompress.text.lm import perplexity
+
+    code, out, err = run_cli(["evaluate", float_lm, "--data", lm_folder / "lm_val.npz", "--json"])
+    assert code == 0, err
+    result = json.loads(out)
+    data = np.load(lm_folder / "lm_val.npz")
+    windows = np.concatenate([data["x"], data["y"][:, -1:]], axis=1)
+    keras = perplexity(load_model(lm_folder / "lm.keras").model, windows)
+    assert result["task"] == "language-model" and result["samples"] == len(windows)
+    assert abs(result["perplexity"] / keras - 1) < 1e-4 and 0 < result["accuracy"] < 1
+    np.savez(tmp_path / "floats.npz", x=np.zeros((2, 8), np.float32))
+    one_line_error(run_cli(["evaluate", float_lm, "--data", tmp_path / "floats.npz"]), "token windows under x")
+    np.savez(tmp_path / "long.npz", x=np.zeros((2, SHAPE["seq_len"] + 2), np.int32))
+    one_line_error(run_cli(["evaluate", float_lm, "--data", tmp_path / "long.npz"]), "context")

@@ -178,7 +178,8 @@ def _mode(result: Any) -> str:
 def evaluate_command(model: str, data: str, model_output: str | None, stream: bool, unsafe: bool,
                      as_json: bool) -> None:
     """Run a .tflite or Keras MODEL over labelled DATA: top-1 accuracy, F1 (0/1 labels for many scores per
-    sample) or mean absolute error."""
+    sample) or mean absolute error; a language model's .tflite over token windows (x, and next tokens y):
+    perplexity and next-token accuracy."""
     from edgecompress.evaluate import evaluate
 
     result = evaluate(model, data, unsafe=unsafe, model_output=model_output, stream=stream)
@@ -189,7 +190,8 @@ def render_evaluation(result: Any) -> str:
     metric = (result.metric, fmt_metric(result.metric, result.score))
     binary = [("precision", f"{result.precision:.2%}"), ("recall", f"{result.recall:.2%}")] \
         if result.precision is not None else []
-    return key_values([("model", result.model), ("output", result.output), metric, *binary,
+    tokens = [("next-token accuracy", fmt_metric("accuracy", result.accuracy))] if result.perplexity is not None else []
+    return key_values([("model", result.model), ("output", result.output), metric, *tokens, *binary,
                        ("samples", result.samples), ("ran with", result.runtime)])
 
 
