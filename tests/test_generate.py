@@ -215,3 +215,17 @@ def test_evaluate_gives_the_files_held_out_perplexity_as_keras_computes_it(run_c
     one_line_error(run_cli(["evaluate", float_lm, "--data", tmp_path / "floats.npz"]), "token windows under x")
     np.savez(tmp_path / "long.npz", x=np.zeros((2, SHAPE["seq_len"] + 2), np.int32))
     one_line_error(run_cli(["evaluate", float_lm, "--data", tmp_path / "long.npz"]), "context")
+
+
+def test_int4_blocks_reach_both_signatures_weights(run_cli, lm_folder):
+    """Prefill and decode share their weights: blocks chosen in one subgraph only stored each layer twice."""
+    from edgecompress.tflite_reader import read_model
+
+    out = lm_folder / "int4-b32.tflite"
+    code, _, err = run_cli(["convert", lm_folder / "lm.keras", "-o", out, "--task", "generate", "--quantize", "int4",
+                            "--block-size", "32", "--calibration", lm_folder / "windows.npz"])
+    assert code == 0, err
+    model = read_model(out)
+    for graph in model.subgraphs:
+        weights = [graph.tensor(op.inputs[1]) for op in graph.operators if op.name == "FULLY_CONNECTED"]
+        assert weights and all(w.quantization.block_size == 32 for w in weights), graph.name
