@@ -335,10 +335,14 @@ def _check_blocks(model: TFLiteModel, block_size: int, source: str) -> None:
 def blocked_layers(data: bytes, block_size: int) -> list[str]:
     """The output tensors of the FULLY_CONNECTED ops whose input channels BLOCK_SIZE divides, in every subgraph: a
     language model's prefill and decode share their weights, and a layer blocked in one signature only was stored
-    twice (blockwise and per channel; 1.9x the file) and left the other per channel."""
-    return [graph.tensor(op.outputs[0]).name for graph in parse_model(data).subgraphs for op in graph.operators
+    twice (blockwise and per channel; 1.9x the file) and left the other per channel. A weight that is also an
+    embedding table (a tied output head) stays per channel: per row, as the lookup quantizes it, it is stored once."""
+    model = parse_model(data)
+    tables = {graph.tensor(op.inputs[0 if op.name == "GATHER" else 1]).buffer for graph in model.subgraphs
+              for op in graph.operators if op.name in ("GATHER", "EMBEDDING_LOOKUP") and len(op.inputs) > 1}
+    return [graph.tensor(op.outputs[0]).name for graph in model.subgraphs for op in graph.operators
             if op.name == "FULLY_CONNECTED" and len(op.inputs) > 1 and (w := graph.tensor(op.inputs[1])) is not None
-            and w.is_constant and len(w.shape) == 2 and w.shape[-1] % block_size == 0]
+            and w.is_constant and len(w.shape) == 2 and w.shape[-1] % block_size == 0 and w.buffer not in tables]
 
 
 def _fully_connected_weights(model: TFLiteModel) -> list[Tensor]:

@@ -217,8 +217,9 @@ def test_evaluate_gives_the_files_held_out_perplexity_as_keras_computes_it(run_c
     one_line_error(run_cli(["evaluate", float_lm, "--data", tmp_path / "long.npz"]), "context")
 
 
-def test_int4_blocks_reach_both_signatures_weights(run_cli, lm_folder):
-    """Prefill and decode share their weights: blocks chosen in one subgraph only stored each layer twice."""
+def test_int4_blocks_reach_both_signatures_weights_and_the_tied_table_is_stored_once(run_cli, lm_folder):
+    """Prefill and decode share their weights: blocks chosen in one subgraph only stored each layer twice. The
+    output head is the embedding table: kept per row, as the lookup quantizes it, both read one stored copy."""
     from edgecompress.tflite_reader import read_model
 
     out = lm_folder / "int4-b32.tflite"
@@ -227,5 +228,8 @@ def test_int4_blocks_reach_both_signatures_weights(run_cli, lm_folder):
     assert code == 0, err
     model = read_model(out)
     for graph in model.subgraphs:
+        tables = {graph.tensor(op.inputs[1]).buffer for op in graph.operators if op.name == "EMBEDDING_LOOKUP"}
         weights = [graph.tensor(op.inputs[1]) for op in graph.operators if op.name == "FULLY_CONNECTED"]
-        assert weights and all(w.quantization.block_size == 32 for w in weights), graph.name
+        head = [w for w in weights if w.buffer in tables]
+        assert len(head) == 1 and head[0].quantization.block_size == 0, graph.name
+        assert all(w.quantization.block_size == 32 for w in weights if w not in head), graph.name
