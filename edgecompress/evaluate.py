@@ -22,6 +22,7 @@ from edgecompress.runtime import TFLITE_IDENTIFIER
 from edgecompress.specs import TensorSpec
 
 KERAS_BATCH = 256
+KERAS_LM_BATCH = 16  # windows per forward pass: a window's logits are (T, vocab) floats
 # task -> what judges it; a language model is judged by its perplexity on held-out text (lower is better)
 METRICS = {"classification": "accuracy", "multilabel": "f1", "regression": "mae", "language-model": "perplexity"}
 
@@ -80,7 +81,11 @@ def evaluate(model_path: str | Path, data_path: str | Path, unsafe: bool = False
                             what=f"the runtime, running {path.name}")
     from edgecompress.models import load_model
 
-    return evaluate_keras(load_model(path, unsafe=unsafe), data_path, model_output)
+    loaded = load_model(path, unsafe=unsafe)
+    lm = _causal_lm(loaded.model, data_path)
+    if lm is not None:
+        return _evaluate_keras_lm(str(path), lm, data_path)
+    return evaluate_keras(loaded, data_path, model_output)
 
 
 def _evaluate_file(path: str, data_path: str, model_output: str | None, stream: bool) -> EvalResult:
@@ -92,9 +97,42 @@ def _evaluate_lm(path: str, data_path: str) -> EvalResult:
     from edgecompress.generate import LMRunner, score_next_tokens, token_windows_of
 
     runner = LMRunner(path)
-    scores = score_next_tokens(runner, *token_windows_of(data_path, runner.spec))
+    scores = score_next_tokens(runner, *token_windows_of(data_path, runner.spec.context, runner.spec.vocab_size))
     return EvalResult(path, scores.windows, "language-model", scores.accuracy, None,
                       f"{runner.runtime.name} {runner.runtime.version}", "logits", perplexity=scores.perplexity)
+
+
+def _causal_lm(model: Any, data_path: str | Path) -> Any:
+    """MODEL as a causal LM (edgecompress.text.lm.as_causal_lm), or None for any other model. One without fixed
+    positions (rotary, as Gemma's) is read at the length of DATA_PATH's windows."""
+    from edgecompress.text.lm import as_causal_lm
+
+    for context in (None, _window_length(data_path)):
+        try:
+            return as_causal_lm(model, context)
+        except ValueError:
+            continue
+    return None
+
+
+def _window_length(data_path: str | Path) -> int | None:
+    try:
+        with np.load(data_path, allow_pickle=False) as data:
+            return int(data["x"].shape[1]) if "x" in data.files and data["x"].ndim == 2 else None
+    except (OSError, ValueError):
+        return None  # the data's own check says what is wrong with it
+
+
+def _evaluate_keras_lm(path: str, lm: Any, data_path: str | Path) -> EvalResult:
+    """A Keras causal LM on token windows: its forward pass's logits, scored as the .tflite's are."""
+    from edgecompress.generate import scores_of, token_windows_of
+
+    x, y = token_windows_of(data_path, lm.shape.seq_len, lm.shape.vocab_size)
+    batches = ((lm.forward(x[i:i + KERAS_LM_BATCH].astype(np.int32)), y[i:i + KERAS_LM_BATCH])
+               for i in range(0, len(x), KERAS_LM_BATCH))
+    scores = scores_of(batches, len(x))
+    return EvalResult(path, scores.windows, "language-model", scores.accuracy, None, "keras", "logits",
+                      perplexity=scores.perplexity)
 
 
 def evaluate_keras(loaded: Any, data_path: str | Path, model_output: str | None = None) -> EvalResult:

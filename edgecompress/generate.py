@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -222,21 +222,26 @@ class NextTokenScores:
 def score_next_tokens(runner: LMRunner, x: np.ndarray, y: np.ndarray) -> NextTokenScores:
     """RUNNER's perplexity and next-token accuracy on windows X (token ids, (N, T)) with next tokens Y (N, T):
     each window prefilled from empty caches, every logit computed by the runtime."""
+    return scores_of(((runner.prefill([int(i) for i in ids], runner.empty_caches())[0], targets)
+                      for ids, targets in zip(x, y)), len(x))
+
+
+def scores_of(pairs: Iterable[tuple[np.ndarray, np.ndarray]], windows: int) -> NextTokenScores:
+    """Perplexity and next-token accuracy over PAIRS of (logits (..., T, vocab), next tokens (..., T))."""
     nll, correct = [], 0
-    for ids, targets in zip(x, y):
-        logits, _ = runner.prefill([int(i) for i in ids], runner.empty_caches())
-        logits = logits.astype(np.float64)
+    for logits, targets in pairs:
+        logits = np.asarray(logits, np.float64)
         shifted = logits - logits.max(axis=-1, keepdims=True)
         log_p = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-        nll.append(-log_p[np.arange(len(targets)), targets])
+        nll.append(-np.take_along_axis(log_p, targets[..., None].astype(np.int64), axis=-1).reshape(-1))
         correct += int((logits.argmax(axis=-1) == targets).sum())
     flat = np.concatenate(nll)
-    return NextTokenScores(len(x), flat.size, float(np.exp(flat.mean())), correct / flat.size)
+    return NextTokenScores(windows, flat.size, float(np.exp(flat.mean())), correct / flat.size)
 
 
-def token_windows_of(path: str | Path, spec: LMFile) -> tuple[np.ndarray, np.ndarray]:
+def token_windows_of(path: str | Path, context: int, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
     """An .npz's windows `x` (token ids, (N, T)) and next tokens `y` (the same shape; without it, each window's
-    own ids one place on: x[:, 1:] scored after x[:, :-1]), checked against SPEC."""
+    own ids one place on: x[:, 1:] scored after x[:, :-1]), checked against a model's CONTEXT and VOCAB_SIZE."""
     from edgecompress.fileio import require_file
 
     try:
@@ -252,12 +257,12 @@ def token_windows_of(path: str | Path, spec: LMFile) -> tuple[np.ndarray, np.nda
         x, y = x[:, :-1], x[:, 1:]
     if y.shape != x.shape or not np.issubdtype(y.dtype, np.integer):
         raise UserError(f"{path}: y must hold the next token at each position of x, shape {x.shape}, not {y.shape}")
-    if x.shape[1] < 1 or x.shape[1] > spec.context:
-        raise UserError(f"{path}: windows of {x.shape[1]} tokens do not fit the model's context of {spec.context}: "
+    if x.shape[1] < 1 or x.shape[1] > context:
+        raise UserError(f"{path}: windows of {x.shape[1]} tokens do not fit the model's context of {context}: "
                         "cut them shorter")
     for name, ids in (("x", x), ("y", y)):
-        if ids.size and (ids.min() < 0 or ids.max() >= spec.vocab_size):
-            raise UserError(f"{path}: {name} holds ids outside the vocabulary 0..{spec.vocab_size - 1}: tokenize with "
+        if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+            raise UserError(f"{path}: {name} holds ids outside the vocabulary 0..{vocab_size - 1}: tokenize with "
                             "the model's tokenizer")
     return x, y
 

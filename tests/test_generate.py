@@ -233,3 +233,14 @@ def test_int4_blocks_reach_both_signatures_weights_and_the_tied_table_is_stored_
         head = [w for w in weights if w.buffer in tables]
         assert len(head) == 1 and head[0].quantization.block_size == 0, graph.name
         assert all(w.quantization.block_size == 32 for w in weights if w not in head), graph.name
+
+
+def test_evaluate_scores_a_keras_lm_as_its_file(run_cli, lm_folder, float_lm):
+    results = []
+    for model in (lm_folder / "lm.keras", float_lm):
+        code, out, err = run_cli(["evaluate", model, "--data", lm_folder / "lm_val.npz", "--json"])
+        assert code == 0, err
+        results.append(json.loads(out))
+    keras, tflite = results
+    assert keras["task"] == tflite["task"] == "language-model" and keras["runtime"] == "keras"
+    assert abs(keras["perplexity"] / tflite["perplexity"] - 1) < 1e-4 and abs(keras["accuracy"] - tflite["accuracy"]) < 1e-3

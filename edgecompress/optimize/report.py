@@ -97,15 +97,14 @@ def val_scores(model: Any, data: Labeled | None) -> Scores:
 
 
 def perplexity(out: np.ndarray, truth: np.ndarray) -> float:
-    """exp of the mean cross-entropy of the class indices TRUTH under OUT (logits, or probabilities)."""
+    """exp of the mean cross-entropy of the class indices TRUTH under OUT (logits, or probabilities: their log is
+    its own log-softmax), as `evaluate` scores a language model's file."""
+    from edgecompress.generate import scores_of
+
     out = out.astype(np.float64)
     if out.min() >= 0 and np.allclose(out.sum(axis=-1), 1.0, atol=1e-3):
-        log_p = np.log(np.maximum(out, np.finfo(np.float64).tiny))
-    else:
-        shifted = out - out.max(axis=-1, keepdims=True)
-        log_p = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-    picked = np.take_along_axis(log_p, truth[..., None].astype(np.int64), axis=-1)
-    return float(np.exp(-picked.mean()))
+        out = np.log(np.maximum(out, np.finfo(np.float64).tiny))
+    return scores_of([(out, truth)], len(truth)).perplexity
 
 
 def stats(model: Any, saved: Path, val: Labeled | None) -> ModelStats:
