@@ -62,3 +62,12 @@ def test_training_on_the_bundled_text_lowers_held_out_perplexity(corpus):
     bigram = bigram_perplexity(train, val, tokenizer.size)
     assert untrained > 0.8 * tokenizer.size  # random logits: about uniform over the vocabulary
     assert after < untrained / 4 and after < 2 * bigram
+
+
+def test_a_text_encoder_with_the_same_layer_names_is_not_taken_for_a_causal_lm():
+    from edgecompress.text.lm import as_causal_lm
+    from edgecompress.text.models import EncoderShape, build_text_encoder
+
+    encoder = build_text_encoder(EncoderShape(vocab_size=64, seq_len=8, width=16, depth=1, heads=2, ffn=32))
+    with pytest.raises(ValueError, match="tied"):
+        as_causal_lm(encoder)

@@ -74,7 +74,11 @@ def build_causal_lm(shape: LMShape, seed: int = 0, name: str = "causal_lm") -> A
 
 def lm_shape_of(model: Any) -> LMShape:
     """The shape of a model build_causal_lm made (read from its layers, so it holds after loading a file)."""
-    table = model.get_layer("token_embedding").embeddings
+    embedding = model.get_layer("token_embedding")
+    if not isinstance(embedding, reversible_embedding_class()) or len(model.output_shape) != 3:
+        # The text encoders share the layer names; only a causal LM ends in the tied head, logits per position.
+        raise ValueError("it does not end in the tied embedding's head (logits per position)")
+    table = embedding.embeddings
     blocks = [layer for layer in model.layers if layer.name.endswith("_attention") and layer.name.startswith("block")]
     first = blocks[0]
     if any((b._num_heads, b._key_dim) != (first._num_heads, first._key_dim) for b in blocks):
