@@ -257,16 +257,17 @@ def validate_generative(lm: CausalLM, tflite: Path, spec: GenerativeSpec, ids: n
         worst = max(worst, float(np.abs(np.where(finite[:, None], got, 0) - ref).max()))
     step = lm.step
     identical, divergence = 0, []
+    greedy_prompt = min(GREEDY_PROMPT, spec.shape.seq_len // 2)  # a short context holds fewer tokens
+    budget = min(GREEDY_TOKENS, spec.shape.seq_len - greedy_prompt)
     for row in ids:
-        prompt_ids = [int(i) for i in row[:GREEDY_PROMPT]]
-        budget = min(GREEDY_TOKENS, spec.shape.seq_len - GREEDY_PROMPT)
+        prompt_ids = [int(i) for i in row[:greedy_prompt]]
         theirs = runner.generate(prompt_ids, budget).tokens
         mine = _keras_greedy(tf, step, spec, prompt_ids, budget)
         first = next((i for i, (a, b) in enumerate(zip(theirs, mine)) if a != b), None)
         identical += first is None
         divergence.append(first)
     return GenerativeValidation(len(ids), total, agree / max(total, 1), worst, nonfinite, identical, len(ids),
-                                GREEDY_TOKENS, divergence)
+                                budget, divergence)
 
 
 def _keras_greedy(tf: Any, step: Callable[..., Any], spec: GenerativeSpec, prompt: list[int], count: int) -> list[int]:
