@@ -10,11 +10,13 @@ from edgecompress.cli.options import emit, json_option
 
 def render_run(result: Any) -> str:
     """The variant table, each target's choice with its reason, and where the report is."""
-    from edgecompress.pipeline.report import figure_sources, table_headers, table_rows
+    from edgecompress.pipeline.report import figure_sources, language_models, table_headers, table_rows
     from edgecompress.tables import table
 
     sources = figure_sources(result.records, result.targets)
-    lines = [table(table_headers(result.targets, sources), table_rows(result.records, result.targets, result.constraints),
+    lm = language_models(result.records)
+    lines = [table(table_headers(result.targets, sources, lm), table_rows(result.records, result.targets,
+                                                                          result.constraints, lm),
                    title=f"{len(result.records)} variants of {result.recipe.name}"), ""]
     for s in result.selections:
         where = "this host" if s.target == "host" else s.target

@@ -14,7 +14,7 @@ from the recipe's folder. Format (all sections but `model`, `data` and the varia
     [training]   epochs (the most per stage), patience, batch_size, learning_rate, seed
                  (for the training techniques; each stage stops once val accuracy stops improving)
     [benchmark]  runs, warmup, min_secs, threads               (host measurement)
-    [constraints] max_accuracy_drop (points), max_size_kb, max_gzip_kb,
+    [constraints] max_accuracy_drop (points), max_perplexity_rise (%, language models), max_size_kb, max_gzip_kb,
                  max_latency_ms (a number for every device, or a table device -> ms)
     [grid]       any variant field -> list of values (the cross product is tried)
     [[variants]] name and any declared setting (pipeline.grid.variant_settings(); docs/settings.md lists them)
@@ -110,13 +110,14 @@ class DeviceAccess:
 @dataclass(frozen=True)
 class Constraints:
     max_accuracy_drop: float | None = None  # points (percent)
+    max_perplexity_rise: float | None = None  # percent above the source model's (language models)
     max_size_kb: float | None = None
     max_gzip_kb: float | None = None
     max_latency_ms: dict[str, float] = field(default_factory=dict)  # device -> ms
 
     def is_empty(self) -> bool:
         return (
-            self.max_accuracy_drop is None and self.max_size_kb is None
+            self.max_accuracy_drop is None and self.max_perplexity_rise is None and self.max_size_kb is None
             and self.max_gzip_kb is None and not self.max_latency_ms
         )
 
@@ -206,7 +207,7 @@ EXECUTORS = ("local", "ray")
 SEARCH_KEYS = ("strategy", "trials", "stop_when", "seed")
 STRATEGIES = ("grid", "random", "tpe")
 DEVICE_KEYS = ("on", "remote_python", "ssh_config")
-CONSTRAINT_KEYS = ("max_accuracy_drop", "max_size_kb", "max_gzip_kb", "max_latency_ms")
+CONSTRAINT_KEYS = ("max_accuracy_drop", "max_perplexity_rise", "max_size_kb", "max_gzip_kb", "max_latency_ms")
 VARIANT_KEYS = ("name",) + SETTING_FIELDS
 
 
@@ -369,7 +370,8 @@ def _constraints(check: _Checker, raw: Any, devices: tuple[str, ...]) -> Constra
     w = ("constraints",)
 
     def opt(key: str) -> float | None:
-        return None if key not in raw else float(check.number(raw[key], w + (key,), low=0, low_open=key != "max_accuracy_drop"))
+        return None if key not in raw else float(check.number(raw[key], w + (key,), low=0,
+                                                                 low_open=key not in ("max_accuracy_drop", "max_perplexity_rise")))
 
     latency: dict[str, float] = {}
     lat = raw.get("max_latency_ms")
@@ -387,6 +389,7 @@ def _constraints(check: _Checker, raw: Any, devices: tuple[str, ...]) -> Constra
         latency = {d: ms for d in devices}
     return Constraints(
         max_accuracy_drop=opt("max_accuracy_drop"),
+        max_perplexity_rise=opt("max_perplexity_rise"),
         max_size_kb=opt("max_size_kb"),
         max_gzip_kb=opt("max_gzip_kb"),
         max_latency_ms=latency,

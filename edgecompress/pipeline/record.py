@@ -67,6 +67,8 @@ class VariantRecord:
     accuracy: float | None = None  # top-1 on the held-out data (classification)
     mae: float | None = None  # mean absolute error (regression)
     accuracy_drop: float | None = None  # points below the source model (negative: better than it)
+    perplexity: float | None = None  # a language model's, on the held-out windows (accuracy: next-token top-1)
+    perplexity_rise: float | None = None  # percent above the source model's (negative: better than it)
     host_latency_ms: float | None = None  # measured p50 on this host
     host_p90_ms: float | None = None
     host_runtime: str | None = None
@@ -121,6 +123,7 @@ class VariantRecord:
             gzip_bytes=convert["gzip_bytes"],
             accuracy=evaluation.get("accuracy"),
             mae=evaluation.get("mae"),
+            perplexity=evaluation.get("perplexity"),
             host_latency_ms=host.p50_ms,
             host_p90_ms=host.p90_ms,
             host_runtime=" ".join(host.runtime.values()) if host.runtime else None,

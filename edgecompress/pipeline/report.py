@@ -34,17 +34,29 @@ def figure_sources(records: Sequence[VariantRecord], targets: Sequence[str]) -> 
             for t in targets}
 
 
-def table_headers(targets: Sequence[str], sources: dict[str, str] | None = None) -> list[str]:
-    """The table's columns; a device's latency column says whether its figures are measured or estimated."""
+def language_models(records: Sequence[VariantRecord]) -> bool:
+    """Whether the run's variants are language models: judged by perplexity, timed per generated token."""
+    return any(r.perplexity is not None for r in records)
+
+
+def table_headers(targets: Sequence[str], sources: dict[str, str] | None = None, lm: bool = False) -> list[str]:
+    """The table's columns; a device's latency column says whether its figures are measured or estimated. A
+    language model's accuracy is next-token top-1 beside its perplexity, and its latency one decode step."""
     kind = {"measured": "measured", "estimated": "est."}
-    return (["#", "variant", "techniques", "quantize", "size KB", "gzip KB", "accuracy %", "drop pts", "host p50"]
-            + [f"{t} {kind[(sources or {}).get(t, 'estimated')]} p50" for t in targets if t != "host"] + ["status"])
+    step = " per token" if lm else ""
+    scores = ["next-token acc. %", "perplexity", "rise %"] if lm else ["accuracy %", "drop pts"]
+    return (["#", "variant", "techniques", "quantize", "size KB", "gzip KB", *scores, f"host p50{step}"]
+            + [f"{t} {kind[(sources or {}).get(t, 'estimated')]} p50{step}" for t in targets if t != "host"]
+            + ["status"])
 
 
-def table_rows(records: Sequence[VariantRecord], targets: Sequence[str], constraints: Constraints) -> list[list[Any]]:
+def table_rows(records: Sequence[VariantRecord], targets: Sequence[str], constraints: Constraints,
+               lm: bool = False) -> list[list[Any]]:
     """One row per variant: the columns of table_headers (sizes and accuracy stay numbers for alignment)."""
     rows = []
     for number, r in enumerate(records, 1):  # the numbers the plots show
+        scores = ([r.perplexity, None if r.perplexity_rise is None else f"{r.perplexity_rise:+.1f}"] if lm
+                  else [fmt_points(r.accuracy_drop)])
         rows.append([
             number,
             r.name,
@@ -53,7 +65,7 @@ def table_rows(records: Sequence[VariantRecord], targets: Sequence[str], constra
             None if r.size_bytes is None else r.size_bytes / 1024,
             None if r.gzip_bytes is None else r.gzip_bytes / 1024,
             None if r.accuracy is None else r.accuracy * 100,
-            fmt_points(r.accuracy_drop),
+            *scores,
             fmt_duration(r.host_latency_ms),
             *[fmt_duration(r.latency(t)) for t in targets if t != "host"],
             status(r, constraints, targets),
@@ -231,7 +243,11 @@ def markdown(recipe: Path, objective: str, constraints: Constraints, baseline: d
             "", "**Constraints**: " + ("; ".join(limits) if limits else "none (every finished variant qualifies)") + ".",
             "", "Status: ok meets every constraint; fails names the constraints a variant breaks; failed names the "
             "stage that stopped it (see Notes).", ""]
-    if baseline and baseline.get("accuracy") is not None:
+    if baseline and baseline.get("perplexity") is not None:
+        out.append(f"Source model: {baseline.get('model')}, held-out perplexity {baseline['perplexity']:.2f} "
+                   f"(next-token accuracy {baseline['accuracy'] * 100:.2f}%) on {baseline.get('samples')} windows. "
+                   "Latencies are one decode step: a generated token.")
+    elif baseline and baseline.get("accuracy") is not None:
         out.append(f"Source model: {baseline.get('model')}, held-out accuracy {baseline['accuracy'] * 100:.2f}% "
                    f"on {baseline.get('samples')} samples. Accuracy drops are in points below it.")
     estimated = [t for t in targets if sources[t] == "estimated"]
@@ -245,7 +261,8 @@ def markdown(recipe: Path, objective: str, constraints: Constraints, baseline: d
         out.append("Measured latencies (p50, timed on the device itself over SSH): "
                    + ", ".join(f"{t} on {on}" for t, on in measured.items()) + ".")
     out += ["Host latency is measured (p50).", ""]
-    out += ["## Variants", "", markdown_table(table_headers(targets, sources), table_rows(records, targets, constraints)), ""]
+    out += ["## Variants", "", markdown_table(table_headers(targets, sources, language_models(records)),
+                                                table_rows(records, targets, constraints, language_models(records))), ""]
     for s in selections:
         title = "this host" if s.target == "host" else s.target
         out += [f"## Choice for {title} (objective: {s.objective})", ""]

@@ -224,6 +224,8 @@ def _final_record(variant: Variant, vdir: VariantDir, key: str, finished: dict[s
     record.reused = finished is not None
     if record.accuracy is not None and baseline.get("accuracy") is not None:
         record.accuracy_drop = (baseline["accuracy"] - record.accuracy) * 100
+    if record.perplexity is not None and baseline.get("perplexity"):
+        record.perplexity_rise = (record.perplexity / baseline["perplexity"] - 1) * 100
     return record
 
 

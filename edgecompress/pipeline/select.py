@@ -45,6 +45,13 @@ def violations(record: VariantRecord, constraints: Constraints, target: str) -> 
         elif record.accuracy_drop > limit:
             out.append((f"accuracy drop {fmt_points(record.accuracy_drop)} > {fmt_points(limit)} points",
                         (record.accuracy_drop - limit) / max(limit, 1.0)))
+    limit = constraints.max_perplexity_rise
+    if limit is not None:
+        if record.perplexity_rise is None:
+            out.append(("perplexity rise unknown (no perplexity for this model)", float("inf")))
+        elif record.perplexity_rise > limit:
+            out.append((f"perplexity {record.perplexity_rise:+.1f}% > +{limit:g}%",
+                        (record.perplexity_rise - limit) / max(limit, 1.0)))
     for value, cap, what in (
         (record.size_bytes, constraints.max_size_kb, "size"),
         (record.gzip_bytes, constraints.max_gzip_kb, "gzip size"),
@@ -68,6 +75,8 @@ def describe_constraints(constraints: Constraints, sources: Mapping[str, str] | 
     out = []
     if constraints.max_accuracy_drop is not None:
         out.append(f"accuracy drop <= {fmt_points(constraints.max_accuracy_drop)} points below the source model")
+    if constraints.max_perplexity_rise is not None:
+        out.append(f"perplexity <= {constraints.max_perplexity_rise:g}% above the source model's")
     if constraints.max_size_kb is not None:
         out.append(f".tflite size <= {constraints.max_size_kb:g} KB")
     if constraints.max_gzip_kb is not None:
@@ -93,8 +102,10 @@ def _rank_key(objective: str, target: str) -> Callable[[VariantRecord], tuple[fl
 
     def key(r: VariantRecord) -> tuple[float, ...]:
         gzip = float(r.gzip_bytes) if r.gzip_bytes is not None else inf
-        # regression models have no accuracy: their mean absolute error ranks them instead (lower is better)
-        acc = -r.accuracy if r.accuracy is not None else (r.mae if r.mae is not None else inf)
+        # a language model ranks by perplexity; regression models have no accuracy: their mean absolute error
+        # ranks them instead (lower is better, as perplexity)
+        acc = r.perplexity if r.perplexity is not None else -r.accuracy if r.accuracy is not None else (
+            r.mae if r.mae is not None else inf)
         latency = r.latency(target)
         lat = latency if latency is not None else inf
         if objective == "smallest":
@@ -112,6 +123,8 @@ def _describe(r: VariantRecord, objective: str, target: str) -> str:
     if objective == "fastest":
         latency = r.latency(target)
         return f"latency {fmt_duration(latency)}" if latency is not None else "latency unknown"
+    if r.perplexity is not None:
+        return f"perplexity {r.perplexity:.2f}"
     return f"accuracy {r.accuracy * 100:.2f}%" if r.accuracy is not None else "accuracy unknown"
 
 

@@ -145,7 +145,7 @@ def baseline(task: BaselineTask, emit: Callable[[str], None]) -> dict[str, Any]:
     emit("evaluate")
     start = time.perf_counter()
     result = evaluate(task.model, task.eval_data, model_output=task.eval_output)
-    if result.metric not in ("accuracy", "mae"):
+    if result.metric not in ("accuracy", "mae", "perplexity"):
         from edgecompress.errors import UserError
 
         raise UserError(f"{task.eval_data.name}: its labels are judged by {result.metric}, and recipes rank variants "
@@ -217,6 +217,8 @@ def _convert(task: BuildTask, source: Path) -> dict[str, Any]:
     from edgecompress.converters import convert_model
 
     s = task.variant.settings
+    if _is_language_model(source):
+        return _convert_language_model(task, source)
     result = convert_model(
         source,
         task.dir.tflite,
@@ -242,6 +244,31 @@ def _convert(task: BuildTask, source: Path) -> dict[str, Any]:
         "float_layers": result.float_layers,
         "target_met": result.target_met,
     }
+
+
+def _is_language_model(path: Path) -> bool:
+    from edgecompress.models import load_model
+    from edgecompress.text.lm import as_causal_lm
+
+    try:
+        as_causal_lm(load_model(path).model)
+    except ValueError:
+        return False
+    return True
+
+
+def _convert_language_model(task: BuildTask, source: Path) -> dict[str, Any]:
+    """A causal LM's variant: the prefill/decode .tflite with its KV cache (converters.generative), validated on
+    the calibration windows (else the validation ones)."""
+    from edgecompress.converters.generative import convert_generative
+
+    s = task.variant.settings
+    result = convert_generative(source, task.dir.tflite, quantize=s.quantize, block_size=s.block_size,
+                                algorithm=s.algorithm, validation_data=task.data.calibration or task.data.val,
+                                force=True, seed=task.training.seed)
+    return {"size_bytes": result.size_bytes, "gzip_bytes": result.gzip_bytes,
+            "validation": dataclasses.asdict(result.validation), "flex_ops": [], "warnings": result.warnings,
+            "float_layers": None, "target_met": None}
 
 
 def _evaluate(task: BuildTask, source_outputs: list[str]) -> dict[str, Any]:
@@ -301,6 +328,10 @@ def measure(tflite: Path, settings: BenchmarkSettings, devices: tuple[str, ...],
         threads=settings.threads, runs=settings.runs, warmup=settings.warmup,
         min_secs=settings.min_secs, warmup_min_secs=min(settings.min_secs, 0.5), inputs=inputs,
     )
+    from edgecompress.generate import is_generative
+
+    if is_generative(tflite):
+        return _measure_language_model(tflite, settings, devices, on_stage, measured or {})
     on_stage("benchmark")
     host = benchmark([tflite], options)[0].measurement
     out = Measured(_host_summary(host))
@@ -316,6 +347,52 @@ def measure(tflite: Path, settings: BenchmarkSettings, devices: tuple[str, ...],
             summary = _device_summary(result.measurement, result.device)
         out.devices[device] = summary
     return out
+
+
+def _measure_language_model(tflite: Path, settings: BenchmarkSettings, devices: tuple[str, ...],
+                            on_stage: Callable[[str], None], measured: dict[str, DeviceAccess]) -> Measured:
+    """A language model's figures are per generated token: the latency is one decode step (its p50), a device's
+    the decode step its estimate allows (the lower of the memory roofline and the compute estimate), or the
+    step timed on the device over SSH."""
+    from edgecompress.benchmark import benchmark_lm
+    from edgecompress.errors import UserError
+    from edgecompress.remote.session import benchmark_lm_over_ssh
+    from edgecompress.remote.ssh import parse_target
+
+    on_stage("benchmark")
+    host = benchmark_lm([tflite], settings.threads, settings.runs)[0].measurement
+    out = Measured(_decode_summary(host))
+    for device in devices:
+        on_stage(device)
+        if device in measured:
+            access = measured[device]
+            try:
+                run = benchmark_lm_over_ssh([tflite], parse_target(access.on, access.ssh_config), access.remote_python,
+                                            settings.threads, settings.runs)
+            except UserError as exc:
+                out.devices[device] = DeviceResult(source="measured", measured_on=access.on, threads=settings.threads,
+                                                   error=str(exc))
+                continue
+            m = run.measurements[0]
+            out.devices[device] = DeviceResult(source="measured", measured_on=run.target,
+                                               identity=dataclasses.asdict(run.identity), threads=m.threads,
+                                               measured_p50_ms=m.decode_ms.p50, measured_p90_ms=m.decode_ms.p90)
+            continue
+        estimate = benchmark_lm([tflite], runs=settings.runs, device=device)[0].device
+        tokens = estimate.estimated_tokens_per_s if estimate is not None else None
+        out.devices[device] = DeviceResult(
+            estimated_p50_ms=1000 / tokens if tokens else None, threads=estimate.threads if estimate else None,
+            estimated_threads=estimate.threads if estimate else None,
+            calibration={"bound": estimate.bound, "roofline_tokens_per_s": estimate.roofline_tokens_per_s,
+                         "compute_tokens_per_s": estimate.compute_tokens_per_s} if estimate else None,
+            error=None if tokens else f"no estimate: {estimate.unavailable if estimate else 'none'}")
+    return out
+
+
+def _decode_summary(m: Any) -> HostResult:
+    lat = m.decode_ms
+    return HostResult(runtime={"name": m.runtime}, threads=m.threads, p50_ms=lat.p50, p90_ms=lat.p90, avg_ms=lat.avg,
+                      runs=lat.count, peak_rss_mb=m.peak_rss_mb, error=None)
 
 
 def _measured_summary(tflite: Path, options: Any, name: str, access: DeviceAccess) -> DeviceResult:
