@@ -11,6 +11,8 @@ a Raspberry Pi 4 and an Android phone, then the report. Every step is the public
   review snippets,
   with head and feed-forward pruning, distillation into a 2-block student, and every quantization mode;
   the tokenizer's vocabulary file is written beside the model, as it must ship with it.
+- generate: a causal language model (2 blocks, width 128) on the same texts with a byte-level BPE, exported with
+  a KV cache in each weight mode, pruned and distilled, judged by held-out perplexity and timed per token.
 """
 from __future__ import annotations
 
@@ -98,9 +100,39 @@ def _prepare_text(out: Path, epochs: int, seed: int) -> None:
     _write_splits(out, data.train, data.val, data.test)
 
 
+def _prepare_generate(out: Path, epochs: int, seed: int) -> None:
+    from edgecompress.text.bpe import train_bpe
+    from edgecompress.text.data import load_raw_texts
+    from edgecompress.text.lm import LMShape, build_causal_lm, token_windows, train_causal_lm
+
+    texts = {split: [r.text for r in load_raw_texts() if r.split == split] for split in ("train", "val", "test")}
+    note(f"learning a {LM_VOCAB}-token byte-level BPE from the bundled training texts")
+    tokenizer = train_bpe(texts["train"], LM_VOCAB)
+    with atomic_path(out / "tokenizer.json") as tmp:
+        tokenizer.save(tmp)
+    windows = {split: token_windows(tokenizer, t, LM_TEACHER["seq_len"]) for split, t in texts.items()}
+    note(f"training the example language model on {len(windows['train'])} windows of {LM_TEACHER['seq_len']} tokens "
+         f"(at most {epochs} epochs)")
+    model = train_causal_lm(build_causal_lm(LMShape(tokenizer.size, **LM_TEACHER), seed), windows["train"],
+                            windows["val"], epochs=epochs)
+    _save_keras(model, out / "lm.keras")
+    student = LMShape(tokenizer.size, **{**LM_TEACHER, **LM_STUDENT})
+    _save_keras(build_causal_lm(student, seed + 1, name="lm_student"), out / "student.keras")
+    # x: a window's tokens, y: the next token at each position
+    _write_splits(out, *(Split(w[:, :-1], w[:, 1:]) for w in windows.values()))
+
+
+# The language-model demo: a teacher whose decode step takes a fraction of a millisecond here, trained in minutes,
+# and a student of one narrower block for distillation.
+LM_VOCAB = 2048
+LM_TEACHER = dict(seq_len=64, width=128, depth=2, heads=4, ffn=512)
+LM_STUDENT = dict(width=64, depth=1, heads=2, ffn=256)
+
 TASKS = {
     "digits": DemoTask("digits", "digits.keras", ("student.keras",), "demo_recipe.toml", 20, _prepare_digits),
     "text": DemoTask("text", "text.keras", ("student.keras", "vocab.txt"), "text_recipe.toml", 8, _prepare_text),
+    "generate": DemoTask("generate", "lm.keras", ("student.keras", "tokenizer.json"), "generate_recipe.toml", 6,
+                         _prepare_generate),
 }
 
 

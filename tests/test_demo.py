@@ -75,3 +75,20 @@ def test_a_demo_rerun_reuses_its_files(tmp_path, capsys):
     assert (out / "digits.keras").read_bytes() == model_bytes and "edited by the user" in recipe.read_text()
     with pytest.raises(Exception, match="other settings"):  # other settings: the files are not what was asked
         prepare_demo(out, epochs=2)
+
+
+def test_the_generate_demo_writes_a_language_model_its_tokenizer_and_token_windows(tmp_path):
+    from tokenizers import Tokenizer
+
+    out = tmp_path / "generate"
+    recipe = load_recipe(prepare_demo(out, epochs=1, task="generate"))
+    assert all(p.is_file() for p in demo_files(out, "generate"))
+    settings = [v.settings for v in recipe.variants]
+    assert {s.quantize for s in settings} >= {"none", "dynamic", "int8-weights", "int4-weights", "int4"}
+    assert {t for s in settings for t in s.techniques} == {"structured_prune", "distillation"}
+    assert recipe.constraints.max_perplexity_rise == 10 and recipe.objective == "fastest"
+    data = np.load(out / "data" / "test.npz")
+    assert data["x"].dtype == np.int32 and np.array_equal(data["x"][:, 1:], data["y"][:, :-1])  # next tokens
+    assert Tokenizer.from_file(str(out / "tokenizer.json")).get_vocab_size() == 2048  # what a device runtime reads
+    result = evaluate(out / "lm.keras", out / "data" / "test.npz")
+    assert result.task == "language-model" and result.perplexity < 2048 / 4  # one epoch already learns
