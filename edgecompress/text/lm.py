@@ -27,6 +27,7 @@ import numpy as np
 
 from edgecompress.keras_layers import position_embedding_class, reversible_embedding_class
 from edgecompress.models import import_tf, import_tf_keras
+from edgecompress.progress import note
 from edgecompress.text.bpe import BPETokenizer
 
 
@@ -205,8 +206,10 @@ def train_causal_lm(model: Any, train: np.ndarray, val: np.ndarray, epochs: int 
     model.compile(optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=0.01),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     stop = keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True)
+    shown = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: note(
+        f"  epoch {epoch + 1}: loss {logs['loss']:.4f}, val perplexity {math.exp(logs['val_loss']):.1f}"))
     model.fit(train[:, :-1], train[:, 1:], validation_data=(val[:, :-1], val[:, 1:]), epochs=epochs,
-              batch_size=batch_size, callbacks=[stop], verbose=verbose, shuffle=True)
+              batch_size=batch_size, callbacks=[stop, shown], verbose=verbose, shuffle=True)
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     return copy
