@@ -246,7 +246,8 @@ def markdown(recipe: Path, objective: str, constraints: Constraints, baseline: d
     if baseline and baseline.get("perplexity") is not None:
         out.append(f"Source model: {baseline.get('model')}, held-out perplexity {baseline['perplexity']:.2f} "
                    f"(next-token accuracy {baseline['accuracy'] * 100:.2f}%) on {baseline.get('samples')} windows. "
-                   "Latencies are one decode step: a generated token.")
+                   "Latencies are one decode step (a generated token); a device's estimate is the step the lower of "
+                   "its memory-bandwidth roofline and its compute estimate allows (`benchmark --device`).")
     elif baseline and baseline.get("accuracy") is not None:
         out.append(f"Source model: {baseline.get('model')}, held-out accuracy {baseline['accuracy'] * 100:.2f}% "
                    f"on {baseline.get('samples')} samples. Accuracy drops are in points below it.")
