@@ -46,13 +46,13 @@ INT4_BLOCK = 32
 
 def corpus(folder: Path) -> tuple[Path, dict[str, np.ndarray]]:
     from edgecompress.text.bpe import train_bpe
-    from edgecompress.text.data import load_raw_texts
+    from edgecompress.text.data import texts_by_split
     from edgecompress.text.lm import token_windows
 
-    raw = load_raw_texts()
-    tokenizer = train_bpe([r.text for r in raw if r.split == "train"], VOCAB)
+    texts = texts_by_split()
+    tokenizer = train_bpe(texts["train"], VOCAB)
     path = tokenizer.save(folder / "tokenizer.json")
-    windows = {s: token_windows(tokenizer, [r.text for r in raw if r.split == s], SEQ_LEN) for s in ("train", "val", "test")}
+    windows = {split: token_windows(tokenizer, t, SEQ_LEN) for split, t in texts.items()}
     for split, w in windows.items():
         np.savez(folder / f"{split}.npz", x=w[:, :-1], y=w[:, 1:])
     return path, windows

@@ -102,10 +102,10 @@ def _prepare_text(out: Path, epochs: int, seed: int) -> None:
 
 def _prepare_generate(out: Path, epochs: int, seed: int) -> None:
     from edgecompress.text.bpe import train_bpe
-    from edgecompress.text.data import load_raw_texts
+    from edgecompress.text.data import texts_by_split
     from edgecompress.text.lm import LMShape, build_causal_lm, token_windows, train_causal_lm
 
-    texts = {split: [r.text for r in load_raw_texts() if r.split == split] for split in ("train", "val", "test")}
+    texts = texts_by_split()
     note(f"learning a {LM_VOCAB}-token byte-level BPE from the bundled training texts")
     tokenizer = train_bpe(texts["train"], LM_VOCAB)
     with atomic_path(out / "tokenizer.json") as tmp:

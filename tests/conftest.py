@@ -167,15 +167,15 @@ def lm_folder(tmp_path_factory):
     """A small LM trained two epochs on the bundled reviews, its tokenizer.json beside it, and token windows:
     windows.npz (x only, to validate exports), lm_train.npz and lm_val.npz (x and the next tokens y, to train)."""
     from edgecompress.text.bpe import train_bpe
-    from edgecompress.text.data import load_raw_texts
+    from edgecompress.text.data import texts_by_split
     from edgecompress.text.lm import LMShape, build_causal_lm, token_windows, train_causal_lm
 
     folder = tmp_path_factory.mktemp("lm")
-    raw = load_raw_texts()
-    tokenizer = train_bpe([r.text for r in raw if r.split == "train"], 512)
+    texts = texts_by_split()
+    tokenizer = train_bpe(texts["train"], 512)
     tokenizer.save(folder / "tokenizer.json")
-    train = token_windows(tokenizer, [r.text for r in raw if r.split == "train"][:2000], LM_SHAPE["seq_len"])
-    val = token_windows(tokenizer, [r.text for r in raw if r.split == "val"][:300], LM_SHAPE["seq_len"])
+    train = token_windows(tokenizer, texts["train"][:2000], LM_SHAPE["seq_len"])
+    val = token_windows(tokenizer, texts["val"][:300], LM_SHAPE["seq_len"])
     model = train_causal_lm(build_causal_lm(LMShape(tokenizer.size, **LM_SHAPE)), train, val, epochs=2,
                             learning_rate=3e-3)
     model.save(folder / "lm.keras")

@@ -54,6 +54,11 @@ def _agent(python: str, *args: str) -> list[str]:
     return [python, "-m", AGENT, *args]
 
 
+def _last_line(proc: Any) -> str:
+    """The last line the device's agent wrote on stderr (its one-line error), or its exit code."""
+    return next((ln.strip() for ln in reversed(proc.stderr.splitlines()) if ln.strip()), f"exit code {proc.returncode}")
+
+
 def _hello_failure(target: SshTarget, python: str, proc) -> UserError:
     err = proc.stderr
     if proc.returncode in NOT_FOUND or "No such file or directory" in err:
@@ -65,7 +70,7 @@ def _hello_failure(target: SshTarget, python: str, proc) -> UserError:
     if "No module named 'edgecompress.remote" in err:
         return UserError(f"edgecompress on {target.url} is older than remote benchmarking: run "
                          f"`{python} -m pip install -U edgecompress=={__version__}` there")
-    last = next((ln.strip() for ln in reversed(err.splitlines()) if ln.strip()), f"exit code {proc.returncode}")
+    last = _last_line(proc)
     return UserError(f"edgecompress's agent failed on {target.url}: {last}")
 
 
@@ -116,8 +121,7 @@ def _measure_one(target: SshTarget, python: str, workdir: str, path: Path, optio
     args = [remote_model, json.dumps(options_to_dict(options))] + ([remote_inputs] if remote_inputs else [])
     proc = run_ssh(target, _agent(python, "measure", *args), options.timeout + HELLO_TIMEOUT_S)
     if proc.returncode != 0:
-        last = next((ln for ln in reversed(proc.stderr.splitlines()) if ln.strip()), f"exit code {proc.returncode}")
-        return _error_row(path, options, f"on {target.url}: {last.strip()}", "remote")
+        return _error_row(path, options, f"on {target.url}: {_last_line(proc)}", "remote")
     return measurement_from_dict(json.loads(proc.stdout.strip().splitlines()[-1]), str(path))
 
 
@@ -210,7 +214,6 @@ def benchmark_lm_over_ssh(paths: Sequence[str | os.PathLike], target: SshTarget,
             except ConnectionLost as exc:
                 raise UserError(f"the device dropped while measuring {path}: {exc}") from None
             if proc.returncode != 0:
-                last = next((ln for ln in reversed(proc.stderr.splitlines()) if ln.strip()), f"exit code {proc.returncode}")
-                raise UserError(f"measuring {path} on {target.url} failed: {last.strip()}")
+                raise UserError(f"measuring {path} on {target.url} failed: {_last_line(proc)}")
             measurements.append(lm_measurement_from_dict(json.loads(proc.stdout.strip().splitlines()[-1]), str(path)))
     return RemoteLMBenchmark(target.url, ident, measurements)

@@ -54,3 +54,11 @@ def load_raw_texts() -> list[RawText]:
     with resources.files("edgecompress").joinpath(f"{_DATA}_text.tsv.gz").open("rb") as fh:
         with gzip.open(fh, "rt", encoding="utf-8") as text:
             return [RawText(r["split"], r["label"], r["text"]) for r in csv.DictReader(text, delimiter="\t", quoting=csv.QUOTE_NONE)]
+
+
+def texts_by_split() -> dict[str, list[str]]:
+    """Every bundled text (reviews and plot summaries) by split: train, val, test (what language models learn on)."""
+    texts: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for raw in load_raw_texts():
+        texts[raw.split].append(raw.text)
+    return texts
