@@ -75,6 +75,8 @@ def build_causal_lm(shape: LMShape, seed: int = 0, name: str = "causal_lm") -> A
 
 def lm_shape_of(model: Any) -> LMShape:
     """The shape of a model build_causal_lm made (read from its layers, so it holds after loading a file)."""
+    if "token_embedding" not in {layer.name for layer in model.layers}:
+        raise ValueError("it has no token_embedding layer")  # Keras's own message lists every layer
     embedding = model.get_layer("token_embedding")
     if not isinstance(embedding, reversible_embedding_class()) or len(model.output_shape) != 3:
         # The text encoders share the layer names; only a causal LM ends in the tied head, logits per position.
