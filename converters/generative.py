@@ -187,7 +187,10 @@ def convert_generative(model_path: str | Path, output: str | Path, quantize: str
         if not words.is_file():
             raise UserError(f"tokenizer {words} does not exist: a .litertlm bundle holds the model's tokenizer.json, "
                             "give it with --tokenizer", settings=("tokenizer",))
-    lm = causal_lm(load_model(Path(model_path), unsafe=unsafe).model, context)
+    loaded = load_model(Path(model_path), unsafe=unsafe)
+    if not loaded.is_keras:
+        raise UserError(f"{model_path} is a SavedModel: --task generate takes the Keras causal LM (.keras or .h5)")
+    lm = causal_lm(loaded.model, context)
     note("converting: prefill and decode signatures with a KV cache")
     data, spec = generative_tflite(lm, prefill_length)
     chosen = None
